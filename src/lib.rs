@@ -1,0 +1,1 @@
+//! ccsim root crate.

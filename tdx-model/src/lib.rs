@@ -1,0 +1,3 @@
+//! tdx-model (to be filled).
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]

@@ -1,0 +1,3 @@
+//! workloads (to be filled).
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
