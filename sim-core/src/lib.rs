@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod agent;
 pub mod codec;
+pub mod config;
 pub mod event;
 pub mod page;
 pub mod time;

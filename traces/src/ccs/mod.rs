@@ -1,0 +1,1 @@
+//! Text scenario format `.ccs` (see docs/scenario-format.md).

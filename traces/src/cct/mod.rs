@@ -1,0 +1,1 @@
+//! Binary trace format `.cct` (see docs/trace-format.md).

@@ -1,0 +1,1 @@
+//! Importers of capture formats.
