@@ -160,7 +160,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
         for (shift, u) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-            if v != 0 && v % (1u64 << shift) == 0 {
+            if v != 0 && v.is_multiple_of(1u64 << shift) {
                 return write!(f, "{}{u}", v >> shift);
             }
         }
@@ -217,10 +217,14 @@ pub fn set_path(
     origin: &str,
 ) -> Result<(), ConfigError> {
     let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop().filter(|l| !l.is_empty()).ok_or_else(|| ConfigError::BadOverride(path.into()))?;
+    let last = parts
+        .pop()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ConfigError::BadOverride(path.into()))?;
     let mut cur = root;
     for p in parts {
-        let entry = cur.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry =
+            cur.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             _ => {

@@ -9,14 +9,20 @@ pub mod agent;
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod memsvc;
 pub mod page;
+pub mod rng;
+pub mod sched;
+pub mod stats;
 pub mod time;
 pub mod vocab;
 
 pub use addr::{Gpa, Gva, Hva, Iova, Spa};
 pub use agent::{Agent, Context, CpuId, DeviceId, Firmware, PrivLevel, VcpuId, VmId};
 pub use event::{Address, Check, Event, Record, Setting, StateItem, TimedEvent};
+pub use memsvc::MemoryServices;
 pub use page::PageSize;
+pub use rng::Rng;
 pub use time::Cycles;
 
 /// Major version of the event vocabulary and of both formats built on it.
