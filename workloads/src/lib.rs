@@ -1,3 +1,66 @@
-//! workloads (to be filled).
+//! Workload generators: seeded, deterministic producers of per-agent event streams.
+//!
+//! A generator offers one stream per agent (DESIGN "The timing model"); the engine merges them
+//! with [`sim_core::sched::Scheduler`] by `(cycle, agent)` and hands each generator a
+//! [`MemoryServices`] so that where a kernel object or a guest folio lands follows from the
+//! host allocator's history. Every parameter is documented in [`WorkloadInfo::params`] and listed
+//! by `ccsim workloads`.
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
+
+mod params;
+mod snp_launch;
+
+pub use params::{ParamDoc, ParamError, Params};
+
+use sim_core::{Agent, Event, MemoryServices};
+
+/// A running generator.
+pub trait Workload: std::fmt::Debug {
+    /// The agents this workload drives, one stream each, in stream order.
+    fn agents(&self) -> &[Agent];
+    /// The next event of stream `stream`, or `None` when that stream has ended.
+    fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event>;
+}
+
+/// Builds a generator from parameters and a seed.
+pub type BuildFn = fn(&Params, u64) -> Result<Box<dyn Workload>, ParamError>;
+
+/// A registered workload.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadInfo {
+    /// Name used by `--workload`.
+    pub name: &'static str,
+    /// One-line description.
+    pub summary: &'static str,
+    /// What it models and what its shape is based on.
+    pub description: &'static str,
+    /// Every parameter with its default.
+    pub params: &'static [ParamDoc],
+    /// Build a generator from parameters and a seed.
+    pub build: BuildFn,
+}
+
+impl WorkloadInfo {
+    /// Build, checking parameter names against [`WorkloadInfo::params`] first.
+    ///
+    /// # Errors
+    /// [`ParamError`] for an unknown parameter or a bad value.
+    pub fn instantiate(&self, params: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
+        params.check_known(self.params)?;
+        (self.build)(params, seed)
+    }
+}
+
+/// The default workload, run by `ccsim run` with no arguments.
+pub const DEFAULT_WORKLOAD: &str = "snp-launch";
+
+/// Every built-in workload.
+pub fn registry() -> &'static [WorkloadInfo] {
+    &[snp_launch::INFO]
+}
+
+/// Find a workload by name.
+pub fn find(name: &str) -> Option<&'static WorkloadInfo> {
+    registry().iter().find(|w| w.name == name)
+}
