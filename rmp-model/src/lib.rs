@@ -1,3 +1,68 @@
-//! rmp-model (to be filled).
+//! rmp-model: the AMD SEV-SNP Reverse Map Table as hardware (DESIGN.md "Layers").
+//!
+//! The RMP holds one 16-byte entry per 4 KiB page of system memory, saying who owns the page
+//! (hypervisor, a guest by ASID, or the AMD secure processor), at which GPA a guest must map
+//! it, whether the guest validated it, and per-VMPL permissions (AMD APM Vol. 2 §15.36;
+//! digest: `shared/spec/snp.md`). This crate models:
+//!
+//! - the entry: architectural fields ([`RmpEntry`]) and the raw in-memory layout
+//!   ([`RawRmpEntry`], §1.2), with owner states as an enum ([`RmpPageState`]);
+//! - the table ([`Rmp`]): RMP_BASE/RMP_END coverage ([`RmpLayout`], §1.3), sparse storage that
+//!   scales to multi-TiB hosts, the 2 MiB authoritative-entry rule (§1.4), and an O(1)
+//!   "any page of this 2 MiB region assigned?" count;
+//! - the instructions RMPUPDATE and PSMASH as values ([`Rmp::rmpupdate`], [`Rmp::psmash`] →
+//!   [`RmpReturn`], §3.1–§3.3);
+//! - the host RMP check ([`Rmp::check_host_access`], §2.1–§2.4), which reports the RMP entry
+//!   it read so the caller prices it through its cache-latency model;
+//! - configuration ([`RmpConfig`], section `[rmp]`) and counters ([`RmpStats`]).
+//!
+//! Not modelled yet: guest-side checks (Table 15-39 rows for guests; the causes are already in
+//! [`RmpViolationCause`]), PVALIDATE, RMPADJUST, RMPQUERY, RMPREAD, segmented RMP, RMPOPT, the
+//! in-use erratum of early parts, transient FAIL_INUSE from concurrent updates (the engine's
+//! scheduler sets the in-use flag for that). This crate does not depend on mmu-model: the root
+//! crate plugs [`Rmp::check_host_access`] into mmu-model's check hook.
+//!
+//! ```
+//! use rmp_model::{Executor, HostAccess, Rmp, RmpCheck, RmpLayout, RmpPageSize, RmpReturn,
+//!                 RmpUpdateInput};
+//! use sim_core::{Gpa, PageSize, Spa};
+//!
+//! let layout = RmpLayout::covering(Spa::new(0x10_0000), 8 << 30).unwrap();
+//! let mut rmp = Rmp::new(layout);
+//! // KVM makes one 4 KiB page private to ASID 5 (spec/snp.md §6 S5).
+//! let page = Spa::new(0x1_0001_0000);
+//! let input = RmpUpdateInput::private(Gpa::new(0x8000_0000), RmpPageSize::K4, 5, false);
+//! assert_eq!(rmp.rmpupdate(Executor::Hypervisor, page, &input), RmpReturn::Success);
+//! // A host write to a neighbour through a 2 MiB direct-map mapping violates (S1)…
+//! let out = rmp.check_host_access(Spa::new(0x1_0000_5000), PageSize::M2, HostAccess::DataWrite);
+//! assert!(matches!(out.check, RmpCheck::Violation(_)));
+//! // …after reading one RMP entry, the region's 2 MiB-aligned one.
+//! assert_eq!(out.entry_read, Some(Spa::new(0x10_0000 + 0x4000 + 0x10_0000 * 16)));
+//! // The same write through a 4 KiB mapping is fine (S4).
+//! let ok = rmp.check_host_access(Spa::new(0x1_0000_5000), PageSize::K4, HostAccess::DataWrite);
+//! assert_eq!(ok.check, RmpCheck::Ok);
+//! ```
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
+
+mod check;
+mod config;
+mod entry;
+mod instr;
+mod stats;
+mod table;
+
+pub use check::{HostAccess, RmpCheck, RmpCheckOutcome, RmpViolation, RmpViolationCause};
+pub use config::{
+    DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_PSMASH_LATENCY, DEFAULT_RMP_LOOKUP_LATENCY,
+    DEFAULT_RMPUPDATE_LATENCY, RmpConfig, TlbOnRmpUpdate,
+};
+pub use entry::{
+    GPA_LIMIT, MAX_ASID, RawRmpEntry, RmpEntry, RmpPageSize, RmpPageState, VMPL_ON_UPDATE,
+    VmplPerms,
+};
+pub use instr::{Executor, RmpReturn, RmpUpdateInput};
+pub use stats::RmpStats;
+pub use table::{
+    NotCovered, RMP_ALIGN, RMP_BOOKKEEPING_BYTES, RMP_ENTRY_BYTES, Rmp, RmpLayout, RmpLayoutError,
+};

@@ -1,0 +1,103 @@
+//! A fixed-capacity, inline vector for per-access reference lists (no heap allocation on the
+//! hot path).
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+/// Up to `N` values of `T`, stored inline. Pushing beyond `N` is a model bug (the capacity is
+/// chosen from the architecture: see each alias), so it panics.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct InlineVec<T: Copy + Default, const N: usize> {
+    len: usize,
+    items: [T; N],
+}
+
+impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
+    /// Empty.
+    pub fn new() -> Self {
+        InlineVec { len: 0, items: [T::default(); N] }
+    }
+
+    /// The capacity.
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Append.
+    ///
+    /// # Panics
+    /// If the vector is full.
+    #[track_caller]
+    pub fn push(&mut self, v: T) {
+        assert!(self.len < N, "InlineVec capacity {N} exceeded");
+        self.items[self.len] = v;
+        self.len += 1;
+    }
+
+    /// Remove everything.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The values.
+    pub fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+}
+
+impl<T: Copy + Default, const N: usize> Default for InlineVec<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Default, const N: usize> Deref for InlineVec<T, N> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Copy + Default, const N: usize> DerefMut for InlineVec<T, N> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.items[..self.len]
+    }
+}
+
+impl<T: Copy + Default + fmt::Debug, const N: usize> fmt::Debug for InlineVec<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl<'a, T: Copy + Default, const N: usize> IntoIterator for &'a InlineVec<T, N> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_read() {
+        let mut v: InlineVec<u8, 3> = InlineVec::new();
+        v.push(1);
+        v.push(2);
+        assert_eq!(&*v, &[1, 2]);
+        assert_eq!(format!("{v:?}"), "[1, 2]");
+        v.clear();
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "capacity 1 exceeded")]
+    fn overflow_panics() {
+        let mut v: InlineVec<u8, 1> = InlineVec::new();
+        v.push(1);
+        v.push(2);
+    }
+}

@@ -1,0 +1,43 @@
+//! The cache-latency model that prices memory references made by the translation hardware:
+//! walk references and the check stage's reads (RMP entries). Thin for now — one latency per
+//! reference — behind a trait so that a cache hierarchy can replace it.
+
+use crate::level::Level;
+use sim_core::{Cycles, Spa};
+
+/// What kind of reference is being priced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemRefKind {
+    /// A page walk read a paging-structure entry.
+    TableRead(Level),
+    /// A page walk set A/D bits in an entry.
+    TableAdWrite(Level),
+    /// The check stage read a piece of memory (an RMP entry).
+    CheckRead,
+}
+
+/// Prices one memory reference. Implementations may keep state (a cache hierarchy); `&mut`
+/// lets them update it. Must be deterministic.
+pub trait CacheLatency {
+    /// Cycles the reference to `spa` costs.
+    fn latency(&mut self, spa: Spa, kind: MemRefKind) -> Cycles;
+}
+
+/// Every reference costs the same: `MmuConfig::walk_ref_latency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlatLatency {
+    /// Cycles per reference.
+    pub per_ref: Cycles,
+}
+
+impl CacheLatency for FlatLatency {
+    fn latency(&mut self, _spa: Spa, _kind: MemRefKind) -> Cycles {
+        self.per_ref
+    }
+}
+
+impl<L: CacheLatency + ?Sized> CacheLatency for &mut L {
+    fn latency(&mut self, spa: Spa, kind: MemRefKind) -> Cycles {
+        (**self).latency(spa, kind)
+    }
+}

@@ -1,0 +1,957 @@
+//! A page table held in simulated physical memory, and its primitives: map, unmap, protect,
+//! split, merge, lookup. Policy (Linux CPA, direct-map policies) is the root crate's business.
+
+use crate::addr::{PagedAddr, PhysAddr};
+use crate::inval::PendingInvalidation;
+use crate::level::{ENTRIES_PER_TABLE, Level, Paging};
+use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
+use crate::tables::{FrameSource, InstallError, PhysMemTables};
+use sim_core::stats::PerSize;
+use sim_core::{Hva, PageSize, Spa};
+use std::marker::PhantomData;
+
+/// A leaf translation as the tables hold it (functional: no A/D side effects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf<P> {
+    /// The mapped frame (aligned to `size`).
+    pub frame: P,
+    /// The leaf's page size.
+    pub size: PageSize,
+    /// The leaf's attributes (not combined with the upper levels' permissions).
+    pub attrs: LeafAttrs,
+}
+
+impl<P: PhysAddr> Leaf<P> {
+    /// The output address of `va` through this leaf.
+    pub fn pa<V: PagedAddr>(&self, va: V) -> P {
+        P::from_raw(self.frame.raw() | (va.raw() & (self.size.bytes() - 1)))
+    }
+}
+
+/// Creating a page table failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewTableError {
+    /// The frame source had no page for the root.
+    #[error("no frame for the root table")]
+    OutOfFrames,
+    /// The frame source returned a page that cannot hold a table.
+    #[error("frame source returned an unusable page: {0}")]
+    BadFrame(InstallError),
+}
+
+/// [`PageTable::map`] failed; nothing was mapped (tables created on the way stay, empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError<V: PagedAddr, P: PhysAddr> {
+    /// The address is not translatable at this paging depth.
+    #[error("{va:?} is not canonical for this paging depth")]
+    NonCanonical {
+        /// The address.
+        va: V,
+    },
+    /// The address or frame is not aligned to the page size.
+    #[error("{va:?} -> {frame:?}: not aligned to {size}")]
+    NotAligned {
+        /// The address.
+        va: V,
+        /// The frame.
+        frame: P,
+        /// The requested size.
+        size: PageSize,
+    },
+    /// Something is already present where the leaf would go: a leaf of `existing` size on the
+    /// path, or a table (`existing` = `None`) at the leaf's level.
+    #[error("{va:?} is already mapped (existing: {existing:?})")]
+    AlreadyMapped {
+        /// The address.
+        va: V,
+        /// The size of the leaf found, or `None` for a table.
+        existing: Option<PageSize>,
+    },
+    /// The frame source had no page for an intermediate table.
+    #[error("no frame for a page table while mapping {va:?}")]
+    OutOfFrames {
+        /// The address.
+        va: V,
+    },
+    /// The frame source returned a page that cannot hold a table.
+    #[error("frame source returned an unusable page: {0}")]
+    BadFrame(InstallError),
+}
+
+/// Finding the leaf that [`PageTable::unmap`] or [`PageTable::protect`] acts on failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeafError<V: PagedAddr> {
+    /// The address is not translatable at this paging depth.
+    #[error("{va:?} is not canonical for this paging depth")]
+    NonCanonical {
+        /// The address.
+        va: V,
+    },
+    /// The address is not aligned to the requested size.
+    #[error("{va:?} is not aligned to {size}")]
+    NotAligned {
+        /// The address.
+        va: V,
+        /// The requested size.
+        size: PageSize,
+    },
+    /// Nothing is mapped there.
+    #[error("{va:?} is not mapped")]
+    NotMapped {
+        /// The address.
+        va: V,
+    },
+    /// The mapping there has another size: a leaf of `found`, or tables of smaller leaves
+    /// (`found` = `None`). Split or act on the smaller leaves.
+    #[error("{va:?}: asked for a {requested} leaf, found {found:?}")]
+    SizeMismatch {
+        /// The address.
+        va: V,
+        /// The size asked for.
+        requested: PageSize,
+        /// The leaf size found, or `None` for a table.
+        found: Option<PageSize>,
+    },
+}
+
+/// [`PageTable::unmap`] failed.
+pub type UnmapError<V> = LeafError<V>;
+/// [`PageTable::protect`] failed.
+pub type ProtectError<V> = LeafError<V>;
+
+/// [`PageTable::split`] failed; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SplitError<V: PagedAddr> {
+    /// The address is not translatable at this paging depth.
+    #[error("{va:?} is not canonical for this paging depth")]
+    NonCanonical {
+        /// The address.
+        va: V,
+    },
+    /// Nothing is mapped there.
+    #[error("{va:?} is not mapped")]
+    NotMapped {
+        /// The address.
+        va: V,
+    },
+    /// The leaf is already 4 KiB.
+    #[error("{va:?} is mapped by a 4K leaf; nothing to split")]
+    AlreadySmallest {
+        /// The address.
+        va: V,
+    },
+    /// The frame source had no page for the new table.
+    #[error("no frame for the table splitting {va:?}")]
+    OutOfFrames {
+        /// The address.
+        va: V,
+    },
+    /// The frame source returned a page that cannot hold a table.
+    #[error("frame source returned an unusable page: {0}")]
+    BadFrame(InstallError),
+}
+
+/// [`PageTable::merge`] refused; nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MergeError<V: PagedAddr> {
+    /// The address is not translatable at this paging depth.
+    #[error("{va:?} is not canonical for this paging depth")]
+    NonCanonical {
+        /// The address.
+        va: V,
+    },
+    /// 4 KiB is not a merge target.
+    #[error("cannot merge into a {size} leaf")]
+    BadSize {
+        /// The size asked for.
+        size: PageSize,
+    },
+    /// The entry at the target level is not a table (not present, or already a leaf, or a leaf
+    /// above it).
+    #[error("{va:?}: no table of smaller leaves to merge")]
+    NotATable {
+        /// The address.
+        va: V,
+    },
+    /// A child entry is not present.
+    #[error("{va:?}: entry not present")]
+    NotPresent {
+        /// The address of the child.
+        va: V,
+    },
+    /// A child entry points at a further table instead of mapping a page.
+    #[error("{va:?}: entry is a table, not a leaf")]
+    NotLeaf {
+        /// The address of the child.
+        va: V,
+    },
+    /// A child's attributes differ from the first child's.
+    #[error("{va:?}: attributes differ from the first entry")]
+    NotUniform {
+        /// The address of the child.
+        va: V,
+    },
+    /// A child's frame does not continue the first child's.
+    #[error("{va:?}: frame not contiguous with the first entry")]
+    NotContiguous {
+        /// The address of the child.
+        va: V,
+    },
+    /// The first child's frame is not aligned to the merged size.
+    #[error("first frame {frame:#x} is not aligned to {size}")]
+    Misaligned {
+        /// The first frame (raw).
+        frame: u64,
+        /// The merged size.
+        size: PageSize,
+    },
+}
+
+/// Where the search for an entry stopped.
+enum Located<P> {
+    /// The entry at the requested level.
+    At { addr: P, entry: X86Pte },
+    /// A leaf above the requested level.
+    LeafAbove { level: Level, addr: P, entry: X86Pte },
+    /// A not-present entry above the requested level.
+    MissingAbove,
+}
+
+/// A page table in simulated physical memory: a root, a depth, the entry format and the flags
+/// its primitives give new non-leaf entries. It holds no entries itself — those live in
+/// [`PhysMemTables`], shared by every page table of the machine — only bookkeeping (leaf counts
+/// per size, the `DirectMap4k/2M/1G` of `/proc/meminfo` for the direct map).
+///
+/// Every mutating primitive returns a [`PendingInvalidation`] token or a small error enum
+/// naming what was wrong. Invariant kept by the primitives: every non-leaf entry points at a
+/// page installed in `PhysMemTables`, allocated through the [`FrameSource`].
+#[derive(Debug)]
+pub struct PageTable<V: PagedAddr = Hva, P: PhysAddr = Spa> {
+    root: P,
+    paging: Paging,
+    format: PteFormat,
+    table_flags: PteFlags,
+    leaves: PerSize<u64>,
+    table_pages: u64,
+    _v: PhantomData<V>,
+}
+
+impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
+    /// An empty page table whose root page comes from `frames`. `table_flags` are given to the
+    /// non-leaf entries the primitives create ([`PteFlags::KERNEL_TABLE`] for kernel tables,
+    /// [`PteFlags::USER_TABLE`] where user leaves live below).
+    ///
+    /// # Errors
+    /// [`NewTableError`] if no usable root page is available.
+    pub fn new(
+        tables: &mut PhysMemTables<P>,
+        frames: &mut impl FrameSource<P>,
+        paging: Paging,
+        format: PteFormat,
+        table_flags: PteFlags,
+    ) -> Result<Self, NewTableError> {
+        let root = frames.alloc_table().ok_or(NewTableError::OutOfFrames)?;
+        tables.install(root).map_err(NewTableError::BadFrame)?;
+        Ok(PageTable {
+            root,
+            paging,
+            format,
+            table_flags,
+            leaves: PerSize::default(),
+            table_pages: 1,
+            _v: PhantomData,
+        })
+    }
+
+    /// The root table page (what CR3 points at).
+    pub const fn root(&self) -> P {
+        self.root
+    }
+
+    /// The paging depth.
+    pub const fn paging(&self) -> Paging {
+        self.paging
+    }
+
+    /// The entry format.
+    pub const fn format(&self) -> PteFormat {
+        self.format
+    }
+
+    /// Leaves per page size (for the direct map: `DirectMap4k/2M/1G` in pages).
+    pub const fn leaf_counts(&self) -> PerSize<u64> {
+        self.leaves
+    }
+
+    /// Table pages in use, the root included.
+    pub const fn table_pages(&self) -> u64 {
+        self.table_pages
+    }
+
+    fn entry_addr(table: P, level: Level, va: V) -> P {
+        P::from_raw(table.raw() + 8 * (level.index(va) as u64))
+    }
+
+    fn locate(&self, tables: &PhysMemTables<P>, va: V, target: Level) -> Located<P> {
+        let mut table = self.root;
+        let mut level = self.paging.top();
+        loop {
+            let addr = Self::entry_addr(table, level, va);
+            let entry = X86Pte::new(tables.read(addr));
+            if level == target {
+                return Located::At { addr, entry };
+            }
+            if !entry.is_present() {
+                return Located::MissingAbove;
+            }
+            if entry.is_leaf(level) {
+                return Located::LeafAbove { level, addr, entry };
+            }
+            table = entry.table_addr(self.format);
+            level = level.next_lower().expect("target is below");
+        }
+    }
+
+    /// The leaf translating `va`, if any (functional: no A/D updates, no permission checks).
+    pub fn lookup(&self, tables: &PhysMemTables<P>, va: V) -> Option<Leaf<P>> {
+        if !va.in_range(self.paging) {
+            return None;
+        }
+        let (level, entry) = match self.locate(tables, va, Level::Pt) {
+            Located::At { entry, .. } => (Level::Pt, entry),
+            Located::LeafAbove { level, entry, .. } => (level, entry),
+            Located::MissingAbove => return None,
+        };
+        if !entry.is_present() {
+            return None;
+        }
+        let size = level.leaf_size()?;
+        Some(Leaf {
+            frame: entry.frame(size, self.format),
+            size,
+            attrs: entry.leaf_attrs(size, self.format),
+        })
+    }
+
+    /// Map `va` → `frame` with one leaf of `size`. Creates intermediate tables as needed
+    /// (through `frames`). Returns an empty token: nothing present was replaced.
+    ///
+    /// # Errors
+    /// [`MapError`]; on `OutOfFrames` the tables created so far stay (empty).
+    pub fn map(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        frames: &mut impl FrameSource<P>,
+        va: V,
+        frame: P,
+        size: PageSize,
+        attrs: LeafAttrs,
+    ) -> Result<PendingInvalidation<V>, MapError<V, P>> {
+        if !va.in_range(self.paging) {
+            return Err(MapError::NonCanonical { va });
+        }
+        let mask = size.bytes() - 1;
+        if va.raw() & mask != 0 || frame.raw() & mask != 0 {
+            return Err(MapError::NotAligned { va, frame, size });
+        }
+        let target = Level::for_leaf_size(size);
+        let mut table = self.root;
+        let mut level = self.paging.top();
+        while level != target {
+            let addr = Self::entry_addr(table, level, va);
+            let e = X86Pte::new(tables.read(addr));
+            if !e.is_present() {
+                let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
+                tables.install(page).map_err(MapError::BadFrame)?;
+                tables.write(addr, X86Pte::table(page, self.table_flags, self.format).raw());
+                self.table_pages += 1;
+                table = page;
+            } else if e.is_leaf(level) {
+                return Err(MapError::AlreadyMapped { va, existing: level.leaf_size() });
+            } else {
+                table = e.table_addr(self.format);
+            }
+            level = level.next_lower().expect("target is below");
+        }
+        let addr = Self::entry_addr(table, target, va);
+        let e = X86Pte::new(tables.read(addr));
+        if e.is_present() {
+            let existing = if e.is_leaf(target) { Some(size) } else { None };
+            return Err(MapError::AlreadyMapped { va, existing });
+        }
+        tables.write(addr, X86Pte::leaf(frame, size, attrs, self.format).raw());
+        self.leaves[size] += 1;
+        Ok(PendingInvalidation::none())
+    }
+
+    fn find_leaf(
+        &self,
+        tables: &PhysMemTables<P>,
+        va: V,
+        size: PageSize,
+    ) -> Result<(P, X86Pte), LeafError<V>> {
+        if !va.in_range(self.paging) {
+            return Err(LeafError::NonCanonical { va });
+        }
+        if va.raw() & (size.bytes() - 1) != 0 {
+            return Err(LeafError::NotAligned { va, size });
+        }
+        let target = Level::for_leaf_size(size);
+        match self.locate(tables, va, target) {
+            Located::MissingAbove => Err(LeafError::NotMapped { va }),
+            Located::LeafAbove { level, .. } => {
+                Err(LeafError::SizeMismatch { va, requested: size, found: level.leaf_size() })
+            }
+            Located::At { entry, .. } if !entry.is_present() => Err(LeafError::NotMapped { va }),
+            Located::At { entry, .. } if !entry.is_leaf(target) => {
+                Err(LeafError::SizeMismatch { va, requested: size, found: None })
+            }
+            Located::At { addr, entry } => Ok((addr, entry)),
+        }
+    }
+
+    /// Remove the leaf of `size` at `va` (aligned). Tables left empty are kept (Linux keeps the
+    /// direct map's tables too). Returns the old leaf and the range to invalidate.
+    ///
+    /// # Errors
+    /// [`UnmapError`] if there is no leaf of exactly that size there.
+    pub fn unmap(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        va: V,
+        size: PageSize,
+    ) -> Result<(Leaf<P>, PendingInvalidation<V>), UnmapError<V>> {
+        let (addr, entry) = self.find_leaf(tables, va, size)?;
+        tables.write(addr, X86Pte::EMPTY.raw());
+        self.leaves[size] -= 1;
+        let leaf = Leaf {
+            frame: entry.frame(size, self.format),
+            size,
+            attrs: entry.leaf_attrs(size, self.format),
+        };
+        Ok((leaf, PendingInvalidation::range(va, size, size)))
+    }
+
+    /// Replace the attributes of the leaf of `size` at `va` (aligned), keeping its frame.
+    ///
+    /// # Errors
+    /// [`ProtectError`] if there is no leaf of exactly that size there.
+    pub fn protect(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        va: V,
+        size: PageSize,
+        attrs: LeafAttrs,
+    ) -> Result<PendingInvalidation<V>, ProtectError<V>> {
+        let (addr, entry) = self.find_leaf(tables, va, size)?;
+        let frame: P = entry.frame(size, self.format);
+        tables.write(addr, X86Pte::leaf(frame, size, attrs, self.format).raw());
+        Ok(PendingInvalidation::range(va, size, size))
+    }
+
+    /// Split the large leaf covering `va` into 512 leaves of the next smaller size with
+    /// identical attributes (PAT moves between bits 12 and 7 as needed), allocating one table
+    /// page. The new non-leaf entry gets the table's `table_flags`. One level per call, as
+    /// Linux CPA does (a 1 GiB leaf becomes 2 MiB leaves). Returns the new leaf size.
+    ///
+    /// # Errors
+    /// [`SplitError`]; nothing changes on error.
+    pub fn split(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        frames: &mut impl FrameSource<P>,
+        va: V,
+    ) -> Result<(PageSize, PendingInvalidation<V>), SplitError<V>> {
+        if !va.in_range(self.paging) {
+            return Err(SplitError::NonCanonical { va });
+        }
+        let (level, addr, entry) = match self.locate(tables, va, Level::Pt) {
+            Located::MissingAbove => return Err(SplitError::NotMapped { va }),
+            Located::At { entry, .. } if !entry.is_present() => {
+                return Err(SplitError::NotMapped { va });
+            }
+            Located::At { .. } => return Err(SplitError::AlreadySmallest { va }),
+            Located::LeafAbove { level, addr, entry } => (level, addr, entry),
+        };
+        let size = level.leaf_size().expect("leaves only at PDPT/PD/PT");
+        let small = size.next_smaller().expect("large leaf");
+        let frame: P = entry.frame(size, self.format);
+        let attrs = entry.leaf_attrs(size, self.format);
+        let page = frames.alloc_table().ok_or(SplitError::OutOfFrames { va })?;
+        tables.install(page).map_err(SplitError::BadFrame)?;
+        let fmt = self.format;
+        let child = tables.page_mut(page).expect("just installed");
+        for (i, slot) in child.iter_mut().enumerate() {
+            let f = P::from_raw(frame.raw() + (i as u64) * small.bytes());
+            *slot = X86Pte::leaf(f, small, attrs, fmt).raw();
+        }
+        tables.write(addr, X86Pte::table(page, self.table_flags, fmt).raw());
+        self.table_pages += 1;
+        self.leaves[size] -= 1;
+        self.leaves[small] += ENTRIES_PER_TABLE as u64;
+        let base = V::from_raw(va.raw() & !(size.bytes() - 1));
+        Ok((small, PendingInvalidation::range(base, size, size)))
+    }
+
+    /// Merge the 512 leaves below the `size`-level entry covering `va` into one leaf of
+    /// `size`, freeing their table page through `frames`. Refuses unless all 512 are present
+    /// leaves with identical attribute bits (every bit but the frame address, A/D included)
+    /// and contiguous frames starting at a `size`-aligned frame — Linux's collapse conditions
+    /// (spec/physmap.md §2.2).
+    ///
+    /// # Errors
+    /// [`MergeError`]; nothing changes on error.
+    pub fn merge(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        frames: &mut impl FrameSource<P>,
+        va: V,
+        size: PageSize,
+    ) -> Result<PendingInvalidation<V>, MergeError<V>> {
+        if !va.in_range(self.paging) {
+            return Err(MergeError::NonCanonical { va });
+        }
+        let Some(small) = size.next_smaller() else {
+            return Err(MergeError::BadSize { size });
+        };
+        let target = Level::for_leaf_size(size);
+        let child_level = Level::for_leaf_size(small);
+        let (addr, entry) = match self.locate(tables, va, target) {
+            Located::At { addr, entry } if entry.is_present() && !entry.is_leaf(target) => {
+                (addr, entry)
+            }
+            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove => {
+                return Err(MergeError::NotATable { va });
+            }
+        };
+        let fmt = self.format;
+        let child: P = entry.table_addr(fmt);
+        let page = tables.page(child).expect("non-leaf entries point at installed tables");
+        let base = va.raw() & !(size.bytes() - 1);
+        let child_va = |i: usize| V::from_raw(base + (i as u64) * small.bytes());
+        let frame_bits = fmt.addr_mask() & !(small.bytes() - 1);
+        let first = X86Pte::new(page[0]);
+        for (i, &raw) in page.iter().enumerate() {
+            let e = X86Pte::new(raw);
+            if !e.is_present() {
+                return Err(MergeError::NotPresent { va: child_va(i) });
+            }
+            if !e.is_leaf(child_level) {
+                return Err(MergeError::NotLeaf { va: child_va(i) });
+            }
+            if (raw ^ first.raw()) & !frame_bits != 0 {
+                return Err(MergeError::NotUniform { va: child_va(i) });
+            }
+            if raw & frame_bits != (first.raw() & frame_bits) + (i as u64) * small.bytes() {
+                return Err(MergeError::NotContiguous { va: child_va(i) });
+            }
+        }
+        let frame: P = first.frame(small, fmt);
+        if frame.raw() & (size.bytes() - 1) != 0 {
+            return Err(MergeError::Misaligned { frame: frame.raw(), size });
+        }
+        let attrs = first.leaf_attrs(small, fmt);
+        tables.write(addr, X86Pte::leaf(frame, size, attrs, fmt).raw());
+        tables.remove(child);
+        frames.free_table(child);
+        self.table_pages -= 1;
+        self.leaves[small] -= ENTRIES_PER_TABLE as u64;
+        self.leaves[size] += 1;
+        Ok(PendingInvalidation::range(V::from_raw(base), size, small).with_freed_tables())
+    }
+
+    /// Free every table page of this page table (root included) through `frames`. Leaves'
+    /// frames are not touched: they belong to whoever mapped them.
+    pub fn destroy(self, tables: &mut PhysMemTables<P>, frames: &mut impl FrameSource<P>) {
+        fn free_rec<P: PhysAddr>(
+            tables: &mut PhysMemTables<P>,
+            frames: &mut impl FrameSource<P>,
+            table: P,
+            level: Level,
+            fmt: PteFormat,
+        ) {
+            if let Some(lower) = level.next_lower() {
+                let entries = *tables.page(table).expect("installed table");
+                for raw in entries {
+                    let e = X86Pte::new(raw);
+                    if e.is_present() && !e.is_leaf(level) {
+                        free_rec(tables, frames, e.table_addr(fmt), lower, fmt);
+                    }
+                }
+            }
+            tables.remove(table);
+            frames.free_table(table);
+        }
+        free_rec(tables, frames, self.root, self.paging.top(), self.format);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::LinearFrames;
+    use proptest::prelude::*;
+
+    /// The direct map base (Linux Documentation/arch/x86/x86_64/mm.rst, 4-level).
+    const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+
+    struct Rig {
+        tables: PhysMemTables,
+        frames: LinearFrames,
+        pt: PageTable,
+    }
+
+    fn rig() -> Rig {
+        let mut tables = PhysMemTables::new();
+        let mut frames = LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+        let pt = PageTable::new(
+            &mut tables,
+            &mut frames,
+            Paging::FourLevel,
+            PteFormat::default(),
+            PteFlags::KERNEL_TABLE,
+        )
+        .unwrap();
+        Rig { tables, frames, pt }
+    }
+
+    fn dm(pa: u64) -> Hva {
+        Hva::new(PAGE_OFFSET + pa)
+    }
+
+    impl Rig {
+        fn map(&mut self, pa: u64, size: PageSize) {
+            self.pt
+                .map(
+                    &mut self.tables,
+                    &mut self.frames,
+                    dm(pa),
+                    Spa::new(pa),
+                    size,
+                    LeafAttrs::KERNEL_RW,
+                )
+                .unwrap()
+                .ignore(); // fresh mapping: nothing cached
+        }
+    }
+
+    #[test]
+    fn map_lookup_unmap() {
+        let mut r = rig();
+        r.map(0x4000_0000, PageSize::G1);
+        r.map(0x20_0000, PageSize::M2);
+        r.map(0x5000, PageSize::K4);
+        assert_eq!(r.pt.leaf_counts(), PerSize([1, 1, 1]));
+        // Root + PDPT + PD + PT.
+        assert_eq!(r.pt.table_pages(), 4);
+        let l = r.pt.lookup(&r.tables, dm(0x4123_4567)).unwrap();
+        assert_eq!((l.size, l.pa(dm(0x4123_4567))), (PageSize::G1, Spa::new(0x4123_4567)));
+        assert_eq!(l.attrs, LeafAttrs::KERNEL_RW);
+        assert!(r.pt.lookup(&r.tables, dm(0x6000)).is_none());
+        let again = r.pt.map(
+            &mut r.tables,
+            &mut r.frames,
+            dm(0x4020_0000),
+            Spa::new(0x4020_0000),
+            PageSize::M2,
+            LeafAttrs::KERNEL_RW,
+        );
+        assert_eq!(
+            again,
+            Err(MapError::AlreadyMapped { va: dm(0x4020_0000), existing: Some(PageSize::G1) })
+        );
+        let over_table = r.pt.map(
+            &mut r.tables,
+            &mut r.frames,
+            dm(0),
+            Spa::new(0),
+            PageSize::M2,
+            LeafAttrs::KERNEL_RW,
+        );
+        assert_eq!(over_table, Err(MapError::AlreadyMapped { va: dm(0), existing: None }));
+        let mis = r.pt.map(
+            &mut r.tables,
+            &mut r.frames,
+            dm(0x1000),
+            Spa::new(0x20_1000),
+            PageSize::M2,
+            LeafAttrs::KERNEL_RW,
+        );
+        assert!(matches!(mis, Err(MapError::NotAligned { .. })));
+        let nc = r.pt.map(
+            &mut r.tables,
+            &mut r.frames,
+            Hva::new(0x0000_8000_0000_0000),
+            Spa::new(0),
+            PageSize::K4,
+            LeafAttrs::KERNEL_RW,
+        );
+        assert!(matches!(nc, Err(MapError::NonCanonical { .. })));
+        assert_eq!(
+            r.pt.unmap(&mut r.tables, dm(0x4020_0000), PageSize::M2),
+            Err(LeafError::SizeMismatch {
+                va: dm(0x4020_0000),
+                requested: PageSize::M2,
+                found: Some(PageSize::G1)
+            })
+        );
+        assert_eq!(
+            r.pt.unmap(&mut r.tables, dm(0), PageSize::M2),
+            Err(LeafError::SizeMismatch { va: dm(0), requested: PageSize::M2, found: None })
+        );
+        let (leaf, inv) = r.pt.unmap(&mut r.tables, dm(0x20_0000), PageSize::M2).unwrap();
+        assert_eq!(leaf.frame, Spa::new(0x20_0000));
+        assert_eq!(inv.ranges()[0].bytes, 2 << 20);
+        inv.ignore(); // no TLB in this test
+        assert!(r.pt.lookup(&r.tables, dm(0x20_0000)).is_none());
+        assert_eq!(r.pt.leaf_counts(), PerSize([1, 0, 1]));
+    }
+
+    #[test]
+    fn protect_keeps_frame() {
+        let mut r = rig();
+        r.map(0x20_0000, PageSize::M2);
+        let ro = LeafAttrs {
+            flags: LeafAttrs::KERNEL_RW.flags - PteFlags::WRITABLE,
+            ..LeafAttrs::KERNEL_RW
+        };
+        let inv = r.pt.protect(&mut r.tables, dm(0x20_0000), PageSize::M2, ro).unwrap();
+        assert_eq!(inv.ranges().len(), 1);
+        inv.ignore(); // no TLB in this test
+        let l = r.pt.lookup(&r.tables, dm(0x20_0000)).unwrap();
+        assert_eq!(
+            (l.frame, l.attrs.flags.contains(PteFlags::WRITABLE)),
+            (Spa::new(0x20_0000), false)
+        );
+    }
+
+    #[test]
+    fn split_1g_to_4k_and_merge_back() {
+        let mut r = rig();
+        let attrs = LeafAttrs { pat: true, pkey: 2, ..LeafAttrs::KERNEL_RW };
+        r.pt.map(&mut r.tables, &mut r.frames, dm(1 << 30), Spa::new(1 << 30), PageSize::G1, attrs)
+            .unwrap()
+            .ignore(); // fresh mapping
+        let before = r.pt.lookup(&r.tables, dm(0x4012_3456)).unwrap();
+        let raw_pdpte = {
+            let Located::LeafAbove { entry, .. } = r.pt.locate(&r.tables, dm(1 << 30), Level::Pt)
+            else {
+                panic!()
+            };
+            entry
+        };
+        let (s, inv) = r.pt.split(&mut r.tables, &mut r.frames, dm(0x4012_3456)).unwrap();
+        assert_eq!(s, PageSize::M2);
+        assert_eq!(inv.ranges()[0].start, dm(1 << 30));
+        assert_eq!(inv.ranges()[0].stale_size, PageSize::G1);
+        inv.ignore(); // no TLB in this test
+        let (s, inv) = r.pt.split(&mut r.tables, &mut r.frames, dm(0x4012_3456)).unwrap();
+        assert_eq!(s, PageSize::K4);
+        inv.ignore(); // no TLB in this test
+        assert_eq!(r.pt.leaf_counts(), PerSize([512, 511, 0]));
+        let after = r.pt.lookup(&r.tables, dm(0x4012_3456)).unwrap();
+        assert_eq!(after.attrs, before.attrs);
+        assert_eq!(after.pa(dm(0x4012_3456)), before.pa(dm(0x4012_3456)));
+        assert_eq!(
+            r.pt.split(&mut r.tables, &mut r.frames, dm(0x4012_3456)).map(|(s, i)| {
+                i.ignore(); // unreachable
+                s
+            }),
+            Err(SplitError::AlreadySmallest { va: dm(0x4012_3456) })
+        );
+        let tables_before = r.frames.allocated();
+        r.pt.merge(&mut r.tables, &mut r.frames, dm(0x4012_3456), PageSize::M2).unwrap().ignore();
+        r.pt.merge(&mut r.tables, &mut r.frames, dm(0x4012_3456), PageSize::G1).unwrap().ignore();
+        assert_eq!(r.frames.allocated(), tables_before - 2);
+        assert_eq!(r.pt.leaf_counts(), PerSize([0, 0, 1]));
+        let Located::LeafAbove { entry, .. } = r.pt.locate(&r.tables, dm(1 << 30), Level::Pt)
+        else {
+            panic!()
+        };
+        assert_eq!(entry, raw_pdpte, "split then merge restores the identical entry");
+    }
+
+    #[test]
+    fn merge_refusals() {
+        let mut r = rig();
+        r.map(0x20_0000, PageSize::M2);
+        let (_, inv) = r.pt.split(&mut r.tables, &mut r.frames, dm(0x20_0000)).unwrap();
+        inv.ignore(); // no TLB in this test
+        let ro = LeafAttrs {
+            flags: LeafAttrs::KERNEL_RW.flags - PteFlags::WRITABLE,
+            ..LeafAttrs::KERNEL_RW
+        };
+        r.pt.protect(&mut r.tables, dm(0x20_3000), PageSize::K4, ro).unwrap().ignore();
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::M2),
+            Err(MergeError::NotUniform { va: dm(0x20_3000) })
+        );
+        r.pt.protect(&mut r.tables, dm(0x20_3000), PageSize::K4, LeafAttrs::KERNEL_RW)
+            .unwrap()
+            .ignore();
+        let (_, inv) = r.pt.unmap(&mut r.tables, dm(0x20_5000), PageSize::K4).unwrap();
+        inv.ignore();
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::M2),
+            Err(MergeError::NotPresent { va: dm(0x20_5000) })
+        );
+        r.pt.map(
+            &mut r.tables,
+            &mut r.frames,
+            dm(0x20_5000),
+            Spa::new(0x99_0000),
+            PageSize::K4,
+            LeafAttrs::KERNEL_RW,
+        )
+        .unwrap()
+        .ignore();
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::M2),
+            Err(MergeError::NotContiguous { va: dm(0x20_5000) })
+        );
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::K4),
+            Err(MergeError::BadSize { size: PageSize::K4 })
+        );
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::G1),
+            Err(MergeError::NotPresent { va: dm(0) })
+        );
+        r.map(0, PageSize::M2);
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x20_0000), PageSize::G1),
+            Err(MergeError::NotLeaf { va: dm(0x20_0000) })
+        );
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x80_0000), PageSize::M2),
+            Err(MergeError::NotATable { va: dm(0x80_0000) })
+        );
+        // A contiguous run whose first frame is not 2M-aligned.
+        let mut r = rig();
+        for i in 0..512u64 {
+            r.pt.map(
+                &mut r.tables,
+                &mut r.frames,
+                dm(0x40_0000 + i * 4096),
+                Spa::new(0x1000 + i * 4096),
+                PageSize::K4,
+                LeafAttrs::KERNEL_RW,
+            )
+            .unwrap()
+            .ignore();
+        }
+        assert_eq!(
+            r.pt.merge(&mut r.tables, &mut r.frames, dm(0x40_0000), PageSize::M2),
+            Err(MergeError::Misaligned { frame: 0x1000, size: PageSize::M2 })
+        );
+    }
+
+    #[test]
+    fn destroy_frees_every_table() {
+        let mut r = rig();
+        r.map(0x5000, PageSize::K4);
+        r.map(0x4000_0000, PageSize::G1);
+        let (_, inv) = r.pt.split(&mut r.tables, &mut r.frames, dm(0x4000_0000)).unwrap();
+        inv.ignore();
+        assert_eq!(r.frames.allocated(), 5);
+        let Rig { mut tables, mut frames, pt } = r;
+        pt.destroy(&mut tables, &mut frames);
+        assert_eq!(frames.allocated(), 0);
+        assert!(tables.is_empty());
+    }
+
+    #[test]
+    fn five_level() {
+        let mut tables = PhysMemTables::new();
+        let mut frames: LinearFrames =
+            LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+        let mut pt: PageTable = PageTable::new(
+            &mut tables,
+            &mut frames,
+            Paging::FiveLevel,
+            PteFormat::default(),
+            PteFlags::KERNEL_TABLE,
+        )
+        .unwrap();
+        // Linux 5-level direct map base: 0xff11000000000000 (mm.rst).
+        let va = Hva::new(0xff11_0000_0020_0000);
+        pt.map(
+            &mut tables,
+            &mut frames,
+            va,
+            Spa::new(0x20_0000),
+            PageSize::M2,
+            LeafAttrs::KERNEL_RW,
+        )
+        .unwrap()
+        .ignore();
+        assert_eq!(pt.table_pages(), 4);
+        assert_eq!(pt.lookup(&tables, va).unwrap().frame, Spa::new(0x20_0000));
+        assert!(pt.lookup(&tables, Hva::new(0xffff_8880_0020_0000)).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn split_then_merge_is_identity(
+            gig in 0u64..4, off in 0u64..(1 << 30), bits in any::<u64>(), pat: bool, pkey in 0u8..16,
+        ) {
+            let mut r = rig();
+            let attrs = LeafAttrs {
+                flags: PteFlags::from_bits_truncate(bits), pat, pkey, encrypted: false,
+            }.normalized();
+            let base = gig << 30;
+            r.pt.map(&mut r.tables, &mut r.frames, dm(base), Spa::new(base), PageSize::G1, attrs)
+                .unwrap().ignore();
+            let before = r.pt.lookup(&r.tables, dm(base)).unwrap();
+            let va = dm(base + off);
+            let (_, i1) = r.pt.split(&mut r.tables, &mut r.frames, va).unwrap();
+            let (_, i2) = r.pt.split(&mut r.tables, &mut r.frames, va).unwrap();
+            i1.ignore();
+            i2.ignore();
+            // Every 4K page of the split 2M region and every 2M neighbour translate as before.
+            for probe in [off & !0x1f_ffff, off, off | 0x1f_ffff, (off + (64 << 20)) % (1 << 30)] {
+                let v = dm(base + probe);
+                let l = r.pt.lookup(&r.tables, v).unwrap();
+                prop_assert_eq!(l.pa(v), before.pa(v));
+                prop_assert_eq!(l.attrs, before.attrs);
+            }
+            r.pt.merge(&mut r.tables, &mut r.frames, va, PageSize::M2).unwrap().ignore();
+            r.pt.merge(&mut r.tables, &mut r.frames, va, PageSize::G1).unwrap().ignore();
+            prop_assert_eq!(r.pt.lookup(&r.tables, va).unwrap(), before);
+            prop_assert_eq!(r.pt.table_pages(), 2); // root and PDPT
+        }
+
+        #[test]
+        fn map_unmap_across_sizes(ops in proptest::collection::vec((0usize..3, 0u64..8, any::<bool>()), 1..40)) {
+            // A model: which (size, slot) leaves exist; slots of each size live in disjoint 1G
+            // windows so sizes never collide, except through the explicit overlap probe below.
+            let mut r = rig();
+            let mut live = std::collections::BTreeSet::new();
+            for (s, slot, map) in ops {
+                let size = PageSize::ALL[s];
+                let pa = ((s as u64 + 1) << 30) + slot * size.bytes().min(1 << 27);
+                let pa = pa & !(size.bytes() - 1);
+                let va = dm(pa);
+                if map {
+                    let res = r.pt.map(&mut r.tables, &mut r.frames, va, Spa::new(pa), size, LeafAttrs::KERNEL_RW);
+                    if live.insert((s, pa)) { res.unwrap().ignore(); } else { prop_assert!(res.is_err()); }
+                } else {
+                    let res = r.pt.unmap(&mut r.tables, va, size);
+                    if live.remove(&(s, pa)) { res.unwrap().1.ignore(); } else { prop_assert!(res.is_err()); }
+                }
+                let mut counts = PerSize::<u64>::default();
+                for (s, pa) in &live {
+                    counts[PageSize::ALL[*s]] += 1;
+                    let l = r.pt.lookup(&r.tables, dm(*pa + 8)).unwrap();
+                    prop_assert_eq!(l.pa(dm(*pa + 8)), Spa::new(*pa + 8));
+                }
+                prop_assert_eq!(r.pt.leaf_counts(), counts);
+            }
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The 1-D page walk (Intel SDM Vol. 3A §4.5–§4.8; AMD APM Vol. 2 §5.3–§5.6): the functional
+//! answer (translation or #PF), the list of memory references the walk makes, and the A/D
+//! updates.
+
+use crate::addr::{PagedAddr, PhysAddr};
+use crate::check::{
+    CheckAllow, CheckRequest, CheckTarget, CheckVerdict, CheckWork, TranslationCheck,
+};
+use crate::inline::InlineVec;
+use crate::level::{Level, Paging};
+use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
+use crate::tables::PhysMemTables;
+use sim_core::{Agent, PageSize, Spa};
+
+/// The kind of access being translated.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum AccessKind {
+    /// A data read.
+    Read,
+    /// A data write.
+    Write,
+    /// An instruction fetch.
+    Fetch,
+}
+
+/// The privilege of an access: supervisor (CPL < 3, or an implicit supervisor access) or user.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Privilege {
+    /// CPL 0–2.
+    Supervisor,
+    /// CPL 3.
+    User,
+}
+
+/// The control-register bits that change permission checks (SDM Vol. 3A §4.6). EFER.NXE is
+/// taken as 1 and CR4.PGE as 1 (as Linux sets them); protection keys are not checked yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PagingControls {
+    /// CR0.WP: supervisor writes honour R/W.
+    pub cr0_wp: bool,
+    /// CR4.SMEP: supervisor fetches from user pages fault.
+    pub cr4_smep: bool,
+    /// CR4.SMAP: supervisor data accesses to user pages fault unless RFLAGS.AC.
+    pub cr4_smap: bool,
+    /// RFLAGS.AC (with SMAP: permits supervisor data accesses to user pages).
+    pub rflags_ac: bool,
+}
+
+impl Default for PagingControls {
+    /// What a Linux x86-64 kernel runs with: WP, SMEP and SMAP on, AC clear.
+    fn default() -> Self {
+        PagingControls { cr0_wp: true, cr4_smep: true, cr4_smap: true, rflags_ac: false }
+    }
+}
+
+bitflags::bitflags! {
+    /// The #PF error code, bit-exact (Intel SDM Vol. 3A §4.7, Figure 4-12; AMD APM Vol. 2
+    /// §8.4.2; bit 31 RMP: APM §15.36.10).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+    pub struct PfErrorCode: u32 {
+        /// Bit 0, P: 0 = not-present page; 1 = protection violation (or reserved bit).
+        const PRESENT = 1 << 0;
+        /// Bit 1, W/R: the access was a write.
+        const WRITE = 1 << 1;
+        /// Bit 2, U/S: the access was a user-mode access.
+        const USER = 1 << 2;
+        /// Bit 3, RSVD: a reserved bit was set in a paging-structure entry.
+        const RESERVED = 1 << 3;
+        /// Bit 4, I/D: the access was an instruction fetch.
+        const FETCH = 1 << 4;
+        /// Bit 5, PK: protection-key violation.
+        const PROTECTION_KEY = 1 << 5;
+        /// Bit 6, SS: shadow-stack access.
+        const SHADOW_STACK = 1 << 6;
+        /// Bit 31, RMP: an RMP check failed (AMD SEV-SNP; Linux `X86_PF_RMP`).
+        const RMP = 1 << 31;
+    }
+}
+
+/// A page fault: the error code and the faulting address (CR2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault<V> {
+    /// The error code pushed with #PF.
+    pub code: PfErrorCode,
+    /// The faulting address (CR2).
+    pub addr: V,
+}
+
+/// Effective permissions of a translation, combined over all levels (SDM Vol. 3A §4.6.1): what
+/// a TLB entry caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Perms {
+    /// R/W = 1 at every level.
+    pub writable: bool,
+    /// U/S = 1 at every level.
+    pub user: bool,
+    /// XD = 0 at every level.
+    pub executable: bool,
+}
+
+/// The functional result of a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Translation<V, P> {
+    /// The address translates.
+    Translated {
+        /// The output address (with the page offset).
+        pa: P,
+        /// The leaf's page size.
+        size: PageSize,
+        /// Permissions combined over all levels.
+        perms: Perms,
+        /// The leaf's attributes (A/D as they are after this walk's update).
+        attrs: LeafAttrs,
+    },
+    /// #PF.
+    Fault(PageFault<V>),
+    /// The address is not canonical for the paging depth: #GP(0) (#SS for stack accesses), no
+    /// walk is made.
+    NonCanonical {
+        /// The address.
+        addr: V,
+    },
+}
+
+/// What a walk reference did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum RefKind {
+    /// Read a paging-structure entry.
+    #[default]
+    Read,
+    /// Set A (and D) in an entry: a locked read-modify-write, a write for SNP.
+    AdWrite,
+}
+
+/// One memory reference of a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkRef<P> {
+    /// Address of the entry.
+    pub addr: P,
+    /// The entry's level.
+    pub level: Level,
+    /// Read or A/D write.
+    pub kind: RefKind,
+}
+
+impl<P: PhysAddr> Default for WalkRef<P> {
+    fn default() -> Self {
+        WalkRef { addr: P::from_raw(0), level: Level::Pt, kind: RefKind::Read }
+    }
+}
+
+/// Most references of a 1-D walk: five reads (5-level) and five A/D writes (A/D of the leaf
+/// are one write). A 2-D walker will define its own list with room for (5+1)×(5+1)−1 reads
+/// plus writes.
+pub const MAX_1D_REFS: usize = 10;
+
+/// The references of a 1-D walk, in the order the walker makes them (each A/D write right
+/// after the read of the same entry).
+pub type WalkRefs<P> = InlineVec<WalkRef<P>, MAX_1D_REFS>;
+
+/// A walk's result and its memory references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk<V, P: PhysAddr> {
+    /// The translation or fault.
+    pub outcome: Translation<V, P>,
+    /// The references made. A walk that faults made only reads (A/D bits are set only by a
+    /// walk that completes: a model choice, see [`walk`]).
+    pub refs: WalkRefs<P>,
+}
+
+/// What the walker needs besides the tables: CR3's root, the depth, the entry format and the
+/// control bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkContext<P> {
+    /// The root table (CR3).
+    pub root: P,
+    /// 4- or 5-level.
+    pub paging: Paging,
+    /// Entry format (MAXPHYADDR, C-bit).
+    pub format: PteFormat,
+    /// CR0/CR4/RFLAGS bits.
+    pub controls: PagingControls,
+}
+
+/// One step of a planned walk: the entry read and the A/D bits to set in it on success.
+#[derive(Clone, Copy, Debug, Default)]
+struct Step<P: PhysAddr> {
+    addr: WalkRef<P>,
+    entry: u64,
+    set: PteFlags,
+}
+
+/// The walk computed without side effects.
+struct Plan<V, P: PhysAddr> {
+    outcome: Translation<V, P>,
+    steps: InlineVec<Step<P>, 5>,
+}
+
+impl<V: Copy, P: PhysAddr> Plan<V, P> {
+    fn refs(&self) -> WalkRefs<P> {
+        let mut refs = WalkRefs::new();
+        let ok = matches!(self.outcome, Translation::Translated { .. });
+        for s in &self.steps {
+            refs.push(s.addr);
+            if ok && !s.set.is_empty() {
+                refs.push(WalkRef { kind: RefKind::AdWrite, ..s.addr });
+            }
+        }
+        refs
+    }
+
+    fn commit(&self, tables: &mut PhysMemTables<P>) {
+        if matches!(self.outcome, Translation::Translated { .. }) {
+            for s in &self.steps {
+                if !s.set.is_empty() {
+                    tables.write(s.addr.addr, X86Pte::new(s.entry).with(s.set).raw());
+                }
+            }
+        }
+    }
+}
+
+fn base_code(access: AccessKind, privilege: Privilege) -> PfErrorCode {
+    let mut c = PfErrorCode::empty();
+    match access {
+        AccessKind::Read => {}
+        AccessKind::Write => c |= PfErrorCode::WRITE,
+        AccessKind::Fetch => c |= PfErrorCode::FETCH,
+    }
+    match privilege {
+        Privilege::Supervisor => {}
+        Privilege::User => c |= PfErrorCode::USER,
+    }
+    c
+}
+
+/// Whether `perms` allow the access (SDM Vol. 3A §4.6.1). Protection keys are not checked.
+pub fn permits(
+    perms: Perms,
+    access: AccessKind,
+    privilege: Privilege,
+    controls: PagingControls,
+) -> bool {
+    match (privilege, access) {
+        (Privilege::User, AccessKind::Read) => perms.user,
+        (Privilege::User, AccessKind::Write) => perms.user && perms.writable,
+        (Privilege::User, AccessKind::Fetch) => perms.user && perms.executable,
+        (Privilege::Supervisor, AccessKind::Read) => {
+            !(perms.user && controls.cr4_smap && !controls.rflags_ac)
+        }
+        (Privilege::Supervisor, AccessKind::Write) => {
+            !(perms.user && controls.cr4_smap && !controls.rflags_ac)
+                && (perms.writable || !controls.cr0_wp)
+        }
+        (Privilege::Supervisor, AccessKind::Fetch) => {
+            perms.executable && !(perms.user && controls.cr4_smep)
+        }
+    }
+}
+
+fn plan<V: PagedAddr, P: PhysAddr>(
+    tables: &PhysMemTables<P>,
+    ctx: &WalkContext<P>,
+    va: V,
+    access: AccessKind,
+    privilege: Privilege,
+) -> Plan<V, P> {
+    let mut steps = InlineVec::new();
+    if !va.in_range(ctx.paging) {
+        return Plan { outcome: Translation::NonCanonical { addr: va }, steps };
+    }
+    let code = base_code(access, privilege);
+    let fault = |extra: PfErrorCode| Translation::Fault(PageFault { code: code | extra, addr: va });
+    let mut perms = Perms { writable: true, user: true, executable: true };
+    let mut table = ctx.root;
+    let mut level = ctx.paging.top();
+    loop {
+        let addr = P::from_raw(table.raw() + 8 * (level.index(va) as u64));
+        let raw = tables.read(addr);
+        let e = X86Pte::new(raw);
+        steps.push(Step {
+            addr: WalkRef { addr, level, kind: RefKind::Read },
+            entry: raw,
+            set: PteFlags::empty(),
+        });
+        if !e.is_present() {
+            return Plan { outcome: fault(PfErrorCode::empty()), steps };
+        }
+        if e.reserved_bits_set(level, ctx.format) {
+            return Plan { outcome: fault(PfErrorCode::PRESENT | PfErrorCode::RESERVED), steps };
+        }
+        let f = e.flags();
+        perms.writable &= f.contains(PteFlags::WRITABLE);
+        perms.user &= f.contains(PteFlags::USER);
+        perms.executable &= !f.contains(PteFlags::NO_EXECUTE);
+        if e.is_leaf(level) {
+            let size = level.leaf_size().expect("leaf level");
+            if !permits(perms, access, privilege, ctx.controls) {
+                return Plan { outcome: fault(PfErrorCode::PRESENT), steps };
+            }
+            let mut set = PteFlags::empty();
+            if !f.contains(PteFlags::ACCESSED) {
+                set |= PteFlags::ACCESSED;
+            }
+            if access == AccessKind::Write && !f.contains(PteFlags::DIRTY) {
+                set |= PteFlags::DIRTY;
+            }
+            steps.last_mut().expect("pushed above").set = set;
+            let frame: P = e.frame(size, ctx.format);
+            let outcome = Translation::Translated {
+                pa: P::from_raw(frame.raw() | (va.raw() & (size.bytes() - 1))),
+                size,
+                perms,
+                attrs: e.with(set).leaf_attrs(size, ctx.format),
+            };
+            return Plan { outcome, steps };
+        }
+        if !f.contains(PteFlags::ACCESSED) {
+            steps.last_mut().expect("pushed above").set = PteFlags::ACCESSED;
+        }
+        table = e.table_addr(ctx.format);
+        level = level.next_lower().expect("PT entries are always leaves");
+    }
+}
+
+/// Walk `va` and set A/D bits in memory (A in every entry used, D in the leaf on a write), as
+/// the hardware walker does. No check stage: see [`walk_checked`].
+///
+/// Model choices: A/D bits are set only when the walk completes with a translation (a faulting
+/// walk leaves memory untouched and reports only its reads); the leaf's A and D are one write.
+pub fn walk<V: PagedAddr, P: PhysAddr>(
+    tables: &mut PhysMemTables<P>,
+    ctx: &WalkContext<P>,
+    va: V,
+    access: AccessKind,
+    privilege: Privilege,
+) -> Walk<V, P> {
+    let p = plan(tables, ctx, va, access, privilege);
+    p.commit(tables);
+    Walk { outcome: p.outcome, refs: p.refs() }
+}
+
+/// Walk `va` without side effects: the same outcome and references as [`walk`] (the A/D writes
+/// that *would* be made are listed), memory untouched. For `ccsim check` and oracles.
+pub fn walk_functional<V: PagedAddr, P: PhysAddr>(
+    tables: &PhysMemTables<P>,
+    ctx: &WalkContext<P>,
+    va: V,
+    access: AccessKind,
+    privilege: Privilege,
+) -> Walk<V, P> {
+    let p = plan(tables, ctx, va, access, privilege);
+    Walk { outcome: p.outcome, refs: p.refs() }
+}
+
+/// A walk through the check stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedWalk<V> {
+    /// The walk (its outcome is a fault if a check failed).
+    pub walk: Walk<V, Spa>,
+    /// For a translation: what the checker allowed (TLB cache and fill size).
+    pub allow: Option<CheckAllow>,
+}
+
+/// One access to walk through the check stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkRequest<V> {
+    /// The address to translate.
+    pub va: V,
+    /// Read, write or fetch.
+    pub access: AccessKind,
+    /// Supervisor or user.
+    pub privilege: Privilege,
+    /// Who accesses (passed to the checker).
+    pub who: Agent,
+}
+
+/// Walk `req.va` and run the check stage on the result (SPA-output tables only: the checks are
+/// indexed by SPA), then set A/D bits if everything passed. Order: the ordinary walk and its
+/// permission checks first (RMP checks rank below them, spec/snp.md §2.2); then, for a
+/// translation, one check per table read, one per A/D write, and one for the data access. The
+/// first failing check turns the outcome into #PF with the access's ordinary error bits,
+/// P = 1, and the checker's extra bits; A/D bits are then not written. `work` collects what the
+/// checker read.
+pub fn walk_checked<V: PagedAddr, C: TranslationCheck + ?Sized>(
+    tables: &mut PhysMemTables<Spa>,
+    ctx: &WalkContext<Spa>,
+    req: &WalkRequest<V>,
+    checker: &mut C,
+    work: &mut CheckWork,
+) -> CheckedWalk<V> {
+    let mut p = plan(tables, ctx, req.va, req.access, req.privilege);
+    let allow = run_checks(&mut p, req, checker, work);
+    p.commit(tables);
+    CheckedWalk { walk: Walk { outcome: p.outcome, refs: p.refs() }, allow }
+}
+
+/// [`walk_checked`] without side effects on the tables (the A/D writes that would be made are
+/// listed and checked, not written).
+pub fn walk_checked_functional<V: PagedAddr, C: TranslationCheck + ?Sized>(
+    tables: &PhysMemTables<Spa>,
+    ctx: &WalkContext<Spa>,
+    req: &WalkRequest<V>,
+    checker: &mut C,
+    work: &mut CheckWork,
+) -> CheckedWalk<V> {
+    let mut p = plan(tables, ctx, req.va, req.access, req.privilege);
+    let allow = run_checks(&mut p, req, checker, work);
+    CheckedWalk { walk: Walk { outcome: p.outcome, refs: p.refs() }, allow }
+}
+
+fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
+    p: &mut Plan<V, Spa>,
+    wreq: &WalkRequest<V>,
+    checker: &mut C,
+    work: &mut CheckWork,
+) -> Option<CheckAllow> {
+    let Translation::Translated { pa, size, .. } = p.outcome else { return None };
+    let WalkRequest { va, access, privilege, who } = *wreq;
+    let deny = |extra: PfErrorCode| {
+        let code = base_code(access, privilege) | PfErrorCode::PRESENT | extra;
+        Translation::Fault(PageFault { code, addr: va })
+    };
+    for s in &p.steps {
+        let read = CheckTarget::TableRead { level: s.addr.level };
+        let write = (!s.set.is_empty()).then_some(CheckTarget::TableWrite { level: s.addr.level });
+        for target in std::iter::once(read).chain(write) {
+            let req = CheckRequest { spa: s.addr.addr, target, who, privilege };
+            if let CheckVerdict::Fault { error_bits } = checker.check(&req, work) {
+                p.outcome = deny(error_bits);
+                return None;
+            }
+        }
+    }
+    let req = CheckRequest {
+        spa: pa,
+        target: CheckTarget::Data { access, mapping: size },
+        who,
+        privilege,
+    };
+    match checker.check(&req, work) {
+        CheckVerdict::Allow(a) => {
+            Some(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
+        }
+        CheckVerdict::Fault { error_bits } => {
+            p.outcome = deny(error_bits);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page_table::PageTable;
+    use crate::tables::LinearFrames;
+    use sim_core::Hva;
+
+    const DM: u64 = 0xffff_8880_0000_0000;
+
+    fn setup() -> (PhysMemTables, PageTable, WalkContext<Spa>) {
+        let mut tables = PhysMemTables::new();
+        let mut frames: LinearFrames =
+            LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+        let mut pt: PageTable = PageTable::new(
+            &mut tables,
+            &mut frames,
+            Paging::FourLevel,
+            PteFormat::default(),
+            PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER,
+        )
+        .unwrap();
+        let user_ro = LeafAttrs::new(PteFlags::USER);
+        pt.map(
+            &mut tables,
+            &mut frames,
+            Hva::new(DM),
+            Spa::new(0),
+            PageSize::M2,
+            LeafAttrs::new(PteFlags::WRITABLE),
+        )
+        .unwrap()
+        .ignore(); // fresh mapping
+        pt.map(
+            &mut tables,
+            &mut frames,
+            Hva::new(0x40_0000),
+            Spa::new(0x9000),
+            PageSize::K4,
+            user_ro,
+        )
+        .unwrap()
+        .ignore(); // fresh mapping
+        let ctx = WalkContext {
+            root: pt.root(),
+            paging: Paging::FourLevel,
+            format: PteFormat::default(),
+            controls: PagingControls::default(),
+        };
+        (tables, pt, ctx)
+    }
+
+    #[test]
+    fn first_touch_sets_a_then_d() {
+        let (mut tables, _pt, ctx) = setup();
+        let va = Hva::new(DM + 0x1234);
+        let w = walk(&mut tables, &ctx, va, AccessKind::Read, Privilege::Supervisor);
+        let Translation::Translated { pa, size, .. } = w.outcome else { panic!("{w:?}") };
+        assert_eq!((pa, size), (Spa::new(0x1234), PageSize::M2));
+        // 3 reads (PML4, PDPT, PD leaf), each followed by an A write (nothing had A set).
+        let kinds: Vec<_> = w.refs.iter().map(|r| (r.level, r.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Level::Pml4, RefKind::Read),
+                (Level::Pml4, RefKind::AdWrite),
+                (Level::Pdpt, RefKind::Read),
+                (Level::Pdpt, RefKind::AdWrite),
+                (Level::Pd, RefKind::Read),
+                (Level::Pd, RefKind::AdWrite),
+            ]
+        );
+        let again = walk(&mut tables, &ctx, va, AccessKind::Read, Privilege::Supervisor);
+        assert_eq!(again.refs.len(), 3);
+        assert!(again.refs.iter().all(|r| r.kind == RefKind::Read));
+        let wr = walk(&mut tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        assert_eq!(wr.refs.len(), 4, "D on the leaf");
+        let Translation::Translated { attrs, .. } = wr.outcome else { panic!() };
+        assert!(attrs.flags.contains(PteFlags::DIRTY | PteFlags::ACCESSED));
+        assert_eq!(
+            walk(&mut tables, &ctx, va, AccessKind::Write, Privilege::Supervisor).refs.len(),
+            3
+        );
+    }
+
+    #[test]
+    fn functional_walk_has_no_side_effects() {
+        let (mut tables, _pt, ctx) = setup();
+        let va = Hva::new(DM + 0x10);
+        let f1 = walk_functional(&tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        let f2 = walk_functional(&tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        assert_eq!(f1, f2);
+        let real = walk(&mut tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        assert_eq!(real.refs, f1.refs);
+        assert_eq!(real.outcome, f1.outcome);
+    }
+
+    #[test]
+    fn fault_codes() {
+        let (mut tables, _pt, ctx) = setup();
+        let code = |t: &mut PhysMemTables, va: u64, a, p| match walk(t, &ctx, Hva::new(va), a, p)
+            .outcome
+        {
+            Translation::Fault(f) => Some(f.code.bits()),
+            Translation::Translated { .. } => None,
+            Translation::NonCanonical { .. } => Some(u32::MAX),
+        };
+        // Not present: P=0.
+        assert_eq!(
+            code(&mut tables, DM + (4 << 20), AccessKind::Read, Privilege::Supervisor),
+            Some(0)
+        );
+        assert_eq!(code(&mut tables, DM + (4 << 20), AccessKind::Write, Privilege::User), Some(6));
+        // User access to a supervisor page: P|U.
+        assert_eq!(code(&mut tables, DM, AccessKind::Read, Privilege::User), Some(5));
+        // User write to a read-only user page: P|W|U.
+        assert_eq!(code(&mut tables, 0x40_0000, AccessKind::Write, Privilege::User), Some(7));
+        // Supervisor access to a user page with SMAP: P; fetch with SMEP: P|I.
+        assert_eq!(code(&mut tables, 0x40_0000, AccessKind::Read, Privilege::Supervisor), Some(1));
+        assert_eq!(
+            code(&mut tables, 0x40_0000, AccessKind::Fetch, Privilege::Supervisor),
+            Some(0x11)
+        );
+        assert_eq!(code(&mut tables, 0x40_0000, AccessKind::Read, Privilege::User), None);
+        // Non-canonical: no walk.
+        let nc =
+            walk(&mut tables, &ctx, Hva::new(0x8000_0000_0000), AccessKind::Read, Privilege::User);
+        assert!(nc.refs.is_empty());
+        assert_eq!(nc.outcome, Translation::NonCanonical { addr: Hva::new(0x8000_0000_0000) });
+        // A faulting walk writes no A bits.
+        let before =
+            walk_functional(&tables, &ctx, Hva::new(DM), AccessKind::Read, Privilege::User);
+        assert!(before.refs.iter().all(|r| r.kind == RefKind::Read));
+    }
+
+    #[test]
+    fn reserved_bit_fault() {
+        let (mut tables, pt, ctx) = setup();
+        // Set bit 13 in the 2M leaf: reserved.
+        let pml4 = tables.read(Spa::new(pt.root().raw() + 8 * 273));
+        let pdpt = X86Pte::new(pml4).table_addr::<Spa>(PteFormat::default());
+        let pd = X86Pte::new(tables.read(pdpt)).table_addr::<Spa>(PteFormat::default());
+        let leaf = tables.read(pd);
+        assert!(tables.write(pd, leaf | 0x2000));
+        let w = walk(&mut tables, &ctx, Hva::new(DM), AccessKind::Read, Privilege::Supervisor);
+        let Translation::Fault(f) = w.outcome else { panic!() };
+        assert_eq!(f.code, PfErrorCode::PRESENT | PfErrorCode::RESERVED);
+        assert_eq!(w.refs.len(), 3);
+    }
+
+    #[test]
+    fn wp_off_lets_supervisor_write_read_only() {
+        let (mut tables, _pt, mut ctx) = setup();
+        ctx.controls.cr4_smap = false;
+        let va = Hva::new(0x40_0000);
+        let w = walk(&mut tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        assert!(matches!(w.outcome, Translation::Fault(_)));
+        ctx.controls.cr0_wp = false;
+        let w = walk(&mut tables, &ctx, va, AccessKind::Write, Privilege::Supervisor);
+        assert!(matches!(w.outcome, Translation::Translated { .. }));
+    }
+}

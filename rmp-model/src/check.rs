@@ -1,0 +1,252 @@
+//! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
+//! every RMP check (host and guest) so that statistics can key on them.
+
+use crate::table::Rmp;
+use sim_core::{PageSize, Spa};
+
+/// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
+/// checks (Table 15-39) arrive in a later issue; the causes are all here so that statistics
+/// and reports key on one enum.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum RmpViolationCause {
+    /// RMP-Covered: a guest private access to a page with no RMP entry.
+    NotCovered,
+    /// Hypervisor-Owned: the page (or, through a 2 MiB/1 GiB mapping, some page of its 2 MiB
+    /// region) is assigned — to a guest or to the AMD-SP.
+    NotHypervisorOwned,
+    /// Guest-Owned: the entry's ASID is not the current guest's.
+    NotGuestOwned,
+    /// Reverse-Map: the entry's GPA is not the GPA the translation produced.
+    ReverseMap,
+    /// Mutable: the entry is immutable.
+    Immutable,
+    /// Page-Size: the nested mapping size and the RMP entry size disagree.
+    PageSizeMismatch,
+    /// Validated: the guest has not validated the page (#VC 0x404).
+    NotValidated,
+    /// VMPL: the current VMPL's permission mask forbids the access.
+    Vmpl,
+}
+
+/// What kind of host access is being checked (AMD APM Table 15-39, host row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum HostAccess {
+    /// A data read: never RMP-checked for the host (confidentiality comes from encryption).
+    DataRead,
+    /// A data write (also a write through a read-filled TLB entry being write-checked).
+    DataWrite,
+    /// A page-table access by the host's walker: a table-entry read, or an A/D-bit update.
+    /// Checked Hypervisor-Owned at 4 KiB (A/D updates are always 4 KiB-sized, spec/snp.md §2.2).
+    PageTable,
+}
+
+/// A failed RMP check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RmpViolation {
+    /// The check that failed.
+    pub cause: RmpViolationCause,
+    /// The address that was being accessed.
+    pub spa: Spa,
+}
+
+/// The check's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RmpCheck {
+    /// The access may proceed.
+    Ok,
+    /// The access violates the RMP; for the host this is #PF with error-code bit 31 (RMP).
+    Violation(RmpViolation),
+}
+
+/// A check's verdict together with the RMP memory it read, so the caller can price the read
+/// through its cache-latency model (DESIGN: "rmp-model reports which memory it read").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RmpCheckOutcome {
+    /// The verdict.
+    pub check: RmpCheck,
+    /// SPA of the one RMP entry read (RMP_BASE + 0x4000 + PFN × 16), or `None` when nothing was
+    /// read (host reads; pages beyond RMP coverage).
+    pub entry_read: Option<Spa>,
+}
+
+impl Rmp {
+    /// The host RMP check (spec/snp.md §2.1–§2.2), recording statistics.
+    /// See [`Rmp::peek_host_access`] for the rules.
+    pub fn check_host_access(
+        &mut self,
+        spa: Spa,
+        mapping: PageSize,
+        access: HostAccess,
+    ) -> RmpCheckOutcome {
+        let out = self.peek_host_access(spa, mapping, access);
+        let s = &mut self.stats;
+        match access {
+            HostAccess::DataRead => s.host_reads_unchecked += 1,
+            HostAccess::DataWrite => s.host_write_checks += 1,
+            HostAccess::PageTable => s.host_table_checks += 1,
+        }
+        if out.entry_read.is_some() {
+            s.entry_reads += 1;
+        }
+        if let RmpCheck::Violation(v) = out.check {
+            *s.violations.entry(v.cause).or_default() += 1;
+        }
+        out
+    }
+
+    /// The host RMP check, functional (no statistics, no side effects).
+    ///
+    /// Rules:
+    /// - Data reads are never checked: `Ok`, nothing read.
+    /// - Writes and page-table accesses get the Hypervisor-Owned check. A page beyond RMP
+    ///   coverage is hypervisor-owned: `Ok`, nothing read.
+    /// - Through a 4 KiB mapping (and for every page-table access): the page's authoritative
+    ///   entry must be unassigned; firmware pages (Assigned = 1, ASID = 0, Immutable = 1) fail
+    ///   as well. One entry read: the page's own entry.
+    /// - Through a 2 MiB mapping: all 512 entries of the 2 MiB region must be unassigned. A
+    ///   1 GiB mapping is checked as the 2 MiB sub-region that contains `spa` (APM §15.36.10).
+    ///   Modelled as **one** read of the region's 2 MiB-aligned entry, the model suggestion of
+    ///   spec/snp.md §2.4 (hardware is said to verify a 2 MiB TLB fill from the aligned entry;
+    ///   the summary mechanism is UNCONFIRMED). The decision itself is exact: any assigned
+    ///   4 KiB entry in the region (or an assigned 2 MiB entry) fails.
+    pub fn peek_host_access(
+        &self,
+        spa: Spa,
+        mapping: PageSize,
+        access: HostAccess,
+    ) -> RmpCheckOutcome {
+        let size = match access {
+            HostAccess::DataRead => {
+                return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+            }
+            HostAccess::PageTable => PageSize::K4,
+            HostAccess::DataWrite => mapping,
+        };
+        if !self.layout().is_covered(spa) {
+            return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+        }
+        let (assigned, read_at) = match size {
+            PageSize::K4 => (self.entry(spa).assigned, spa),
+            PageSize::M2 | PageSize::G1 => {
+                let base = spa.align_down(PageSize::M2);
+                (self.region_has_assigned(base), base)
+            }
+        };
+        let check = if assigned {
+            RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
+        } else {
+            RmpCheck::Ok
+        };
+        RmpCheckOutcome { check, entry_read: self.layout().entry_addr(read_at) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{RmpEntry, RmpPageSize};
+    use crate::instr::{Executor, RmpUpdateInput};
+    use crate::table::RmpLayout;
+    use sim_core::Gpa;
+
+    const RMP_BASE: u64 = 0x10_0000;
+    const R0: u64 = 0x1_0000_0000;
+
+    /// spec/snp.md §6 initial state shared by S1, S2, S4: RMP[0x100010] assigned to ASID 5.
+    fn s1_rmp() -> Rmp {
+        let mut r = Rmp::new(RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap());
+        let e = RmpEntry {
+            assigned: true,
+            asid: 5,
+            gpa: Gpa::new(0x8000_0000),
+            validated: true,
+            ..RmpEntry::ZERO
+        };
+        r.set_entry(Spa::new(0x1_0001_0000), &e).unwrap();
+        r
+    }
+
+    fn entry_addr(spa: u64) -> Option<Spa> {
+        Some(Spa::new(RMP_BASE + 0x4000 + (spa >> 12) * 16))
+    }
+
+    #[test]
+    fn s1_write_through_2m_with_assigned_neighbour() {
+        let mut r = s1_rmp();
+        let target = Spa::new(0x1_0000_5000);
+        let out = r.check_host_access(target, PageSize::M2, HostAccess::DataWrite);
+        assert_eq!(
+            out.check,
+            RmpCheck::Violation(RmpViolation {
+                cause: RmpViolationCause::NotHypervisorOwned,
+                spa: target
+            })
+        );
+        // One read, of the 2M-aligned entry.
+        assert_eq!(out.entry_read, entry_addr(R0));
+        assert_eq!(r.stats().violations[&RmpViolationCause::NotHypervisorOwned], 1);
+        assert_eq!(r.stats().entry_reads, 1);
+        // A 1G mapping is checked as the 2M sub-region holding the target.
+        let g = r.peek_host_access(target, PageSize::G1, HostAccess::DataWrite);
+        assert!(matches!(g.check, RmpCheck::Violation(_)));
+        assert_eq!(g.entry_read, entry_addr(R0));
+        let other =
+            r.peek_host_access(Spa::new(R0 + (2 << 20)), PageSize::G1, HostAccess::DataWrite);
+        assert_eq!(other.check, RmpCheck::Ok);
+    }
+
+    #[test]
+    fn s2_reads_are_never_checked() {
+        let mut r = s1_rmp();
+        for size in PageSize::ALL {
+            for spa in [0x1_0000_5000, 0x1_0001_0000] {
+                let out = r.check_host_access(Spa::new(spa), size, HostAccess::DataRead);
+                assert_eq!(out, RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None });
+            }
+        }
+        assert!(r.stats().violations.is_empty());
+        assert_eq!(r.stats().host_reads_unchecked, 6);
+    }
+
+    #[test]
+    fn s4_4k_mapping() {
+        let r = s1_rmp();
+        let a = r.peek_host_access(Spa::new(0x1_0000_5000), PageSize::K4, HostAccess::DataWrite);
+        assert_eq!(a.check, RmpCheck::Ok);
+        assert_eq!(a.entry_read, entry_addr(0x1_0000_5000));
+        let b = r.peek_host_access(Spa::new(0x1_0001_0008), PageSize::K4, HostAccess::DataWrite);
+        assert!(
+            matches!(b.check, RmpCheck::Violation(v) if v.cause == RmpViolationCause::NotHypervisorOwned)
+        );
+        assert_eq!(b.entry_read, entry_addr(0x1_0001_0000));
+    }
+
+    #[test]
+    fn page_table_accesses_checked_at_4k() {
+        let r = s1_rmp();
+        let ok = r.peek_host_access(Spa::new(0x1_0000_5000), PageSize::G1, HostAccess::PageTable);
+        assert_eq!(ok.check, RmpCheck::Ok);
+        let bad = r.peek_host_access(Spa::new(0x1_0001_0ff8), PageSize::M2, HostAccess::PageTable);
+        assert!(matches!(bad.check, RmpCheck::Violation(_)));
+    }
+
+    #[test]
+    fn firmware_pages_and_2m_entries_and_coverage() {
+        let mut r = s1_rmp();
+        let fw = RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::K4, 0, true);
+        assert_eq!(r.rmpupdate(Executor::Hypervisor, Spa::new(0x2000), &fw).code(), 0);
+        let out = r.peek_host_access(Spa::new(0x2010), PageSize::K4, HostAccess::DataWrite);
+        assert!(matches!(out.check, RmpCheck::Violation(_)));
+        // A 4K write to any page of an assigned 2M entry fails via the authoritative entry.
+        let big = RmpUpdateInput::private(Gpa::new(0x4000_0000), RmpPageSize::M2, 3, false);
+        assert_eq!(r.rmpupdate(Executor::Hypervisor, Spa::new(0x40_0000), &big).code(), 0);
+        let w = r.peek_host_access(Spa::new(0x41_2000), PageSize::K4, HostAccess::DataWrite);
+        assert!(matches!(w.check, RmpCheck::Violation(_)));
+        assert_eq!(w.entry_read, entry_addr(0x41_2000));
+        // Beyond coverage: hypervisor-owned, nothing read.
+        let far = r.peek_host_access(Spa::new(9 << 30), PageSize::M2, HostAccess::DataWrite);
+        assert_eq!(far, RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None });
+    }
+}

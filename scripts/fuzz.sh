@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run every fuzz target for SECONDS each (default 25: both targets in under a minute, for CI).
+# Usage: scripts/fuzz.sh [SECONDS]
+# Needs cargo-fuzz (installed here from crates.io if missing). Runs on the stable toolchain:
+# `-s none` builds without a sanitizer, which is what needs nightly; panics, hangs
+# (-timeout) and runaway allocations (-rss_limit_mb) are still caught.
+# A crash leaves its input under fuzz/artifacts/TARGET/; reproduce it with
+#   cargo fuzz run -s none TARGET fuzz/artifacts/TARGET/crash-…
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs="${1:-25}"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+# Seed the scenario corpus with the example scenarios (the corpus itself is not committed).
+mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader
+find traces/scenarios -name '*.ccs' -exec cp {} fuzz/corpus/scenario_parser/ \;
+
+run() {
+    local target="$1"
+    shift
+    echo "== fuzz ${target} for ${secs}s"
+    cargo fuzz run -s none "${target}" "fuzz/corpus/${target}" -- \
+        -max_total_time="${secs}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$@"
+}
+
+run scenario_parser -dict=fuzz/scenario_parser.dict
+run cct_reader

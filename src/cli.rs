@@ -1,0 +1,333 @@
+//! Command-line interface (clap). Raw arguments are parsed here and turned into validated
+//! configuration before anything runs (STYLE rule 10).
+
+use crate::config::{ConfigBuilder, DEFAULT_PRESET, PRESETS, all_field_docs, value_of};
+use crate::engine::{self, ConfigLayers, Input, RunOptions};
+use crate::input;
+use clap::{Parser, Subcommand};
+use sim_core::config::Source;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Deterministic cycle-level model of the SEV-SNP / TDX memory-protection path.
+#[derive(Debug, Parser)]
+#[command(name = "ccsim", version, about, long_about = None)]
+#[command(
+    after_help = "Examples:\n  ccsim run                                   # default workload, human report\n  ccsim run --policy split-on-assign --json r.json\n  ccsim check traces/scenarios/\n  ccsim trace info run.cct\n  ccsim presets"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a trace, a scenario or a workload and print a report.
+    #[command(
+        after_help = "Examples:\n  ccsim run\n  ccsim run --workload snp-launch --param guests=8 --policy split-on-assign\n  ccsim run trace.cct --preset zen4-nogbpages --json out.json --csv out.csv\n  ccsim run scenario.ccs --set mmu.dtlb_entries_4k=64"
+    )]
+    Run(RunArgs),
+    /// Run scenario files and report each expectation as pass/fail with file:line.
+    #[command(
+        after_help = "Examples:\n  ccsim check traces/scenarios/snp/s1-host-write-2m-neighbour.ccs\n  ccsim check traces/scenarios/"
+    )]
+    Check {
+        /// Scenario files (`.ccs`, or `.cct` converted from one) or directories searched for them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print only failures and the summary.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Inspect and convert traces.
+    #[command(subcommand)]
+    Trace(TraceCmd),
+    /// List the built-in workloads and their parameters.
+    #[command(after_help = "Example:\n  ccsim workloads")]
+    Workloads,
+    /// List the presets and every configuration field with its value and source; unsourced
+    /// values are marked.
+    #[command(after_help = "Examples:\n  ccsim presets\n  ccsim presets --unsourced")]
+    Presets {
+        /// Show only fields whose default has no public source.
+        #[arg(long)]
+        unsourced: bool,
+        /// Show this preset's values (default: zen4).
+        #[arg(long)]
+        preset: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A trace (`.cct`) or scenario (`.ccs`); omit to run a workload.
+    file: Option<PathBuf>,
+    /// Workload to run when no file is given (default: snp-launch).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Workload parameter k=v (repeatable).
+    #[arg(long = "param", value_name = "K=V")]
+    params: Vec<String>,
+    /// Configuration file (TOML), applied after the preset (repeatable).
+    #[arg(long = "config", value_name = "FILE")]
+    configs: Vec<PathBuf>,
+    /// Preset (see `ccsim presets`).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Physmap policy: none, split-on-assign (shorthand for --set host.policy=P).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Override any configuration field: section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Seed for workloads.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the CSV report here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Do not print the human report.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Record the executed event stream to this `.cct` trace (workloads only).
+    #[arg(long, value_name = "OUT.cct")]
+    record: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TraceCmd {
+    /// Header, metadata, frames and record counts of a trace.
+    #[command(after_help = "Example:\n  ccsim trace info run.cct")]
+    Info {
+        /// The trace.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every record as scenario text.
+    #[command(after_help = "Example:\n  ccsim trace cat run.cct | less")]
+    Cat {
+        /// Trace or scenario.
+        file: PathBuf,
+    },
+    /// Print the first N records as scenario text.
+    #[command(after_help = "Example:\n  ccsim trace head -n 20 run.cct")]
+    Head {
+        /// Trace or scenario.
+        file: PathBuf,
+        /// Records.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: u64,
+    },
+    /// Convert between `.cct` and `.ccs` (by output extension), or import a lackey log.
+    #[command(
+        after_help = "Examples:\n  ccsim trace convert s1.ccs s1.cct\n  ccsim trace convert s1.cct s1.ccs\n  ccsim trace convert --encoding small run.cct run-small.cct\n  ccsim trace convert --from lackey --pid 42 trace.lackey run.cct"
+    )]
+    Convert {
+        /// Input file.
+        input: PathBuf,
+        /// Output file (`.cct` or `.ccs`).
+        output: PathBuf,
+        /// Binary encoding: default, small, none.
+        #[arg(long, default_value = "default")]
+        encoding: String,
+        /// Input format when it is not .cct/.ccs: lackey.
+        #[arg(long)]
+        from: Option<String>,
+        /// PID for imported host-process streams.
+        #[arg(long, default_value_t = 1)]
+        pid: u32,
+    },
+}
+
+/// Entry point: parse, run, map errors to exit status 2 with one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ccsim: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Check { paths, quiet } => check(&paths, quiet),
+        Cmd::Trace(t) => trace(t),
+        Cmd::Workloads => {
+            print!("{}", workloads_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Presets { unsourced, preset } => {
+            print!("{}", presets_text(preset.as_deref().unwrap_or(DEFAULT_PRESET), unsourced)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut layers = ConfigLayers { preset: a.preset.clone(), ..Default::default() };
+    for f in &a.configs {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        layers.files.push((text, f.display().to_string()));
+    }
+    if let Some(p) = &a.policy {
+        layers.sets.push(format!("host.policy={p}"));
+    }
+    layers.sets.extend(a.sets.iter().cloned());
+    // Fail fast on a bad preset, file or override, before reading any input.
+    let _ = ConfigBuilder::from_preset(a.preset.as_deref().unwrap_or(DEFAULT_PRESET))?;
+    let input = match (&a.file, &a.workload) {
+        (Some(_), Some(_)) => anyhow::bail!("give a FILE or --workload, not both"),
+        (Some(f), None) => {
+            if !a.params.is_empty() {
+                anyhow::bail!("--param applies to workloads, not to {}", f.display());
+            }
+            Input::File(f.clone())
+        }
+        (None, w) => Input::Workload {
+            name: w.clone().unwrap_or_else(|| workloads::DEFAULT_WORKLOAD.to_owned()),
+            params: workloads::Params::parse(a.params.iter().map(String::as_str))?,
+        },
+    };
+    let opts = RunOptions { seed: a.seed, record: a.record.clone() };
+    let out = engine::run(&layers, &input, &opts)?;
+    let failed = out.expectations.iter().filter(|e| !e.passed).count();
+    if !out.expectations.is_empty() && !a.quiet {
+        println!(
+            "expectations: {} passed, {failed} failed (see `ccsim check`)",
+            out.expectations.len() - failed
+        );
+    }
+    if let Some(p) = &a.json {
+        write_atomic(p, out.report.to_json()?.as_bytes())?;
+    }
+    if let Some(p) = &a.csv {
+        write_atomic(p, out.report.to_csv()?.as_bytes())?;
+    }
+    if !a.quiet {
+        print!("{}", out.report.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(paths: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {
+    let files = input::scenario_files(paths)?;
+    let (mut pass, mut fail) = (0u64, 0u64);
+    for f in &files {
+        let results = engine::check_file(f)?;
+        for r in &results {
+            if r.passed {
+                pass += 1;
+            } else {
+                fail += 1;
+            }
+            if !quiet || !r.passed {
+                println!(
+                    "{} {}:{}: {}",
+                    if r.passed { "PASS" } else { "FAIL" },
+                    f.display(),
+                    r.line,
+                    r.message
+                );
+            }
+        }
+        if results.is_empty() {
+            println!("NOTE {}: no expectations", f.display());
+        }
+    }
+    println!("{pass} passed, {fail} failed");
+    Ok(if fail > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
+    match t {
+        TraceCmd::Info { file, json } => {
+            let info = input::trace_info(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", input::info_text(&info));
+            }
+        }
+        TraceCmd::Cat { file } => input::print_records(&file, u64::MAX)?,
+        TraceCmd::Head { file, n } => input::print_records(&file, n)?,
+        TraceCmd::Convert { input: i, output, encoding, from, pid } => {
+            let n = input::convert(&i, &output, &encoding, from.as_deref(), pid)?;
+            eprintln!("wrote {n} records to {}", output.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write a file atomically: a temporary file in the same directory, then rename.
+///
+/// # Errors
+/// I/O errors naming the path.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir =
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name =
+        path.file_name().ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The text of `ccsim workloads`.
+pub fn workloads_text() -> String {
+    let mut o = String::new();
+    for w in workloads::registry() {
+        let default = if w.name == workloads::DEFAULT_WORKLOAD { " (default)" } else { "" };
+        o.push_str(&format!("{}{default}: {}\n  {}\n", w.name, w.summary, w.description));
+        for p in w.params {
+            o.push_str(&format!("    {:<18} = {:<8} {}\n", p.name, p.default, p.doc));
+        }
+    }
+    o
+}
+
+/// The text of `ccsim presets`.
+///
+/// # Errors
+/// Unknown preset.
+pub fn presets_text(name: &str, only_unsourced: bool) -> anyhow::Result<String> {
+    let mut o = String::from("Presets:\n");
+    for p in PRESETS {
+        o.push_str(&format!("  {:<16} {}\n", p.name, p.summary));
+    }
+    let cfg = ConfigBuilder::from_preset(name)?.build()?;
+    o.push_str(&format!(
+        "\nFields of preset {name} (UNSOURCED marks a default with no public source):\n"
+    ));
+    let mut unsourced = 0;
+    for (sec, d) in all_field_docs() {
+        let v = value_of(&cfg, sec, d.key).unwrap_or_default();
+        let (tag, src) = match d.source {
+            Source::Cited(s) => ("", s.to_owned()),
+            Source::Unsourced(why) => {
+                unsourced += 1;
+                ("UNSOURCED ", why.to_owned())
+            }
+            Source::Choice => ("", "choice".to_owned()),
+        };
+        if only_unsourced && tag.is_empty() {
+            continue;
+        }
+        o.push_str(&format!(
+            "  {sec}.{} = {v} [{}]  {tag}{}\n      source: {src}\n",
+            d.key, d.unit, d.doc
+        ));
+    }
+    o.push_str(&format!("\n{unsourced} unsourced values.\n"));
+    Ok(o)
+}

@@ -1,0 +1,335 @@
+//! The engine: turns an input (scenario, trace or workload) into a run of the machine and a
+//! report (DESIGN "The timing model", "Order of execution").
+//!
+//! Files execute in record order. Workloads offer one stream per agent; the scheduler merges
+//! them by `(cycle, agent)`, and the merged order is what `--record` stores, so a recorded
+//! trace replays to the same report.
+
+use crate::config::ConfigBuilder;
+use crate::input::{self, Sourced};
+use crate::machine::{Machine, Outcome};
+use crate::report::{InputInfo, Report};
+use anyhow::{anyhow, bail};
+use sim_core::sched::Scheduler;
+use sim_core::{Check, Cycles, Record, Setting, TimedEvent};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A `.cct` trace or `.ccs` scenario.
+    File(PathBuf),
+    /// A built-in workload.
+    Workload {
+        /// Its name.
+        name: String,
+        /// Its parameters.
+        params: workloads::Params,
+    },
+}
+
+/// Run options that are not machine configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Seed for workloads.
+    pub seed: u64,
+    /// Record the executed event stream to this `.cct` file (workloads).
+    pub record: Option<PathBuf>,
+}
+
+/// The configuration layers of a run, applied in order: preset, files, the input's own
+/// settings (scenario header lines), then command-line `--set` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigLayers {
+    /// Preset named on the command line.
+    pub preset: Option<String>,
+    /// Config files: (text, origin).
+    pub files: Vec<(String, String)>,
+    /// `key=value` overrides from the command line.
+    pub sets: Vec<String>,
+}
+
+impl ConfigLayers {
+    /// Build with the input's settings in between files and `--set`.
+    ///
+    /// # Errors
+    /// Configuration errors naming their origin.
+    fn build(
+        &self,
+        settings: &[(String, Setting)],
+    ) -> anyhow::Result<crate::config::MachineConfig> {
+        let mut preset = self.preset.clone();
+        for (origin, s) in settings {
+            if s.section == "machine"
+                && let Some((_, v)) = s.pairs.iter().find(|(k, _)| k == "preset")
+            {
+                if self.preset.is_none() {
+                    preset = Some(v.clone());
+                }
+                let _ = origin;
+            }
+        }
+        let mut b =
+            ConfigBuilder::from_preset(preset.as_deref().unwrap_or(crate::config::DEFAULT_PRESET))?;
+        for (text, origin) in &self.files {
+            b.add_toml(text, origin)?;
+        }
+        for (origin, s) in settings {
+            apply_setting(&mut b, s).map_err(|e| anyhow!("{origin}: {e}"))?;
+        }
+        for s in &self.sets {
+            b.set(s, "--set")?;
+        }
+        b.build().map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// Map a header setting onto configuration overrides. `vm` lines are handled by the machine.
+fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
+    match s.section.as_str() {
+        "machine" | "host" | "mmu" | "rmp" => {
+            if !s.args.is_empty() {
+                bail!("`{}` takes only key=value settings, found {:?}", s.section, s.args[0]);
+            }
+            for (k, v) in &s.pairs {
+                if s.section == "machine" && k == "preset" {
+                    continue;
+                }
+                b.set(&format!("{}.{k}={v}", s.section), &s.section)?;
+            }
+            Ok(())
+        }
+        "vm" => Ok(()),
+        other => bail!("unknown setting section `{other}` (known: machine, host, mmu, rmp, vm)"),
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The report.
+    pub report: Report,
+    /// Expectation results (scenarios).
+    pub expectations: Vec<ExpectResult>,
+}
+
+/// One expectation's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectResult {
+    /// Line (or record index) of the `expect`.
+    pub line: u64,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was checked and what was found.
+    pub message: String,
+}
+
+/// Run an input.
+///
+/// # Errors
+/// Bad input or configuration, with the file and position.
+pub fn run(layers: &ConfigLayers, input: &Input, opts: &RunOptions) -> anyhow::Result<RunOutput> {
+    match input {
+        Input::File(path) => run_file(layers, path, opts),
+        Input::Workload { name, params } => run_workload(layers, name, params, opts),
+    }
+}
+
+/// Run a scenario file for `ccsim check`.
+///
+/// # Errors
+/// Bad input, with the file and position.
+pub fn check_file(path: &Path) -> anyhow::Result<Vec<ExpectResult>> {
+    let out = run_file(&ConfigLayers::default(), path, &RunOptions::default())?;
+    Ok(out.expectations)
+}
+
+fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Result<RunOutput> {
+    let name = path.display().to_string();
+    let (_, stream) = input::open(path)?;
+    let mut settings: Vec<(String, Setting)> = Vec::new();
+    let mut machine: Option<Machine> = None;
+    let mut last: Option<(u64, Outcome)> = None;
+    let mut results = Vec::new();
+    let mut finals: Vec<(u64, Check)> = Vec::new();
+    let mut program: Option<(u64, String)> = None;
+    let mut records = 0u64;
+    for rec in stream {
+        let Sourced { line, record } = rec?;
+        records += 1;
+        let at = |l: u64| format!("{name}:{l}");
+        if let Record::Setting(s) = record {
+            if machine.is_some() {
+                bail!(
+                    "{}: setting `{}` after the first event or state line; settings go first",
+                    at(line),
+                    s.section
+                );
+            }
+            settings.push((at(line), s));
+            continue;
+        }
+        let m = match &mut machine {
+            Some(m) => m,
+            None => machine.insert(
+                Machine::new(layers.build(&settings)?, &settings, false)
+                    .map_err(|e| anyhow!("{name}: {e}"))?,
+            ),
+        };
+        match record {
+            Record::Setting(_) => unreachable!("handled above"),
+            Record::ProgramBegin(p) => {
+                if let Some((l, q)) = &program {
+                    bail!("{}: program `{p}` inside program `{q}` (opened at line {l})", at(line));
+                }
+                program = Some((line, p));
+            }
+            Record::ProgramEnd => {
+                if program.take().is_none() {
+                    bail!("{}: `end` without `program`", at(line));
+                }
+            }
+            _ if program.is_some() => m.count_program_step(),
+            Record::State(s) => m.apply_state(&s).map_err(|e| anyhow!("{}: {e}", at(line)))?,
+            Record::Event(te) => {
+                let o = m.exec(&te);
+                last = Some((line, o));
+            }
+            Record::Expect { at_end: true, check } => finals.push((line, check)),
+            Record::Expect { at_end: false, check } => {
+                let Some((eline, o)) = &last else {
+                    bail!(
+                        "{}: `expect` before any event (use `expect final` for the end state)",
+                        at(line)
+                    );
+                };
+                let (passed, message) = m.check(&check, Some(o), &input_info_file(&name));
+                results.push(ExpectResult {
+                    line,
+                    passed,
+                    message: format!("{message} (after line {eline})"),
+                });
+            }
+        }
+    }
+    let mut m = match machine {
+        Some(m) => m,
+        None => Machine::new(layers.build(&settings)?, &settings, false)
+            .map_err(|e| anyhow!("{name}: {e}"))?,
+    };
+    m.finish();
+    let info = input_info_file(&name);
+    for (line, check) in finals {
+        let (passed, message) = m.check(&check, None, &info);
+        results.push(ExpectResult { line, passed, message: format!("final: {message}") });
+    }
+    let _ = opts;
+    let mut report = m.report(&info);
+    report.records = records;
+    Ok(RunOutput { report, expectations: results })
+}
+
+fn input_info_file(name: &str) -> InputInfo {
+    InputInfo { kind: "file".into(), name: name.to_owned(), params: BTreeMap::new(), seed: 0 }
+}
+
+fn run_workload(
+    layers: &ConfigLayers,
+    name: &str,
+    params: &workloads::Params,
+    opts: &RunOptions,
+) -> anyhow::Result<RunOutput> {
+    let info = workloads::find(name).ok_or_else(|| {
+        anyhow!(
+            "unknown workload {name:?} (known: {})",
+            workloads::registry().iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let cfg = layers.build(&[])?;
+    let mut w = info.instantiate(params, opts.seed).map_err(|e| anyhow!("workload {name}: {e}"))?;
+    let mut m = Machine::new(cfg, &[], true)?;
+    let mut rec = match &opts.record {
+        Some(p) => Some(Recorder::new(p, name, params, opts.seed)?),
+        None => None,
+    };
+    let mut sched = Scheduler::new();
+    let agents: Vec<_> = w.agents().to_vec();
+    for (i, a) in agents.iter().enumerate() {
+        if a.cpu().is_some_and(|c| c >= m.cpus()) {
+            bail!("workload {name}: agent {a} needs more CPUs than machine.cpus = {}", m.cpus());
+        }
+        sched.ready(i, *a, Cycles::ZERO);
+    }
+    let mut records = 0u64;
+    while let Some(k) = sched.pop() {
+        let Some(event) = w.next(k.stream, &mut m) else { continue };
+        let te = TimedEvent { time: Some(m.clock(k.agent)), agent: k.agent, event };
+        if let Some(r) = &mut rec {
+            r.write(&te)?;
+        }
+        let _ = m.exec(&te);
+        records += 1;
+        sched.ready(k.stream, k.agent, m.clock(k.agent));
+    }
+    m.finish();
+    if let Some(r) = rec {
+        r.finish()?;
+    }
+    let mut report = m.report(&InputInfo {
+        kind: "workload".into(),
+        name: name.to_owned(),
+        params: params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        seed: opts.seed,
+    });
+    report.records = records;
+    Ok(RunOutput { report, expectations: Vec::new() })
+}
+
+/// Writes the executed stream of a workload to `.cct`, atomically (temp file + rename).
+struct Recorder {
+    w: traces::cct::Writer<std::io::BufWriter<std::fs::File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Recorder {
+    fn new(
+        path: &Path,
+        name: &str,
+        params: &workloads::Params,
+        seed: u64,
+    ) -> anyhow::Result<Recorder> {
+        let tmp = path.with_extension(format!("cct.tmp{}", std::process::id()));
+        let f = std::fs::File::create(&tmp).map_err(|e| anyhow!("{}: {e}", tmp.display()))?;
+        let mut extra = BTreeMap::new();
+        extra.insert("workload".to_owned(), name.to_owned());
+        extra.insert("seed".to_owned(), seed.to_string());
+        for (k, v) in params.iter() {
+            extra.insert(format!("param.{k}"), v.to_owned());
+        }
+        let meta = traces::cct::Metadata {
+            captured_by: format!("ccsim {} workload generator", env!("CARGO_PKG_VERSION")),
+            extra,
+            ..Default::default()
+        };
+        let w = traces::cct::Writer::new(
+            std::io::BufWriter::new(f),
+            &meta,
+            traces::cct::Encoding::Default,
+        )?;
+        Ok(Recorder { w, tmp, path: path.to_owned() })
+    }
+
+    fn write(&mut self, te: &TimedEvent) -> anyhow::Result<()> {
+        self.w.write(&Record::Event(te.clone()))?;
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        self.w.finish()?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! Opening inputs: `.cct` traces and `.ccs` scenarios behind one record stream, directory
+//! expansion for `ccsim check`, and the `ccsim trace` subcommands.
+//!
+//! Errors name the file and, from the format readers, the byte offset (binary) or
+//! line:column (text).
+
+use anyhow::{Context as _, anyhow, bail};
+use sim_core::Record;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use traces::{ccs, cct};
+
+/// One record with where it came from: a scenario line, or a record index in a binary trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced {
+    /// Line (text) or 1-based record index (binary).
+    pub line: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// A stream of records from a file, whatever its format.
+pub type RecordStream = Box<dyn Iterator<Item = anyhow::Result<Sourced>>>;
+
+/// The kind of file, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Binary `.cct`.
+    Cct,
+    /// Text `.ccs`.
+    Ccs,
+}
+
+/// Open a file, sniffing binary vs text by magic.
+///
+/// # Errors
+/// The file does not exist or cannot be read (naming it).
+pub fn open(path: &Path) -> anyhow::Result<(FileKind, RecordStream)> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let head = r.fill_buf().with_context(|| format!("{}", path.display()))?;
+    let name = path.display().to_string();
+    if cct::is_cct(head) {
+        let reader = cct::Reader::new(r).map_err(|e| anyhow!("{name}: {e}"))?;
+        let mut idx = 0u64;
+        let it = reader.map(move |rec| {
+            idx += 1;
+            rec.map(|record| Sourced { line: idx, record }).map_err(|e| anyhow!("{name}: {e}"))
+        });
+        Ok((FileKind::Cct, Box::new(it)))
+    } else {
+        let it = ccs::parse_reader(r, &name).map(|rec| {
+            rec.map(|l| Sourced { line: u64::from(l.line), record: l.record })
+                .map_err(|e| anyhow!("{e}"))
+        });
+        Ok((FileKind::Ccs, Box::new(it)))
+    }
+}
+
+/// Expand directories into the `.ccs`/`.cct` files below them, sorted by path.
+///
+/// # Errors
+/// A path that does not exist.
+pub fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            if found.is_empty() {
+                bail!("{}: no .ccs or .cct files", p.display());
+            }
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "ccs" || x == "cct") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// `ccsim trace info`.
+///
+/// # Errors
+/// Unreadable or corrupt trace.
+pub fn trace_info(path: &Path) -> anyhow::Result<cct::TraceInfo> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    cct::info(BufReader::new(f)).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Human text for `ccsim trace info`.
+pub fn info_text(info: &cct::TraceInfo) -> String {
+    let v = serde_json::to_value(info).unwrap_or_default();
+    let mut cols = Vec::new();
+    crate::report::flatten("", &v, &mut cols);
+    cols.iter().map(|(k, v)| format!("{k:<28} {v}\n")).collect()
+}
+
+/// `ccsim trace cat|head`: records as scenario text.
+///
+/// # Errors
+/// Unreadable or corrupt input.
+pub fn print_records(path: &Path, limit: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (_, it) = open(path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut line = String::new();
+    for rec in it.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        let rec = rec?;
+        line.clear();
+        ccs::write_record(&rec.record, &mut line);
+        if writeln!(out, "{line}").is_err() {
+            return Ok(()); // Broken pipe (e.g. `| head`): stop quietly.
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// `ccsim trace convert`. Returns the number of records written.
+///
+/// # Errors
+/// Bad input, unknown encoding or format, or an output extension that is neither.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    encoding: &str,
+    from: Option<&str>,
+    pid: u32,
+) -> anyhow::Result<u64> {
+    let records: RecordStream = match from {
+        None => open(input)?.1,
+        Some("lackey") => {
+            let f = std::fs::File::open(input).with_context(|| format!("{}", input.display()))?;
+            let r: Box<dyn Read> = if input.extension().is_some_and(|x| x == "zst") {
+                Box::new(zstd_reader(f)?)
+            } else {
+                Box::new(f)
+            };
+            let name = input.display().to_string();
+            let opts = traces::import::lackey::LackeyOptions::new(pid);
+            let it = traces::import::lackey::LackeyReader::new(BufReader::new(r), opts);
+            let mut idx = 0u64;
+            Box::new(it.map(move |r| {
+                idx += 1;
+                r.map(|record| Sourced { line: idx, record }).map_err(|e| anyhow!("{name}: {e}"))
+            }))
+        }
+        Some(other) => bail!("unknown input format {other:?} (known: lackey)"),
+    };
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = output.with_extension(format!("{ext}.tmp{}", std::process::id()));
+    let mut n = 0u64;
+    match ext {
+        "cct" => {
+            let enc: cct::Encoding = encoding.parse().map_err(|e| anyhow!("--encoding: {e}"))?;
+            let f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+            let meta = cct::Metadata {
+                captured_by: format!("ccsim trace convert from {}", input.display()),
+                ..Default::default()
+            };
+            let mut w = cct::Writer::new(std::io::BufWriter::new(f), &meta, enc)?;
+            for r in records {
+                w.write(&r?.record)?;
+                n += 1;
+            }
+            w.finish()?;
+        }
+        "ccs" => {
+            use std::io::Write as _;
+            let f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+            let mut out = std::io::BufWriter::new(f);
+            let mut line = String::new();
+            for r in records {
+                line.clear();
+                ccs::write_record(&r?.record, &mut line);
+                writeln!(out, "{line}")?;
+                n += 1;
+            }
+            out.flush()?;
+        }
+        _ => bail!("{}: output must end in .cct or .ccs", output.display()),
+    }
+    std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
+    Ok(n)
+}
+
+fn zstd_reader(f: std::fs::File) -> anyhow::Result<impl Read> {
+    let mut d = zstd::Decoder::new(f)?;
+    // The real lackey sample uses a 128 MiB window (shared/traces/README.md).
+    d.window_log_max(27)?;
+    Ok(d)
+}

@@ -1,0 +1,348 @@
+//! Reports: one run's results as plain data, printed as a human table, JSON or CSV
+//! (STYLE rule 17: blocks own their counters; printers live here).
+//!
+//! JSON is produced from the `Report` struct with ordered maps only, so the same inputs give
+//! byte-identical JSON. CSV is the JSON flattened to dotted column names, one header row and one
+//! value row, so every JSON field has a CSV column and the two cannot drift.
+
+use serde::Serialize;
+use sim_core::PageSize;
+use sim_core::stats::{PerSize, Series};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Where the run's events came from.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InputInfo {
+    /// `workload`, `trace` or `scenario`.
+    pub kind: String,
+    /// Workload name or file name.
+    pub name: String,
+    /// Workload parameters as given (empty for files).
+    pub params: BTreeMap<String, String>,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Memory accesses by kind.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct AccessCounts {
+    /// Loads.
+    pub loads: u64,
+    /// Stores.
+    pub stores: u64,
+    /// Instruction fetches.
+    pub fetches: u64,
+    /// DMA reads.
+    pub dma_reads: u64,
+    /// DMA writes.
+    pub dma_writes: u64,
+}
+
+impl AccessCounts {
+    /// All accesses.
+    pub fn total(&self) -> u64 {
+        self.loads + self.stores + self.fetches + self.dma_reads + self.dma_writes
+    }
+}
+
+/// Data-TLB counters summed over CPUs, by page size of the entry (hits, fills) or of the
+/// translation found by the walk (misses).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TlbCounts {
+    /// Hits.
+    pub hits: PerSize<u64>,
+    /// Misses, by the page size the walk found.
+    pub misses: PerSize<u64>,
+    /// Entries evicted.
+    pub evictions: PerSize<u64>,
+    /// Full flushes (all CPUs counted).
+    pub flushes: u64,
+    /// Entries dropped by invalidations and flushes.
+    pub invalidated: u64,
+}
+
+/// Page walks.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct WalkCounts {
+    /// Walks started.
+    pub walks: u64,
+    /// Memory references of walks (reads and A/D writes).
+    pub refs: u64,
+    /// A/D-bit writes among them.
+    pub ad_writes: u64,
+}
+
+/// RMP activity.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RmpCounts {
+    /// RMP checks performed at walk end / TLB fill.
+    pub checks: u64,
+    /// RMP entries read by checks.
+    pub entry_reads: u64,
+    /// Violations by architectural cause.
+    pub violations: BTreeMap<String, u64>,
+    /// RMPUPDATE executions by return code name.
+    pub updates: BTreeMap<String, u64>,
+    /// PSMASH executions by return code name.
+    pub psmash: BTreeMap<String, u64>,
+    /// TLB flushes caused by RMP updates (the `rmp.tlb_on_update` knob).
+    pub update_flushes: u64,
+}
+
+/// Faults by disposition and by kind.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Raised to the faulting context.
+    pub raised: u64,
+    /// Handled by host software and retried.
+    pub handled: u64,
+    /// Would crash the host (counted; the run continues).
+    pub fatal: u64,
+    /// By fault kind and error code, e.g. `pf 0x80000003`.
+    pub by_code: BTreeMap<String, u64>,
+}
+
+/// The direct map as `/proc/meminfo` and `/proc/vmstat` show it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DirectMapCounts {
+    /// `DirectMap4k`, `DirectMap2M`, `DirectMap1G` in kB, at the end of the run.
+    pub kb: PerSize<u64>,
+    /// `direct_map_level2_splits` (2M → 4K).
+    pub level2_splits: u64,
+    /// `direct_map_level3_splits` (1G → 2M).
+    pub level3_splits: u64,
+    /// `direct_map_level2_collapses`.
+    pub level2_collapses: u64,
+    /// `direct_map_level3_collapses`.
+    pub level3_collapses: u64,
+    /// Page-table pages used by the direct map.
+    pub table_pages: u64,
+    /// DirectMap kB over time, sampled at event indices when it changes.
+    pub series: Series,
+}
+
+/// Where the cycles went, summed over agents.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CycleCounts {
+    /// Non-memory work (base CPI).
+    pub base: u64,
+    /// TLB lookups.
+    pub tlb: u64,
+    /// Page-walk memory references.
+    pub walk: u64,
+    /// RMP entry reads by checks.
+    pub rmp_check: u64,
+    /// RMP instructions (RMPUPDATE, PSMASH, …).
+    pub rmp_instr: u64,
+    /// Faults.
+    pub fault: u64,
+    /// Invalidations, flushes and shootdowns.
+    pub invalidation: u64,
+    /// Host policy work (CPA splits).
+    pub policy: u64,
+    /// The sum.
+    pub total: u64,
+    /// Highest agent clock at the end: the run's makespan.
+    pub makespan: u64,
+}
+
+/// Ratios derived from the counters, for comparing runs.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Derived {
+    /// DTLB misses per 1000 accesses.
+    pub dtlb_mpka: f64,
+    /// Cycles per access (total cycles / accesses).
+    pub cycles_per_access: f64,
+}
+
+/// One run's report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    /// ccsim version that produced it.
+    pub ccsim: String,
+    /// Input.
+    pub input: InputInfo,
+    /// Preset and the settings that matter most for comparison.
+    pub machine: BTreeMap<String, String>,
+    /// Records processed (events, settings, state, expectations).
+    pub records: u64,
+    /// Events executed.
+    pub events: u64,
+    /// Accesses.
+    pub accesses: AccessCounts,
+    /// DTLB.
+    pub dtlb: TlbCounts,
+    /// Walks.
+    pub walks: WalkCounts,
+    /// RMP.
+    pub rmp: RmpCounts,
+    /// Faults.
+    pub faults: FaultCounts,
+    /// Direct map.
+    pub directmap: DirectMapCounts,
+    /// Cycles.
+    pub cycles: CycleCounts,
+    /// Derived ratios.
+    pub derived: Derived,
+    /// Events present in the input whose semantics the model does not implement yet, by keyword
+    /// (executed as no-ops, never silently: they are listed here).
+    pub not_modelled: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// Pretty JSON with a trailing newline.
+    ///
+    /// # Errors
+    /// Serialization failure (not expected for this type).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let mut s = serde_json::to_string_pretty(self)?;
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// CSV: a header row of dotted names and one row of values. The DirectMap series is left
+    /// out (it is a list); everything else is a column.
+    ///
+    /// # Errors
+    /// Serialization failure.
+    pub fn to_csv(&self) -> Result<String, serde_json::Error> {
+        let v = serde_json::to_value(self)?;
+        let mut cols = Vec::new();
+        flatten("", &v, &mut cols);
+        let mut out = String::new();
+        out.push_str(&cols.iter().map(|(k, _)| csv_field(k)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+        out.push_str(&cols.iter().map(|(_, v)| csv_field(v)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// The human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut o = String::new();
+        let i = &self.input;
+        let _ = writeln!(o, "ccsim {} — {} {} (seed {})", self.ccsim, i.kind, i.name, i.seed);
+        for (k, v) in &self.machine {
+            let _ = writeln!(o, "  {k:<24} {v}");
+        }
+        let a = &self.accesses;
+        let _ = writeln!(o, "\nEvents {:>14}   accesses {:>14}", self.events, a.total());
+        let _ = writeln!(
+            o,
+            "  loads {:>12}  stores {:>12}  fetches {:>12}  dma {:>10}",
+            a.loads,
+            a.stores,
+            a.fetches,
+            a.dma_reads + a.dma_writes
+        );
+        let _ = writeln!(o, "\nDTLB            {:>12} {:>12} {:>12}", "4K", "2M", "1G");
+        row(&mut o, "  hits", &self.dtlb.hits);
+        row(&mut o, "  misses", &self.dtlb.misses);
+        row(&mut o, "  evictions", &self.dtlb.evictions);
+        let _ = writeln!(
+            o,
+            "  misses/1k accesses {:.3}   flushes {}   entries invalidated {}",
+            self.derived.dtlb_mpka, self.dtlb.flushes, self.dtlb.invalidated
+        );
+        let w = &self.walks;
+        let _ = writeln!(
+            o,
+            "\nWalks {:>12}   references {:>12}   A/D writes {:>10}",
+            w.walks, w.refs, w.ad_writes
+        );
+        let r = &self.rmp;
+        let _ = writeln!(
+            o,
+            "\nRMP checks {:>12}   entry reads {:>12}   update flushes {}",
+            r.checks, r.entry_reads, r.update_flushes
+        );
+        map_line(&mut o, "  violations", &r.violations);
+        map_line(&mut o, "  rmpupdate", &r.updates);
+        map_line(&mut o, "  psmash", &r.psmash);
+        let f = &self.faults;
+        let _ =
+            writeln!(o, "\nFaults raised {}   handled {}   fatal {}", f.raised, f.handled, f.fatal);
+        map_line(&mut o, "  by code", &f.by_code);
+        let d = &self.directmap;
+        let _ = writeln!(o, "\nDirectMap4k: {:>12} kB", d.kb[PageSize::K4]);
+        let _ = writeln!(o, "DirectMap2M: {:>12} kB", d.kb[PageSize::M2]);
+        let _ = writeln!(o, "DirectMap1G: {:>12} kB", d.kb[PageSize::G1]);
+        let _ = writeln!(
+            o,
+            "  direct_map_level2_splits {}   direct_map_level3_splits {}   collapses {}/{}   table pages {}",
+            d.level2_splits, d.level3_splits, d.level2_collapses, d.level3_collapses, d.table_pages
+        );
+        let c = &self.cycles;
+        let _ = writeln!(
+            o,
+            "\nCycles {:>14}   makespan {:>14}   per access {:.2}",
+            c.total, c.makespan, self.derived.cycles_per_access
+        );
+        let _ = writeln!(
+            o,
+            "  base {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}",
+            c.base, c.tlb, c.walk, c.rmp_check, c.rmp_instr, c.fault, c.invalidation, c.policy
+        );
+        if !self.not_modelled.is_empty() {
+            map_line(&mut o, "\nNot modelled yet (executed as no-ops)", &self.not_modelled);
+        }
+        o
+    }
+}
+
+fn row(o: &mut String, name: &str, v: &PerSize<u64>) {
+    let _ = writeln!(
+        o,
+        "{name:<16}{:>12} {:>12} {:>12}",
+        v[PageSize::K4],
+        v[PageSize::M2],
+        v[PageSize::G1]
+    );
+}
+
+fn map_line(o: &mut String, name: &str, m: &BTreeMap<String, u64>) {
+    let body = if m.is_empty() {
+        "none".to_owned()
+    } else {
+        m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    };
+    let _ = writeln!(o, "{name}: {body}");
+}
+
+/// Flatten a JSON value into `(dotted.name, text)` pairs; arrays are skipped.
+pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Array(_) => {}
+        serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_flattens() {
+        let v = serde_json::json!({"a": {"b": 1, "c": "x,y"}, "s": [1, 2]});
+        let mut cols = Vec::new();
+        flatten("", &v, &mut cols);
+        assert_eq!(cols, vec![("a.b".into(), "1".into()), ("a.c".into(), "x,y".into())]);
+        assert_eq!(csv_field("x,y"), "\"x,y\"");
+    }
+}
