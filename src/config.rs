@@ -61,7 +61,7 @@ impl ConfigBlock for MachineSection {
     fn validate(&self) -> Result<(), ConfigError> {
         check_range("machine.cpus", self.cpus, 1, 4096)?;
         check_range("machine.memory", self.memory.0, 64 << 20, 64 << 40)?;
-        if self.memory.0 % (2 << 20) != 0 {
+        if !self.memory.0.is_multiple_of(2 << 20) {
             return Err(ConfigError::OutOfRange {
                 key: "machine.memory".into(),
                 value: self.memory.to_string(),
@@ -180,7 +180,7 @@ impl ConfigBuilder {
         let cfg: MachineConfig =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
                 origin: "configuration".into(),
-                message: format!("{}: {}", e.path(), e.inner()),
+                message: format!("{}: {}", e.path(), e.inner()).trim_end().replace('\n', " "),
             })?;
         cfg.machine.validate()?;
         cfg.host.validate()?;

@@ -77,6 +77,8 @@ impl ConfigLayers {
         }
         for (origin, s) in settings {
             apply_setting(&mut b, s).map_err(|e| anyhow!("{origin}: {e}"))?;
+            // Validate after each line so that a bad key or value is reported at its line.
+            b.build().map_err(|e| anyhow!("{origin}: {e}"))?;
         }
         for s in &self.sets {
             b.set(s, "--set")?;

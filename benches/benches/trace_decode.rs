@@ -163,7 +163,7 @@ fn records(bytes: &[u8]) -> u64 {
     n
 }
 
-fn best_of(k: usize, f: impl Fn() -> u64) -> Duration {
+fn best_of(k: usize, mut f: impl FnMut() -> u64) -> Duration {
     (0..k)
         .map(|_| {
             let t = Instant::now();
@@ -174,9 +174,30 @@ fn best_of(k: usize, f: impl Fn() -> u64) -> Duration {
         .unwrap_or_default()
 }
 
+/// Raw speed of the two libraries on this trace's bytes, one thread: xxh3 over the file and
+/// zstd-3 decompression of 256 KiB chunks.
+fn library_speeds(src: &[u8]) {
+    let t = best_of(5, || xxhash_rust::xxh3::xxh3_64(src));
+    #[allow(clippy::cast_precision_loss)]
+    let xxh = src.len() as f64 / t.as_secs_f64() / 1e9;
+    let chunks: Vec<Vec<u8>> =
+        src.chunks(256 << 10).map(|c| zstd::bulk::compress(c, 3).expect("zstd")).collect();
+    let mut out = vec![0u8; 256 << 10];
+    let t = best_of(5, || {
+        chunks
+            .iter()
+            .map(|c| zstd::bulk::decompress_to_buffer(c, &mut out).expect("zstd"))
+            .sum::<usize>() as u64
+    });
+    #[allow(clippy::cast_precision_loss)]
+    let zs = src.len() as f64 / t.as_secs_f64() / 1e6;
+    println!("xxh3-64: {xxh:.1} GB/s; zstd-3 decompression of the raw payload: {zs:.0} MB/s");
+}
+
 /// The measurement that chose the encodings (printed, not a criterion bench).
 fn sweep(name: &str, src: &[u8], n: u64) {
     println!("\n{name}: {n} records, {} threads", rayon::current_num_threads());
+    library_speeds(src);
     println!("codec     frame  B/rec  encode(s)  par M rec/s  1-thread M rec/s");
     for level in [None, Some(1), Some(3), Some(9), Some(19)] {
         for frame in [1u32 << 16, 1 << 18, 1 << 20] {

@@ -61,7 +61,7 @@ impl BuddyAllocator {
         let end_pfn = end >> 12;
         while pfn < end_pfn {
             let mut order = MAX_ORDER;
-            while order > 0 && (pfn % (1 << order) != 0 || pfn + (1 << order) > end_pfn) {
+            while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > end_pfn) {
                 order -= 1;
             }
             a.free[usize::from(order)].insert(pfn);
@@ -119,7 +119,7 @@ impl BuddyAllocator {
     pub fn reserve(&mut self, spa: Spa, order: u8) -> Result<(), AllocError> {
         let pfn = spa.raw() >> 12;
         let err = AllocError::NotFree { spa: spa.raw(), order };
-        if order > MAX_ORDER || pfn % (1 << order) != 0 {
+        if order > MAX_ORDER || !pfn.is_multiple_of(1 << order) {
             return Err(err);
         }
         // Find the free block containing pfn, at order >= `order`.

@@ -125,7 +125,7 @@ impl ConfigBlock for HostConfig {
         DOCS
     }
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.reserved_low.0 % 4096 != 0 {
+        if !self.reserved_low.0.is_multiple_of(4096) {
             return Err(ConfigError::OutOfRange {
                 key: "host.reserved_low".into(),
                 value: self.reserved_low.to_string(),

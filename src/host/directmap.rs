@@ -86,7 +86,7 @@ impl DirectMap {
         while pa < memory {
             let size = [PageSize::G1, PageSize::M2, PageSize::K4]
                 .into_iter()
-                .find(|s| *s <= max && pa % s.bytes() == 0 && pa + s.bytes() <= memory)
+                .find(|s| *s <= max && pa.is_multiple_of(s.bytes()) && pa + s.bytes() <= memory)
                 .unwrap_or(PageSize::K4);
             dm.pt
                 .map(tables, frames, dm_va(Spa::new(pa)), Spa::new(pa), size, LeafAttrs::KERNEL_RW)
@@ -175,7 +175,7 @@ impl DirectMap {
         len: u64,
     ) -> Result<(), DirectMapError> {
         let bad = |why: &str| DirectMapError::Layout { spa: spa.raw(), size, why: why.to_owned() };
-        if !spa.is_aligned(size) || len % size.bytes() != 0 || len == 0 {
+        if !spa.is_aligned(size) || !len.is_multiple_of(size.bytes()) || len == 0 {
             return Err(bad("range not aligned to the leaf size"));
         }
         if spa.raw().checked_add(len).is_none_or(|e| e > self.end) {
