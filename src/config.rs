@@ -255,4 +255,34 @@ mod tests {
             assert!(value_of(&c, sec, d.key).is_some(), "{sec}.{} documented but absent", d.key);
         }
     }
+
+    /// The reverse direction: every leaf of the serialized configuration has a FieldDoc, so
+    /// `ccsim presets` lists every value and its source.
+    #[test]
+    fn every_value_has_a_doc() {
+        let c = ConfigBuilder::from_preset("zen4").unwrap().build().unwrap();
+        let v = toml::Value::try_from(&c).unwrap();
+        let docs = all_field_docs();
+        fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        leaves(&p, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let mut keys = Vec::new();
+        leaves("", &v, &mut keys);
+        for k in keys {
+            let (sec, rest) = k.split_once('.').unwrap();
+            assert!(
+                docs.iter().any(|(s, d)| *s == sec
+                    && (d.key == rest || rest.starts_with(&format!("{}.", d.key)))),
+                "{k} has no FieldDoc"
+            );
+        }
+    }
 }

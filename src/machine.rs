@@ -1108,7 +1108,13 @@ impl Machine {
         machine.insert("memory".to_owned(), self.cfg.machine.memory.to_string());
         machine.insert("physmap".to_owned(), self.cfg.host.physmap.to_string());
         machine.insert("policy".to_owned(), self.cfg.host.policy.name().to_owned());
-        machine.insert("rmp.tlb_on_update".to_owned(), format!("{:?}", self.cfg.rmp.tlb_on_update));
+        machine.insert(
+            "rmp.tlb_on_update".to_owned(),
+            crate::config::value_of(&self.cfg, "rmp", "tlb_on_update")
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned(),
+        );
         let mut not_modelled = self.not_modelled.clone();
         if self.program_steps > 0 {
             not_modelled

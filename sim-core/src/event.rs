@@ -437,9 +437,9 @@ vocabulary! {
             /// Root table address (`phys:` on the host, `gpa:` in a guest).
             root: Address
         ) {
-            /// PCID (CR3[11:0] with CR4.PCIDE).
+            /// PCID (CR3 bits 11:0 with CR4.PCIDE).
             pcid: u16 = 0,
-            /// CR3[63]: do not flush the PCID's entries.
+            /// CR3 bit 63: do not flush the PCID's entries.
             noflush: bool
         };
         /// Install a translation in a page table.
@@ -746,10 +746,10 @@ vocabulary! {
 
         /// A SEAMCALL with its leaf and register operands (TDX module ABI).
         Seamcall = 80, "seamcall" (
-            /// Leaf number (RAX[15:0]).
+            /// Leaf number (RAX bits 15:0).
             leaf: u16
         ) {
-            /// Leaf version (RAX[23:16]).
+            /// Leaf version (RAX bits 23:16).
             version: u8 = 0,
             /// RCX.
             rcx: Hex = Hex(0),

@@ -35,6 +35,36 @@ fn error(text: &str) -> String {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Issue #2 "Tests": any event sequence (and any record stream the grammar accepts)
+    /// round-trips binary → text → binary unchanged, byte for byte. See: #2
+    #[test]
+    fn binary_text_binary(rs in arb_records(), enc in prop_oneof![
+        Just(traces::cct::Encoding::Default),
+        Just(traces::cct::Encoding::Small),
+        Just(traces::cct::Encoding::Uncompressed),
+    ]) {
+        use traces::cct::{Metadata, Reader, Writer};
+        let meta = Metadata { machine: "zen4".into(), ..Metadata::default() };
+        let mut w = Writer::new(Vec::new(), &meta, enc).unwrap();
+        for r in &rs {
+            w.write(r).unwrap();
+        }
+        let bin = w.finish().unwrap();
+        let decoded: Vec<Record> = Reader::new(bin.as_slice()).unwrap().map(Result::unwrap).collect();
+        prop_assert_eq!(&decoded, &rs);
+        let text = write_records(&decoded);
+        let back: Vec<Record> = parse_str(&text, "rt.ccs")
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?
+            .into_iter()
+            .map(|l| l.record)
+            .collect();
+        let mut w2 = Writer::new(Vec::new(), &meta, enc).unwrap();
+        for r in &back {
+            w2.write(r).unwrap();
+        }
+        prop_assert_eq!(w2.finish().unwrap(), bin);
+    }
+
     #[test]
     fn records_text_records(rs in arb_records()) {
         let text = write_records(&rs);

@@ -76,6 +76,9 @@ struct Pending {
 /// Writes records to a `.cct` stream: header at [`Writer::new`], frames as they fill, the index
 /// and trailer at [`Writer::finish`]. Memory is a few frames, whatever the trace length.
 ///
+/// Call [`Writer::finish`]: a writer dropped without it leaves a file with no index, which
+/// readers reject as truncated (after yielding the complete frames).
+///
 /// ```
 /// use traces::cct::{Encoding, Metadata, Reader, Writer};
 /// use sim_core::{Address, Agent, Event, Hva, Record, TimedEvent};
