@@ -776,7 +776,7 @@ vocabulary! {
             /// R9.
             r9: Hex = Hex(0)
         };
-        /// TDG.VP.VMCALL<MapGPA>: convert a GPA range between private and shared.
+        /// `TDG.VP.VMCALL<MapGPA>`: convert a GPA range between private and shared.
         MapGpa = 82, "map-gpa" (
             /// First GPA.
             gpa: Gpa,
