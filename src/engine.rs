@@ -98,7 +98,13 @@ fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
                 if s.section == "machine" && k == "preset" {
                     continue;
                 }
-                b.set(&format!("{}.{k}={v}", s.section), &s.section)?;
+                // `machine mmu.dtlb.arrays=…`: a dotted key is a full configuration path.
+                let path = if s.section == "machine" && k.contains('.') {
+                    k.clone()
+                } else {
+                    format!("{}.{k}", s.section)
+                };
+                b.set(&format!("{path}={v}"), &s.section)?;
             }
             Ok(())
         }

@@ -124,7 +124,7 @@ pub fn print_records(path: &Path, limit: u64) -> anyhow::Result<()> {
         let rec = rec?;
         line.clear();
         ccs::write_record(&rec.record, &mut line);
-        if writeln!(out, "{line}").is_err() {
+        if write!(out, "{line}").is_err() {
             return Ok(()); // Broken pipe (e.g. `| head`): stop quietly.
         }
     }
@@ -185,11 +185,12 @@ pub fn convert(
             use std::io::Write as _;
             let f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
             let mut out = std::io::BufWriter::new(f);
+            writeln!(out, "version {}.{}", sim_core::FORMAT_MAJOR, sim_core::FORMAT_MINOR)?;
             let mut line = String::new();
             for r in records {
                 line.clear();
                 ccs::write_record(&r?.record, &mut line);
-                writeln!(out, "{line}")?;
+                write!(out, "{line}")?;
                 n += 1;
             }
             out.flush()?;

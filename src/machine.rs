@@ -386,7 +386,10 @@ impl Machine {
                 self.access(cpu, c, *addr, *size, AccessKind::Write)
             }
             (Event::Fetch { addr, size }, Some(c)) => {
-                self.access(cpu, c, *addr, *size, AccessKind::Fetch)
+                // An instruction fetch stands for one instruction: it also pays the base CPI.
+                let base = self.cfg.machine.base_cpi;
+                self.cycles.base += base;
+                self.access(cpu, c, *addr, *size, AccessKind::Fetch).with_cost(base)
             }
             (Event::Work { count }, _) => {
                 let cost = self.cfg.machine.base_cpi.times(*count);
@@ -683,8 +686,15 @@ impl Machine {
     fn demand_map(&mut self, pid: u32, va: Hva) -> bool {
         let Some(page) = self.alloc.alloc(0) else { return false };
         let Some(pt) = self.procs.get_mut(&pid) else { return false };
+        // The capture carries no VMA permissions (the pagemap importer adds them later), so a
+        // demand-paged page is user, writable and executable: no access of the trace fails on
+        // a permission the real process had. A and D are left for the walker to set, as on x86
+        // (pte_sw_mkyoung() is a no-op there).
         let attrs = LeafAttrs {
-            flags: LeafAttrs::KERNEL_RW.flags | PteFlags::USER,
+            flags: (LeafAttrs::KERNEL_RW.flags | PteFlags::USER)
+                - PteFlags::NO_EXECUTE
+                - PteFlags::ACCESSED
+                - PteFlags::DIRTY,
             ..LeafAttrs::KERNEL_RW
         };
         match pt.map(

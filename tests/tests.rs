@@ -192,6 +192,44 @@ mod cli {
         assert!(out.contains("UNSOURCED") && out.contains("zen4"), "{out}");
     }
 
+    /// `trace convert --from lackey` then `run`: every access replays in the host-process role,
+    /// each distinct page is demand-paged once, and a page-crossing access is split in two.
+    #[test]
+    fn lackey_import_and_replay() {
+        let log = "==1== Lackey\nI  04000000,4\n L 1ffefffe10,8\n S 1ffefffe10,8\nI  04000004,3\n M 04032ffc,8\nI  04000007,2\n";
+        let src = tmp("cap.lackey", log.as_bytes());
+        let out = tmp("cap.cct", b"");
+        let (code, _, err) = ccsim(&[
+            "trace",
+            "convert",
+            "--from",
+            "lackey",
+            "--pid",
+            "7",
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        // 3 fetches, 1 load, 1 store, and the M line (load + store) crosses a page: 4 records.
+        assert!(err.contains("wrote 9 records"), "{err}");
+        let json = tmp("cap.json", b"");
+        let (code, _, err) =
+            ccsim(&["run", "--quiet", out.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(r["accesses"]["fetches"], 3);
+        assert_eq!(r["accesses"]["loads"], 3);
+        assert_eq!(r["accesses"]["stores"], 3);
+        // Pages touched: 0x4000000, 0x1ffefff000, 0x4032000, 0x4033000 → 4 demand faults.
+        assert_eq!(r["faults"]["handled"], 4);
+        assert_eq!(r["faults"]["fatal"], 0);
+        let bad = tmp("bad.lackey", b"I  04000000,4\n Q 1234,8\n");
+        expect_error(
+            &["trace", "convert", "--from", "lackey", bad.to_str().unwrap(), out.to_str().unwrap()],
+            &["bad.lackey", "line 2"],
+        );
+    }
+
     /// Text → binary → text is lossless through the CLI, expectations included.
     #[test]
     fn convert_round_trip() {

@@ -1,1 +1,1 @@
-//! Criterion benchmarks live in `benches/`.
+//! Benchmarks live in `benches/` (criterion, `harness = false`).

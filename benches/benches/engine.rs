@@ -1,0 +1,27 @@
+//! End-to-end `ccsim run` throughput on the default workload, tracked from issue #2 on
+//! (docs/performance.md "End to end"). Measures accesses per second of the whole engine:
+//! generator, scheduler, MMU, RMP check stage, host policy and report.
+
+use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn default_workload(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine");
+    g.sample_size(10);
+    for policy in ["none", "split-on-assign"] {
+        let layers =
+            ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
+        let input =
+            Input::Workload { name: "snp-launch".into(), params: workloads::Params::default() };
+        let opts = RunOptions { seed: 1, record: None };
+        let probe = run(&layers, &input, &opts).expect("default workload runs");
+        g.throughput(Throughput::Elements(probe.report.accesses.total()));
+        g.bench_function(format!("snp-launch/{policy}/accesses"), |b| {
+            b.iter(|| run(&layers, &input, &opts).expect("runs").report.events)
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, default_workload);
+criterion_main!(benches);
