@@ -2,6 +2,9 @@
 //! (docs/performance.md "End to end"). Measures accesses per second of the whole engine:
 //! generator, scheduler, MMU, RMP check stage, host policy and report.
 
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
 use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
