@@ -17,6 +17,12 @@ fi
 # Seed the scenario corpus with the example scenarios (the corpus itself is not committed).
 mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader
 find traces/scenarios -name '*.ccs' -exec cp {} fuzz/corpus/scenario_parser/ \;
+# Seed the binary corpus with the same scenarios converted to .cct (when ccsim is built).
+if [ -x target/release/ccsim ]; then
+    for f in traces/scenarios/*/*.ccs; do
+        target/release/ccsim trace convert "$f" "fuzz/corpus/cct_reader/$(basename "$f" .ccs).cct" 2>/dev/null || true
+    done
+fi
 
 run() {
     local target="$1"
