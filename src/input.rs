@@ -40,7 +40,10 @@ pub fn open(path: &Path) -> anyhow::Result<(FileKind, RecordStream)> {
     let mut r = BufReader::with_capacity(1 << 20, f);
     let head = r.fill_buf().with_context(|| format!("{}", path.display()))?;
     let name = path.display().to_string();
-    if cct::is_cct(head) {
+    let named_cct = path.extension().is_some_and(|x| x == "cct");
+    if cct::is_cct(head) || named_cct {
+        // A `.cct` name with a wrong magic gets the binary reader's own error (byte offset 0),
+        // not a text parser's complaint about the bytes.
         let reader = cct::Reader::new(r).map_err(|e| anyhow!("{name}: {e}"))?;
         let mut idx = 0u64;
         let it = reader.map(move |rec| {

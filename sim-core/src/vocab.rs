@@ -10,6 +10,13 @@
 
 use crate::codec::FieldError;
 
+/// How a field type is named in usage lines: `Option<T>` shows as `T` (the brackets already
+/// say the field is optional).
+pub fn type_label(t: &str) -> &str {
+    let t = t.trim();
+    t.strip_prefix("Option<").and_then(|r| r.strip_suffix('>')).map_or(t, str::trim)
+}
+
 /// One whitespace-separated token of a text line, with its 1-based column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token<'a> {
@@ -226,7 +233,7 @@ macro_rules! vocabulary {
                         $(
                             let opt = $crate::__vocab_default!($nt; $($def)?).is_some();
                             u.push_str(if opt { " [" } else { " " });
-                            u.push_str(concat!(stringify!($nf), "=<", stringify!($nt), ">"));
+                            u.push_str(&format!("{}=<{}>", stringify!($nf), $crate::vocab::type_label(stringify!($nt))));
                             if opt { u.push(']'); }
                         )*
                         Some(u)
