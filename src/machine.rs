@@ -402,7 +402,12 @@ impl Machine {
             ) => self.rmpupdate(cpu, *spa, *size, *assigned, *asid, *gpa, *immutable),
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
-                self.after_rmp_change(cpu, rc, self.cfg.rmp.psmash_latency)
+                self.after_rmp_change(
+                    cpu,
+                    rc,
+                    self.cfg.rmp.psmash_latency,
+                    (*spa, PageSize::M2.bytes()),
+                )
             }
             (Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: Some(spa), pages, .. }, _) => {
                 self.launch_update(*vm, *spa, *pages)
@@ -777,7 +782,12 @@ impl Machine {
             PageSize::G1 => {
                 // No 1G RMP entries (spec/snp.md §1.1): FAIL_INPUT.
                 return self
-                    .after_rmp_change(cpu, RmpReturn::FailInput, self.cfg.rmp.rmpupdate_latency)
+                    .after_rmp_change(
+                        cpu,
+                        RmpReturn::FailInput,
+                        self.cfg.rmp.rmpupdate_latency,
+                        (spa, 0),
+                    )
                     .with_cost(cost);
             }
         };
@@ -786,7 +796,12 @@ impl Machine {
                 Ok(a) => RmpUpdateInput::private(gpa, page_size, a, immutable),
                 Err(_) => {
                     return self
-                        .after_rmp_change(cpu, RmpReturn::FailInput, self.cfg.rmp.rmpupdate_latency)
+                        .after_rmp_change(
+                            cpu,
+                            RmpReturn::FailInput,
+                            self.cfg.rmp.rmpupdate_latency,
+                            (spa, 0),
+                        )
                         .with_cost(cost);
                 }
             }
@@ -794,11 +809,18 @@ impl Machine {
             RmpUpdateInput::shared(page_size)
         };
         let rc = self.rmp.rmpupdate(Executor::Hypervisor, spa, &input);
-        self.after_rmp_change(cpu, rc, self.cfg.rmp.rmpupdate_latency).with_cost(cost)
+        self.after_rmp_change(cpu, rc, self.cfg.rmp.rmpupdate_latency, (spa, size.bytes()))
+            .with_cost(cost)
     }
 
     /// Price an RMP instruction and apply what the hardware does to TLBs (`rmp.tlb_on_update`).
-    fn after_rmp_change(&mut self, cpu: usize, rc: RmpReturn, latency: Cycles) -> Outcome {
+    fn after_rmp_change(
+        &mut self,
+        cpu: usize,
+        rc: RmpReturn,
+        latency: Cycles,
+        pages: (Spa, u64),
+    ) -> Outcome {
         let mut cost = latency;
         if rc == RmpReturn::Success {
             match self.cfg.rmp.tlb_on_update {
@@ -811,7 +833,13 @@ impl Machine {
                     cost += self.cfg.rmp.global_flush_latency;
                     self.cycles.invalidation += self.cfg.rmp.global_flush_latency;
                 }
-                TlbOnRmpUpdate::Coherent => {}
+                // Hardware drops exactly the entries that translate to the updated pages (a
+                // 2M entry whose region holds one of them included), at no charged cost.
+                TlbOnRmpUpdate::Coherent => {
+                    for c in &mut self.cpus {
+                        self.tlb_invalidated += c.mmu.tlb_mut().invalidate_phys(pages.0, pages.1);
+                    }
+                }
             }
         }
         let _ = cpu;

@@ -453,6 +453,19 @@ impl Tlb {
         n
     }
 
+    /// Remove every entry, of any tag and size, whose translation reaches a physical byte of
+    /// `[start, start + bytes)`: what hardware that keeps RMP-derived TLB state coherent must
+    /// drop after an RMP update of those pages (rmp-model `TlbOnRmpUpdate::Coherent`; the
+    /// mechanism is UNCONFIRMED, spec/snp.md §3.2). Returns how many were removed.
+    pub fn invalidate_phys(&mut self, start: Spa, bytes: u64) -> u64 {
+        let s = start.raw();
+        let e = s.saturating_add(bytes);
+        self.remove_where(|x| {
+            let f = x.frame.raw();
+            f < e && s < f.saturating_add(x.size.bytes())
+        })
+    }
+
     /// INVLPG: remove every entry, of any size, that translates `va` for `tag` (global entries
     /// of the ASID included). Returns how many were removed.
     pub fn invalidate_page<V: PagedAddr>(&mut self, va: V, tag: TlbTag) -> u64 {
@@ -555,6 +568,25 @@ mod tests {
         t.fill(Hva::new(0x5000), T, &fill(0x5000, PageSize::K4, false));
         assert!(t.peek(Hva::new(0x1000), T).is_none());
         assert!(t.peek(Hva::new(0x2000), T).is_none());
+    }
+
+    /// Physical invalidation drops exactly the entries reaching the range, whatever their
+    /// tag: a 2M entry containing the page, not a 4K entry of a neighbour page.
+    #[test]
+    fn invalidate_phys_is_exact() {
+        let mut t = Tlb::new(&fa(8)).unwrap();
+        let guest = TlbTag { asid: 5, pcid: 0 };
+        t.fill(Hva::new(0x20_0000), T, &fill(0x4000_0000, PageSize::M2, false));
+        t.fill(Hva::new(0x1000), T, &fill(0x4020_0000, PageSize::K4, false));
+        t.fill(Hva::new(0x2000), guest, &fill(0x4000_5000, PageSize::K4, false));
+        // Page 0x4001_0000 lies in the 2M entry only.
+        assert_eq!(t.invalidate_phys(Spa::new(0x4001_0000), 4096), 1);
+        assert!(t.peek(Hva::new(0x20_0000), T).is_none());
+        assert!(t.peek(Hva::new(0x1000), T).is_some());
+        assert!(t.peek(Hva::new(0x2000), guest).is_some());
+        // The guest's 4K page, by another tag.
+        assert_eq!(t.invalidate_phys(Spa::new(0x4000_5000), 4096), 1);
+        assert_eq!(t.invalidate_phys(Spa::new(0x4000_5000), 4096), 0);
     }
 
     #[test]
