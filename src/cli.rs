@@ -221,9 +221,18 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn check(paths: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {
     let files = input::scenario_files(paths)?;
-    let (mut pass, mut fail) = (0u64, 0u64);
+    let (mut pass, mut fail, mut broken) = (0u64, 0u64, 0u64);
     for f in &files {
-        let results = engine::check_file(f)?;
+        // A file that cannot run (bad input, a state the model cannot apply) is reported and
+        // the others still run; the exit status is then 2.
+        let results = match engine::check_file(f) {
+            Ok(r) => r,
+            Err(e) => {
+                broken += 1;
+                eprintln!("ccsim: error: {e:#}");
+                continue;
+            }
+        };
         for r in &results {
             if r.passed {
                 pass += 1;
@@ -245,6 +254,10 @@ fn check(paths: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     println!("{pass} passed, {fail} failed");
+    if broken > 0 {
+        println!("{broken} of {} files could not run (errors above)", files.len());
+        return Ok(ExitCode::from(2));
+    }
     Ok(if fail > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
