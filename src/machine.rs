@@ -90,21 +90,24 @@ impl FrameSource for TableFrames<'_> {
 
 /// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4): host data writes and
 /// page-table accesses get the Hypervisor-Owned check at the mapping's size; reads are not
-/// checked; a 1G mapping is checked and cached as 2M (APM §15.36.10).
-struct HostRmpCheck<'a> {
+/// checked; a 1G mapping is checked and cached as 2M (APM §15.36.10). The RMP entries it reads
+/// are reported in the check work, so the MMU prices them through its latency model.
+#[derive(Debug)]
+pub struct RmpCheckStage<'a> {
     rmp: &'a mut Rmp,
     lookup: Cycles,
-    snp: bool,
 }
 
-impl TranslationCheck for HostRmpCheck<'_> {
+impl<'a> RmpCheckStage<'a> {
+    /// The stage for an SNP-enabled host; `lookup` is the fixed cost per check on top of the
+    /// entry read (`rmp.rmp_lookup_latency`).
+    pub fn new(rmp: &'a mut Rmp, lookup: Cycles) -> RmpCheckStage<'a> {
+        RmpCheckStage { rmp, lookup }
+    }
+}
+
+impl TranslationCheck for RmpCheckStage<'_> {
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
-        if !self.snp {
-            return CheckVerdict::Allow(CheckAllow {
-                cache: CheckCache { write: WriteCheck::Allowed },
-                fill_size: None,
-            });
-        }
         let (access, mapping) = match req.target {
             CheckTarget::Data { access: AccessKind::Write, mapping } => {
                 (HostAccess::DataWrite, mapping)
@@ -643,10 +646,9 @@ impl Machine {
         let mut demand_paged = false;
         let mut cost = Cycles::ZERO;
         loop {
-            let snp = true;
             let lookup = self.cfg.rmp.rmp_lookup_latency;
             let o = {
-                let mut chk = HostRmpCheck { rmp: &mut self.rmp, lookup, snp };
+                let mut chk = RmpCheckStage::new(&mut self.rmp, lookup);
                 self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut self.lat, &req)
             };
             cost += o.cost;

@@ -249,3 +249,174 @@ mod cli {
         assert_eq!(code, 0, "{out}");
     }
 }
+
+mod rmp_stage {
+    //! The RMP check stage (the root crate's adapter) behind mmu-model's check hook, through
+    //! the spec/snp.md §6 cases S1, S2, S4, the 1 GiB → 2 MiB TLB rule and page tables in
+    //! assigned memory: what the hook carries is what the RMP needs.
+    use mmu_model::{
+        AccessKind, AccessPath, AccessRequest, AccessResult, Cr3, FlatLatency, LeafAttrs,
+        LinearFrames, Mmu, MmuConfig, PageTable, Paging, PfErrorCode, PhysMemTables, PteFlags,
+        TlbTag,
+    };
+    use sim_core::{Cycles, Hva, PageSize, Spa};
+
+    /// Linux x86-64 4-level direct-map base (Documentation/arch/x86/x86_64/mm.rst).
+    const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+
+    fn dm(pa: u64) -> Hva {
+        Hva::new(PAGE_OFFSET + pa)
+    }
+
+    struct Machine {
+        tables: PhysMemTables,
+        frames: LinearFrames,
+        dmap: PageTable,
+        mmu: Mmu,
+        lat: FlatLatency,
+    }
+
+    fn machine(cfg: &MmuConfig) -> Machine {
+        let mut tables = PhysMemTables::new();
+        // Page-table pages come from 16 MiB..32 MiB.
+        let mut frames = LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+        let dmap = PageTable::new(
+            &mut tables,
+            &mut frames,
+            Paging::FourLevel,
+            cfg.pte_format(),
+            PteFlags::KERNEL_TABLE,
+        )
+        .unwrap();
+        let cr3 = Cr3 { root: dmap.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+        let mmu = Mmu::new(0, cfg, cr3).unwrap();
+        Machine { tables, frames, dmap, mmu, lat: FlatLatency { per_ref: cfg.walk_ref_latency } }
+    }
+
+    impl Machine {
+        fn map(&mut self, pa: u64, size: PageSize) {
+            self.dmap
+                .map(
+                    &mut self.tables,
+                    &mut self.frames,
+                    dm(pa),
+                    Spa::new(pa),
+                    size,
+                    LeafAttrs::KERNEL_RW,
+                )
+                .unwrap()
+                .ignore(); // fresh mapping: nothing cached
+        }
+    }
+
+    use rmp_model::{Rmp, RmpEntry, RmpLayout};
+    use sim_core::Gpa;
+
+    const RMP_BASE: u64 = 0x10_0000;
+    const R0: u64 = 0x1_0000_0000;
+
+    /// spec/snp.md §6 initial state: RMP[0x100010] assigned to ASID 5; R0 direct-mapped by a
+    /// 2 MiB leaf; the page tables (at 16 MiB) are hypervisor-owned.
+    fn s1(cfg: &MmuConfig) -> (Machine, Rmp) {
+        let mut m = machine(cfg);
+        m.map(R0, PageSize::M2);
+        let mut rmp = Rmp::new(RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap());
+        let e = RmpEntry {
+            assigned: true,
+            asid: 5,
+            gpa: Gpa::new(0x8000_0000),
+            validated: true,
+            ..RmpEntry::ZERO
+        };
+        rmp.set_entry(Spa::new(0x1_0001_0000), &e).unwrap();
+        (m, rmp)
+    }
+
+    fn run(m: &mut Machine, rmp: &mut Rmp, pa: u64, kind: AccessKind) -> mmu_model::AccessOutcome {
+        let mut chk = ccsim::machine::RmpCheckStage::new(rmp, Cycles::ZERO);
+        m.mmu.access(&mut m.tables, &mut chk, &mut m.lat, &AccessRequest::kernel(dm(pa), kind))
+    }
+
+    fn entry_addr(pa: u64) -> Spa {
+        Spa::new(RMP_BASE + 0x4000 + (pa >> 12) * 16)
+    }
+
+    #[test]
+    fn s1_write_through_2m_with_assigned_neighbour_faults() {
+        let (mut m, mut rmp) = s1(&MmuConfig::default());
+        let o = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Write);
+        let AccessResult::Fault(f) = o.result else { panic!("{o:?}") };
+        assert_eq!(f.code.bits(), 0x8000_0003);
+        assert_eq!(f.addr, dm(0x1_0000_5000));
+        assert!(m.mmu.tlb().peek(dm(0x1_0000_5000), TlbTag::HOST).is_none(), "no TLB entry");
+        // Table reads checked at 4K (3 RMP reads, all fine), then one read of R0's aligned
+        // entry for the 2M write check.
+        assert_eq!(o.check_reads.len(), 4);
+        assert_eq!(*o.check_reads.last().unwrap(), entry_addr(R0));
+    }
+
+    #[test]
+    fn s2_read_is_fine_and_installs_2m() {
+        let (mut m, mut rmp) = s1(&MmuConfig::default());
+        let o = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Read);
+        assert_eq!(
+            o.result,
+            AccessResult::Translated { spa: Spa::new(0x1_0000_5000), size: PageSize::M2 }
+        );
+        assert!(rmp.stats().violations.is_empty());
+        // The write that follows through the read-filled 2M entry is write-checked (§2.4).
+        let w = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Write);
+        assert_eq!(w.path, AccessPath::TlbHitWriteCheck);
+        assert!(matches!(w.result, AccessResult::Fault(f) if f.code.bits() == 0x8000_0003));
+    }
+
+    #[test]
+    fn s4_after_split_neighbour_ok_target_faults() {
+        let (mut m, mut rmp) = s1(&MmuConfig::default());
+        let (small, inv) = m.dmap.split(&mut m.tables, &mut m.frames, dm(R0)).unwrap();
+        assert_eq!(small, PageSize::K4);
+        m.mmu.tlb_mut().invalidate(&inv, TlbTag::HOST);
+        let a = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Write);
+        assert_eq!(
+            a.result,
+            AccessResult::Translated { spa: Spa::new(0x1_0000_5000), size: PageSize::K4 }
+        );
+        let b = run(&mut m, &mut rmp, 0x1_0001_0000, AccessKind::Write);
+        assert!(matches!(b.result, AccessResult::Fault(f) if f.code.bits() == 0x8000_0003));
+        assert_eq!(*b.check_reads.last().unwrap(), entry_addr(0x1_0001_0000));
+    }
+
+    #[test]
+    fn host_1g_mapping_installs_2m_entries_and_checks_the_2m_subregion() {
+        let mut m = machine(&MmuConfig::default());
+        m.map(1 << 32, PageSize::G1);
+        let mut rmp = Rmp::new(RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap());
+        let e = RmpEntry { assigned: true, asid: 5, ..RmpEntry::ZERO };
+        rmp.set_entry(Spa::new(0x1_0001_0000), &e).unwrap();
+        let r = run(&mut m, &mut rmp, 0x1_0060_0000, AccessKind::Read);
+        assert_eq!(
+            r.result,
+            AccessResult::Translated { spa: Spa::new(0x1_0060_0000), size: PageSize::M2 }
+        );
+        // A write in another 2M sub-region of the same 1G page is fine…
+        let w = run(&mut m, &mut rmp, 0x1_0060_0000, AccessKind::Write);
+        assert!(matches!(w.result, AccessResult::Translated { .. }));
+        // …one in R0 (holding the assigned page) is not.
+        let w = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Write);
+        assert!(matches!(w.result, AccessResult::Fault(_)));
+        assert_eq!(m.mmu.tlb().occupancy()[PageSize::G1], 0);
+    }
+
+    #[test]
+    fn page_tables_in_assigned_memory_fault_every_walk() {
+        // A host page-table page that became guest-owned: the walk's table read fails the
+        // Hypervisor-Owned check.
+        let (mut m, mut rmp) = s1(&MmuConfig::default());
+        let root = m.dmap.root();
+        let e = RmpEntry { assigned: true, asid: 5, ..RmpEntry::ZERO };
+        rmp.set_entry(root, &e).unwrap();
+        let o = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Read);
+        assert!(matches!(o.result, AccessResult::Fault(f) if f.code.contains(PfErrorCode::RMP)));
+        assert_eq!(o.check_reads.len(), 1);
+    }
+}
