@@ -402,15 +402,10 @@ impl Machine {
             (
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
                 Some(Context::HostKernel),
-            ) => self.rmpupdate(cpu, *spa, *size, *assigned, *asid, *gpa, *immutable),
+            ) => self.rmpupdate(*spa, *size, *assigned, *asid, *gpa, *immutable),
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
-                self.after_rmp_change(
-                    cpu,
-                    rc,
-                    self.cfg.rmp.psmash_latency,
-                    (*spa, PageSize::M2.bytes()),
-                )
+                self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (*spa, PageSize::M2.bytes()))
             }
             (Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: Some(spa), pages, .. }, _) => {
                 self.launch_update(*vm, *spa, *pages)
@@ -418,28 +413,7 @@ impl Machine {
             (
                 Event::Cpa { op: CpaOp::Set4k, addr: Address::Spa(spa), pages },
                 Some(Context::HostKernel),
-            ) => {
-                let mut inv = PendingInvalidation::none();
-                let mut cost = Cycles::ZERO;
-                for i in 0..*pages {
-                    let Some(a) = spa.checked_add(i * 4096) else { break };
-                    match self.dm.split_to_4k(
-                        &mut self.tables,
-                        &mut TableFrames(&mut self.alloc),
-                        a,
-                    ) {
-                        Ok((t, n)) => {
-                            inv.merge(t);
-                            cost += self.cfg.host.split_cost.times(u64::from(n));
-                        }
-                        Err(_) => self.not_modelled("cpa outside memory"),
-                    }
-                }
-                self.cycles.policy += cost;
-                let c = self.shootdown_inv(cpu, &inv);
-                self.sample_dm();
-                Outcome { cost: cost + c, ..Outcome::default() }
-            }
+            ) => Outcome { cost: self.set_memory_4k(*spa, *pages), ..Outcome::default() },
             (Event::Invlpg { addr }, Some(_)) => match self.host_va(*addr) {
                 Some(va) => {
                     let tag = self.tag_of(cpu);
@@ -480,11 +454,9 @@ impl Machine {
                 Outcome { cost, ..Outcome::default() }
             }
             (Event::Map { va, pa, size, space, w, x, user, enc }, Some(_)) => {
-                self.map_event(cpu, *space, *va, *pa, *size, *w, *x, *user, *enc)
+                self.map_event(*space, *va, *pa, *size, *w, *x, *user, *enc)
             }
-            (Event::Unmap { va, size, space }, Some(_)) => {
-                self.unmap_event(cpu, *space, *va, *size)
-            }
+            (Event::Unmap { va, size, space }, Some(_)) => self.unmap_event(*space, *va, *size),
             (Event::PageAlloc { spa, order, .. }, _) => {
                 if !self.live && self.alloc.reserve(*spa, *order).is_err() {
                     self.not_modelled("page-alloc of pages not free");
@@ -746,7 +718,6 @@ impl Machine {
     #[allow(clippy::too_many_arguments)]
     fn rmpupdate(
         &mut self,
-        cpu: usize,
         spa: Spa,
         size: PageSize,
         assigned: bool,
@@ -761,68 +732,52 @@ impl Machine {
             && spa.raw() < self.dm.end()
         {
             // The RFC splits the page's direct-map mapping whatever the RMP level.
-            let pages = if size == PageSize::M2 { 512 } else { 1 };
-            let mut inv = PendingInvalidation::none();
-            for i in 0..pages {
-                if let Ok((t, n)) = self.dm.split_to_4k(
-                    &mut self.tables,
-                    &mut TableFrames(&mut self.alloc),
-                    Spa::new(spa.raw() + i * 4096),
-                ) {
-                    inv.merge(t);
-                    let c = self.cfg.host.split_cost.times(u64::from(n));
-                    self.cycles.policy += c;
-                    cost += c;
-                }
-            }
-            cost += self.shootdown_inv(cpu, &inv);
-            self.sample_dm();
+            cost += self.set_memory_4k(spa, size.pages_4k().min(512));
         }
+        // No 1G RMP entries (spec/snp.md §1.1) and a 10-bit ASID field: FAIL_INPUT.
         let page_size = match size {
-            PageSize::K4 => RmpPageSize::K4,
-            PageSize::M2 => RmpPageSize::M2,
-            PageSize::G1 => {
-                // No 1G RMP entries (spec/snp.md §1.1): FAIL_INPUT.
-                return self
-                    .after_rmp_change(
-                        cpu,
-                        RmpReturn::FailInput,
-                        self.cfg.rmp.rmpupdate_latency,
-                        (spa, 0),
-                    )
-                    .with_cost(cost);
-            }
+            PageSize::K4 => Some(RmpPageSize::K4),
+            PageSize::M2 => Some(RmpPageSize::M2),
+            PageSize::G1 => None,
         };
-        let input = if assigned {
-            match u16::try_from(asid) {
-                Ok(a) => RmpUpdateInput::private(gpa, page_size, a, immutable),
-                Err(_) => {
-                    return self
-                        .after_rmp_change(
-                            cpu,
-                            RmpReturn::FailInput,
-                            self.cfg.rmp.rmpupdate_latency,
-                            (spa, 0),
-                        )
-                        .with_cost(cost);
-                }
-            }
-        } else {
-            RmpUpdateInput::shared(page_size)
+        let input = match (page_size, assigned, u16::try_from(asid)) {
+            (Some(ps), true, Ok(a)) => Some(RmpUpdateInput::private(gpa, ps, a, immutable)),
+            (Some(ps), false, _) => Some(RmpUpdateInput::shared(ps)),
+            (None, _, _) | (Some(_), true, Err(_)) => None,
+        };
+        let Some(input) = input else {
+            let lat = self.cfg.rmp.rmpupdate_latency;
+            return self.after_rmp_change(RmpReturn::FailInput, lat, (spa, 0)).with_cost(cost);
         };
         let rc = self.rmp.rmpupdate(Executor::Hypervisor, spa, &input);
-        self.after_rmp_change(cpu, rc, self.cfg.rmp.rmpupdate_latency, (spa, size.bytes()))
+        self.after_rmp_change(rc, self.cfg.rmp.rmpupdate_latency, (spa, size.bytes()))
             .with_cost(cost)
     }
 
+    /// `set_memory_4k()` on `pages` pages from `spa`: split each page's direct-map leaf to 4K
+    /// (CPA splits one level at a time), flush the result on every CPU, and return the cost
+    /// (split work plus the shootdown).
+    fn set_memory_4k(&mut self, spa: Spa, pages: u64) -> Cycles {
+        let mut inv = PendingInvalidation::none();
+        let mut cost = Cycles::ZERO;
+        for i in 0..pages {
+            let Some(a) = spa.checked_add(i * 4096) else { break };
+            match self.dm.split_to_4k(&mut self.tables, &mut TableFrames(&mut self.alloc), a) {
+                Ok((t, n)) => {
+                    inv.merge(t);
+                    cost += self.cfg.host.split_cost.times(u64::from(n));
+                }
+                Err(_) => self.not_modelled("set_memory_4k outside memory"),
+            }
+        }
+        self.cycles.policy += cost;
+        cost += self.shootdown_inv(&inv);
+        self.sample_dm();
+        cost
+    }
+
     /// Price an RMP instruction and apply what the hardware does to TLBs (`rmp.tlb_on_update`).
-    fn after_rmp_change(
-        &mut self,
-        cpu: usize,
-        rc: RmpReturn,
-        latency: Cycles,
-        pages: (Spa, u64),
-    ) -> Outcome {
+    fn after_rmp_change(&mut self, rc: RmpReturn, latency: Cycles, pages: (Spa, u64)) -> Outcome {
         let mut cost = latency;
         if rc == RmpReturn::Success {
             match self.cfg.rmp.tlb_on_update {
@@ -844,7 +799,6 @@ impl Machine {
                 }
             }
         }
-        let _ = cpu;
         self.cycles.rmp_instr += latency;
         Outcome { fault: None, rc: Some((u64::from(rc.code()), None)), cost }
     }
@@ -868,14 +822,13 @@ impl Machine {
 
     /// Flush `inv` on every CPU (Linux CPA flushes on all CPUs: cpa_flush → on_each_cpu);
     /// the issuing CPU pays one IPI per remote CPU.
-    fn shootdown_inv(&mut self, cpu: usize, inv: &PendingInvalidation<Hva>) -> Cycles {
+    fn shootdown_inv(&mut self, inv: &PendingInvalidation<Hva>) -> Cycles {
         if inv.is_empty() {
             return Cycles::ZERO;
         }
         for c in &mut self.cpus {
             self.tlb_invalidated += c.mmu.tlb_mut().invalidate(inv, TlbTag::HOST);
         }
-        let _ = cpu;
         let cost = self.cfg.host.shootdown_ipi_cost.times(self.cpus.len() as u64 - 1);
         self.cycles.invalidation += cost;
         cost
@@ -884,7 +837,6 @@ impl Machine {
     #[allow(clippy::too_many_arguments)]
     fn map_event(
         &mut self,
-        cpu: usize,
         space: Space,
         va: Address,
         pa: Address,
@@ -927,7 +879,7 @@ impl Machine {
         };
         match pt.map(&mut self.tables, &mut TableFrames(&mut self.alloc), v, p, size, attrs) {
             Ok(t) => {
-                let c = self.shootdown_inv(cpu, &t);
+                let c = self.shootdown_inv(&t);
                 Outcome { cost: c, ..Outcome::default() }
             }
             Err(_) => {
@@ -937,7 +889,7 @@ impl Machine {
         }
     }
 
-    fn unmap_event(&mut self, cpu: usize, space: Space, va: Address, size: PageSize) -> Outcome {
+    fn unmap_event(&mut self, space: Space, va: Address, size: PageSize) -> Outcome {
         let Address::Hva(v) = va else {
             self.not_modelled("unmap (non-host address)");
             return Outcome::default();
@@ -967,7 +919,6 @@ impl Machine {
                 }
                 let cost = self.cfg.host.shootdown_ipi_cost.times(self.cpus.len() as u64 - 1);
                 self.cycles.invalidation += cost;
-                let _ = cpu;
                 Outcome { cost, ..Outcome::default() }
             }
             Err(_) => {
