@@ -61,11 +61,11 @@ impl ConfigBlock for MachineSection {
     fn validate(&self) -> Result<(), ConfigError> {
         check_range("machine.cpus", self.cpus, 1, 4096)?;
         check_range("machine.memory", self.memory.0, 64 << 20, 64 << 40)?;
-        if !self.memory.0.is_multiple_of(2 << 20) {
+        if !self.memory.0.is_multiple_of(4096) {
             return Err(ConfigError::OutOfRange {
                 key: "machine.memory".into(),
                 value: self.memory.to_string(),
-                why: "must be a multiple of 2M".into(),
+                why: "must be a multiple of 4K".into(),
             });
         }
         Ok(())

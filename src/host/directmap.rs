@@ -248,3 +248,91 @@ impl DirectMap {
         self.end
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmu_model::{CbitPos, LinearFrames};
+    use proptest::prelude::*;
+
+    const FMT: PteFormat = PteFormat { phys_bits: 52, cbit: CbitPos(Some(51)) };
+
+    fn build(mem: u64, max: PageSize) -> (PhysMemTables, LinearFrames, DirectMap) {
+        let mut tables = PhysMemTables::new();
+        let mut frames = LinearFrames::new(Spa::new(1 << 44), Spa::new((1 << 44) + (1 << 30)));
+        let dm = DirectMap::build(&mut tables, &mut frames, FMT, mem, max).unwrap();
+        (tables, frames, dm)
+    }
+
+    #[test]
+    fn layout_uses_the_largest_aligned_leaves() {
+        // 3 GiB + 6 MiB + 12 KiB: three 1G leaves, three 2M leaves, three 4K leaves at the edge.
+        let mem = (3 << 30) + (6 << 20) + (12 << 10);
+        let (t, _, dm) = build(mem, PageSize::G1);
+        assert_eq!(dm.leaf_counts(), PerSize([3, 3, 3]));
+        assert_eq!(dm.meminfo_kb().total(), mem / 1024);
+        assert_eq!(dm.leaf_size(&t, Spa::new(mem - 1)), Some(PageSize::K4));
+        assert_eq!(dm.leaf_size(&t, Spa::new(mem)), None);
+        let (_, _, dm2) = build(4 << 30, PageSize::M2);
+        assert_eq!(dm2.leaf_counts(), PerSize([0, 2048, 0]));
+    }
+
+    /// S5 point 5 (spec/snp.md §6): a 4K split inside a 1G leaf is one level-3 and one
+    /// level-2 split; the rest of the 1G stays 2M.
+    #[test]
+    fn split_one_level_at_a_time() {
+        let (mut t, mut f, mut dm) = build(2 << 30, PageSize::G1);
+        let (inv, n) = dm.split_to_4k(&mut t, &mut f, Spa::new(0x4001_0000)).unwrap();
+        assert_eq!(n, 2);
+        assert!(!inv.is_empty());
+        inv.ignore();
+        assert_eq!((dm.level3_splits, dm.level2_splits), (1, 1));
+        assert_eq!(dm.leaf_size(&t, Spa::new(0x4001_0000)), Some(PageSize::K4));
+        assert_eq!(dm.leaf_size(&t, Spa::new(0x4020_0000)), Some(PageSize::M2));
+        assert_eq!(dm.leaf_size(&t, Spa::new(0)), Some(PageSize::G1));
+        // Already 4K: nothing to do.
+        let (inv, n) = dm.split_to_4k(&mut t, &mut f, Spa::new(0x4001_0000)).unwrap();
+        assert_eq!(n, 0);
+        assert!(inv.is_empty());
+        inv.ignore();
+    }
+
+    #[test]
+    fn set_leaves_splits_and_merges_without_counting() {
+        let (mut t, mut f, mut dm) = build(2 << 30, PageSize::G1);
+        dm.set_leaves(&mut t, &mut f, Spa::new(0x4000_0000), PageSize::K4, 2 << 20).unwrap();
+        assert_eq!(dm.leaf_size(&t, Spa::new(0x401f_f000)), Some(PageSize::K4));
+        assert_eq!(dm.leaf_size(&t, Spa::new(0x4020_0000)), Some(PageSize::M2));
+        dm.set_leaves(&mut t, &mut f, Spa::new(0x4000_0000), PageSize::G1, 1 << 30).unwrap();
+        assert_eq!(dm.leaf_counts(), PerSize([0, 0, 2]));
+        assert_eq!((dm.level2_splits, dm.level3_splits), (0, 0), "initial state is not a split");
+        assert!(dm.set_leaves(&mut t, &mut f, Spa::new(0x1000), PageSize::M2, 2 << 20).is_err());
+        assert!(dm.set_leaves(&mut t, &mut f, Spa::new(0), PageSize::G1, 4 << 30).is_err());
+    }
+
+    proptest! {
+        /// DirectMap counters equal a recount after any sequence of splits, and the split
+        /// counters agree with the leaves they produced (nothing starts at 4K here).
+        #[test]
+        fn counters_equal_a_recount(pages in proptest::collection::vec(0u64..(4u64 << 18), 1..40)) {
+            let mem = 4u64 << 30;
+            let (mut t, mut f, mut dm) = build(mem, PageSize::G1);
+            for p in pages {
+                dm.split_to_4k(&mut t, &mut f, Spa::new(p << 12)).unwrap().0.ignore();
+            }
+            let c = dm.leaf_counts();
+            prop_assert_eq!(dm.meminfo_kb().total(), mem / 1024);
+            prop_assert_eq!(c[PageSize::K4], dm.level2_splits * 512);
+            prop_assert_eq!(c[PageSize::G1], 4 - dm.level3_splits);
+            prop_assert_eq!(c[PageSize::M2], dm.level3_splits * 512 - dm.level2_splits);
+            let mut recount = PerSize([0u64; 3]);
+            let mut pa = 0;
+            while pa < mem {
+                let s = dm.leaf_size(&t, Spa::new(pa)).unwrap();
+                recount[s] += 1;
+                pa += s.bytes();
+            }
+            prop_assert_eq!(recount, c);
+        }
+    }
+}
