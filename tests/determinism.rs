@@ -46,3 +46,38 @@ fn recorded_workload_replays_identically() {
     assert_eq!(live.directmap, replay.directmap);
     assert_eq!(live.cycles, replay.cycles);
 }
+
+/// Report and recorded-trace bytes do not depend on the thread count (the `.cct` writer
+/// compresses frames in parallel) or on the locale and time zone.
+#[test]
+fn bytes_independent_of_threads_and_locale() {
+    let dir = std::env::temp_dir().join(format!("ccsim-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut outputs = Vec::new();
+    for (i, (threads, lang, tz)) in
+        [("1", "C", "UTC"), ("8", "de_DE.UTF-8", "Asia/Kolkata"), ("2", "fr_FR.UTF-8", "America/New_York")]
+            .into_iter()
+            .enumerate()
+    {
+        let json = dir.join(format!("r{i}.json"));
+        let cct = dir.join(format!("r{i}.cct"));
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_ccsim"))
+            .args(["run", "--quiet", "--param", "guests=1", "--param", "guest_memory=4M", "--param", "kernel_accesses=3000"])
+            .arg("--json")
+            .arg(&json)
+            .arg("--record")
+            .arg(&cct)
+            .env("RAYON_NUM_THREADS", threads)
+            .env("LANG", lang)
+            .env("LC_ALL", lang)
+            .env("TZ", tz)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        outputs.push((std::fs::read(&json).unwrap(), std::fs::read(&cct).unwrap()));
+    }
+    for o in &outputs[1..] {
+        assert!(o.0 == outputs[0].0, "JSON differs between environments");
+        assert!(o.1 == outputs[0].1, "recorded trace differs between environments");
+    }
+}
