@@ -54,15 +54,27 @@ fn bytes_independent_of_threads_and_locale() {
     let dir = std::env::temp_dir().join(format!("ccsim-env-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut outputs = Vec::new();
-    for (i, (threads, lang, tz)) in
-        [("1", "C", "UTC"), ("8", "de_DE.UTF-8", "Asia/Kolkata"), ("2", "fr_FR.UTF-8", "America/New_York")]
-            .into_iter()
-            .enumerate()
+    for (i, (threads, lang, tz)) in [
+        ("1", "C", "UTC"),
+        ("8", "de_DE.UTF-8", "Asia/Kolkata"),
+        ("2", "fr_FR.UTF-8", "America/New_York"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let json = dir.join(format!("r{i}.json"));
         let cct = dir.join(format!("r{i}.cct"));
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_ccsim"))
-            .args(["run", "--quiet", "--param", "guests=1", "--param", "guest_memory=4M", "--param", "kernel_accesses=3000"])
+            .args([
+                "run",
+                "--quiet",
+                "--param",
+                "guests=1",
+                "--param",
+                "guest_memory=4M",
+                "--param",
+                "kernel_accesses=3000",
+            ])
             .arg("--json")
             .arg(&json)
             .arg("--record")

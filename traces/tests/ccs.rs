@@ -2,9 +2,7 @@
 //! its `FILE:LINE:COL`, bounded streaming, and the reference doc kept in step with the
 //! vocabulary.
 
-mod common;
-
-use common::{arb_record, arb_records};
+use crate::common::{arb_record, arb_records};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;

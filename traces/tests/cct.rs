@@ -1,6 +1,5 @@
 //! `.cct` round trips and every bad-input case of the format (docs/trace-format.md).
 // Offsets into the small test files fit any usize.
-#![allow(clippy::cast_possible_truncation)]
 
 use proptest::prelude::*;
 use sim_core::codec::TextCtx;
