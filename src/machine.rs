@@ -2,17 +2,29 @@
 //! event at a time (DESIGN "Layers": the root crate implements mmu-model's check and
 //! frame-source traits with rmp-model and the host allocator).
 //!
-//! What the foundation gives semantics to: host-kernel and host-process accesses (direct map
+//! What the machine gives semantics to: host-kernel and host-process accesses (direct map
 //! through `phys:` addresses, demand paging for processes), `work`, RMPUPDATE and PSMASH with
-//! the physmap policy and the `rmp.tlb_on_update` knob, SNP_LAUNCH_UPDATE validation, CPA
-//! `set_memory_4k`, kernel/process map and unmap, INVLPG, full flushes and shootdowns, VM
-//! creation, and recorded allocations. Every other event is executed as a no-op and listed in
-//! the report's `not_modelled` table, never dropped silently.
+//! the physmap policy and the `rmp.tlb_on_update` knob, SNP_LAUNCH_UPDATE validation, every
+//! CPA op on the direct map ([`crate::host::cpa`]), kernel/process map and unmap, host CR3
+//! loads, INVLPG, INVPCID, ASID and full flushes, shootdowns, VM creation, recorded
+//! allocations, and an early-boot phase (`host.early_boot`). Every other event is executed as a
+//! no-op and listed in the report's `not_modelled` table, never dropped silently.
+//!
+//! Shootdowns (arch/x86/mm/tlb.c, read for this model): a flush of the kernel address space
+//! goes to every online CPU (`flush_tlb_all`, `flush_tlb_kernel_range`, `cpa_flush`: all
+//! `on_each_cpu`); a flush of a process goes to the CPUs that may cache it — those that have
+//! had it loaded since their last full flush, tracked per CPU with the PCIDs it was loaded
+//! under (Linux's `mm_cpumask`, kept exact rather than trimmed lazily). The initiator pays one
+//! IPI send per remote target, its own flush work, and the wait for the slowest
+//! acknowledgement (`max(own work, receive + work + ack)`, since targets work while the
+//! initiator does its own part, as `smp_call_function_many` runs the local call after sending);
+//! each target stalls for the IPI receive plus its flush work.
 
 use crate::config::MachineConfig;
-use crate::host::alloc::BuddyAllocator;
+use crate::host::alloc::{BootAllocator, BuddyAllocator};
 use crate::host::config::PhysmapPolicy;
-use crate::host::directmap::{DirectMap, dm_va};
+use crate::host::cpa::{self, CpaEnv, CpaStats, FlushStep};
+use crate::host::directmap::{Count, DirectMap, PAGE_OFFSET, dm_va};
 use crate::report::{self, InputInfo, Report};
 use mmu_model::{
     AccessKind, AccessRequest, AccessResult, CheckAllow, CheckCache, CheckRequest, CheckTarget,
@@ -24,12 +36,14 @@ use rmp_model::{
     Executor, HostAccess, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize, RmpReturn,
     RmpUpdateInput, TlbOnRmpUpdate,
 };
-use sim_core::event::{AllocKind, CpaOp, Disposition, FaultKind, SnpFwCmd, Space, VmKind};
+use sim_core::event::{
+    AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, SnpFwCmd, Space, VmKind,
+};
 use sim_core::{
     Address, Agent, Check, Context, Cycles, Event, Gpa, Hva, MemoryServices, PageSize, Setting,
     Spa, StateItem, TimedEvent, VmId,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What an event did, for `expect` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,18 +88,41 @@ struct VmInfo {
     asid: u32,
 }
 
-/// Page-table pages come from the buddy allocator, like every other host page.
-struct TableFrames<'a>(&'a mut BuddyAllocator);
+/// Page-table pages come from the buddy allocator, like every other host page — or, during
+/// early boot, from the boot allocator (memblock). A page the boot allocator gave out goes back
+/// to it while boot lasts, and to the buddy allocator afterwards.
+struct TableFrames<'a> {
+    buddy: &'a mut BuddyAllocator,
+    boot: &'a mut BootAllocator,
+    in_boot: bool,
+}
 
 impl FrameSource for TableFrames<'_> {
     fn alloc_table(&mut self) -> Option<Spa> {
-        self.0.alloc(0)
+        if self.in_boot { self.boot.alloc() } else { self.buddy.alloc(0) }
     }
     fn free_table(&mut self, page: Spa) {
         // A table page we handed out always frees cleanly; a failure would be a model bug.
-        let r = self.0.free(page, 0);
-        debug_assert!(r.is_ok(), "table page {page:?} freed twice");
+        let ok = if self.boot.owns(page) {
+            if self.in_boot {
+                self.boot.free(page)
+            } else {
+                self.boot.forget(page)
+                    && self.buddy.release(page, Spa::new(page.raw() + 4096)).is_ok()
+            }
+        } else {
+            self.buddy.free(page, 0).is_ok()
+        };
+        debug_assert!(ok, "table page {page:?} freed twice");
     }
+}
+
+/// `TableFrames` over the machine's allocators (a macro so that the borrow stays on the two
+/// fields, leaving the page tables free to borrow).
+macro_rules! frames {
+    ($m:ident) => {
+        TableFrames { buddy: &mut $m.alloc, boot: &mut $m.boot, in_boot: $m.in_boot }
+    };
 }
 
 /// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4): host data writes and
@@ -141,12 +178,89 @@ impl TranslationCheck for RmpCheckStage<'_> {
     }
 }
 
+/// An address space of the host: `None` is the kernel's, `Some(pid)` a process's.
+type SpaceId = Option<u32>;
+
 #[derive(Debug)]
 struct Cpu {
     mmu: Mmu,
     clock: Cycles,
     /// PID whose page table is loaded, or `None` for the kernel's.
-    loaded: Option<u32>,
+    loaded: SpaceId,
+    /// The address spaces whose entries this CPU's TLB may hold, with the PCIDs they were
+    /// loaded under: each space loaded since the last flush that removed its entries (Linux
+    /// `mm_cpumask`, kept exact). The loaded space is always in it.
+    cached: BTreeMap<SpaceId, BTreeSet<u16>>,
+}
+
+impl Cpu {
+    fn pcid(&self) -> u16 {
+        self.mmu.cr3().tag.pcid
+    }
+
+    /// The loaded space under its PCID is always cached.
+    fn keep_current(&mut self) {
+        let pcid = self.pcid();
+        self.cached.entry(self.loaded).or_default().insert(pcid);
+    }
+
+    /// A CR3 load of `space` under `pcid`; `flushed` without CR3 bit 63, which drops the
+    /// PCID's non-global entries, whichever space left them.
+    fn note_load(&mut self, space: SpaceId, pcid: u16, flushed: bool) {
+        self.loaded = space;
+        if flushed {
+            self.forget_pcid(pcid);
+        }
+        self.keep_current();
+    }
+
+    /// Everything flushed, global entries included.
+    fn note_full_flush(&mut self) {
+        self.cached.clear();
+        self.keep_current();
+    }
+
+    /// Every non-global entry flushed: process entries are non-global (user pages).
+    fn note_nonglobal_flush(&mut self) {
+        self.cached.retain(|s, _| s.is_none());
+        self.keep_current();
+    }
+
+    /// The non-global entries of one PCID flushed.
+    fn forget_pcid(&mut self, pcid: u16) {
+        for (s, p) in &mut self.cached {
+            if s.is_some() {
+                p.remove(&pcid);
+            }
+        }
+        self.cached.retain(|_, p| !p.is_empty());
+        self.keep_current();
+    }
+
+    fn may_cache(&self, space: SpaceId) -> bool {
+        self.cached.contains_key(&space)
+    }
+}
+
+/// What a flush removes on each CPU it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlushWork {
+    /// Everything, global entries included (`__flush_tlb_all`).
+    All,
+    /// Every non-global entry of the space under each PCID the CPU loaded it with (a process's
+    /// full flush; the kernel's is [`FlushWork::All`]).
+    Space,
+    /// The space's entries overlapping `[start, start + bytes)`, by `invlpgs` INVLPGs.
+    Range { start: Hva, bytes: u64, invlpgs: u64 },
+}
+
+/// Which CPUs a flush goes to.
+#[derive(Clone, Copy, Debug)]
+enum Targets<'a> {
+    /// Linux's choice: every online CPU for the kernel; those that may cache a process.
+    Auto,
+    /// The CPUs a recorded shootdown names.
+    Listed(&'a [u32]),
 }
 
 /// Cycle totals by component.
@@ -162,12 +276,25 @@ struct CycleSums {
     policy: Cycles,
 }
 
+/// Shootdown tallies.
+#[derive(Debug, Default, Clone, Copy)]
+struct ShootdownSums {
+    shootdowns: u64,
+    ipis: u64,
+    target_stall: Cycles,
+    initiator: Cycles,
+}
+
 /// The simulated host.
 #[derive(Debug)]
 pub struct Machine {
     cfg: MachineConfig,
     tables: PhysMemTables,
     alloc: BuddyAllocator,
+    /// The boot-time allocator (memblock) of `host.early_boot`; empty otherwise.
+    boot: BootAllocator,
+    /// Early boot: before the page allocator and `SYSTEM_RUNNING`, one CPU online.
+    in_boot: bool,
     dm: DirectMap,
     procs: BTreeMap<u32, PageTable>,
     cpus: Vec<Cpu>,
@@ -184,6 +311,8 @@ pub struct Machine {
     update_flushes: u64,
     tlb_flushes: u64,
     tlb_invalidated: u64,
+    shoot: ShootdownSums,
+    cpa: CpaStats,
     dm_series: sim_core::stats::Series,
     not_modelled: BTreeMap<String, u64>,
     program_steps: u64,
@@ -207,22 +336,45 @@ impl Machine {
         let rmp_base = (mem - rmp_bytes) & !((1 << 20) - 1);
         let layout = RmpLayout::covering(Spa::new(rmp_base), mem)
             .map_err(|e| MachineError::Setup(e.to_string()))?;
-        let mut alloc = BuddyAllocator::new(cfg.host.reserved_low.0, rmp_base);
+        let low = cfg.host.reserved_low.0;
+        // Early boot: the boot pool sits at the bottom of allocatable memory and the buddy
+        // allocator starts above it (Unsourced placement: memblock allocates top-down in Linux,
+        // but where the early tables land matters only to RMP checks of table pages).
+        let pool_end =
+            if cfg.host.early_boot { (low + cfg.host.boot_pool.0).min(rmp_base) } else { low };
+        let mut alloc = BuddyAllocator::with_order(
+            pool_end,
+            rmp_base,
+            cfg.host.alloc_order,
+            cfg.host.alloc_seed,
+        );
+        let mut boot = BootAllocator::new(low, pool_end);
         let mut tables = PhysMemTables::new();
         let fmt = cfg.mmu.pte_format();
-        let dm =
-            DirectMap::build(&mut tables, &mut TableFrames(&mut alloc), fmt, mem, cfg.host.physmap)
-                .map_err(|e| MachineError::Setup(e.to_string()))?;
+        // The direct map itself is built from the buddy allocator (Linux builds it from
+        // memblock/brk pages; kept here so that table placement does not depend on the pool).
+        let dm = DirectMap::build(
+            &mut tables,
+            &mut TableFrames { buddy: &mut alloc, boot: &mut boot, in_boot: false },
+            fmt,
+            mem,
+            cfg.host.physmap,
+        )
+        .map_err(|e| MachineError::Setup(e.to_string()))?;
         let cr3 = Cr3 { root: dm.table().root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
         let mut cpus = Vec::new();
         for c in 0..cfg.machine.cpus {
             let mmu = Mmu::new(c, &cfg.mmu, cr3).map_err(|e| MachineError::Setup(e.to_string()))?;
-            cpus.push(Cpu { mmu, clock: Cycles::ZERO, loaded: None });
+            let mut cpu = Cpu { mmu, clock: Cycles::ZERO, loaded: None, cached: BTreeMap::new() };
+            cpu.keep_current();
+            cpus.push(cpu);
         }
         let lat = FlatLatency { per_ref: cfg.mmu.walk_ref_latency };
         let mut m = Machine {
             tables,
             alloc,
+            boot,
+            in_boot: cfg.host.early_boot,
             dm,
             procs: BTreeMap::new(),
             cpus,
@@ -237,6 +389,8 @@ impl Machine {
             update_flushes: 0,
             tlb_flushes: 0,
             tlb_invalidated: 0,
+            shoot: ShootdownSums::default(),
+            cpa: CpaStats::default(),
             dm_series: sim_core::stats::Series::default(),
             not_modelled: BTreeMap::new(),
             program_steps: 0,
@@ -331,14 +485,12 @@ impl Machine {
             }
             StateItem::DirectMap { spa, size, len } => {
                 let len = len.unwrap_or(size.bytes());
+                // Initial state, set before any event: its tables come from the buddy
+                // allocator even in early boot, so that the boot pool serves CPA alone.
+                let mut frames =
+                    TableFrames { buddy: &mut self.alloc, boot: &mut self.boot, in_boot: false };
                 self.dm
-                    .set_leaves(
-                        &mut self.tables,
-                        &mut TableFrames(&mut self.alloc),
-                        *spa,
-                        *size,
-                        len,
-                    )
+                    .set_leaves(&mut self.tables, &mut frames, *spa, *size, len)
                     .map_err(|e| MachineError::State(e.to_string()))?;
                 self.sample_dm();
             }
@@ -361,6 +513,15 @@ impl Machine {
     /// Execute one event; the agent's clock advances by its cost.
     pub fn exec(&mut self, te: &TimedEvent) -> Outcome {
         self.events += 1;
+        // Early boot lasts while CPU 0's kernel does CPA; anything else means the system is up.
+        if self.in_boot
+            && !matches!(
+                (te.agent, &te.event),
+                (Agent::Cpu { cpu: 0, ctx: Context::HostKernel }, Event::Cpa { .. })
+            )
+        {
+            self.end_boot();
+        }
         let cpu = te.agent.cpu().unwrap_or(0) as usize;
         if cpu >= self.cpus.len() {
             self.not_modelled("event on a CPU beyond machine.cpus");
@@ -402,7 +563,7 @@ impl Machine {
             (
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
                 Some(Context::HostKernel),
-            ) => self.rmpupdate(*spa, *size, *assigned, *asid, *gpa, *immutable),
+            ) => self.rmpupdate(cpu, *spa, *size, *assigned, *asid, *gpa, *immutable),
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
                 self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (*spa, PageSize::M2.bytes()))
@@ -410,53 +571,50 @@ impl Machine {
             (Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: Some(spa), pages, .. }, _) => {
                 self.launch_update(*vm, *spa, *pages)
             }
+            (Event::Cpa { op, addr, pages }, Some(Context::HostKernel)) => {
+                self.cpa_event(cpu, *op, *addr, *pages)
+            }
             (
-                Event::Cpa { op: CpaOp::Set4k, addr: Address::Spa(spa), pages },
-                Some(Context::HostKernel),
-            ) => Outcome { cost: self.set_memory_4k(*spa, *pages), ..Outcome::default() },
-            (Event::Invlpg { addr }, Some(_)) => match self.host_va(*addr) {
-                Some(va) => {
-                    let tag = self.tag_of(cpu);
-                    self.tlb_invalidated += self.cpus[cpu].mmu.tlb_mut().invalidate_page(va, tag);
-                    Outcome::default()
+                Event::Cr3Load { root, pcid, noflush },
+                Some(c @ (Context::HostKernel | Context::HostProcess(_))),
+            ) => self.cr3_load(cpu, c, *root, *pcid, *noflush),
+            (Event::Invlpg { addr }, Some(c @ (Context::HostKernel | Context::HostProcess(_)))) => {
+                self.invlpg(cpu, c, *addr)
+            }
+            (
+                Event::Invpcid { kind, pcid, addr },
+                Some(c @ (Context::HostKernel | Context::HostProcess(_))),
+            ) => self.invpcid(cpu, c, *kind, *pcid, *addr),
+            (Event::FlushAsid { asid }, Some(_)) => match u16::try_from(*asid) {
+                Ok(a) => {
+                    self.tlb_flushes += 1;
+                    self.tlb_invalidated += self.cpus[cpu].mmu.tlb_mut().flush(FlushScope::Asid(a));
+                    if a == TlbTag::HOST.asid {
+                        self.cpus[cpu].note_full_flush();
+                    }
+                    self.charge_invalidation(self.cfg.host.flush_all_cost)
                 }
-                None => {
-                    self.not_modelled("invlpg (non-host address)");
+                Err(_) => {
+                    self.not_modelled("flush-asid of an ASID above 16 bits");
                     Outcome::default()
                 }
             },
             (Event::FlushAll {}, Some(_)) => {
                 self.tlb_flushes += 1;
                 self.tlb_invalidated += self.cpus[cpu].mmu.tlb_mut().flush(FlushScope::All);
-                Outcome::default()
+                self.cpus[cpu].note_full_flush();
+                self.charge_invalidation(self.cfg.host.flush_all_cost)
             }
-            (Event::Shootdown { targets, addr, pages }, Some(_)) => {
-                let range =
-                    addr.and_then(|a| self.host_va(a)).map(|va| (va, pages.saturating_mul(4096)));
-                let mut remote = 0u64;
-                for &t in targets {
-                    let Some(c) = self.cpus.get_mut(t as usize) else { continue };
-                    if t as usize != cpu {
-                        remote += 1;
-                    }
-                    self.tlb_invalidated += match range {
-                        Some((va, bytes)) => {
-                            c.mmu.tlb_mut().invalidate_range(va, bytes, TlbTag::HOST)
-                        }
-                        None => {
-                            self.tlb_flushes += 1;
-                            c.mmu.tlb_mut().flush(FlushScope::All)
-                        }
-                    };
-                }
-                let cost = self.cfg.host.shootdown_ipi_cost.times(remote);
-                self.cycles.invalidation += cost;
-                Outcome { cost, ..Outcome::default() }
-            }
+            (
+                Event::Shootdown { targets, addr, pages },
+                Some(c @ (Context::HostKernel | Context::HostProcess(_))),
+            ) => self.shootdown_event(cpu, c, targets, *addr, *pages),
             (Event::Map { va, pa, size, space, w, x, user, enc }, Some(_)) => {
-                self.map_event(*space, *va, *pa, *size, *w, *x, *user, *enc)
+                self.map_event(cpu, *space, *va, *pa, *size, *w, *x, *user, *enc)
             }
-            (Event::Unmap { va, size, space }, Some(_)) => self.unmap_event(*space, *va, *size),
+            (Event::Unmap { va, size, space }, Some(_)) => {
+                self.unmap_event(cpu, *space, *va, *size)
+            }
             (Event::PageAlloc { spa, order, .. }, _) => {
                 if !self.live && self.alloc.reserve(*spa, *order).is_err() {
                     self.not_modelled("page-alloc of pages not free");
@@ -494,11 +652,368 @@ impl Machine {
         }
     }
 
+    /// The tag of what CPU `cpu` has loaded (CR3's PCID).
     fn tag_of(&self, cpu: usize) -> TlbTag {
-        match self.cpus[cpu].loaded {
-            None => TlbTag::HOST,
-            Some(pid) => proc_tag(pid),
+        self.cpus[cpu].mmu.cr3().tag
+    }
+
+    /// Make CPU `cpu` run host context `ctx` (load its page table if another is loaded);
+    /// false if the process's page table cannot be created.
+    fn enter(&mut self, cpu: usize, ctx: Context) -> bool {
+        let pid = match ctx {
+            Context::HostProcess(p) => Some(p),
+            Context::HostKernel | Context::Guest { .. } => None,
+        };
+        if let Some(p) = pid
+            && !self.ensure_proc(p)
+        {
+            return false;
         }
+        self.load_context(cpu, pid);
+        true
+    }
+
+    /// Charge invalidation work to the event's CPU.
+    fn charge_invalidation(&mut self, cost: Cycles) -> Outcome {
+        self.cycles.invalidation += cost;
+        Outcome { cost, ..Outcome::default() }
+    }
+
+    /// End of early boot: `system_state = SYSTEM_RUNNING`, the other CPUs come online and
+    /// memblock hands its unused memory to the buddy allocator.
+    fn end_boot(&mut self) {
+        self.in_boot = false;
+        if self.boot.hand_over(&mut self.alloc).is_err() {
+            self.not_modelled("boot pool overlapping allocator memory");
+        }
+    }
+
+    fn invlpg(&mut self, cpu: usize, ctx: Context, addr: Address) -> Outcome {
+        let Some(va) = self.host_va(addr) else {
+            self.not_modelled("invlpg (non-host address)");
+            return Outcome::default();
+        };
+        if !self.enter(cpu, ctx) {
+            self.not_modelled("process page table (out of memory)");
+            return Outcome::default();
+        }
+        let tag = self.tag_of(cpu);
+        self.tlb_invalidated += self.cpus[cpu].mmu.tlb_mut().invalidate_page(va, tag);
+        self.charge_invalidation(self.cfg.host.invlpg_cost)
+    }
+
+    /// INVPCID (Intel SDM Vol. 2A "INVPCID"), in the host's ASID.
+    fn invpcid(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        kind: InvpcidKind,
+        pcid: u16,
+        addr: Option<Address>,
+    ) -> Outcome {
+        if !self.enter(cpu, ctx) {
+            self.not_modelled("process page table (out of memory)");
+            return Outcome::default();
+        }
+        let tag = TlbTag { asid: TlbTag::HOST.asid, pcid };
+        let host = self.cfg.host.clone();
+        let va = addr.and_then(|a| self.host_va(a));
+        let c = &mut self.cpus[cpu];
+        let (removed, cost) = match kind {
+            // Type 0: one address in one PCID. The SDM excludes global translations; mmu-model
+            // has no non-global single-address invalidation, so a global entry for the address
+            // goes too (over-invalidation: never stale, occasionally one refill more).
+            InvpcidKind::Addr => match va {
+                Some(va) => (c.mmu.tlb_mut().invalidate_page(va, tag), host.invlpg_cost),
+                None => {
+                    self.not_modelled("invpcid addr without a host address");
+                    return Outcome::default();
+                }
+            },
+            // Type 1: every non-global entry of the PCID.
+            InvpcidKind::Single => {
+                let n = c.mmu.tlb_mut().flush(FlushScope::Context(tag));
+                c.forget_pcid(pcid);
+                (n, host.flush_all_cost)
+            }
+            // Type 2: everything, globals included (of this ASID).
+            InvpcidKind::AllGlobal => {
+                let n = c.mmu.tlb_mut().flush(FlushScope::Asid(tag.asid));
+                c.note_full_flush();
+                self.tlb_flushes += 1;
+                (n, host.flush_all_cost)
+            }
+            // Type 3: every non-global entry of every PCID.
+            InvpcidKind::All => {
+                let n = c.mmu.tlb_mut().flush(FlushScope::AllNonGlobal(tag.asid));
+                c.note_nonglobal_flush();
+                (n, host.flush_all_cost)
+            }
+        };
+        self.tlb_invalidated += removed;
+        self.charge_invalidation(cost)
+    }
+
+    /// A host CR3 load: the kernel's or a process's page table (the one whose root is `root`,
+    /// else the agent's own: a trace's root addresses are not the model's), under `pcid`;
+    /// without `noflush` the PCID's non-global entries are flushed first.
+    fn cr3_load(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        root: Address,
+        pcid: u16,
+        noflush: bool,
+    ) -> Outcome {
+        let by_root = match root {
+            Address::Spa(r) if r == self.dm.table().root() => Some(None),
+            Address::Spa(r) => {
+                self.procs.iter().find(|(_, pt)| pt.root() == r).map(|(p, _)| Some(*p))
+            }
+            Address::Hva(_) | Address::Gva(_) | Address::Gpa(_) | Address::Iova(_) => None,
+        };
+        let space = match (by_root, ctx) {
+            (Some(s), _) => s,
+            (None, Context::HostProcess(p)) => Some(p),
+            (None, Context::HostKernel | Context::Guest { .. }) => None,
+        };
+        if let Some(p) = space
+            && !self.ensure_proc(p)
+        {
+            self.not_modelled("process page table (out of memory)");
+            return Outcome::default();
+        }
+        let root = match space {
+            None => self.dm.table().root(),
+            Some(p) => match self.procs.get(&p) {
+                Some(pt) => pt.root(),
+                None => return Outcome::default(),
+            },
+        };
+        let tag = TlbTag { asid: TlbTag::HOST.asid, pcid };
+        let c = &mut self.cpus[cpu];
+        let before = c.mmu.tlb().stats().by_size;
+        c.mmu.load_cr3(Cr3 { root, paging: Paging::FourLevel, tag }, noflush);
+        c.note_load(space, pcid, !noflush);
+        let after = c.mmu.tlb().stats().by_size;
+        self.tlb_invalidated += PageSize::ALL
+            .iter()
+            .map(|&s| after[s].invalidations - before[s].invalidations)
+            .sum::<u64>();
+        if noflush {
+            Outcome::default()
+        } else {
+            self.charge_invalidation(self.cfg.host.flush_all_cost)
+        }
+    }
+
+    /// A shootdown event: from this CPU, for the agent's address space, to the listed CPUs
+    /// (or, with an empty list, to the CPUs Linux would pick).
+    fn shootdown_event(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        targets: &[u32],
+        addr: Option<Address>,
+        pages: u64,
+    ) -> Outcome {
+        let space = match ctx {
+            Context::HostProcess(p) => Some(p),
+            Context::HostKernel | Context::Guest { .. } => None,
+        };
+        let full = if space.is_none() { FlushWork::All } else { FlushWork::Space };
+        let work = match addr {
+            None => full,
+            Some(a) => match self.host_va(a) {
+                Some(_) if pages > self.cfg.host.tlb_single_page_flush_ceiling => full,
+                Some(start) => {
+                    FlushWork::Range { start, bytes: pages.saturating_mul(4096), invlpgs: pages }
+                }
+                None => {
+                    self.not_modelled("shootdown (non-host address)");
+                    return Outcome::default();
+                }
+            },
+        };
+        let to = if targets.is_empty() { Targets::Auto } else { Targets::Listed(targets) };
+        let cost = self.flush_on(cpu, space, to, work);
+        Outcome { cost, ..Outcome::default() }
+    }
+
+    /// Apply `work` for `space` to CPU `c`'s TLB.
+    fn apply_flush(&mut self, c: usize, space: SpaceId, work: FlushWork) {
+        let cpu = &mut self.cpus[c];
+        let tags: Vec<TlbTag> = match space {
+            None => vec![TlbTag::HOST],
+            Some(_) => cpu
+                .cached
+                .get(&space)
+                .map(|p| p.iter().map(|&pcid| TlbTag { asid: TlbTag::HOST.asid, pcid }).collect())
+                .unwrap_or_default(),
+        };
+        let tlb = cpu.mmu.tlb_mut();
+        let removed = match (work, space) {
+            // __flush_tlb_all flushes the host's translations, global ones included; guests'
+            // ASIDs are not the host kernel's to flush.
+            (FlushWork::All, _) | (FlushWork::Space, None) => {
+                self.tlb_flushes += 1;
+                let n = tlb.flush(FlushScope::Asid(TlbTag::HOST.asid));
+                cpu.note_full_flush();
+                n
+            }
+            (FlushWork::Space, Some(_)) => {
+                let n = tags.iter().map(|&t| tlb.flush(FlushScope::Context(t))).sum();
+                cpu.cached.remove(&space);
+                cpu.keep_current();
+                n
+            }
+            (FlushWork::Range { start, bytes, .. }, _) => {
+                tags.iter().map(|&t| tlb.invalidate_range(start, bytes, t)).sum()
+            }
+        };
+        self.tlb_invalidated += removed;
+    }
+
+    /// A flush from CPU `initiator` for `space`: applied on the target CPUs (the initiator
+    /// among them when it is a target), priced as a shootdown (module docs). Returns the
+    /// initiator's cost; each remote target's clock advances by its stall.
+    fn flush_on(
+        &mut self,
+        initiator: usize,
+        space: SpaceId,
+        targets: Targets<'_>,
+        work: FlushWork,
+    ) -> Cycles {
+        let n = self.cpus.len();
+        // During early boot only the boot CPU is online.
+        let online = |c: usize| c < n && (!self.in_boot || c == initiator);
+        let cpus: BTreeSet<usize> = match targets {
+            Targets::Auto => (0..n)
+                .filter(|&c| online(c) && (space.is_none() || self.cpus[c].may_cache(space)))
+                .collect(),
+            Targets::Listed(l) => l.iter().map(|&t| t as usize).filter(|&c| online(c)).collect(),
+        };
+        for &c in &cpus {
+            self.apply_flush(c, space, work);
+        }
+        let h = &self.cfg.host;
+        let per_cpu = match work {
+            FlushWork::All | FlushWork::Space => h.flush_all_cost,
+            FlushWork::Range { invlpgs, .. } => h.invlpg_cost.times(invlpgs),
+        };
+        let local = if cpus.contains(&initiator) { per_cpu } else { Cycles::ZERO };
+        let remote = cpus.iter().filter(|&&c| c != initiator).count() as u64;
+        let cost = if remote == 0 {
+            local
+        } else {
+            let stall = h.ipi_receive_cost + per_cpu;
+            let wait = stall + h.ipi_ack_cost;
+            let cost = h.ipi_send_cost.times(remote) + if local > wait { local } else { wait };
+            for &c in cpus.iter().filter(|&&c| c != initiator) {
+                self.cpus[c].clock += stall;
+            }
+            self.shoot.shootdowns += 1;
+            self.shoot.ipis += remote;
+            self.shoot.target_stall += stall.times(remote);
+            self.cycles.invalidation += stall.times(remote);
+            cost
+        };
+        self.shoot.initiator += cost;
+        self.cycles.invalidation += cost;
+        cost
+    }
+
+    /// Flush what a page-table change of `space` left stale, as Linux's range flushes do:
+    /// kernel ranges page by page on every CPU (`flush_tlb_kernel_range`), process ranges one
+    /// INVLPG per leaf on the CPUs that may cache the process (`flush_tlb_mm_range`); above
+    /// the ceiling, a full flush.
+    fn flush_token(&mut self, cpu: usize, space: SpaceId, inv: PendingInvalidation<Hva>) -> Cycles {
+        let mut cost = Cycles::ZERO;
+        for r in inv.ranges() {
+            let invlpgs = match space {
+                None => r.bytes / 4096,
+                Some(_) => (r.bytes / r.stale_size.bytes()).max(1),
+            };
+            let work = if invlpgs <= self.cfg.host.tlb_single_page_flush_ceiling {
+                FlushWork::Range { start: r.start, bytes: r.bytes, invlpgs }
+            } else if space.is_none() {
+                FlushWork::All
+            } else {
+                FlushWork::Space
+            };
+            cost += self.flush_on(cpu, space, Targets::Auto, work);
+        }
+        // Freed table pages matter to paging-structure caches, which this TLB level does not
+        // model; the ranges above are all a TLB can hold.
+        inv.ignore();
+        cost
+    }
+
+    /// A host-kernel CPA request on the direct map (`phys:` or its `hva:`).
+    fn cpa_event(&mut self, cpu: usize, op: CpaOp, addr: Address, pages: u64) -> Outcome {
+        let spa = match addr {
+            Address::Spa(s) => Some(s),
+            Address::Hva(v) => {
+                v.raw().checked_sub(PAGE_OFFSET).filter(|&o| o < self.dm.end()).map(Spa::new)
+            }
+            Address::Gva(_) | Address::Gpa(_) | Address::Iova(_) => None,
+        };
+        let Some(spa) = spa else {
+            self.not_modelled("cpa outside the direct map (vmalloc and alias mappings)");
+            return Outcome::default();
+        };
+        let cost = self.cpa(cpu, op, spa.align_down(PageSize::K4), pages);
+        Outcome { cost, ..Outcome::default() }
+    }
+
+    /// Run a CPA request from CPU `cpu` and price it: split and collapse work, then the
+    /// flushes Linux issues, each as a shootdown.
+    fn cpa(&mut self, cpu: usize, op: CpaOp, spa: Spa, pages: u64) -> Cycles {
+        let env = CpaEnv {
+            count: if self.in_boot { Count::Boot } else { Count::Running },
+            flush_ceiling: self.cfg.host.tlb_single_page_flush_ceiling,
+        };
+        let res = cpa::change_page_attr(
+            &mut self.dm,
+            &mut self.tables,
+            &mut frames!(self),
+            op,
+            spa,
+            pages,
+            env,
+        );
+        let out = match res {
+            Ok(o) => o,
+            Err(_) => {
+                self.not_modelled("cpa out of page-table memory");
+                return Cycles::ZERO;
+            }
+        };
+        let st = out.stats;
+        self.cpa.calls += st.calls;
+        self.cpa.lp_checked += st.lp_checked;
+        self.cpa.lp_sameprot += st.lp_sameprot;
+        self.cpa.lp_preserved += st.lp_preserved;
+        self.cpa.pte_set_checked += st.pte_set_checked;
+        self.cpa.splits += st.splits;
+        self.cpa.collapse_attempts += st.collapse_attempts;
+        self.cpa.collapsed += st.collapsed;
+        self.cpa.holes += st.holes;
+        let soft = self.cfg.host.split_cost.times(st.splits)
+            + self.cfg.host.collapse_cost.times(st.collapse_attempts);
+        self.cycles.policy += soft;
+        let mut cost = soft;
+        for step in out.flushes.into_steps() {
+            let work = match step {
+                FlushStep::All => FlushWork::All,
+                FlushStep::Pages { start, pages } => {
+                    FlushWork::Range { start, bytes: pages * 4096, invlpgs: pages }
+                }
+            };
+            cost += self.flush_on(cpu, None, Targets::Auto, work);
+        }
+        self.sample_dm();
+        cost
     }
 
     fn host_va(&self, a: Address) -> Option<Hva> {
@@ -523,7 +1038,7 @@ impl Machine {
         };
         let tag = pid.map_or(TlbTag::HOST, proc_tag);
         self.cpus[cpu].mmu.load_cr3(Cr3 { root, paging: Paging::FourLevel, tag }, true);
-        self.cpus[cpu].loaded = pid;
+        self.cpus[cpu].note_load(pid, tag.pcid, false);
     }
 
     fn ensure_proc(&mut self, pid: u32) -> bool {
@@ -533,7 +1048,7 @@ impl Machine {
         let fmt = self.cfg.mmu.pte_format();
         match PageTable::new(
             &mut self.tables,
-            &mut TableFrames(&mut self.alloc),
+            &mut frames!(self),
             Paging::FourLevel,
             fmt,
             PteFlags::USER_TABLE,
@@ -668,17 +1183,19 @@ impl Machine {
         // The capture carries no VMA permissions (the pagemap importer adds them later), so a
         // demand-paged page is user, writable and executable: no access of the trace fails on
         // a permission the real process had. A and D are left for the walker to set, as on x86
-        // (pte_sw_mkyoung() is a no-op there).
+        // (pte_sw_mkyoung() is a no-op there). User pages are never global (Linux sets G only
+        // in kernel mappings), so a CR3 switch to another PCID does not see them.
         let attrs = LeafAttrs {
             flags: (LeafAttrs::KERNEL_RW.flags | PteFlags::USER)
                 - PteFlags::NO_EXECUTE
                 - PteFlags::ACCESSED
-                - PteFlags::DIRTY,
+                - PteFlags::DIRTY
+                - PteFlags::GLOBAL,
             ..LeafAttrs::KERNEL_RW
         };
         match pt.map(
             &mut self.tables,
-            &mut TableFrames(&mut self.alloc),
+            &mut frames!(self),
             va.align_down(PageSize::K4),
             page,
             PageSize::K4,
@@ -718,6 +1235,7 @@ impl Machine {
     #[allow(clippy::too_many_arguments)]
     fn rmpupdate(
         &mut self,
+        cpu: usize,
         spa: Spa,
         size: PageSize,
         assigned: bool,
@@ -732,7 +1250,7 @@ impl Machine {
             && spa.raw() < self.dm.end()
         {
             // The RFC splits the page's direct-map mapping whatever the RMP level.
-            cost += self.set_memory_4k(spa, size.pages_4k().min(512));
+            cost += self.cpa(cpu, CpaOp::Set4k, spa, size.pages_4k().min(512));
         }
         // No 1G RMP entries (spec/snp.md §1.1) and a 10-bit ASID field: FAIL_INPUT.
         let page_size = match size {
@@ -754,28 +1272,6 @@ impl Machine {
             .with_cost(cost)
     }
 
-    /// `set_memory_4k()` on `pages` pages from `spa`: split each page's direct-map leaf to 4K
-    /// (CPA splits one level at a time), flush the result on every CPU, and return the cost
-    /// (split work plus the shootdown).
-    fn set_memory_4k(&mut self, spa: Spa, pages: u64) -> Cycles {
-        let mut inv = PendingInvalidation::none();
-        let mut cost = Cycles::ZERO;
-        for i in 0..pages {
-            let Some(a) = spa.checked_add(i * 4096) else { break };
-            match self.dm.split_to_4k(&mut self.tables, &mut TableFrames(&mut self.alloc), a) {
-                Ok((t, n)) => {
-                    inv.merge(t);
-                    cost += self.cfg.host.split_cost.times(u64::from(n));
-                }
-                Err(_) => self.not_modelled("set_memory_4k outside memory"),
-            }
-        }
-        self.cycles.policy += cost;
-        cost += self.shootdown_inv(&inv);
-        self.sample_dm();
-        cost
-    }
-
     /// Price an RMP instruction and apply what the hardware does to TLBs (`rmp.tlb_on_update`).
     fn after_rmp_change(&mut self, rc: RmpReturn, latency: Cycles, pages: (Spa, u64)) -> Outcome {
         let mut cost = latency;
@@ -786,6 +1282,7 @@ impl Machine {
                     for c in &mut self.cpus {
                         self.tlb_flushes += 1;
                         self.tlb_invalidated += c.mmu.tlb_mut().flush(FlushScope::All);
+                        c.note_full_flush();
                     }
                     cost += self.cfg.rmp.global_flush_latency;
                     self.cycles.invalidation += self.cfg.rmp.global_flush_latency;
@@ -820,23 +1317,10 @@ impl Machine {
         Outcome::default()
     }
 
-    /// Flush `inv` on every CPU (Linux CPA flushes on all CPUs: cpa_flush → on_each_cpu);
-    /// the issuing CPU pays one IPI per remote CPU.
-    fn shootdown_inv(&mut self, inv: &PendingInvalidation<Hva>) -> Cycles {
-        if inv.is_empty() {
-            return Cycles::ZERO;
-        }
-        for c in &mut self.cpus {
-            self.tlb_invalidated += c.mmu.tlb_mut().invalidate(inv, TlbTag::HOST);
-        }
-        let cost = self.cfg.host.shootdown_ipi_cost.times(self.cpus.len() as u64 - 1);
-        self.cycles.invalidation += cost;
-        cost
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn map_event(
         &mut self,
+        cpu: usize,
         space: Space,
         va: Address,
         pa: Address,
@@ -877,11 +1361,13 @@ impl Machine {
                 return Outcome::default();
             }
         };
-        match pt.map(&mut self.tables, &mut TableFrames(&mut self.alloc), v, p, size, attrs) {
-            Ok(t) => {
-                let c = self.shootdown_inv(&t);
-                Outcome { cost: c, ..Outcome::default() }
-            }
+        let sid = match space {
+            Space::Process(pid) => Some(pid),
+            Space::Kernel | Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => None,
+        };
+        match pt.map(&mut self.tables, &mut frames!(self), v, p, size, attrs) {
+            // Over a not-present entry: the token is empty, so this costs nothing.
+            Ok(t) => Outcome { cost: self.flush_token(cpu, sid, t), ..Outcome::default() },
             Err(_) => {
                 self.not_modelled("map over an existing mapping");
                 Outcome::default()
@@ -889,7 +1375,7 @@ impl Machine {
         }
     }
 
-    fn unmap_event(&mut self, space: Space, va: Address, size: PageSize) -> Outcome {
+    fn unmap_event(&mut self, cpu: usize, space: Space, va: Address, size: PageSize) -> Outcome {
         let Address::Hva(v) = va else {
             self.not_modelled("unmap (non-host address)");
             return Outcome::default();
@@ -908,19 +1394,12 @@ impl Machine {
                 return Outcome::default();
             }
         };
-        let tag = match space {
-            Space::Process(pid) => proc_tag(pid),
-            _ => TlbTag::HOST,
+        let sid = match space {
+            Space::Process(pid) => Some(pid),
+            Space::Kernel | Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => None,
         };
         match pt.unmap(&mut self.tables, v, size) {
-            Ok((_, t)) => {
-                for c in &mut self.cpus {
-                    self.tlb_invalidated += c.mmu.tlb_mut().invalidate(&t, tag);
-                }
-                let cost = self.cfg.host.shootdown_ipi_cost.times(self.cpus.len() as u64 - 1);
-                self.cycles.invalidation += cost;
-                Outcome { cost, ..Outcome::default() }
-            }
+            Ok((_, t)) => Outcome { cost: self.flush_token(cpu, sid, t), ..Outcome::default() },
             Err(_) => {
                 self.not_modelled("unmap of an unmapped address");
                 Outcome::default()
@@ -1099,6 +1578,7 @@ impl Machine {
         machine.insert("memory".to_owned(), self.cfg.machine.memory.to_string());
         machine.insert("physmap".to_owned(), self.cfg.host.physmap.to_string());
         machine.insert("policy".to_owned(), self.cfg.host.policy.name().to_owned());
+        machine.insert("alloc_order".to_owned(), self.cfg.host.alloc_order.name().to_owned());
         machine.insert(
             "rmp.tlb_on_update".to_owned(),
             crate::config::value_of(&self.cfg, "rmp", "tlb_on_update")
@@ -1129,7 +1609,35 @@ impl Machine {
                 level2_collapses: self.dm.level2_collapses,
                 level3_collapses: self.dm.level3_collapses,
                 table_pages: self.dm.table_pages(),
+                table_kb: self.dm.table_pages() * 4,
+                boot_splits: self.dm.boot_splits,
+                boot_collapses: self.dm.boot_collapses,
+                boot_table_pages: self.boot.taken(),
+                not_present: self.dm.not_present() as u64,
+                cpa: report::CpaCounts {
+                    calls: self.cpa.calls,
+                    lp_checked: self.cpa.lp_checked,
+                    lp_sameprot: self.cpa.lp_sameprot,
+                    lp_preserved: self.cpa.lp_preserved,
+                    pte_set_checked: self.cpa.pte_set_checked,
+                    splits: self.cpa.splits,
+                    collapse_attempts: self.cpa.collapse_attempts,
+                    collapsed: self.cpa.collapsed,
+                    holes: self.cpa.holes,
+                },
                 series: self.dm_series.clone(),
+            },
+            shootdowns: report::ShootdownCounts {
+                shootdowns: self.shoot.shootdowns,
+                ipis_sent: self.shoot.ipis,
+                target_stall_cycles: self.shoot.target_stall.get(),
+                initiator_cycles: self.shoot.initiator.get(),
+            },
+            memory: report::MemoryCounts {
+                free_kb: self.alloc.free_pages() * 4,
+                page_tables_kb: 4
+                    * (self.dm.table_pages()
+                        + self.procs.values().map(PageTable::table_pages).sum::<u64>()),
             },
             cycles,
             derived,

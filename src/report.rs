@@ -116,10 +116,68 @@ pub struct DirectMapCounts {
     pub level2_collapses: u64,
     /// `direct_map_level3_collapses`.
     pub level3_collapses: u64,
-    /// Page-table pages used by the direct map.
+    /// Page-table pages of the kernel page table (the direct map's, plus any kernel `map`).
     pub table_pages: u64,
+    /// The same in kB: page-table memory the kernel mapping uses (4 KiB per page, H19).
+    pub table_kb: u64,
+    /// Splits made before `SYSTEM_RUNNING` (early boot; not in the vmstat counters).
+    pub boot_splits: u64,
+    /// Collapses made before `SYSTEM_RUNNING`.
+    pub boot_collapses: u64,
+    /// Page-table pages taken from the boot pool (memblock) during early boot.
+    pub boot_table_pages: u64,
+    /// Direct-map leaves currently not present (`set_memory_np`, `set_direct_map_invalid`).
+    pub not_present: u64,
+    /// What CPA requests did.
+    pub cpa: CpaCounts,
     /// DirectMap kB over time, sampled at event indices when it changes.
     pub series: Series,
+}
+
+/// CPA activity (the `cpa_stats` of CONFIG_X86_CPA_STATISTICS, plus splits and collapses).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CpaCounts {
+    /// `change_page_attr_set_clr` calls.
+    pub calls: u64,
+    /// Large leaves checked for preservation, by size ("1G/2M pages checked").
+    pub lp_checked: PerSize<u64>,
+    /// Kept because the new bits were already there ("sameprot").
+    pub lp_sameprot: PerSize<u64>,
+    /// Kept and changed as a whole ("preserved").
+    pub lp_preserved: PerSize<u64>,
+    /// 4K PTEs given new bits ("4K pages set-checked").
+    pub pte_set_checked: u64,
+    /// Splits, boot and running.
+    pub splits: u64,
+    /// `set_memory_rox` collapse attempts.
+    pub collapse_attempts: u64,
+    /// Large pages made by collapse, boot and running.
+    pub collapsed: u64,
+    /// Requested pages with no direct-map entry (holes, beyond memory).
+    pub holes: u64,
+}
+
+/// TLB shootdowns: flushes that reached other CPUs by IPI.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ShootdownCounts {
+    /// Flush operations that sent at least one IPI.
+    pub shootdowns: u64,
+    /// IPIs sent.
+    pub ipis_sent: u64,
+    /// Cycles target CPUs stalled taking them (receive plus flush work), summed.
+    pub target_stall_cycles: u64,
+    /// Cycles initiators spent on flushes: sending, flushing locally and waiting for
+    /// acknowledgements (local-only flushes included).
+    pub initiator_cycles: u64,
+}
+
+/// Host physical memory.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MemoryCounts {
+    /// Free in the page allocator, kB.
+    pub free_kb: u64,
+    /// Page tables of every host address space (kernel and processes), kB.
+    pub page_tables_kb: u64,
 }
 
 /// Where the cycles went, summed over agents.
@@ -181,6 +239,10 @@ pub struct Report {
     pub faults: FaultCounts,
     /// Direct map.
     pub directmap: DirectMapCounts,
+    /// Shootdowns.
+    pub shootdowns: ShootdownCounts,
+    /// Host memory.
+    pub memory: MemoryCounts,
     /// Cycles.
     pub cycles: CycleCounts,
     /// Derived ratios.
@@ -270,8 +332,38 @@ impl Report {
         let _ = writeln!(o, "DirectMap1G: {:>12} kB", d.kb[PageSize::G1]);
         let _ = writeln!(
             o,
-            "  direct_map_level2_splits {}   direct_map_level3_splits {}   collapses {}/{}   table pages {}",
-            d.level2_splits, d.level3_splits, d.level2_collapses, d.level3_collapses, d.table_pages
+            "  direct_map_level2_splits {}   direct_map_level3_splits {}   direct_map_level2_collapses {}   direct_map_level3_collapses {}",
+            d.level2_splits, d.level3_splits, d.level2_collapses, d.level3_collapses
+        );
+        let _ = writeln!(
+            o,
+            "  page tables {} kB ({} pages)   not present {}   boot splits {}   boot pool pages {}",
+            d.table_kb, d.table_pages, d.not_present, d.boot_splits, d.boot_table_pages
+        );
+        let p = &d.cpa;
+        let _ = writeln!(
+            o,
+            "  cpa calls {}   2M/1G checked {}/{}  sameprot {}/{}  preserved {}/{}   4K set {}   collapse attempts {}",
+            p.calls,
+            p.lp_checked[PageSize::M2],
+            p.lp_checked[PageSize::G1],
+            p.lp_sameprot[PageSize::M2],
+            p.lp_sameprot[PageSize::G1],
+            p.lp_preserved[PageSize::M2],
+            p.lp_preserved[PageSize::G1],
+            p.pte_set_checked,
+            p.collapse_attempts
+        );
+        let sd = &self.shootdowns;
+        let _ = writeln!(
+            o,
+            "\nShootdowns {}   IPIs sent {}   target stall cycles {}   initiator cycles {}",
+            sd.shootdowns, sd.ipis_sent, sd.target_stall_cycles, sd.initiator_cycles
+        );
+        let _ = writeln!(
+            o,
+            "Memory free {} kB   page tables {} kB",
+            self.memory.free_kb, self.memory.page_tables_kb
         );
         let c = &self.cycles;
         let _ = writeln!(

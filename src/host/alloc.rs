@@ -1,19 +1,50 @@
 //! The host's physical page allocator: a binary buddy allocator like Linux's
 //! (mm/page_alloc.c: free lists per order, split on allocation, merge with the buddy on free),
 //! shared by page-table pages, kernel objects and guest memory, so that where a guest folio or
-//! a slab page lands follows from allocation history (DESIGN "Layers").
+//! a slab page lands follows from allocation history (DESIGN "Layers"); and the boot-time
+//! allocator that serves page-table pages before the buddy allocator exists ([`BootAllocator`],
+//! Linux's memblock).
 //!
-//! Deterministic: each free list is an ordered set and allocation always takes the lowest free
-//! block of the smallest sufficient order. Linux's per-CPU lists, migrate types and zones are
-//! not modelled; the lowest-address choice stands in for them (Unsourced: Linux's order depends
-//! on run-time history we do not have; a fixed rule keeps runs reproducible).
+//! Deterministic. Which free block an allocation takes is [`AllocOrder`]: the lowest free block
+//! of the smallest sufficient order (`lowest`, the default), or one picked by a seeded
+//! [`sim_core::Rng`] among the blocks of that order (`seeded`). Either way the *placement* of
+//! everything else follows from allocation and freeing over time; the order only decides which
+//! of the equally good blocks is taken. Linux's per-CPU lists, migrate types and zones are not
+//! modelled; both rules stand in for them (Unsourced: Linux's choice depends on run-time history
+//! a simulation does not have). [`BuddyAllocator::reserve`] (replaying a recorded allocation)
+//! takes exactly the block asked for under either rule.
 
-use sim_core::Spa;
-use std::collections::BTreeSet;
+use serde::{Deserialize, Serialize};
+use sim_core::{Rng, Spa};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest buddy order: 2^10 pages = 4 MiB (Linux `MAX_PAGE_ORDER` = 10 on x86-64,
 /// include/linux/mmzone.h).
 pub const MAX_ORDER: u8 = 10;
+
+/// Which free block of the smallest sufficient order an allocation takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AllocOrder {
+    /// The lowest-addressed block.
+    #[serde(rename = "lowest")]
+    Lowest,
+    /// A block picked with the allocator's seeded RNG: the first free block of that order at or
+    /// above a uniformly drawn page frame (wrapping to the lowest). Blocks that follow a long
+    /// run of used memory are therefore more likely than others, as with any address-directed
+    /// choice; the draw is one RNG step per allocation, so a run replays exactly from its seed.
+    #[serde(rename = "seeded")]
+    Seeded,
+}
+
+impl AllocOrder {
+    /// The configuration name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AllocOrder::Lowest => "lowest",
+            AllocOrder::Seeded => "seeded",
+        }
+    }
+}
 
 /// The allocator.
 #[derive(Debug, Clone)]
@@ -21,9 +52,11 @@ pub struct BuddyAllocator {
     /// Free blocks per order, by first PFN.
     free: Vec<BTreeSet<u64>>,
     /// PFNs handed out, with their order (to validate frees).
-    used: std::collections::BTreeMap<u64, u8>,
+    used: BTreeMap<u64, u8>,
     end_pfn: u64,
     free_pages: u64,
+    /// `Some` for [`AllocOrder::Seeded`].
+    rng: Option<Rng>,
 }
 
 /// Misuse of the allocator.
@@ -49,26 +82,67 @@ pub enum AllocError {
 }
 
 impl BuddyAllocator {
-    /// Manage `[start, end)` (4 KiB-aligned byte addresses).
+    /// Manage `[start, end)` (4 KiB-aligned byte addresses), taking the lowest free block.
     pub fn new(start: u64, end: u64) -> BuddyAllocator {
+        BuddyAllocator::with_order(start, end, AllocOrder::Lowest, 0)
+    }
+
+    /// Manage `[start, end)` with the given block choice; `seed` seeds the RNG of
+    /// [`AllocOrder::Seeded`] (ignored for [`AllocOrder::Lowest`]).
+    pub fn with_order(start: u64, end: u64, order: AllocOrder, seed: u64) -> BuddyAllocator {
         let mut a = BuddyAllocator {
             free: vec![BTreeSet::new(); usize::from(MAX_ORDER) + 1],
-            used: std::collections::BTreeMap::new(),
+            used: BTreeMap::new(),
             end_pfn: end >> 12,
             free_pages: 0,
+            rng: match order {
+                AllocOrder::Lowest => None,
+                AllocOrder::Seeded => Some(Rng::new(seed)),
+            },
         };
-        let mut pfn = start.div_ceil(4096);
-        let end_pfn = end >> 12;
+        a.add_range(start.div_ceil(4096), end >> 12);
+        a
+    }
+
+    /// Put the pages `[pfn, end_pfn)` on the free lists as the largest aligned blocks.
+    fn add_range(&mut self, mut pfn: u64, end_pfn: u64) {
         while pfn < end_pfn {
             let mut order = MAX_ORDER;
             while order > 0 && (!pfn.is_multiple_of(1 << order) || pfn + (1 << order) > end_pfn) {
                 order -= 1;
             }
-            a.free[usize::from(order)].insert(pfn);
-            a.free_pages += 1 << order;
+            self.insert_free(pfn, order);
             pfn += 1 << order;
         }
-        a
+    }
+
+    /// Put one block on the free lists, merging it with free buddies.
+    fn insert_free(&mut self, mut pfn: u64, order: u8) {
+        self.free_pages += 1 << order;
+        let mut o = order;
+        while o < MAX_ORDER {
+            let buddy = pfn ^ (1 << o);
+            if !self.free[usize::from(o)].remove(&buddy) {
+                break;
+            }
+            pfn = pfn.min(buddy);
+            o += 1;
+        }
+        self.free[usize::from(o)].insert(pfn);
+    }
+
+    /// Which free block of order `o` to take.
+    fn pick(&mut self, o: u8) -> Option<u64> {
+        let list = &mut self.free[usize::from(o)];
+        let pfn = match &mut self.rng {
+            None => *list.first()?,
+            Some(rng) => {
+                let at = rng.below(self.end_pfn.max(1)) & !((1u64 << o) - 1);
+                *list.range(at..).next().or_else(|| list.first())?
+            }
+        };
+        list.remove(&pfn);
+        Some(pfn)
     }
 
     /// Allocate 2^order pages, naturally aligned.
@@ -77,8 +151,8 @@ impl BuddyAllocator {
             return None;
         }
         let o = (order..=MAX_ORDER).find(|&o| !self.free[usize::from(o)].is_empty())?;
-        let pfn = self.free[usize::from(o)].pop_first()?;
-        // Split down, returning the upper halves to the free lists.
+        let pfn = self.pick(o)?;
+        // Split down, returning the upper halves to the free lists (Linux expand()).
         for lower in (order..o).rev() {
             self.free[usize::from(lower)].insert(pfn + (1 << lower));
         }
@@ -92,27 +166,47 @@ impl BuddyAllocator {
     /// # Errors
     /// [`AllocError::BadFree`] if the block was not allocated with that order.
     pub fn free(&mut self, spa: Spa, order: u8) -> Result<(), AllocError> {
-        let mut pfn = spa.raw() >> 12;
+        let pfn = spa.raw() >> 12;
         if self.used.get(&pfn) != Some(&order) {
             return Err(AllocError::BadFree { spa: spa.raw(), order });
         }
         self.used.remove(&pfn);
-        self.free_pages += 1 << order;
-        let mut o = order;
-        while o < MAX_ORDER {
-            let buddy = pfn ^ (1 << o);
-            if !self.free[usize::from(o)].remove(&buddy) {
-                break;
-            }
-            pfn = pfn.min(buddy);
-            o += 1;
-        }
-        self.free[usize::from(o)].insert(pfn);
+        self.insert_free(pfn, order);
         Ok(())
     }
 
+    /// Hand pages this allocator never managed to its free lists: what memblock gives the buddy
+    /// allocator at the end of boot (mm/memblock.c `memblock_free_all`), or a boot-time page
+    /// freed later. `[start, end)` are 4 KiB-aligned byte addresses.
+    ///
+    /// # Errors
+    /// [`AllocError::NotFree`] naming the first page already managed here (free or used).
+    pub fn release(&mut self, start: Spa, end: Spa) -> Result<(), AllocError> {
+        let (s, e) = (start.raw() >> 12, end.raw() >> 12);
+        for pfn in s..e {
+            if self.managed(pfn) {
+                return Err(AllocError::NotFree { spa: pfn << 12, order: 0 });
+            }
+        }
+        self.add_range(s, e);
+        self.end_pfn = self.end_pfn.max(e);
+        Ok(())
+    }
+
+    /// Whether `pfn` is in a used or free block of this allocator.
+    fn managed(&self, pfn: u64) -> bool {
+        let covers = |base: Option<(&u64, u8)>| {
+            base.is_some_and(|(&b, o)| pfn >= b && pfn < b + (1u64 << o))
+        };
+        if covers(self.used.range(..=pfn).next_back().map(|(b, o)| (b, *o))) {
+            return true;
+        }
+        (0..=MAX_ORDER)
+            .any(|o| covers(self.free[usize::from(o)].range(..=pfn).next_back().map(|b| (b, o))))
+    }
+
     /// Take the specific block `[spa, spa + 2^order pages)` out of the free lists (replaying a
-    /// recorded allocation). Splits the free block that contains it.
+    /// recorded allocation). Splits the free block that contains it. Never uses the RNG.
     ///
     /// # Errors
     /// [`AllocError::NotFree`] if any page of it is not free.
@@ -157,6 +251,95 @@ impl BuddyAllocator {
     }
 }
 
+/// The boot-time page allocator (Linux memblock as the early CPA path uses it): a bump
+/// allocator over a region reserved at boot, serving page-table pages for direct-map splits
+/// before the buddy allocator exists (the SNP guest series patch "x86: mm: Provide support to
+/// use memblock when splitting large pages"; not re-read here). At the end of boot the unused
+/// rest of the region goes to the buddy allocator ([`BootAllocator::hand_over`]); pages it
+/// gave out stay recorded, so that freeing one later (a collapse) gives it to the buddy
+/// allocator instead of failing as a free of pages the buddy never handed out.
+#[derive(Debug, Clone, Default)]
+pub struct BootAllocator {
+    next: u64,
+    end: u64,
+    /// Pages freed during boot, reused before the bump pointer moves (memblock_free).
+    freed: Vec<u64>,
+    /// Pages given out and not freed yet.
+    live: BTreeSet<u64>,
+    /// Pages given out in total.
+    taken: u64,
+}
+
+impl BootAllocator {
+    /// Serve `[start, end)` (4 KiB-aligned byte addresses).
+    pub fn new(start: u64, end: u64) -> BootAllocator {
+        BootAllocator { next: start.div_ceil(4096) << 12, end: end & !0xfff, ..Default::default() }
+    }
+
+    /// One page, or `None` when the region is used up.
+    pub fn alloc(&mut self) -> Option<Spa> {
+        let page = match self.freed.pop() {
+            Some(p) => p,
+            None if self.next < self.end => {
+                self.next += 4096;
+                self.next - 4096
+            }
+            None => return None,
+        };
+        self.live.insert(page);
+        self.taken += 1;
+        Some(Spa::new(page))
+    }
+
+    /// Whether `page` came from here and is still in use.
+    pub fn owns(&self, page: Spa) -> bool {
+        self.live.contains(&page.raw())
+    }
+
+    /// Take back a page this allocator gave out; returns false if it did not.
+    pub fn free(&mut self, page: Spa) -> bool {
+        if !self.live.remove(&page.raw()) {
+            return false;
+        }
+        self.freed.push(page.raw());
+        true
+    }
+
+    /// Forget a page given out (it now belongs to the buddy allocator); returns false if it
+    /// was not live here.
+    pub fn forget(&mut self, page: Spa) -> bool {
+        self.live.remove(&page.raw())
+    }
+
+    /// End of boot: give every page not in use (the unused rest of the region and pages freed
+    /// during boot) to `buddy`.
+    ///
+    /// # Errors
+    /// [`AllocError::NotFree`] if `buddy` already manages one of them (a setup bug).
+    pub fn hand_over(&mut self, buddy: &mut BuddyAllocator) -> Result<(), AllocError> {
+        let mut freed = std::mem::take(&mut self.freed);
+        freed.sort_unstable();
+        for p in freed {
+            buddy.release(Spa::new(p), Spa::new(p + 4096))?;
+        }
+        if self.next < self.end {
+            buddy.release(Spa::new(self.next), Spa::new(self.end))?;
+        }
+        self.next = self.end;
+        Ok(())
+    }
+
+    /// Pages given out since boot.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Pages given out and still in use.
+    pub fn live(&self) -> u64 {
+        self.live.len() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +369,93 @@ mod tests {
         assert_eq!(b.free_pages(), 2047);
         b.free(Spa::new(0x3000), 0).unwrap();
         assert_eq!(b.alloc(MAX_ORDER).unwrap().raw(), 0);
+    }
+
+    fn trace(a: &mut BuddyAllocator) -> Vec<(u64, u8)> {
+        // A fixed mix of allocations and frees; the addresses handed out are the trace.
+        let mut out = Vec::new();
+        let mut live = Vec::new();
+        for i in 0..200u64 {
+            let order = u8::try_from(i % 4).unwrap();
+            if i % 5 == 4 {
+                let (s, o): (Spa, u8) = live.swap_remove(usize::try_from(i % 3).unwrap());
+                a.free(s, o).unwrap();
+            } else {
+                let s = a.alloc(order).unwrap();
+                out.push((s.raw(), order));
+                live.push((s, order));
+            }
+        }
+        out
+    }
+
+    /// The seeded order is a function of the seed: the same seed gives the same placement,
+    /// another seed another one, and both differ from lowest-first.
+    #[test]
+    fn seeded_is_deterministic_per_seed_and_differs_across_seeds() {
+        // 16 blocks of the largest order: the first allocation already has a choice.
+        let mk = |seed| BuddyAllocator::with_order(0, 64 << 20, AllocOrder::Seeded, seed);
+        let a = trace(&mut mk(7));
+        assert_eq!(a, trace(&mut mk(7)));
+        let b = trace(&mut mk(8));
+        assert_ne!(a, b);
+        let lowest = trace(&mut BuddyAllocator::new(0, 64 << 20));
+        assert_ne!(a, lowest);
+        // Every block is naturally aligned and inside the managed range.
+        for &(s, o) in &a {
+            assert!(s.is_multiple_of(4096 << o));
+            assert!(s < 64 << 20);
+        }
+    }
+
+    /// `reserve` replays a recorded allocation exactly under the seeded order too: the state
+    /// after reserving what a seeded run allocated equals the seeded run's state.
+    #[test]
+    fn reserve_replays_a_seeded_run() {
+        let mut live = BuddyAllocator::with_order(1 << 20, 16 << 20, AllocOrder::Seeded, 3);
+        let mut replay = BuddyAllocator::with_order(1 << 20, 16 << 20, AllocOrder::Seeded, 99);
+        let mut got = Vec::new();
+        for order in [0u8, 3, 1, 9, 0, 2] {
+            let s = live.alloc(order).unwrap();
+            replay.reserve(s, order).unwrap();
+            got.push((s, order));
+        }
+        assert_eq!(live.free_pages(), replay.free_pages());
+        assert_eq!(live.free, replay.free);
+        for (s, o) in got {
+            replay.free(s, o).unwrap();
+        }
+        assert_eq!(replay.free_pages(), (15 << 20) >> 12);
+        assert!(replay.reserve(Spa::new(0x10_0000), MAX_ORDER).is_err(), "1M is not 4M-aligned");
+    }
+
+    /// The boot allocator bumps through its region, reuses pages freed during boot, and hands
+    /// the rest to the buddy allocator at the end of boot; a boot page freed after that joins
+    /// the buddy allocator too.
+    #[test]
+    fn boot_allocator_hands_over() {
+        let mut buddy = BuddyAllocator::new(2 << 20, 8 << 20);
+        let mut boot = BootAllocator::new(1 << 20, 2 << 20);
+        let p0 = boot.alloc().unwrap();
+        let p1 = boot.alloc().unwrap();
+        assert_eq!((p0.raw(), p1.raw()), (0x10_0000, 0x10_1000));
+        assert!(boot.free(p1));
+        assert_eq!(boot.alloc(), Some(p1));
+        assert!(boot.free(p1));
+        assert!(!boot.free(p1), "double free refused");
+        let before = buddy.free_pages();
+        boot.hand_over(&mut buddy).unwrap();
+        // All of the region but p0 is now buddy memory, merged into large blocks.
+        assert_eq!(buddy.free_pages(), before + 255);
+        assert_eq!(boot.alloc(), None);
+        assert!(boot.owns(p0));
+        assert!(boot.forget(p0));
+        buddy.release(p0, Spa::new(p0.raw() + 4096)).unwrap();
+        assert_eq!(buddy.free_pages(), before + 256);
+        assert!(buddy.release(p0, Spa::new(p0.raw() + 4096)).is_err(), "already managed");
+        // Fully merged: the 1M..2M region forms blocks up to 1M (256 pages).
+        assert_eq!(buddy.alloc(8).unwrap().raw(), 1 << 20);
+        assert_eq!((boot.taken(), boot.live()), (3, 0));
     }
 
     proptest! {

@@ -1,5 +1,6 @@
 //! Configuration of the host software model (`[host]`): direct-map layout and physmap policy.
 
+use crate::host::alloc::AllocOrder;
 use serde::{Deserialize, Serialize};
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source};
 use sim_core::{Cycles, PageSize};
@@ -37,18 +38,51 @@ impl PhysmapPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     /// Largest direct-map leaf the kernel uses: 1G with `direct_gbpages`, 2M with `nogbpages`
-    /// (arch/x86/mm/init.c).
+    /// (arch/x86/mm/init.c). Also gates PUD collapse (`collapse_pud_page` needs
+    /// `direct_gbpages`).
     pub physmap: PageSize,
     /// Direct-map policy around RMP updates.
     pub policy: PhysmapPolicy,
     /// Bytes at the bottom of memory kept by the kernel image and firmware (never handed to the
     /// allocator).
     pub reserved_low: sim_core::config::ByteSize,
+    /// Which free block the physical allocator takes among those of the smallest sufficient
+    /// order: `lowest` (default) or `seeded` (drawn with `alloc_seed`). Placement follows from
+    /// allocation history under both; see `host::alloc`.
+    pub alloc_order: AllocOrder,
+    /// Seed of the allocator's RNG under `alloc_order = seeded`.
+    pub alloc_seed: u64,
+    /// Start the run in early boot: before the page allocator exists and before
+    /// `system_state == SYSTEM_RUNNING`, with one CPU online. Direct-map splits then take
+    /// their page-table pages from the boot pool (memblock) and are not counted in
+    /// `direct_map_level{2,3}_splits`; flushes are local. The first event that is not a
+    /// host-kernel `cpa` on CPU 0 ends boot and hands the unused pool to the allocator.
+    pub early_boot: bool,
+    /// Size of the boot pool (memblock memory for early page tables), carved from the bottom of
+    /// allocatable memory when `early_boot` is set.
+    pub boot_pool: sim_core::config::ByteSize,
     /// Cost of software work in one CPA split call (cpa_lock, page-table page allocation and
     /// fill), excluding the TLB flush.
     pub split_cost: Cycles,
-    /// Cost of a TLB-shootdown IPI round trip to one remote CPU.
-    pub shootdown_ipi_cost: Cycles,
+    /// Cost of one collapse attempt of `set_memory_rox` (reading up to 512 entries and, on
+    /// success, installing the large entry), excluding the TLB flush.
+    pub collapse_cost: Cycles,
+    /// Above this many pages a range flush becomes a full flush (Linux
+    /// `tlb_single_page_flush_ceiling`, used by `cpa_flush` and the range-flush paths).
+    pub tlb_single_page_flush_ceiling: u64,
+    /// Cost of invalidating one page on one CPU (INVLPG / `flush_tlb_one_kernel`).
+    pub invlpg_cost: Cycles,
+    /// Cost of a full TLB flush on one CPU (`__flush_tlb_all`, INVPCID all-context, a flushing
+    /// CR3 load), excluding the refills that follow (those are the walks the model prices).
+    pub flush_all_cost: Cycles,
+    /// Cost to the initiator of sending one IPI (an x2APIC ICR write), per target CPU.
+    pub ipi_send_cost: Cycles,
+    /// Cost to a target of taking a flush IPI: delivery, interrupt entry and exit (its stall
+    /// besides the flush work itself).
+    pub ipi_receive_cost: Cycles,
+    /// Time for the initiator to see a target's completion (the acknowledgement's cache-line
+    /// transfer), after the target finished.
+    pub ipi_ack_cost: Cycles,
     /// Cost of taking and reporting a fatal kernel fault (the run continues; this only keeps
     /// the fault from being free in cycle totals).
     pub fatal_fault_cost: Cycles,
@@ -56,10 +90,24 @@ pub struct HostConfig {
 
 /// Default `split_cost`.
 pub const DEFAULT_SPLIT_COST: Cycles = Cycles::new(2_000);
-/// Default `shootdown_ipi_cost`.
-pub const DEFAULT_SHOOTDOWN_IPI_COST: Cycles = Cycles::new(1_500);
+/// Default `collapse_cost`.
+pub const DEFAULT_COLLAPSE_COST: Cycles = Cycles::new(1_000);
+/// Default `tlb_single_page_flush_ceiling` (arch/x86/mm/tlb.c).
+pub const DEFAULT_TLB_SINGLE_PAGE_FLUSH_CEILING: u64 = 33;
+/// Default `invlpg_cost`: about 100 ns (arch/x86/mm/tlb.c) at 3 GHz.
+pub const DEFAULT_INVLPG_COST: Cycles = Cycles::new(300);
+/// Default `flush_all_cost`.
+pub const DEFAULT_FLUSH_ALL_COST: Cycles = Cycles::new(500);
+/// Default `ipi_send_cost`.
+pub const DEFAULT_IPI_SEND_COST: Cycles = Cycles::new(300);
+/// Default `ipi_receive_cost`.
+pub const DEFAULT_IPI_RECEIVE_COST: Cycles = Cycles::new(2_400);
+/// Default `ipi_ack_cost`.
+pub const DEFAULT_IPI_ACK_COST: Cycles = Cycles::new(300);
 /// Default `fatal_fault_cost`.
 pub const DEFAULT_FATAL_FAULT_COST: Cycles = Cycles::new(1_000);
+/// Default `boot_pool`: 2 MiB, 512 page-table pages.
+pub const DEFAULT_BOOT_POOL: u64 = 2 << 20;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -67,8 +115,18 @@ impl Default for HostConfig {
             physmap: PageSize::G1,
             policy: PhysmapPolicy::None,
             reserved_low: sim_core::config::ByteSize(16 << 20),
+            alloc_order: AllocOrder::Lowest,
+            alloc_seed: 0,
+            early_boot: false,
+            boot_pool: sim_core::config::ByteSize(DEFAULT_BOOT_POOL),
             split_cost: DEFAULT_SPLIT_COST,
-            shootdown_ipi_cost: DEFAULT_SHOOTDOWN_IPI_COST,
+            collapse_cost: DEFAULT_COLLAPSE_COST,
+            tlb_single_page_flush_ceiling: DEFAULT_TLB_SINGLE_PAGE_FLUSH_CEILING,
+            invlpg_cost: DEFAULT_INVLPG_COST,
+            flush_all_cost: DEFAULT_FLUSH_ALL_COST,
+            ipi_send_cost: DEFAULT_IPI_SEND_COST,
+            ipi_receive_cost: DEFAULT_IPI_RECEIVE_COST,
+            ipi_ack_cost: DEFAULT_IPI_ACK_COST,
             fatal_fault_cost: DEFAULT_FATAL_FAULT_COST,
         }
     }
@@ -78,8 +136,8 @@ const DOCS: &[FieldDoc] = &[
     FieldDoc {
         key: "physmap",
         unit: "page size",
-        doc: "largest direct-map leaf (1G: direct_gbpages, 2M: nogbpages)",
-        source: Source::Cited("arch/x86/mm/init.c (direct_gbpages); spec/physmap.md §2.1"),
+        doc: "largest direct-map leaf (1G: direct_gbpages, 2M: nogbpages); 1G also allows PUD collapse",
+        source: Source::Cited("arch/x86/mm/init.c (direct_gbpages); spec/physmap.md §2.1–2.2"),
     },
     FieldDoc {
         key: "policy",
@@ -94,6 +152,32 @@ const DOCS: &[FieldDoc] = &[
         source: Source::Choice,
     },
     FieldDoc {
+        key: "alloc_order",
+        unit: "",
+        doc: "which free block of the smallest order the allocator takes: lowest, or seeded (RNG from alloc_seed)",
+        source: Source::Choice,
+    },
+    FieldDoc {
+        key: "alloc_seed",
+        unit: "",
+        doc: "seed of the allocator's RNG when alloc_order = seeded",
+        source: Source::Choice,
+    },
+    FieldDoc {
+        key: "early_boot",
+        unit: "",
+        doc: "start before the page allocator and SYSTEM_RUNNING: splits use the boot pool, are not vmstat-counted, flushes are local; the first event other than a host cpa on CPU 0 ends boot",
+        source: Source::Cited(
+            "arch/x86/mm/pat/set_memory.c split_page_count (counts only when SYSTEM_RUNNING); seed patch \"x86: mm: Provide support to use memblock when splitting large pages\"",
+        ),
+    },
+    FieldDoc {
+        key: "boot_pool",
+        unit: "bytes",
+        doc: "memblock region for early split page tables (bottom of allocatable memory, when early_boot)",
+        source: Source::Choice,
+    },
+    FieldDoc {
         key: "split_cost",
         unit: "cycles",
         doc: "software cost of one CPA large-page split, excluding TLB flush",
@@ -102,11 +186,57 @@ const DOCS: &[FieldDoc] = &[
         ),
     },
     FieldDoc {
-        key: "shootdown_ipi_cost",
+        key: "collapse_cost",
         unit: "cycles",
-        doc: "TLB shootdown IPI round trip, per remote CPU",
+        doc: "software cost of one set_memory_rox collapse attempt (up to 512 entries read), excluding TLB flush",
         source: Source::Unsourced(
-            "no source in spec/; order of magnitude of an x86 IPI round trip (~1 µs at 1.5 GHz)",
+            "no published cost; 512 cached 8-byte reads and compares at ~2 per cycle, rounded up",
+        ),
+    },
+    FieldDoc {
+        key: "tlb_single_page_flush_ceiling",
+        unit: "pages",
+        doc: "range flushes of more pages become full flushes (cpa_flush, flush_tlb_kernel_range, flush_tlb_mm_range)",
+        source: Source::Cited("arch/x86/mm/tlb.c tlb_single_page_flush_ceiling = 33"),
+    },
+    FieldDoc {
+        key: "invlpg_cost",
+        unit: "cycles",
+        doc: "one single-page TLB invalidation on one CPU",
+        source: Source::Cited(
+            "arch/x86/mm/tlb.c comment on tlb_single_page_flush_ceiling: each single flush is about 100 ns; 300 cycles at 3 GHz",
+        ),
+    },
+    FieldDoc {
+        key: "flush_all_cost",
+        unit: "cycles",
+        doc: "one full TLB flush on one CPU (CR4.PGE toggle / INVPCID all-context / flushing CR3 load), refills excluded",
+        source: Source::Unsourced(
+            "no public measurement; a serializing control-register write, a few hundred cycles; refills are priced by the walks that follow",
+        ),
+    },
+    FieldDoc {
+        key: "ipi_send_cost",
+        unit: "cycles",
+        doc: "initiator cost of sending one flush IPI, per target",
+        source: Source::Unsourced(
+            "no source in spec/; an x2APIC ICR write (WRMSR); send + receive + ack = 3000 cycles, a 1 µs round trip at 3 GHz, the order commonly quoted for an x86 IPI",
+        ),
+    },
+    FieldDoc {
+        key: "ipi_receive_cost",
+        unit: "cycles",
+        doc: "target stall for taking a flush IPI (delivery, entry, exit), besides the flush work",
+        source: Source::Unsourced(
+            "no source in spec/; interrupt delivery plus entry/exit dominate a ~1 µs IPI round trip (3000 cycles at 3 GHz)",
+        ),
+    },
+    FieldDoc {
+        key: "ipi_ack_cost",
+        unit: "cycles",
+        doc: "time for the initiator to observe a target's completion after the target finished",
+        source: Source::Unsourced(
+            "no source in spec/; one cache-line transfer between cores, ~100 ns at 3 GHz",
         ),
     },
     FieldDoc {
@@ -125,6 +255,13 @@ impl ConfigBlock for HostConfig {
         DOCS
     }
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.boot_pool.0.is_multiple_of(4096) {
+            return Err(ConfigError::OutOfRange {
+                key: "host.boot_pool".into(),
+                value: self.boot_pool.to_string(),
+                why: "must be 4K-aligned".into(),
+            });
+        }
         if !self.reserved_low.0.is_multiple_of(4096) {
             return Err(ConfigError::OutOfRange {
                 key: "host.reserved_low".into(),
