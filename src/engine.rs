@@ -90,7 +90,7 @@ impl ConfigLayers {
 /// Map a header setting onto configuration overrides. `vm` lines are handled by the machine.
 fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
     match s.section.as_str() {
-        "machine" | "host" | "mmu" | "rmp" => {
+        "machine" | "host" | "mmu" | "rmp" | "cache" => {
             if !s.args.is_empty() {
                 bail!("`{}` takes only key=value settings, found {:?}", s.section, s.args[0]);
             }
@@ -109,7 +109,9 @@ fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
             Ok(())
         }
         "vm" => Ok(()),
-        other => bail!("unknown setting section `{other}` (known: machine, host, mmu, rmp, vm)"),
+        other => {
+            bail!("unknown setting section `{other}` (known: machine, host, mmu, rmp, cache, vm)")
+        }
     }
 }
 

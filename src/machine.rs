@@ -27,10 +27,10 @@ use crate::host::cpa::{self, CpaEnv, CpaStats, FlushStep};
 use crate::host::directmap::{Count, DirectMap, PAGE_OFFSET, dm_va};
 use crate::report::{self, InputInfo, Report};
 use mmu_model::{
-    AccessKind, AccessRequest, AccessResult, CheckAllow, CheckCache, CheckRequest, CheckTarget,
-    CheckVerdict, CheckWork, Cr3, FlatLatency, FlushScope, FrameSource, LeafAttrs, Mmu, PageTable,
-    Paging, PendingInvalidation, PfErrorCode, PhysMemTables, Privilege, PteFlags, TlbTag,
-    TranslationCheck, WriteCheck,
+    AccessKind, AccessRequest, AccessResult, CacheHierarchy, CacheLatency, CheckAllow, CheckCache,
+    CheckRequest, CheckTarget, CheckVerdict, CheckWork, CpuCaches, Cr3, FlushScope, FrameSource,
+    LeafAttrs, MemRefKind, Mmu, PageTable, Paging, PendingInvalidation, PfErrorCode, PhysMemTables,
+    Privilege, PteFlags, TlbTag, TranslationCheck, WriteCheck,
 };
 use rmp_model::{
     Executor, HostAccess, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize, RmpReturn,
@@ -52,8 +52,30 @@ pub struct Outcome {
     pub fault: Option<FaultInfo>,
     /// An instruction's return code and carry flag.
     pub rc: Option<(u64, Option<bool>)>,
-    /// Cycles charged.
+    /// Cycles the event's work costs (before the overlap rule decides what the CPU waits for).
     pub cost: Cycles,
+    /// How the CPU's clock treats it (DESIGN.md "The timing model").
+    pub timing: Timing,
+}
+
+/// How an event's cost reaches its CPU's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Timing {
+    /// Serializing: starts when everything before it has retired (RMP instructions, faults,
+    /// flushes, CPA, …).
+    #[default]
+    Serial,
+    /// A memory access. Its cost minus `chain` (TLB lookups, and the data access of a TLB hit)
+    /// is paid in order at the issue clock; `chain`, the dependent latency of a miss (walk
+    /// references, RMP-entry reads, then the data access), overlaps with later accesses:
+    /// up to `mmu.page_walkers` walks at a time within a window of `mmu.mlp_window` accesses.
+    Access {
+        /// The overlappable dependent chain (zero for a TLB hit).
+        chain: Cycles,
+    },
+    /// Non-memory work: advances the issue clock by its cost, so that later accesses issue
+    /// after it while earlier misses may still be outstanding.
+    Issue,
 }
 
 /// A fault as scenarios check it.
@@ -181,10 +203,32 @@ impl TranslationCheck for RmpCheckStage<'_> {
 /// An address space of the host: `None` is the kernel's, `Some(pid)` a process's.
 type SpaceId = Option<u32>;
 
+/// Prices walk and RMP-entry references through the CPU's caches and sums them by kind, for
+/// the report's cycle breakdown.
+struct Metered<'a> {
+    caches: CpuCaches<'a>,
+    walk: Cycles,
+    check: Cycles,
+}
+
+impl CacheLatency for Metered<'_> {
+    fn latency(&mut self, spa: Spa, kind: MemRefKind) -> Cycles {
+        let c = self.caches.latency(spa, kind);
+        match kind {
+            MemRefKind::CheckRead => self.check += c,
+            MemRefKind::TableRead(_) | MemRefKind::TableAdWrite(_) => self.walk += c,
+        }
+        c
+    }
+}
+
 #[derive(Debug)]
 struct Cpu {
     mmu: Mmu,
+    /// Retire clock: what the CPU has waited for so far (the overlap layer's frontier).
     clock: Cycles,
+    /// Issue clock: when the next access may issue.
+    issue: Cycles,
     /// PID whose page table is loaded, or `None` for the kernel's.
     loaded: SpaceId,
     /// The address spaces whose entries this CPU's TLB may hold, with the PCIDs they were
@@ -194,6 +238,31 @@ struct Cpu {
 }
 
 impl Cpu {
+    /// Charge an event's cost to this CPU's clock under the overlap rule.
+    fn charge(&mut self, cost: Cycles, timing: Timing) -> Cycles {
+        use mmu_model::TimedAccess;
+        let ov = self.mmu.overlap_mut();
+        let charged = match timing {
+            Timing::Access { chain } => {
+                self.issue += cost.saturating_sub(chain);
+                let walk = chain > Cycles::ZERO;
+                ov.charge(TimedAccess { start: self.issue, latency: chain, walk })
+            }
+            Timing::Issue => {
+                self.issue += cost;
+                ov.charge(TimedAccess { start: self.issue, latency: Cycles::ZERO, walk: false })
+            }
+            Timing::Serial => {
+                let start = ov.clock().max(self.issue);
+                let c = ov.charge(TimedAccess { start, latency: cost, walk: false });
+                self.issue = ov.clock();
+                c
+            }
+        };
+        self.clock = self.mmu.overlap_mut().clock();
+        charged
+    }
+
     fn pcid(&self) -> u16 {
         self.mmu.cr3().tag.pcid
     }
@@ -267,6 +336,7 @@ enum Targets<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 struct CycleSums {
     base: Cycles,
+    data: Cycles,
     tlb: Cycles,
     walk: Cycles,
     rmp_check: Cycles,
@@ -299,7 +369,7 @@ pub struct Machine {
     procs: BTreeMap<u32, PageTable>,
     cpus: Vec<Cpu>,
     rmp: Rmp,
-    lat: FlatLatency,
+    caches: CacheHierarchy,
     vms: BTreeMap<VmId, VmInfo>,
     /// Allocation events come from a live generator (already applied through
     /// [`MemoryServices`]) rather than from a recorded trace (to be replayed).
@@ -365,11 +435,18 @@ impl Machine {
         let mut cpus = Vec::new();
         for c in 0..cfg.machine.cpus {
             let mmu = Mmu::new(c, &cfg.mmu, cr3).map_err(|e| MachineError::Setup(e.to_string()))?;
-            let mut cpu = Cpu { mmu, clock: Cycles::ZERO, loaded: None, cached: BTreeMap::new() };
+            let mut cpu = Cpu {
+                mmu,
+                clock: Cycles::ZERO,
+                issue: Cycles::ZERO,
+                loaded: None,
+                cached: BTreeMap::new(),
+            };
             cpu.keep_current();
             cpus.push(cpu);
         }
-        let lat = FlatLatency { per_ref: cfg.mmu.walk_ref_latency };
+        let caches = CacheHierarchy::new(&cfg.cache, cfg.machine.cpus as usize)
+            .map_err(|e| MachineError::Setup(e.to_string()))?;
         let mut m = Machine {
             tables,
             alloc,
@@ -379,7 +456,7 @@ impl Machine {
             procs: BTreeMap::new(),
             cpus,
             rmp: Rmp::new(layout),
-            lat,
+            caches,
             vms: BTreeMap::new(),
             live,
             events: 0,
@@ -527,13 +604,15 @@ impl Machine {
             self.not_modelled("event on a CPU beyond machine.cpus");
             return Outcome::default();
         }
+        // A timestamp later than the CPU's clock is idle time: everything waits for it.
         if let Some(t) = te.time
             && t > self.cpus[cpu].clock
         {
-            self.cpus[cpu].clock = t;
+            let gap = t - self.cpus[cpu].clock;
+            self.cpus[cpu].charge(gap, Timing::Serial);
         }
         let out = self.dispatch(cpu, te.agent, &te.event);
-        self.cpus[cpu].clock += out.cost;
+        self.cpus[cpu].charge(out.cost, out.timing);
         out
     }
 
@@ -558,7 +637,7 @@ impl Machine {
             (Event::Work { count }, _) => {
                 let cost = self.cfg.machine.base_cpi.times(*count);
                 self.cycles.base += cost;
-                Outcome { cost, ..Outcome::default() }
+                Outcome { cost, timing: Timing::Issue, ..Outcome::default() }
             }
             (
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
@@ -910,7 +989,7 @@ impl Machine {
             let wait = stall + h.ipi_ack_cost;
             let cost = h.ipi_send_cost.times(remote) + if local > wait { local } else { wait };
             for &c in cpus.iter().filter(|&&c| c != initiator) {
-                self.cpus[c].clock += stall;
+                self.cpus[c].charge(stall, Timing::Serial);
             }
             self.shoot.shootdowns += 1;
             self.shoot.ipis += remote;
@@ -972,6 +1051,7 @@ impl Machine {
         let env = CpaEnv {
             count: if self.in_boot { Count::Boot } else { Count::Running },
             flush_ceiling: self.cfg.host.tlb_single_page_flush_ceiling,
+            kernel_4k_marks: self.cfg.host.set_memory_4k_marks,
         };
         let res = cpa::change_page_attr(
             &mut self.dm,
@@ -1103,15 +1183,21 @@ impl Machine {
         let first = va.raw();
         let last = first.saturating_add(u64::from(size.max(1)) - 1);
         let mut total = Outcome::default();
+        let mut chain = Cycles::ZERO;
         let mut page = first & !0xfff;
         loop {
             let at = Hva::new_truncate(page.max(first));
             let o = self.access_page(cpu, pid, at, kind, privilege, ctx);
             total.cost += o.cost;
             if o.fault.is_some() {
+                // A fault serializes: the whole access is charged in order.
                 total.fault = o.fault;
-                break;
+                return total;
             }
+            if let Timing::Access { chain: c } = o.timing {
+                chain += c;
+            }
+            total.timing = Timing::Access { chain };
             if last >> 12 == page >> 12 {
                 break;
             }
@@ -1134,19 +1220,37 @@ impl Machine {
         let mut cost = Cycles::ZERO;
         loop {
             let lookup = self.cfg.rmp.rmp_lookup_latency;
+            let mut lat =
+                Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
             let o = {
                 let mut chk = RmpCheckStage::new(&mut self.rmp, lookup);
-                self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut self.lat, &req)
+                self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
             };
             cost += o.cost;
-            let per = self.cfg.mmu.walk_ref_latency;
-            let walk = per.times(o.refs.len() as u64);
-            let rmp = (per + lookup).times(o.check_reads.len() as u64);
-            self.cycles.walk += walk;
+            let rmp = lat.check + lookup.times(o.check_reads.len() as u64);
+            self.cycles.walk += lat.walk;
             self.cycles.rmp_check += rmp;
-            self.cycles.tlb += o.cost - walk - rmp;
+            self.cycles.tlb += o.cost.saturating_sub(lat.walk + rmp);
             match o.result {
-                AccessResult::Translated { .. } => return Outcome { cost, ..Outcome::default() },
+                AccessResult::Translated { spa, .. } => {
+                    // The access itself goes through the data caches, where it competes with
+                    // page-table and RMP lines. Instruction fetches are priced by the base CPI
+                    // (no L1I model).
+                    let mut chain = if o.walked() { lat.walk + rmp } else { Cycles::ZERO };
+                    if kind != AccessKind::Fetch {
+                        let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
+                        self.cycles.data += d;
+                        cost += d;
+                        if o.walked() {
+                            chain += d;
+                        }
+                    }
+                    return Outcome {
+                        cost,
+                        timing: Timing::Access { chain },
+                        ..Outcome::default()
+                    };
+                }
                 AccessResult::NonCanonical { addr } => {
                     return self.fault(FaultKind::Gp, 0, Disposition::Fatal, cost, addr);
                 }
@@ -1229,7 +1333,12 @@ impl Machine {
             Disposition::Raised | Disposition::Handled => self.cfg.host.fatal_fault_cost,
         };
         self.cycles.fault += extra;
-        Outcome { fault: Some(FaultInfo { kind, code, disposition }), rc: None, cost: cost + extra }
+        Outcome {
+            fault: Some(FaultInfo { kind, code, disposition }),
+            rc: None,
+            cost: cost + extra,
+            timing: Timing::Serial,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1297,7 +1406,12 @@ impl Machine {
             }
         }
         self.cycles.rmp_instr += latency;
-        Outcome { fault: None, rc: Some((u64::from(rc.code()), None)), cost }
+        Outcome {
+            fault: None,
+            rc: Some((u64::from(rc.code()), None)),
+            cost,
+            timing: Timing::Serial,
+        }
     }
 
     fn launch_update(&mut self, vm: u32, spa: Spa, pages: u64) -> Outcome {
@@ -1543,6 +1657,7 @@ impl Machine {
         };
         let c = &self.cycles;
         let total = c.base
+            + c.data
             + c.tlb
             + c.walk
             + c.rmp_check
@@ -1552,6 +1667,7 @@ impl Machine {
             + c.policy;
         let cycles = report::CycleCounts {
             base: c.base.get(),
+            data: c.data.get(),
             tlb: c.tlb.get(),
             walk: c.walk.get(),
             rmp_check: c.rmp_check.get(),

@@ -185,6 +185,8 @@ pub struct MemoryCounts {
 pub struct CycleCounts {
     /// Non-memory work (base CPI).
     pub base: u64,
+    /// The accesses' own loads and stores through the data caches (`[cache]`).
+    pub data: u64,
     /// TLB lookups.
     pub tlb: u64,
     /// Page-walk memory references.
@@ -373,8 +375,16 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "  base {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}",
-            c.base, c.tlb, c.walk, c.rmp_check, c.rmp_instr, c.fault, c.invalidation, c.policy
+            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}",
+            c.base,
+            c.data,
+            c.tlb,
+            c.walk,
+            c.rmp_check,
+            c.rmp_instr,
+            c.fault,
+            c.invalidation,
+            c.policy
         );
         if !self.not_modelled.is_empty() {
             map_line(&mut o, "\nNot modelled yet (executed as no-ops)", &self.not_modelled);

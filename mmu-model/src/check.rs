@@ -5,10 +5,10 @@
 //! mmu-model knows nothing of the RMP. The root crate implements [`TranslationCheck`] on top of
 //! rmp-model; [`NoCheck`] is the machine without one.
 
-use crate::inline::InlineVec;
+use crate::fault::NpfExitInfo1;
 use crate::level::Level;
-use crate::walk::{AccessKind, PfErrorCode, Privilege};
-use sim_core::{Agent, Cycles, PageSize, Spa};
+use crate::walk::{AccessKind, PfErrorCode, Privilege, Stage};
+use sim_core::{Agent, Cycles, Gpa, PageSize, Spa};
 
 /// What a check request is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,23 @@ pub enum CheckTarget {
     },
 }
 
+/// What a check of a guest access knows about the guest side (what the RMP's guest rules
+/// need: APM Vol. 2 §15.36.10, Table 15-39).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestCheckInfo {
+    /// The VM's TLB tag: its ASID (AMD) or VPID (Intel).
+    pub asid: u16,
+    /// The guest-physical address involved: the data GPA ([`CheckTarget::Data`]), the GPA of
+    /// the guest entry ([`Stage::Guest`] table references), or the GPA whose translation the
+    /// nested walk is making ([`Stage::Nested`] table references).
+    pub gpa: Gpa,
+    /// Whether the access is to private memory: the effective C-bit for an SEV guest (guest
+    /// page-table accesses are always private, APM §15.34.5 as read here), the shared bit
+    /// clear for a TD (spec/tdx.md §1.1); `None` for a guest without memory encryption, and
+    /// for nested-table references (host memory).
+    pub private: Option<bool>,
+}
+
 /// One check: who touches which system-physical address, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckRequest {
@@ -47,6 +64,23 @@ pub struct CheckRequest {
     pub who: Agent,
     /// The privilege of the access.
     pub privilege: Privilege,
+    /// The stage: native (host, 1-D), or the guest or nested stage of a 2-D walk. A data check
+    /// of a guest access has [`Stage::Guest`].
+    pub stage: Stage,
+    /// For guest accesses: the guest-side context.
+    pub guest: Option<GuestCheckInfo>,
+}
+
+impl CheckRequest {
+    /// A check of a native (host) access.
+    pub const fn native(
+        spa: Spa,
+        target: CheckTarget,
+        who: Agent,
+        privilege: Privilege,
+    ) -> CheckRequest {
+        CheckRequest { spa, target, who, privilege, stage: Stage::Native, guest: None }
+    }
 }
 
 /// Whether a TLB entry's translation has passed the write check.
@@ -95,25 +129,74 @@ pub enum CheckVerdict {
     /// The access may proceed.
     Allow(CheckAllow),
     /// The access faults. For the host: #PF whose error code is the ordinary bits of the
-    /// access (P, W, U, I) ORed with `error_bits` (e.g. [`PfErrorCode::RMP`]).
+    /// access (P, W, U, I) ORed with `error_bits` (e.g. [`PfErrorCode::RMP`]). For a guest
+    /// access under NPT: #VMEXIT(NPF) with these bits in EXITINFO1 (bit 31 is RMP in both);
+    /// under EPT: an EPT violation.
     Fault {
         /// Extra error-code bits.
         error_bits: PfErrorCode,
     },
+    /// A guest-access fault with EXITINFO1 bits above 31 (e.g. [`NpfExitInfo1::VMPL`],
+    /// [`NpfExitInfo1::SIZEM`]). On a host access only the low 32 bits are used, as #PF error
+    /// bits.
+    NestedFault {
+        /// Extra EXITINFO1 bits.
+        exit_bits: NpfExitInfo1,
+    },
 }
 
-/// Most memory references one access's checks may report (one per check: up to five table
-/// reads, five A/D writes and the data access of a 5-level walk, rounded up).
+impl CheckVerdict {
+    /// For a host access: the extra #PF error bits if the verdict is a fault.
+    #[allow(clippy::cast_possible_truncation)] // the low 32 bits, on purpose
+    pub fn host_fault_bits(self) -> Option<PfErrorCode> {
+        match self {
+            CheckVerdict::Allow(_) => None,
+            CheckVerdict::Fault { error_bits } => Some(error_bits),
+            CheckVerdict::NestedFault { exit_bits } => {
+                Some(PfErrorCode::from_bits_retain(exit_bits.bits() as u32))
+            }
+        }
+    }
+
+    /// For a guest access: the extra EXITINFO1 bits if the verdict is a fault.
+    pub fn guest_fault_bits(self) -> Option<NpfExitInfo1> {
+        match self {
+            CheckVerdict::Allow(_) => None,
+            CheckVerdict::Fault { error_bits } => {
+                Some(NpfExitInfo1::from_bits_retain(u64::from(error_bits.bits())))
+            }
+            CheckVerdict::NestedFault { exit_bits } => Some(exit_bits),
+        }
+    }
+}
+
+/// Most memory references one host access's checks may report in its
+/// [`crate::AccessOutcome`] (one per check: up to five table reads, five A/D writes and the
+/// data access of a 5-level walk, rounded up).
 pub const MAX_CHECK_READS: usize = 16;
 
+/// Most memory references one guest access's checks may report in its
+/// [`crate::GuestAccessOutcome`]: one per reference of a 5×5 2-D walk (35 reads and up to 35
+/// A/D writes) plus the data access, rounded up.
+pub const MAX_GUEST_CHECK_READS: usize = 96;
+
 /// The memory a checker read while checking (e.g. RMP entries), for the caller to price through
-/// its cache-latency model, plus any fixed cycles the checker charges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// its cache-latency model, plus any fixed cycles the checker charges. A reusable buffer: the
+/// MMU clears and refills one per access, so checks allocate nothing after warm-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckWork {
     /// SPAs read by the checker, in order.
-    pub reads: InlineVec<Spa, MAX_CHECK_READS>,
+    pub reads: Vec<Spa>,
     /// Fixed cycles charged on top (e.g. `rmp.rmp_lookup_latency` per check).
     pub fixed: Cycles,
+}
+
+impl CheckWork {
+    /// Empty, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.reads.clear();
+        self.fixed = Cycles::ZERO;
+    }
 }
 
 /// The check stage called at the end of every walk (for each table reference and for the data
@@ -121,6 +204,12 @@ pub struct CheckWork {
 pub trait TranslationCheck {
     /// Check one request, recording the memory read and any fixed cost in `work`.
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict;
+
+    /// Whether every check allows everything with the write check passed, reads nothing and
+    /// costs nothing (then the walkers skip the calls). Default: false.
+    fn allows_everything(&self) -> bool {
+        false
+    }
 }
 
 /// A machine without a check stage: everything is allowed, writes included.
@@ -131,10 +220,18 @@ impl TranslationCheck for NoCheck {
     fn check(&mut self, _req: &CheckRequest, _work: &mut CheckWork) -> CheckVerdict {
         CheckVerdict::Allow(CheckAllow::WRITE_OK)
     }
+
+    fn allows_everything(&self) -> bool {
+        true
+    }
 }
 
 impl<C: TranslationCheck + ?Sized> TranslationCheck for &mut C {
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
         (**self).check(req, work)
+    }
+
+    fn allows_everything(&self) -> bool {
+        (**self).allows_everything()
     }
 }

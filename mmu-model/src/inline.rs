@@ -34,6 +34,18 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
         self.len += 1;
     }
 
+    /// Append a slot and return it, keeping whatever value it last held (no copy of a
+    /// default): the caller must overwrite every field. For the walkers' reusable buffers.
+    ///
+    /// # Panics
+    /// If the vector is full.
+    #[track_caller]
+    pub(crate) fn push_reuse(&mut self) -> &mut T {
+        assert!(self.len < N, "InlineVec capacity {N} exceeded");
+        self.len += 1;
+        &mut self.items[self.len - 1]
+    }
+
     /// Remove everything.
     pub fn clear(&mut self) {
         self.len = 0;

@@ -1,21 +1,39 @@
-//! One CPU's MMU: DTLB + walker + check stage, priced per transaction (STYLE rules 11, 13).
+//! One CPU's MMU: the TLB hierarchy, the paging-structure caches, the nested TLB, the walkers
+//! and the check stage, priced per transaction (STYLE rules 11, 13).
+//!
+//! Functional state (TLB and cache contents, A/D bits) is updated by [`Mmu::access`] and
+//! [`Mmu::guest_access`], which also price the access: the levels probed, each walk reference
+//! through a [`CacheLatency`] model, each check-stage read. How much of that latency the CPU
+//! actually waits for is the overlap layer's business ([`WalkOverlap`], kept apart).
 
+use crate::addr::PagedAddr;
 use crate::check::{
-    CheckRequest, CheckTarget, CheckVerdict, CheckWork, TranslationCheck, WriteCheck,
+    CheckRequest, CheckTarget, CheckVerdict, CheckWork, MAX_GUEST_CHECK_READS, TranslationCheck,
+    WriteCheck,
 };
 use crate::config::MmuConfig;
+use crate::fault::GuestFault;
+use crate::hierarchy::{HierarchyGeometry, TlbHierarchy, TlbLevelId, TlbLookup};
+use crate::inval::PendingInvalidation;
 use crate::latency::{CacheLatency, MemRefKind};
-use crate::level::Paging;
+use crate::level::{Level, Paging};
+use crate::nested::{
+    Caches2d, GuestAddr, GuestContext, GuestTranslation, GuestWalkRequest, NestedRefs,
+    NestedResult, NtlbHit, Plan2d, walk_2d_functional,
+};
+use crate::overlap::WalkOverlap;
+use crate::pwc::Pwc;
 use crate::tables::PhysMemTables;
 use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
-    AccessKind, PageFault, PagingControls, PfErrorCode, Privilege, RefKind, Translation,
-    WalkContext, WalkRefs, WalkRequest, permits, walk_checked, walk_checked_functional,
+    AccessKind, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
+    Translation, WalkContext, WalkRefs, WalkRequest, WalkStart, permits, plan_checked_into,
+    walk_checked_functional, walk_functional,
 };
-use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat};
+use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
 use sim_core::stats::PerSize;
-use sim_core::{Agent, Context, CpuId, Cycles, Hva, PageSize, Spa};
+use sim_core::{Agent, Context, CpuId, Cycles, Gpa, Gva, Hva, PageSize, Rng, Spa};
 use std::collections::BTreeMap;
 
 /// The translation state CR3 names: root table, depth, and the TLB tag of the address space.
@@ -73,27 +91,33 @@ pub enum AccessResult {
 pub enum AccessPath {
     /// No translation attempted (non-canonical address).
     None,
-    /// DTLB hit.
+    /// TLB hit (L1, or L2 then refilled into L1).
     TlbHit,
-    /// DTLB hit by a write on a read-filled entry: the write check ran.
+    /// TLB hit by a write on a read-filled entry: the write check ran.
     TlbHitWriteCheck,
     /// Page walk (a miss; or a hit that could not be used: permissions, or D clear on a write).
     Walk,
 }
 
-/// The memory the check stage read during one access.
+/// The memory the check stage read during one host access.
 pub type CheckReads = InlineVec<Spa, MAX_CHECK_READS>;
+
+/// The memory the check stage read during one guest access.
+pub type GuestCheckReads = InlineVec<Spa, MAX_GUEST_CHECK_READS>;
 
 /// What one access did and cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessOutcome {
     /// The architectural result.
     pub result: AccessResult,
-    /// Cycles the translation cost: the lookup, plus every walk reference and check-stage
-    /// read priced by the cache-latency model, plus the checker's fixed cycles.
+    /// Cycles the translation cost: the TLB levels probed, the paging-structure-cache probe of
+    /// a walk, every walk reference and check-stage read priced by the cache-latency model,
+    /// and the checker's fixed cycles. What the CPU waits for is [`WalkOverlap`]'s business.
     pub cost: Cycles,
     /// How it was resolved.
     pub path: AccessPath,
+    /// The TLB level that hit (for `TlbHit*` paths).
+    pub hit_level: Option<TlbLevelId>,
     /// The walk's references (empty unless `path` is `Walk`).
     pub refs: WalkRefs<Spa>,
     /// What the check stage read (RMP entries), already priced into `cost`.
@@ -118,6 +142,56 @@ pub struct FunctionalOutcome {
     pub check_reads: CheckReads,
 }
 
+/// One guest access presented to the MMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestAccessRequest {
+    /// A GVA (guest with paging) or a GPA (guest without paging: a GPA trace).
+    pub addr: GuestAddr,
+    /// Read, write or fetch.
+    pub kind: AccessKind,
+    /// Guest CPL 0–2 or 3.
+    pub privilege: Privilege,
+    /// What the CPU runs (a guest vCPU; passed to the check stage).
+    pub ctx: Context,
+}
+
+/// The architectural result of a guest access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestAccessResult {
+    /// The access proceeds to `spa`.
+    Translated {
+        /// The system-physical address.
+        spa: Spa,
+        /// The size of the translation used (the TLB entry's size).
+        size: PageSize,
+    },
+    /// A guest #PF, an #NPF or an EPT violation/misconfiguration.
+    Fault(GuestFault),
+    /// #GP in the guest: the GVA is not canonical.
+    NonCanonical {
+        /// The address.
+        addr: Gva,
+    },
+}
+
+/// What one guest access did and cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestAccessOutcome {
+    /// The architectural result.
+    pub result: GuestAccessResult,
+    /// Cycles, priced as for [`AccessOutcome::cost`], plus the guest-PWC probe, and per
+    /// nested translation the nested-TLB lookup and the nested-PWC probe of a nested walk.
+    pub cost: Cycles,
+    /// How it was resolved.
+    pub path: AccessPath,
+    /// The TLB level that hit.
+    pub hit_level: Option<TlbLevelId>,
+    /// The 2-D walk's references (empty unless `path` is `Walk`).
+    pub refs: NestedRefs,
+    /// What the check stage read.
+    pub check_reads: GuestCheckReads,
+}
+
 /// Why an access faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum FaultKind {
@@ -133,17 +207,36 @@ pub enum FaultKind {
     NonCanonical,
 }
 
+/// Why a guest access faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum GuestFaultKind {
+    /// A #PF for the guest.
+    GuestPageFault,
+    /// #VMEXIT(NPF) from the nested walk.
+    Npf,
+    /// EPT violation from the nested walk.
+    EptViolation,
+    /// EPT misconfiguration.
+    EptMisconfig,
+    /// #NPF / EPT violation from the check stage.
+    Check,
+    /// #GP in the guest for a non-canonical GVA.
+    NonCanonical,
+}
+
 /// MMU counters. Subtract snapshots for phase deltas.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MmuStats {
-    /// Accesses presented.
+    /// Host accesses presented.
     pub accesses: u64,
-    /// Accesses resolved by a DTLB hit (including write-checked hits).
+    /// Accesses resolved by a TLB hit at any level (including write-checked hits).
     pub tlb_hits: u64,
+    /// Of those, hits in an L2 TLB (L1 misses).
+    pub l2_tlb_hits: u64,
     /// Hits that ran the write check on a read-filled entry.
     pub write_rechecks: u64,
-    /// Walks that ended in a translation, by leaf size (DTLB misses by the size they resolved
-    /// to).
+    /// Walks that ended in a translation, by leaf size (TLB misses by the size they resolved
+    /// to; 2-D walks by the combined size).
     pub walks: PerSize<u64>,
     /// Walks that ended in a fault.
     pub walks_faulted: u64,
@@ -153,10 +246,25 @@ pub struct MmuStats {
     pub walk_ad_writes: u64,
     /// Memory read by the check stage.
     pub check_reads: u64,
-    /// Faults by kind.
+    /// Host faults by kind.
     pub faults: BTreeMap<FaultKind, u64>,
-    /// Total translation cycles.
+    /// Guest accesses presented.
+    pub guest_accesses: u64,
+    /// 2-D walks (and guest-physical nested walks) made.
+    pub guest_walks: u64,
+    /// Nested translations within guest walks answered by the nested TLB.
+    pub nested_tlb_hits: u64,
+    /// Guest faults by kind.
+    pub guest_faults: BTreeMap<GuestFaultKind, u64>,
+    /// Total translation cycles (the sum of outcome costs, before overlap).
     pub cycles: Cycles,
+}
+
+fn sub_map<K: Ord + Copy>(a: &BTreeMap<K, u64>, b: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+    a.iter()
+        .map(|(k, v)| (*k, v - b.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v != 0)
+        .collect()
 }
 
 impl std::ops::Sub for &MmuStats {
@@ -166,18 +274,18 @@ impl std::ops::Sub for &MmuStats {
         MmuStats {
             accesses: self.accesses - earlier.accesses,
             tlb_hits: self.tlb_hits - earlier.tlb_hits,
+            l2_tlb_hits: self.l2_tlb_hits - earlier.l2_tlb_hits,
             write_rechecks: self.write_rechecks - earlier.write_rechecks,
             walks: self.walks - earlier.walks,
             walks_faulted: self.walks_faulted - earlier.walks_faulted,
             walk_reads: self.walk_reads - earlier.walk_reads,
             walk_ad_writes: self.walk_ad_writes - earlier.walk_ad_writes,
             check_reads: self.check_reads - earlier.check_reads,
-            faults: self
-                .faults
-                .iter()
-                .map(|(k, v)| (*k, v - earlier.faults.get(k).copied().unwrap_or(0)))
-                .filter(|(_, v)| *v != 0)
-                .collect(),
+            faults: sub_map(&self.faults, &earlier.faults),
+            guest_accesses: self.guest_accesses - earlier.guest_accesses,
+            guest_walks: self.guest_walks - earlier.guest_walks,
+            nested_tlb_hits: self.nested_tlb_hits - earlier.nested_tlb_hits,
+            guest_faults: sub_map(&self.guest_faults, &earlier.guest_faults),
             cycles: self.cycles - earlier.cycles,
         }
     }
@@ -195,35 +303,197 @@ fn fault_kind(code: PfErrorCode) -> FaultKind {
     }
 }
 
-/// One CPU's MMU (host translation; the nested 2-D path arrives with the guest issues).
+/// A TLB hit (or walk with paging-structure-cache starts) whose translation disagreed with a
+/// fresh functional walk: a missing invalidation. Recorded by the oracle mode
+/// ([`Mmu::enable_oracle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OracleMismatch {
+    /// The address accessed (HVA, GVA or GPA).
+    pub addr: u64,
+    /// How the MMU resolved it.
+    pub path: AccessPath,
+    /// The SPA the MMU gave (`None`: a fault).
+    pub got: Option<Spa>,
+    /// The SPA a fresh walk gives (`None`: a fault).
+    pub expected: Option<Spa>,
+}
+
+/// How many cached entries an invalidation removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Invalidated {
+    /// TLB entries (every level, the nested TLB included).
+    pub tlb: u64,
+    /// Paging-structure-cache entries (host, guest and nested PWCs).
+    pub pwc: u64,
+}
+
+impl Invalidated {
+    /// TLB plus PWC entries.
+    pub const fn total(&self) -> u64 {
+        self.tlb + self.pwc
+    }
+}
+
+impl std::ops::AddAssign for Invalidated {
+    fn add_assign(&mut self, o: Self) {
+        self.tlb += o.tlb;
+        self.pwc += o.pwc;
+    }
+}
+
+/// INVPCID (Intel SDM Vol. 2, INVPCID; Vol. 3A §4.10.4.1), executed in address space `asid`
+/// (0 = the host; a VPID for a guest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invpcid {
+    /// Type 0, individual address: non-global TLB entries of (`pcid`, `addr`), and every
+    /// paging-structure-cache entry of `pcid`.
+    Address {
+        /// The PCID.
+        pcid: u16,
+        /// The linear address (raw: host or guest linear).
+        addr: u64,
+    },
+    /// Type 1, single context: non-global entries of `pcid`, and its PWC entries.
+    SingleContext {
+        /// The PCID.
+        pcid: u16,
+    },
+    /// Type 2, all contexts including global translations.
+    AllIncludingGlobal,
+    /// Type 3, all contexts except global translations.
+    AllNonGlobal,
+}
+
+/// The SVM VMCB TLB_CONTROL field (AMD APM Vol. 2 §15.16.1): what VMRUN flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlbControl {
+    /// 00h: nothing.
+    DoNothing,
+    /// 01h: the entire TLB, every ASID (global entries included).
+    FlushAll,
+    /// 03h: every entry of this guest's ASID.
+    FlushAsid,
+    /// 07h: this guest's non-global entries.
+    FlushAsidNonGlobal,
+}
+
+impl TlbControl {
+    /// Decode the field; `None` for reserved encodings.
+    pub const fn from_raw(v: u8) -> Option<TlbControl> {
+        match v {
+            0 => Some(TlbControl::DoNothing),
+            1 => Some(TlbControl::FlushAll),
+            3 => Some(TlbControl::FlushAsid),
+            7 => Some(TlbControl::FlushAsidNonGlobal),
+            _ => None,
+        }
+    }
+}
+
+/// INVEPT (Intel SDM Vol. 3C §29.4.3): invalidate guest-physical and combined mappings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invept {
+    /// Type 1: mappings derived from the EPT whose root (EP4TA) is given.
+    SingleContext {
+        /// The EPT root.
+        root: Spa,
+    },
+    /// Type 2: mappings derived from every EPT.
+    Global,
+}
+
+/// INVVPID (Intel SDM Vol. 3C §29.4.3): invalidate linear and combined mappings by VPID. Guest
+/// physical (nested) mappings are untouched. VPID 0 is the host (INVVPID with VPID 0 fails
+/// architecturally; here it removes nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invvpid {
+    /// Type 0: the mappings of one linear address, every PCID, global ones included.
+    IndividualAddress {
+        /// The VPID.
+        vpid: u16,
+        /// The guest-linear address.
+        addr: Gva,
+    },
+    /// Type 1: every mapping of one VPID.
+    SingleContext {
+        /// The VPID.
+        vpid: u16,
+    },
+    /// Type 2: every mapping of every VPID but 0.
+    AllContexts,
+    /// Type 3: the non-global mappings of one VPID.
+    SingleContextRetainingGlobals {
+        /// The VPID.
+        vpid: u16,
+    },
+}
+
+/// One CPU's MMU.
 #[derive(Clone, Debug)]
 pub struct Mmu {
     cpu: CpuId,
-    tlb_hit_latency: Cycles,
     recheck_write_on_read_fill: bool,
     format: PteFormat,
     controls: PagingControls,
     cr3: Cr3,
-    tlb: Tlb,
+    tlbs: TlbHierarchy,
+    nested_tlb: Option<Tlb>,
+    pwc: Pwc,
+    guest_pwc: Pwc,
+    nested_pwc: Pwc,
+    overlap: WalkOverlap,
+    work: CheckWork,
+    /// Reusable walk buffers (built in place, never moved: a 2-D plan is a few KiB).
+    plan1d: Box<Plan<Hva, Spa>>,
+    plan2d: Box<Plan2d>,
+    oracle: Option<Vec<OracleMismatch>>,
     stats: MmuStats,
 }
 
+/// The nested-TLB tag of a guest: its ASID, PCID 0.
+const fn ntag(asid: u16) -> TlbTag {
+    TlbTag { asid, pcid: 0 }
+}
+
 impl Mmu {
-    /// The MMU of CPU `cpu`, with an empty DTLB and CR3 = `cr3`; controls as Linux sets them.
+    /// The MMU of CPU `cpu`, with empty TLBs and caches and CR3 = `cr3`; controls as Linux
+    /// sets them. Random replacement draws from `Rng::new(cfg.replacement_seed)` forked by
+    /// CPU and structure.
     ///
     /// # Errors
     /// [`ConfigError`] if `cfg` is invalid.
     pub fn new(cpu: CpuId, cfg: &MmuConfig, cr3: Cr3) -> Result<Mmu, ConfigError> {
         use sim_core::config::ConfigBlock;
         cfg.validate()?;
+        let rng = Rng::new(cfg.replacement_seed).fork(u64::from(cpu));
+        let g = HierarchyGeometry {
+            itlb: cfg.itlb.as_ref(),
+            dtlb: &cfg.dtlb,
+            store_dtlb: cfg.store_dtlb.as_ref(),
+            l2_itlb: cfg.l2_itlb.as_ref(),
+            stlb: cfg.stlb.as_ref(),
+            inclusion: cfg.inclusion,
+        };
         Ok(Mmu {
             cpu,
-            tlb_hit_latency: cfg.tlb_hit_latency,
             recheck_write_on_read_fill: cfg.recheck_write_on_read_fill,
             format: cfg.pte_format(),
             controls: PagingControls::default(),
             cr3,
-            tlb: Tlb::new(&cfg.dtlb)?,
+            tlbs: TlbHierarchy::new(&g, &rng.fork(1))?,
+            nested_tlb: cfg
+                .nested_tlb
+                .as_ref()
+                .map(|c| Tlb::with_rng(c, &rng.fork(2)))
+                .transpose()?,
+            pwc: Pwc::new(&cfg.pwc, "mmu.pwc", &rng.fork(3))?,
+            guest_pwc: Pwc::new(&cfg.guest_pwc, "mmu.guest_pwc", &rng.fork(4))?,
+            nested_pwc: Pwc::new(&cfg.nested_pwc, "mmu.nested_pwc", &rng.fork(5))?,
+            overlap: WalkOverlap::new(cfg.page_walkers, cfg.mlp_window),
+            work: CheckWork::default(),
+            plan1d: Box::new(Plan::empty(Hva::new(0))),
+            plan2d: Box::default(),
+            oracle: None,
             stats: MmuStats::default(),
         })
     }
@@ -239,11 +509,17 @@ impl Mmu {
     }
 
     /// MOV CR3: switch address space. Unless `preserve` (CR3 bit 63 with PCIDs), the new
-    /// context's non-global entries are flushed.
-    pub fn load_cr3(&mut self, cr3: Cr3, preserve: bool) {
+    /// context's non-global TLB entries and its paging-structure-cache entries are flushed
+    /// (SDM Vol. 3A §4.10.4.1).
+    pub fn load_cr3(&mut self, cr3: Cr3, preserve: bool) -> Invalidated {
         self.cr3 = cr3;
-        if !preserve {
-            self.tlb.flush(FlushScope::Context(cr3.tag));
+        if preserve {
+            return Invalidated::default();
+        }
+        let t = cr3.tag;
+        Invalidated {
+            tlb: self.tlbs.flush(FlushScope::Context(t)),
+            pwc: self.pwc_for(t.asid).remove_where(|et, _| et == t),
         }
     }
 
@@ -258,19 +534,61 @@ impl Mmu {
         self.controls = c;
     }
 
-    /// The DTLB.
-    pub const fn tlb(&self) -> &Tlb {
-        &self.tlb
+    /// The TLB hierarchy.
+    pub const fn tlb(&self) -> &TlbHierarchy {
+        &self.tlbs
     }
 
-    /// The DTLB, for invalidations and flushes.
-    pub fn tlb_mut(&mut self) -> &mut Tlb {
-        &mut self.tlb
+    /// The TLB hierarchy, for TLB-only invalidations and flushes (the paging-structure caches
+    /// are reached through the `Mmu` operations: [`Mmu::invalidate`], [`Mmu::invlpg`], …).
+    pub fn tlb_mut(&mut self) -> &mut TlbHierarchy {
+        &mut self.tlbs
+    }
+
+    /// The nested (gPA→hPA) TLB, if configured.
+    pub fn nested_tlb(&self) -> Option<&Tlb> {
+        self.nested_tlb.as_ref()
+    }
+
+    /// The host paging-structure caches.
+    pub const fn pwc(&self) -> &Pwc {
+        &self.pwc
+    }
+
+    /// The guest paging-structure caches (2-D walks, keyed by GVA).
+    pub const fn guest_pwc(&self) -> &Pwc {
+        &self.guest_pwc
+    }
+
+    /// The nested paging-structure caches (NPT/EPT entries, keyed by GPA).
+    pub const fn nested_pwc(&self) -> &Pwc {
+        &self.nested_pwc
+    }
+
+    /// The overlap timing layer of this CPU.
+    pub fn overlap_mut(&mut self) -> &mut WalkOverlap {
+        &mut self.overlap
     }
 
     /// Counters.
     pub const fn stats(&self) -> &MmuStats {
         &self.stats
+    }
+
+    /// Turn on the oracle: every access's result is compared with a fresh functional walk
+    /// (no caches, no check stage), and disagreements — stale TLB or PWC contents left by a
+    /// missing invalidation — are recorded. Slow; for tests and debugging.
+    pub fn enable_oracle(&mut self) {
+        self.oracle.get_or_insert_with(Vec::new);
+    }
+
+    /// What the oracle recorded (empty when off).
+    pub fn oracle_mismatches(&self) -> &[OracleMismatch] {
+        self.oracle.as_deref().unwrap_or(&[])
+    }
+
+    fn pwc_for(&mut self, asid: u16) -> &mut Pwc {
+        if asid == 0 { &mut self.pwc } else { &mut self.guest_pwc }
     }
 
     fn ctx(&self) -> WalkContext<Spa> {
@@ -282,21 +600,38 @@ impl Mmu {
         }
     }
 
-    fn agent(&self, req: &AccessRequest) -> Agent {
-        Agent::Cpu { cpu: self.cpu, ctx: req.ctx }
+    fn agent(&self, ctx: Context) -> Agent {
+        Agent::Cpu { cpu: self.cpu, ctx }
     }
 
-    fn walk_request(&self, req: &AccessRequest) -> WalkRequest<Hva> {
-        WalkRequest { va: req.va, access: req.kind, privilege: req.privilege, who: self.agent(req) }
+    fn price_checks<L: CacheLatency + ?Sized>(&mut self, lat: &mut L) -> Cycles {
+        self.stats.check_reads += self.work.reads.len() as u64;
+        self.work.reads.iter().map(|&a| lat.latency(a, MemRefKind::CheckRead)).sum::<Cycles>()
+            + self.work.fixed
     }
 
-    fn price_checks<L: CacheLatency + ?Sized>(&mut self, work: &CheckWork, lat: &mut L) -> Cycles {
-        self.stats.check_reads += work.reads.len() as u64;
-        work.reads.iter().map(|&a| lat.latency(a, MemRefKind::CheckRead)).sum::<Cycles>()
-            + work.fixed
+    fn price_ref<L: CacheLatency + ?Sized>(
+        &mut self,
+        addr: Spa,
+        level: Level,
+        kind: RefKind,
+        lat: &mut L,
+    ) -> Cycles {
+        let k = match kind {
+            RefKind::Read => {
+                self.stats.walk_reads += 1;
+                MemRefKind::TableRead(level)
+            }
+            RefKind::AdWrite => {
+                self.stats.walk_ad_writes += 1;
+                MemRefKind::TableAdWrite(level)
+            }
+        };
+        lat.latency(addr, k)
     }
 
-    fn finish(&mut self, out: AccessOutcome) -> AccessOutcome {
+    #[inline]
+    fn finish(&mut self, out: &AccessOutcome) {
         match out.result {
             AccessResult::Translated { .. } => {}
             AccessResult::Fault(f) => {
@@ -307,16 +642,25 @@ impl Mmu {
             }
         }
         self.stats.cycles += out.cost;
-        out
     }
 
-    /// Translate one access (timing mode): DTLB lookup; on a usable hit, done (running the
-    /// write check first if a write meets a read-filled entry); otherwise a walk through the
-    /// check stage, A/D updates, and a fill. A fault removes the address's entries (SDM Vol. 3A
-    /// §4.10.4.1) and installs none.
+    #[inline]
+    fn count_hit(&mut self, level: Option<TlbLevelId>) {
+        self.stats.tlb_hits += 1;
+        if level.is_some_and(|l| !l.is_l1()) {
+            self.stats.l2_tlb_hits += 1;
+        }
+    }
+
+    /// Translate one host access (timing mode): TLB lookup (L1, then L2); on a usable hit,
+    /// done (running the write check first if a write meets a read-filled entry); otherwise a
+    /// walk from the deepest paging-structure-cache hit, through the check stage, A/D updates,
+    /// and fills of the TLBs and the PWCs. A fault removes the address's TLB and PWC entries
+    /// (SDM Vol. 3A §4.10.4.1) and installs none.
     ///
-    /// Cost = `tlb_hit_latency` + each walk reference priced by `lat` + each check-stage read
-    /// priced by `lat` + the checker's fixed cycles.
+    /// Cost = the TLB levels probed + on a walk the PWC probe, each walk reference priced by
+    /// `lat`, each check-stage read priced by `lat`, and the checker's fixed cycles.
+    #[inline]
     pub fn access<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
         &mut self,
         tables: &mut PhysMemTables,
@@ -325,26 +669,77 @@ impl Mmu {
         req: &AccessRequest,
     ) -> AccessOutcome {
         self.stats.accesses += 1;
+        if !req.va.is_canonical(self.cr3.paging.va_bits()) {
+            let mut out = AccessOutcome {
+                result: AccessResult::NonCanonical { addr: req.va },
+                cost: Cycles::ZERO,
+                path: AccessPath::None,
+                hit_level: None,
+                refs: WalkRefs::new(),
+                check_reads: CheckReads::new(),
+            };
+            self.access_slow(tables, checker, lat, req, None, &mut out);
+            return out;
+        }
+        let look = self.tlbs.lookup(req.va.raw(), self.cr3.tag, None, req.kind);
+        // The common case, kept small so that it inlines into the caller: a usable hit that
+        // needs no write check, oracle off.
+        if let Some(hit) = look.hit
+            && self.oracle.is_none()
+            && permits(hit.perms, req.kind, req.privilege, self.controls)
+            && (req.kind != AccessKind::Write
+                || (hit.dirty
+                    && (hit.cache.write == WriteCheck::Allowed
+                        || !self.recheck_write_on_read_fill)))
+        {
+            self.count_hit(look.level);
+            self.stats.cycles += look.latency;
+            return AccessOutcome {
+                result: AccessResult::Translated { spa: hit.pa, size: hit.size },
+                cost: look.latency,
+                path: AccessPath::TlbHit,
+                hit_level: look.level,
+                refs: WalkRefs::new(),
+                check_reads: CheckReads::new(),
+            };
+        }
         let mut out = AccessOutcome {
             result: AccessResult::NonCanonical { addr: req.va },
             cost: Cycles::ZERO,
             path: AccessPath::None,
+            hit_level: None,
             refs: WalkRefs::new(),
             check_reads: CheckReads::new(),
         };
-        if !req.va.is_canonical(self.cr3.paging.va_bits()) {
-            return self.finish(out);
-        }
-        out.cost = self.tlb_hit_latency;
+        self.access_slow(tables, checker, lat, req, Some(look), &mut out);
+        out
+    }
+
+    /// [`Mmu::access`] after the TLB lookup (`None`: non-canonical, no lookup made), filling
+    /// `out` (passed in rather than returned: the outcome is a few hundred bytes).
+    fn access_slow<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+        &mut self,
+        tables: &mut PhysMemTables,
+        checker: &mut C,
+        lat: &mut L,
+        req: &AccessRequest,
+        look: Option<TlbLookup>,
+        out: &mut AccessOutcome,
+    ) {
+        let Some(look) = look else {
+            self.finish(out);
+            return;
+        };
         let tag = self.cr3.tag;
-        let mut work = CheckWork::default();
-        if let Some(hit) = self.tlb.lookup(req.va, tag) {
+        out.cost = look.latency;
+        if let Some(hit) = look.hit {
             // A write through a clean entry re-walks to set D (SDM Vol. 3A §4.8).
             let usable = permits(hit.perms, req.kind, req.privilege, self.controls)
                 && (req.kind != AccessKind::Write || hit.dirty);
             if usable {
-                self.stats.tlb_hits += 1;
+                self.count_hit(look.level);
                 out.path = AccessPath::TlbHit;
+                out.hit_level = look.level;
                 out.result = AccessResult::Translated { spa: hit.pa, size: hit.size };
                 if req.kind == AccessKind::Write
                     && hit.cache.write == WriteCheck::Unchecked
@@ -352,80 +747,126 @@ impl Mmu {
                 {
                     self.stats.write_rechecks += 1;
                     out.path = AccessPath::TlbHitWriteCheck;
-                    let creq = CheckRequest {
-                        spa: hit.pa,
-                        target: CheckTarget::Data { access: AccessKind::Write, mapping: hit.size },
-                        who: self.agent(req),
-                        privilege: req.privilege,
-                    };
-                    match checker.check(&creq, &mut work) {
+                    self.work.clear();
+                    let creq = CheckRequest::native(
+                        hit.pa,
+                        CheckTarget::Data { access: AccessKind::Write, mapping: hit.size },
+                        self.agent(req.ctx),
+                        req.privilege,
+                    );
+                    match checker.check(&creq, &mut self.work) {
                         CheckVerdict::Allow(_) => {
                             let mut cache = hit.cache;
                             cache.write = WriteCheck::Allowed;
-                            self.tlb.set_cache(hit.slot, cache);
+                            self.tlbs.set_cache(req.kind, hit.slot, cache);
                         }
-                        CheckVerdict::Fault { error_bits } => {
-                            let mut code = PfErrorCode::PRESENT | PfErrorCode::WRITE | error_bits;
+                        v @ (CheckVerdict::Fault { .. } | CheckVerdict::NestedFault { .. }) => {
+                            let mut code = PfErrorCode::PRESENT
+                                | PfErrorCode::WRITE
+                                | v.host_fault_bits().unwrap_or_default();
                             if req.privilege == Privilege::User {
                                 code |= PfErrorCode::USER;
                             }
                             out.result = AccessResult::Fault(PageFault { code, addr: req.va });
                         }
                     }
-                    out.cost += self.price_checks(&work, lat);
-                    out.check_reads = work.reads;
+                    out.cost += self.price_checks(lat);
+                    out.check_reads = copy_reads(&self.work.reads);
                 }
-                return self.finish(out);
+                self.oracle_host(tables, req, out);
+                self.finish(out);
+                return;
             }
         }
         out.path = AccessPath::Walk;
-        let cw = walk_checked(tables, &self.ctx(), &self.walk_request(req), checker, &mut work);
-        for r in &cw.walk.refs {
-            let kind = match r.kind {
-                RefKind::Read => {
-                    self.stats.walk_reads += 1;
-                    MemRefKind::TableRead(r.level)
-                }
-                RefKind::AdWrite => {
-                    self.stats.walk_ad_writes += 1;
-                    MemRefKind::TableAdWrite(r.level)
-                }
-            };
-            out.cost += lat.latency(r.addr, kind);
+        let ctx = self.ctx();
+        let start = self.pwc.lookup::<Spa>(req.va.raw(), tag, None, ctx.paging.top());
+        out.cost += self.pwc.probe_latency();
+        let wreq = WalkRequest {
+            va: req.va,
+            access: req.kind,
+            privilege: req.privilege,
+            who: self.agent(req.ctx),
+        };
+        self.work.clear();
+        let p = &mut *self.plan1d;
+        let allow = plan_checked_into(p, tables, &ctx, &wreq, checker, &mut self.work, start);
+        p.commit(tables);
+        p.push_refs(&mut out.refs);
+        for i in 0..out.refs.len() {
+            let r = out.refs[i];
+            out.cost += self.price_ref(r.addr, r.level, r.kind, lat);
         }
-        out.cost += self.price_checks(&work, lat);
-        out.refs = cw.walk.refs;
-        out.check_reads = work.reads;
-        match (cw.walk.outcome, cw.allow) {
+        out.cost += self.price_checks(lat);
+        for &r in &self.work.reads {
+            out.check_reads.push(r);
+        }
+        let p = &*self.plan1d;
+        match (p.outcome, allow) {
             (Translation::Translated { pa, size, perms, attrs }, Some(allow)) => {
                 let fill_size = allow.fill_size.unwrap_or(size).min(size);
                 let frame = Spa::new_truncate(pa.raw() & !(fill_size.bytes() - 1));
-                let installed = self.tlb.fill(
-                    req.va,
+                let installed = self.tlbs.fill(
+                    req.va.raw(),
                     tag,
+                    None,
+                    req.kind,
                     &TlbFill {
                         frame,
                         size: fill_size,
                         perms,
+                        nested_perms: Perms::ALL,
                         global: attrs.flags.contains(PteFlags::GLOBAL),
                         dirty: attrs.flags.contains(PteFlags::DIRTY),
                         cache: allow.cache,
                     },
                 );
+                // Cache the non-leaf entries the walk read.
+                let n = if self.pwc.exists() { p.core.steps.len() } else { 0 };
+                for s in &p.core.steps[..n.saturating_sub(1)] {
+                    let next: Spa = X86Pte::new(s.entry).table_addr(ctx.format);
+                    self.pwc.fill(req.va.raw(), tag, None, s.level, next.raw(), s.perms);
+                }
                 self.stats.walks[size] += 1;
                 out.result = AccessResult::Translated { spa: pa, size: installed };
             }
             (Translation::Translated { .. }, None) => unreachable!("checks ran on a translation"),
             (Translation::Fault(f), _) => {
                 self.stats.walks_faulted += 1;
-                self.tlb.invalidate_page(req.va, tag);
+                self.tlbs.invalidate_range_raw(req.va.raw(), 1, tag);
+                self.pwc.remove_addr(req.va.raw(), tag, None);
                 out.result = AccessResult::Fault(f);
             }
             (Translation::NonCanonical { addr }, _) => {
                 out.result = AccessResult::NonCanonical { addr };
             }
         }
-        self.finish(out)
+        self.oracle_host(tables, req, out);
+        self.finish(out);
+    }
+
+    fn oracle_host(&mut self, tables: &PhysMemTables, req: &AccessRequest, out: &AccessOutcome) {
+        let Some(log) = self.oracle.as_mut() else { return };
+        let got = match out.result {
+            AccessResult::Translated { spa, .. } => Some(spa),
+            // Check-stage faults have no counterpart in a check-less walk.
+            AccessResult::Fault(f) if f.code.contains(PfErrorCode::RMP) => return,
+            AccessResult::Fault(_) | AccessResult::NonCanonical { .. } => None,
+        };
+        let ctx = WalkContext {
+            root: self.cr3.root,
+            paging: self.cr3.paging,
+            format: self.format,
+            controls: self.controls,
+        };
+        let fresh = walk_functional(tables, &ctx, req.va, req.kind, req.privilege);
+        let expected = match fresh.outcome {
+            Translation::Translated { pa, .. } => Some(pa),
+            Translation::Fault(_) | Translation::NonCanonical { .. } => None,
+        };
+        if got != expected {
+            log.push(OracleMismatch { addr: req.va.raw(), path: out.path, got, expected });
+        }
     }
 
     /// The functional path (`ccsim check`, oracles): what a walk through the check stage would
@@ -438,13 +879,13 @@ impl Mmu {
         req: &AccessRequest,
     ) -> FunctionalOutcome {
         let mut work = CheckWork::default();
-        let cw = walk_checked_functional(
-            tables,
-            &self.ctx(),
-            &self.walk_request(req),
-            checker,
-            &mut work,
-        );
+        let wreq = WalkRequest {
+            va: req.va,
+            access: req.kind,
+            privilege: req.privilege,
+            who: self.agent(req.ctx),
+        };
+        let cw = walk_checked_functional(tables, &self.ctx(), &wreq, checker, &mut work);
         let result = match (cw.walk.outcome, cw.allow) {
             (Translation::Translated { pa, size, .. }, Some(allow)) => {
                 AccessResult::Translated { spa: pa, size: allow.fill_size.unwrap_or(size) }
@@ -453,7 +894,522 @@ impl Mmu {
             (Translation::Fault(f), _) => AccessResult::Fault(f),
             (Translation::NonCanonical { addr }, _) => AccessResult::NonCanonical { addr },
         };
-        FunctionalOutcome { result, refs: cw.walk.refs, check_reads: work.reads }
+        FunctionalOutcome { result, refs: cw.walk.refs, check_reads: copy_reads(&work.reads) }
+    }
+
+    /// Translate one guest access (timing mode) for a vCPU in `gctx`, on this CPU: TLB lookup
+    /// of the combined (GVA or GPA → SPA) translation tagged by the guest's ASID/VPID, PCID and
+    /// nested root; on a miss the 2-D walk, using the guest PWC, the nested TLB and the nested
+    /// PWC, through the check stage; fills of the TLBs, the nested TLB and both PWCs.
+    ///
+    /// Host tables (`host`) hold the NPT/EPT pages; `guest` holds the guest's own page-table
+    /// pages keyed by GPA. A write hitting a read-filled entry re-walks through the check
+    /// stage when `recheck_write_on_read_fill` is on (the TLB keeps no GPA to check on a hit).
+    #[inline]
+    pub fn guest_access<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+        &mut self,
+        host: &mut PhysMemTables,
+        guest: &mut PhysMemTables<Gpa>,
+        gctx: &GuestContext,
+        checker: &mut C,
+        lat: &mut L,
+        req: &GuestAccessRequest,
+    ) -> GuestAccessOutcome {
+        let mut out = GuestAccessOutcome {
+            result: GuestAccessResult::NonCanonical { addr: Gva::new(req.addr.raw()) },
+            cost: Cycles::ZERO,
+            path: AccessPath::None,
+            hit_level: None,
+            refs: NestedRefs::new(),
+            check_reads: GuestCheckReads::new(),
+        };
+        self.guest_access_into(host, guest, gctx, checker, lat, req, &mut out);
+        out
+    }
+
+    /// [`Mmu::guest_access`] filling `out` (a few KiB: passed in rather than returned).
+    #[allow(clippy::too_many_arguments)] // guest_access's arguments and the outcome
+    fn guest_access_into<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+        &mut self,
+        host: &mut PhysMemTables,
+        guest: &mut PhysMemTables<Gpa>,
+        gctx: &GuestContext,
+        checker: &mut C,
+        lat: &mut L,
+        req: &GuestAccessRequest,
+        out: &mut GuestAccessOutcome,
+    ) {
+        self.stats.guest_accesses += 1;
+        if let (GuestAddr::Virtual(v), Some(gp)) = (req.addr, gctx.paging)
+            && !v.is_canonical(gp.paging.va_bits())
+        {
+            self.finish_guest(out);
+            return;
+        }
+        let tag = gctx.tag;
+        let nroot = Some(gctx.nested.root);
+        let look = self.tlbs.lookup(req.addr.raw(), tag, nroot, req.kind);
+        out.cost = look.latency;
+        if let Some(hit) = look.hit {
+            let nested_ok = match req.kind {
+                AccessKind::Read => hit.nested_perms.readable,
+                AccessKind::Write => hit.nested_perms.writable,
+                AccessKind::Fetch => hit.nested_perms.executable,
+            };
+            let usable = nested_ok
+                && permits(hit.perms, req.kind, req.privilege, gctx.controls())
+                && (req.kind != AccessKind::Write || hit.dirty)
+                && !(req.kind == AccessKind::Write
+                    && hit.cache.write == WriteCheck::Unchecked
+                    && self.recheck_write_on_read_fill);
+            if usable {
+                self.count_hit(look.level);
+                out.path = AccessPath::TlbHit;
+                out.hit_level = look.level;
+                out.result = GuestAccessResult::Translated { spa: hit.pa, size: hit.size };
+                self.oracle_guest(host, guest, gctx, req, out);
+                self.finish_guest(out);
+                return;
+            }
+            if req.kind == AccessKind::Write && hit.cache.write == WriteCheck::Unchecked {
+                self.stats.write_rechecks += 1;
+            }
+        }
+        out.path = AccessPath::Walk;
+        self.stats.guest_walks += 1;
+        let wreq = GuestWalkRequest {
+            addr: req.addr,
+            access: req.kind,
+            privilege: req.privilege,
+            who: self.agent(req.ctx),
+        };
+        let mut caches = Adapter {
+            tag,
+            primary: gctx.nested.root,
+            ntlb: self.nested_tlb.as_mut(),
+            guest_pwc: &mut self.guest_pwc,
+            nested_pwc: &mut self.nested_pwc,
+            ntlb_lookups: 0,
+            ntlb_hits: 0,
+            npwc_probes: 0,
+            gpwc_probes: 0,
+        };
+        let p = &mut *self.plan2d;
+        crate::nested::plan_2d_into(p, host, guest, gctx, &wreq, &mut caches);
+        let (nl, nh, np, gpr) =
+            (caches.ntlb_lookups, caches.ntlb_hits, caches.npwc_probes, caches.gpwc_probes);
+        self.stats.nested_tlb_hits += nh;
+        if let Some(t) = self.nested_tlb.as_ref() {
+            out.cost += t.hit_latency().times(nl);
+        }
+        out.cost += self.nested_pwc.probe_latency().times(np);
+        out.cost += self.guest_pwc.probe_latency().times(gpr);
+        self.work.clear();
+        let allow = p.run_checks(gctx, &wreq, checker, &mut self.work);
+        p.commit(host, guest);
+        p.push_refs(&mut out.refs);
+        for i in 0..out.refs.len() {
+            let r = out.refs[i];
+            out.cost += self.price_ref(r.addr, r.level, r.kind, lat);
+        }
+        out.cost += self.price_checks(lat);
+        for &r in &self.work.reads {
+            out.check_reads.push(r);
+        }
+        let asid = tag.asid;
+        let p = &*self.plan2d;
+        match (p.outcome, allow) {
+            (
+                GuestTranslation::Translated {
+                    spa, size, perms, nested_perms, global, dirty, ..
+                },
+                Some(allow),
+            ) => {
+                let fill_size = allow.fill_size.unwrap_or(size).min(size);
+                let frame = Spa::new_truncate(spa.raw() & !(fill_size.bytes() - 1));
+                let installed = self.tlbs.fill(
+                    req.addr.raw(),
+                    tag,
+                    nroot,
+                    req.kind,
+                    &TlbFill {
+                        frame,
+                        size: fill_size,
+                        perms,
+                        nested_perms,
+                        global,
+                        dirty,
+                        cache: allow.cache,
+                    },
+                );
+                // Nested TLB and nested PWC fills for the nested walks made.
+                for it in &p.items {
+                    let n = &it.nested;
+                    if n.from_ntlb {
+                        continue;
+                    }
+                    let NestedResult::Ok { frame, size, perms, dirty } = n.result else { continue };
+                    if let Some(t) = self.nested_tlb.as_mut() {
+                        t.fill_in(
+                            n.gpa.raw(),
+                            ntag(asid),
+                            Some(n.root),
+                            &TlbFill {
+                                frame,
+                                size,
+                                perms,
+                                nested_perms: Perms::ALL,
+                                global: false,
+                                dirty: dirty
+                                    || n.core.steps.last().is_some_and(|l| l.set != 0 && n.write),
+                                cache: crate::check::CheckCache::default(),
+                            },
+                        );
+                    }
+                    let k = if self.nested_pwc.exists() { n.core.steps.len() } else { 0 };
+                    for s in &n.core.steps[..k.saturating_sub(1)] {
+                        let next: Spa = nested_next(gctx, s.entry);
+                        self.nested_pwc.fill(
+                            n.gpa.raw(),
+                            ntag(asid),
+                            Some(n.root),
+                            s.level,
+                            next.raw(),
+                            s.perms,
+                        );
+                    }
+                }
+                if let Some(gp) = gctx.paging
+                    && self.guest_pwc.exists()
+                {
+                    let core = &p.guest_core;
+                    let k = core.steps.len();
+                    for s in &core.steps[..k.saturating_sub(1)] {
+                        let next: Gpa = X86Pte::new(s.entry).table_addr(gp.format);
+                        self.guest_pwc.fill(
+                            req.addr.raw(),
+                            tag,
+                            nroot,
+                            s.level,
+                            next.raw(),
+                            s.perms,
+                        );
+                    }
+                }
+                self.stats.walks[size] += 1;
+                out.result = GuestAccessResult::Translated { spa, size: installed };
+            }
+            (GuestTranslation::Translated { .. }, None) => {
+                unreachable!("checks ran on a translation")
+            }
+            (GuestTranslation::Fault(f), _) => {
+                self.stats.walks_faulted += 1;
+                self.tlbs.invalidate_range_raw(req.addr.raw(), 1, tag);
+                self.guest_pwc.remove_addr(req.addr.raw(), tag, nroot);
+                out.result = GuestAccessResult::Fault(f);
+            }
+            (GuestTranslation::NonCanonical { addr }, _) => {
+                out.result = GuestAccessResult::NonCanonical { addr };
+            }
+        }
+        self.oracle_guest(host, guest, gctx, req, out);
+        self.finish_guest(out);
+    }
+
+    fn finish_guest(&mut self, out: &GuestAccessOutcome) {
+        let kind = match out.result {
+            GuestAccessResult::Translated { .. } => None,
+            GuestAccessResult::NonCanonical { .. } => Some(GuestFaultKind::NonCanonical),
+            GuestAccessResult::Fault(f) => Some(guest_fault_kind(&f)),
+        };
+        if let Some(k) = kind {
+            *self.stats.guest_faults.entry(k).or_default() += 1;
+        }
+        self.stats.cycles += out.cost;
+    }
+
+    fn oracle_guest(
+        &mut self,
+        host: &PhysMemTables,
+        guest: &PhysMemTables<Gpa>,
+        gctx: &GuestContext,
+        req: &GuestAccessRequest,
+        out: &GuestAccessOutcome,
+    ) {
+        let Some(log) = self.oracle.as_mut() else { return };
+        let got = match out.result {
+            GuestAccessResult::Translated { spa, .. } => Some(spa),
+            GuestAccessResult::Fault(f) if guest_fault_kind(&f) == GuestFaultKind::Check => {
+                return;
+            }
+            GuestAccessResult::Fault(_) | GuestAccessResult::NonCanonical { .. } => None,
+        };
+        let wreq = GuestWalkRequest {
+            addr: req.addr,
+            access: req.kind,
+            privilege: req.privilege,
+            who: Agent::Cpu { cpu: self.cpu, ctx: req.ctx },
+        };
+        let fresh = walk_2d_functional(host, guest, gctx, &wreq);
+        let expected = match fresh.outcome {
+            GuestTranslation::Translated { spa, .. } => Some(spa),
+            GuestTranslation::Fault(_) | GuestTranslation::NonCanonical { .. } => None,
+        };
+        if got != expected {
+            log.push(OracleMismatch { addr: req.addr.raw(), path: out.path, got, expected });
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Invalidation.
+
+    /// INVLPG of `va` in address space `tag` (a host HVA with the host's tag, or a GVA with a
+    /// guest's ASID/VPID and PCID): every TLB entry of any size translating it for the tag,
+    /// global ones included, at every level; and every paging-structure-cache entry of the
+    /// tag's PCID, whatever its address (SDM Vol. 3A §4.10.4.1).
+    pub fn invlpg<V: PagedAddr>(&mut self, va: V, tag: TlbTag) -> Invalidated {
+        Invalidated {
+            tlb: self.tlbs.invalidate_range_raw(va.raw(), 1, tag),
+            pwc: self.pwc_for(tag.asid).remove_where(|t, _| t == tag),
+        }
+    }
+
+    /// Apply a page-table change's token in address space `tag`: INVLPG over each stale range
+    /// (TLB entries of every level; the PWC entries of the tag's PCID), and if table pages were
+    /// freed, every PWC entry of the ASID, every PCID (what Linux's full flush after a collapse
+    /// achieves, spec/physmap.md §2.2).
+    pub fn invalidate<V: PagedAddr>(
+        &mut self,
+        inv: &PendingInvalidation<V>,
+        tag: TlbTag,
+    ) -> Invalidated {
+        let mut n = Invalidated::default();
+        for r in inv.ranges() {
+            n.tlb += self.tlbs.invalidate_range_raw(r.start.raw(), r.bytes, tag);
+        }
+        if !inv.ranges().is_empty() {
+            n.pwc += self.pwc_for(tag.asid).remove_where(|t, _| t == tag);
+        }
+        if inv.freed_tables() {
+            n.pwc += self.pwc_for(tag.asid).remove_where(|t, _| t.asid == tag.asid);
+        }
+        n
+    }
+
+    /// Apply a nested-table (NPT/EPT) change's token for the guest with ASID/VPID `asid` under
+    /// nested root `root`: the nested TLB's entries for the ranges, the nested PWC's entries of
+    /// that root, and — since combined GVA→SPA entries cannot be found by GPA — every TLB and
+    /// guest-PWC entry built under that root. This is what INVEPT single-context does (Intel);
+    /// on AMD the hypervisor gets the same effect with TLB_CONTROL = 3 ([`Mmu::svm_tlb_control`]).
+    pub fn invalidate_nested(
+        &mut self,
+        inv: &PendingInvalidation<Gpa>,
+        asid: u16,
+        root: Spa,
+    ) -> Invalidated {
+        if inv.is_empty() {
+            return Invalidated::default();
+        }
+        let _ = asid;
+        self.invept(Invept::SingleContext { root })
+    }
+
+    /// INVPCID in address space `asid` (0: host).
+    pub fn invpcid(&mut self, asid: u16, op: Invpcid) -> Invalidated {
+        match op {
+            Invpcid::Address { pcid, addr } => {
+                let tag = TlbTag { asid, pcid };
+                let tlb = self
+                    .tlbs_remove(|e_tag, g, lo, hi| e_tag == tag && !g && lo <= addr && addr < hi);
+                Invalidated { tlb, pwc: self.pwc_for(asid).remove_where(|t, _| t == tag) }
+            }
+            Invpcid::SingleContext { pcid } => {
+                let tag = TlbTag { asid, pcid };
+                Invalidated {
+                    tlb: self.tlbs.flush(FlushScope::Context(tag)),
+                    pwc: self.pwc_for(asid).remove_where(|t, _| t == tag),
+                }
+            }
+            Invpcid::AllIncludingGlobal => Invalidated {
+                tlb: self.tlbs.flush(FlushScope::Asid(asid)),
+                pwc: self.pwc_for(asid).remove_where(|t, _| t.asid == asid),
+            },
+            Invpcid::AllNonGlobal => Invalidated {
+                tlb: self.tlbs.flush(FlushScope::AllNonGlobal(asid)),
+                pwc: self.pwc_for(asid).remove_where(|t, _| t.asid == asid),
+            },
+        }
+    }
+
+    fn tlbs_remove(&mut self, pred: impl Fn(TlbTag, bool, u64, u64) -> bool) -> u64 {
+        self.tlbs.remove_where(&pred)
+    }
+
+    /// A full flush: every TLB entry (all levels, the nested TLB, every ASID, global ones
+    /// included) and every paging-structure-cache entry (CR4.PGE toggle; the global flush
+    /// after an RMP update).
+    pub fn flush_all(&mut self) -> Invalidated {
+        let mut n = Invalidated { tlb: self.tlbs.flush(FlushScope::All), pwc: 0 };
+        if let Some(t) = self.nested_tlb.as_mut() {
+            n.tlb += t.flush(FlushScope::All);
+        }
+        n.pwc += self.pwc.remove_where(|_, _| true);
+        n.pwc += self.guest_pwc.remove_where(|_, _| true);
+        n.pwc += self.nested_pwc.remove_where(|_, _| true);
+        n
+    }
+
+    fn flush_guest_asid(&mut self, asid: u16, scope: FlushScope) -> Invalidated {
+        let mut n = Invalidated { tlb: self.tlbs.flush(scope), pwc: 0 };
+        if let Some(t) = self.nested_tlb.as_mut() {
+            n.tlb += t.flush(FlushScope::Asid(asid));
+        }
+        n.pwc += self.guest_pwc.remove_where(|t, _| t.asid == asid);
+        n.pwc += self.nested_pwc.remove_where(|t, _| t.asid == asid);
+        n
+    }
+
+    /// What VMRUN does with the VMCB's TLB_CONTROL for the guest with ASID `asid` (AMD APM
+    /// Vol. 2 §15.16.1). Flushing an ASID also drops its nested-TLB and nested-PWC entries.
+    pub fn svm_tlb_control(&mut self, asid: u16, ctl: TlbControl) -> Invalidated {
+        match ctl {
+            TlbControl::DoNothing => Invalidated::default(),
+            TlbControl::FlushAll => self.flush_all(),
+            TlbControl::FlushAsid => self.flush_guest_asid(asid, FlushScope::Asid(asid)),
+            TlbControl::FlushAsidNonGlobal => {
+                self.flush_guest_asid(asid, FlushScope::AllNonGlobal(asid))
+            }
+        }
+    }
+
+    /// INVEPT: combined (GVA→SPA) TLB entries, guest-PWC entries, nested-TLB entries and
+    /// nested-PWC entries derived from one EPT root (single-context) or from any (global).
+    pub fn invept(&mut self, op: Invept) -> Invalidated {
+        let (scope, key) = match op {
+            Invept::SingleContext { root } => {
+                (FlushScope::NestedRoot(root), Some(crate::tlb::nroot_key(Some(root))))
+            }
+            Invept::Global => (FlushScope::AllNested, None),
+        };
+        let hit = |k: u64| k != 0 && key.is_none_or(|want| k == want);
+        let mut n = Invalidated { tlb: self.tlbs.flush(scope), pwc: 0 };
+        if let Some(t) = self.nested_tlb.as_mut() {
+            n.tlb += t.flush(scope);
+        }
+        n.pwc += self.guest_pwc.remove_where(|_, k| hit(k));
+        n.pwc += self.nested_pwc.remove_where(|_, k| hit(k));
+        n
+    }
+
+    /// INVVPID: linear and combined mappings (TLB entries, guest-PWC entries) by VPID.
+    pub fn invvpid(&mut self, op: Invvpid) -> Invalidated {
+        match op {
+            Invvpid::IndividualAddress { vpid, addr } if vpid != 0 => {
+                let a = addr.raw();
+                let tlb = self.tlbs_remove(|t, _, lo, hi| t.asid == vpid && lo <= a && a < hi);
+                Invalidated { tlb, pwc: self.guest_pwc.remove_where(|t, _| t.asid == vpid) }
+            }
+            Invvpid::SingleContext { vpid } if vpid != 0 => Invalidated {
+                tlb: self.tlbs.flush(FlushScope::Asid(vpid)),
+                pwc: self.guest_pwc.remove_where(|t, _| t.asid == vpid),
+            },
+            Invvpid::SingleContextRetainingGlobals { vpid } if vpid != 0 => Invalidated {
+                tlb: self.tlbs.flush(FlushScope::AllNonGlobal(vpid)),
+                pwc: self.guest_pwc.remove_where(|t, _| t.asid == vpid),
+            },
+            Invvpid::AllContexts => Invalidated {
+                tlb: self.tlbs.flush(FlushScope::AllGuests),
+                pwc: self.guest_pwc.remove_where(|t, _| t.asid != 0),
+            },
+            Invvpid::IndividualAddress { .. }
+            | Invvpid::SingleContext { .. }
+            | Invvpid::SingleContextRetainingGlobals { .. } => Invalidated::default(),
+        }
+    }
+
+    /// The RMP-update coherence path: every TLB entry (all levels, nested TLB included)
+    /// reaching a byte of `[start, start + bytes)`.
+    pub fn invalidate_phys(&mut self, start: Spa, bytes: u64) -> Invalidated {
+        let mut tlb = self.tlbs.invalidate_phys(start, bytes);
+        if let Some(t) = self.nested_tlb.as_mut() {
+            tlb += t.invalidate_phys(start, bytes);
+        }
+        Invalidated { tlb, pwc: 0 }
+    }
+}
+
+fn copy_reads(reads: &[Spa]) -> CheckReads {
+    let mut v = CheckReads::new();
+    for &r in reads {
+        v.push(r);
+    }
+    v
+}
+
+fn guest_fault_kind(f: &GuestFault) -> GuestFaultKind {
+    use crate::fault::NpfExitInfo1;
+    let check_bits = NpfExitInfo1::RMP | NpfExitInfo1::VMPL | NpfExitInfo1::SIZEM;
+    match f {
+        GuestFault::PageFault(_) => GuestFaultKind::GuestPageFault,
+        GuestFault::Npf(n) if n.info1.intersects(check_bits) => GuestFaultKind::Check,
+        GuestFault::Npf(_) => GuestFaultKind::Npf,
+        GuestFault::EptViolation(_) => GuestFaultKind::EptViolation,
+        GuestFault::EptMisconfig { .. } => GuestFaultKind::EptMisconfig,
+    }
+}
+
+/// The next table a non-leaf nested entry points at.
+fn nested_next(g: &GuestContext, raw: u64) -> Spa {
+    use crate::entry::PagingEntry;
+    match g.nested.kind {
+        crate::nested::NestedKind::Npt => {
+            crate::npt::NptEntry::new(raw).next_table(g.nested.format)
+        }
+        crate::nested::NestedKind::Ept { .. } => {
+            crate::ept::EptEntry::new(raw).next_table(g.nested.format)
+        }
+    }
+}
+
+/// The MMU's caches as the 2-D walker sees them.
+struct Adapter<'a> {
+    tag: TlbTag,
+    primary: Spa,
+    ntlb: Option<&'a mut Tlb>,
+    guest_pwc: &'a mut Pwc,
+    nested_pwc: &'a mut Pwc,
+    ntlb_lookups: u64,
+    ntlb_hits: u64,
+    npwc_probes: u64,
+    gpwc_probes: u64,
+}
+
+impl Caches2d for Adapter<'_> {
+    fn guest_start(&mut self, gva: u64, top: Level) -> Option<WalkStart<Gpa>> {
+        if self.guest_pwc.exists() {
+            self.gpwc_probes += 1;
+        }
+        self.guest_pwc.lookup(gva, self.tag, Some(self.primary), top)
+    }
+
+    fn ntlb(&mut self, root: Spa, gpa: Gpa) -> Option<NtlbHit> {
+        let t = self.ntlb.as_mut()?;
+        self.ntlb_lookups += 1;
+        let h = t.lookup_in(gpa.raw(), ntag(self.tag.asid), Some(root))?;
+        self.ntlb_hits += 1;
+        Some(NtlbHit {
+            frame: Spa::new_truncate(h.pa.raw() & !(h.size.bytes() - 1)),
+            size: h.size,
+            perms: h.perms,
+            dirty: h.dirty,
+        })
+    }
+
+    fn nested_start(&mut self, root: Spa, gpa: Gpa, top: Level) -> Option<WalkStart<Spa>> {
+        if self.nested_pwc.exists() {
+            self.npwc_probes += 1;
+        }
+        self.nested_pwc.lookup(gpa.raw(), ntag(self.tag.asid), Some(root), top)
     }
 }
 
@@ -478,12 +1434,12 @@ mod tests {
         let mut tables = PhysMemTables::new();
         let mut frames: LinearFrames =
             LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
-        let cfg = MmuConfig {
-            tlb_hit_latency: Cycles::new(HIT),
+        let mut cfg = MmuConfig {
             walk_ref_latency: Cycles::new(REF),
             recheck_write_on_read_fill: recheck,
             ..MmuConfig::default()
         };
+        cfg.dtlb.hit_latency = Cycles::new(HIT);
         let mut pt: PageTable = PageTable::new(
             &mut tables,
             &mut frames,

@@ -2,9 +2,10 @@
 //! split, merge, lookup. Policy (Linux CPA, direct-map policies) is the root crate's business.
 
 use crate::addr::{PagedAddr, PhysAddr};
+use crate::entry::PagingEntry;
 use crate::inval::PendingInvalidation;
 use crate::level::{ENTRIES_PER_TABLE, Level, Paging};
-use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
+use crate::pte::{LeafAttrs, PteFormat, X86Pte};
 use crate::tables::{FrameSource, InstallError, PhysMemTables};
 use sim_core::stats::PerSize;
 use sim_core::{Hva, PageSize, Spa};
@@ -12,16 +13,16 @@ use std::marker::PhantomData;
 
 /// A leaf translation as the tables hold it (functional: no A/D side effects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leaf<P> {
+pub struct Leaf<P, A = LeafAttrs> {
     /// The mapped frame (aligned to `size`).
     pub frame: P,
     /// The leaf's page size.
     pub size: PageSize,
     /// The leaf's attributes (not combined with the upper levels' permissions).
-    pub attrs: LeafAttrs,
+    pub attrs: A,
 }
 
-impl<P: PhysAddr> Leaf<P> {
+impl<P: PhysAddr, A> Leaf<P, A> {
     /// The output address of `va` through this leaf.
     pub fn pa<V: PagedAddr>(&self, va: V) -> P {
         P::from_raw(self.frame.raw() | (va.raw() & (self.size.bytes() - 1)))
@@ -116,6 +117,9 @@ pub enum LeafError<V: PagedAddr> {
         found: Option<PageSize>,
     },
 }
+
+/// What [`PageTable::unmap`] returns: the old leaf and the range to invalidate.
+pub type Unmapped<V, P, A = LeafAttrs> = (Leaf<P, A>, PendingInvalidation<V>);
 
 /// [`PageTable::unmap`] failed.
 pub type UnmapError<V> = LeafError<V>;
@@ -213,11 +217,11 @@ pub enum MergeError<V: PagedAddr> {
 }
 
 /// Where the search for an entry stopped.
-enum Located<P> {
+enum Located<P, E> {
     /// The entry at the requested level.
-    At { addr: P, entry: X86Pte },
+    At { addr: P, entry: E },
     /// A leaf above the requested level.
-    LeafAbove { level: Level, addr: P, entry: X86Pte },
+    LeafAbove { level: Level, addr: P, entry: E },
     /// A not-present entry above the requested level.
     MissingAbove,
 }
@@ -231,20 +235,28 @@ enum Located<P> {
 /// naming what was wrong. Invariant kept by the primitives: every non-leaf entry points at a
 /// page installed in `PhysMemTables`, allocated through the [`FrameSource`].
 #[derive(Debug)]
-pub struct PageTable<V: PagedAddr = Hva, P: PhysAddr = Spa> {
+pub struct PageTable<V: PagedAddr = Hva, P: PhysAddr = Spa, E: PagingEntry = X86Pte> {
     root: P,
     paging: Paging,
     format: PteFormat,
-    table_flags: PteFlags,
+    table_flags: E::TableFlags,
     leaves: PerSize<u64>,
     table_pages: u64,
     _v: PhantomData<V>,
 }
 
-impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
+/// A guest's own page table: guest-virtual to guest-physical, its pages in guest-physical
+/// memory (keyed by GPA in a `PhysMemTables<Gpa>`).
+pub type GuestPageTable = PageTable<sim_core::Gva, sim_core::Gpa, X86Pte>;
+/// An AMD nested page table: guest-physical to system-physical, NPT entry format.
+pub type NptTable = PageTable<sim_core::Gpa, Spa, crate::npt::NptEntry>;
+/// An Intel EPT: guest-physical to system-physical, EPT entry format.
+pub type EptTable = PageTable<sim_core::Gpa, Spa, crate::ept::EptEntry>;
+
+impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
     /// An empty page table whose root page comes from `frames`. `table_flags` are given to the
-    /// non-leaf entries the primitives create ([`PteFlags::KERNEL_TABLE`] for kernel tables,
-    /// [`PteFlags::USER_TABLE`] where user leaves live below).
+    /// non-leaf entries the primitives create ([`crate::PteFlags::KERNEL_TABLE`] for kernel tables,
+    /// [`crate::PteFlags::USER_TABLE`] where user leaves live below).
     ///
     /// # Errors
     /// [`NewTableError`] if no usable root page is available.
@@ -253,7 +265,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         frames: &mut impl FrameSource<P>,
         paging: Paging,
         format: PteFormat,
-        table_flags: PteFlags,
+        table_flags: E::TableFlags,
     ) -> Result<Self, NewTableError> {
         let root = frames.alloc_table().ok_or(NewTableError::OutOfFrames)?;
         tables.install(root).map_err(NewTableError::BadFrame)?;
@@ -297,28 +309,28 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         P::from_raw(table.raw() + 8 * (level.index(va) as u64))
     }
 
-    fn locate(&self, tables: &PhysMemTables<P>, va: V, target: Level) -> Located<P> {
+    fn locate(&self, tables: &PhysMemTables<P>, va: V, target: Level) -> Located<P, E> {
         let mut table = self.root;
         let mut level = self.paging.top();
         loop {
             let addr = Self::entry_addr(table, level, va);
-            let entry = X86Pte::new(tables.read(addr));
+            let entry = E::from_raw(tables.read(addr));
             if level == target {
                 return Located::At { addr, entry };
             }
-            if !entry.is_present() {
+            if !entry.present() {
                 return Located::MissingAbove;
             }
-            if entry.is_leaf(level) {
+            if entry.leaf_at(level) {
                 return Located::LeafAbove { level, addr, entry };
             }
-            table = entry.table_addr(self.format);
+            table = entry.next_table(self.format);
             level = level.next_lower().expect("target is below");
         }
     }
 
     /// The leaf translating `va`, if any (functional: no A/D updates, no permission checks).
-    pub fn lookup(&self, tables: &PhysMemTables<P>, va: V) -> Option<Leaf<P>> {
+    pub fn lookup(&self, tables: &PhysMemTables<P>, va: V) -> Option<Leaf<P, E::Attrs>> {
         if !va.in_range(self.paging) {
             return None;
         }
@@ -327,14 +339,14 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
             Located::LeafAbove { level, entry, .. } => (level, entry),
             Located::MissingAbove => return None,
         };
-        if !entry.is_present() {
+        if !entry.present() {
             return None;
         }
         let size = level.leaf_size()?;
         Some(Leaf {
-            frame: entry.frame(size, self.format),
+            frame: entry.leaf_frame(size, self.format),
             size,
-            attrs: entry.leaf_attrs(size, self.format),
+            attrs: entry.attrs_of(size, self.format),
         })
     }
 
@@ -350,7 +362,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         va: V,
         frame: P,
         size: PageSize,
-        attrs: LeafAttrs,
+        attrs: E::Attrs,
     ) -> Result<PendingInvalidation<V>, MapError<V, P>> {
         if !va.in_range(self.paging) {
             return Err(MapError::NonCanonical { va });
@@ -364,27 +376,27 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         let mut level = self.paging.top();
         while level != target {
             let addr = Self::entry_addr(table, level, va);
-            let e = X86Pte::new(tables.read(addr));
-            if !e.is_present() {
+            let e = E::from_raw(tables.read(addr));
+            if !e.present() {
                 let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
                 tables.install(page).map_err(MapError::BadFrame)?;
-                tables.write(addr, X86Pte::table(page, self.table_flags, self.format).raw());
+                tables.write(addr, E::make_table(page, self.table_flags, self.format).to_raw());
                 self.table_pages += 1;
                 table = page;
-            } else if e.is_leaf(level) {
+            } else if e.leaf_at(level) {
                 return Err(MapError::AlreadyMapped { va, existing: level.leaf_size() });
             } else {
-                table = e.table_addr(self.format);
+                table = e.next_table(self.format);
             }
             level = level.next_lower().expect("target is below");
         }
         let addr = Self::entry_addr(table, target, va);
-        let e = X86Pte::new(tables.read(addr));
-        if e.is_present() {
-            let existing = if e.is_leaf(target) { Some(size) } else { None };
+        let e = E::from_raw(tables.read(addr));
+        if e.present() {
+            let existing = if e.leaf_at(target) { Some(size) } else { None };
             return Err(MapError::AlreadyMapped { va, existing });
         }
-        tables.write(addr, X86Pte::leaf(frame, size, attrs, self.format).raw());
+        tables.write(addr, E::make_leaf(frame, size, attrs, self.format).to_raw());
         self.leaves[size] += 1;
         Ok(PendingInvalidation::none())
     }
@@ -394,7 +406,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         tables: &PhysMemTables<P>,
         va: V,
         size: PageSize,
-    ) -> Result<(P, X86Pte), LeafError<V>> {
+    ) -> Result<(P, E), LeafError<V>> {
         if !va.in_range(self.paging) {
             return Err(LeafError::NonCanonical { va });
         }
@@ -407,8 +419,8 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
             Located::LeafAbove { level, .. } => {
                 Err(LeafError::SizeMismatch { va, requested: size, found: level.leaf_size() })
             }
-            Located::At { entry, .. } if !entry.is_present() => Err(LeafError::NotMapped { va }),
-            Located::At { entry, .. } if !entry.is_leaf(target) => {
+            Located::At { entry, .. } if !entry.present() => Err(LeafError::NotMapped { va }),
+            Located::At { entry, .. } if !entry.leaf_at(target) => {
                 Err(LeafError::SizeMismatch { va, requested: size, found: None })
             }
             Located::At { addr, entry } => Ok((addr, entry)),
@@ -425,14 +437,14 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         tables: &mut PhysMemTables<P>,
         va: V,
         size: PageSize,
-    ) -> Result<(Leaf<P>, PendingInvalidation<V>), UnmapError<V>> {
+    ) -> Result<Unmapped<V, P, E::Attrs>, UnmapError<V>> {
         let (addr, entry) = self.find_leaf(tables, va, size)?;
-        tables.write(addr, X86Pte::EMPTY.raw());
+        tables.write(addr, 0);
         self.leaves[size] -= 1;
         let leaf = Leaf {
-            frame: entry.frame(size, self.format),
+            frame: entry.leaf_frame(size, self.format),
             size,
-            attrs: entry.leaf_attrs(size, self.format),
+            attrs: entry.attrs_of(size, self.format),
         };
         Ok((leaf, PendingInvalidation::range(va, size, size)))
     }
@@ -446,11 +458,11 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         tables: &mut PhysMemTables<P>,
         va: V,
         size: PageSize,
-        attrs: LeafAttrs,
+        attrs: E::Attrs,
     ) -> Result<PendingInvalidation<V>, ProtectError<V>> {
         let (addr, entry) = self.find_leaf(tables, va, size)?;
-        let frame: P = entry.frame(size, self.format);
-        tables.write(addr, X86Pte::leaf(frame, size, attrs, self.format).raw());
+        let frame: P = entry.leaf_frame(size, self.format);
+        tables.write(addr, E::make_leaf(frame, size, attrs, self.format).to_raw());
         Ok(PendingInvalidation::range(va, size, size))
     }
 
@@ -472,7 +484,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         }
         let (level, addr, entry) = match self.locate(tables, va, Level::Pt) {
             Located::MissingAbove => return Err(SplitError::NotMapped { va }),
-            Located::At { entry, .. } if !entry.is_present() => {
+            Located::At { entry, .. } if !entry.present() => {
                 return Err(SplitError::NotMapped { va });
             }
             Located::At { .. } => return Err(SplitError::AlreadySmallest { va }),
@@ -480,17 +492,16 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         };
         let size = level.leaf_size().expect("leaves only at PDPT/PD/PT");
         let small = size.next_smaller().expect("large leaf");
-        let frame: P = entry.frame(size, self.format);
-        let attrs = entry.leaf_attrs(size, self.format);
+        let frame: P = entry.leaf_frame(size, self.format);
+        let attrs = entry.attrs_of(size, self.format);
         let page = frames.alloc_table().ok_or(SplitError::OutOfFrames { va })?;
-        tables.install(page).map_err(SplitError::BadFrame)?;
         let fmt = self.format;
-        let child = tables.page_mut(page).expect("just installed");
-        for (i, slot) in child.iter_mut().enumerate() {
+        let child: [u64; ENTRIES_PER_TABLE] = std::array::from_fn(|i| {
             let f = P::from_raw(frame.raw() + (i as u64) * small.bytes());
-            *slot = X86Pte::leaf(f, small, attrs, fmt).raw();
-        }
-        tables.write(addr, X86Pte::table(page, self.table_flags, fmt).raw());
+            E::make_leaf(f, small, attrs, fmt).to_raw()
+        });
+        tables.install_entries(page, &child).map_err(SplitError::BadFrame)?;
+        tables.write(addr, E::make_table(page, self.table_flags, fmt).to_raw());
         self.table_pages += 1;
         self.leaves[size] -= 1;
         self.leaves[small] += ENTRIES_PER_TABLE as u64;
@@ -522,7 +533,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
         let target = Level::for_leaf_size(size);
         let child_level = Level::for_leaf_size(small);
         let (addr, entry) = match self.locate(tables, va, target) {
-            Located::At { addr, entry } if entry.is_present() && !entry.is_leaf(target) => {
+            Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
                 (addr, entry)
             }
             Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove => {
@@ -530,33 +541,33 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
             }
         };
         let fmt = self.format;
-        let child: P = entry.table_addr(fmt);
+        let child: P = entry.next_table(fmt);
         let page = tables.page(child).expect("non-leaf entries point at installed tables");
         let base = va.raw() & !(size.bytes() - 1);
         let child_va = |i: usize| V::from_raw(base + (i as u64) * small.bytes());
-        let frame_bits = fmt.addr_mask() & !(small.bytes() - 1);
-        let first = X86Pte::new(page[0]);
+        let frame_bits = E::addr_bits(fmt) & !(small.bytes() - 1);
+        let first = E::from_raw(page[0]);
         for (i, &raw) in page.iter().enumerate() {
-            let e = X86Pte::new(raw);
-            if !e.is_present() {
+            let e = E::from_raw(raw);
+            if !e.present() {
                 return Err(MergeError::NotPresent { va: child_va(i) });
             }
-            if !e.is_leaf(child_level) {
+            if !e.leaf_at(child_level) {
                 return Err(MergeError::NotLeaf { va: child_va(i) });
             }
-            if (raw ^ first.raw()) & !frame_bits != 0 {
+            if (raw ^ first.to_raw()) & !frame_bits != 0 {
                 return Err(MergeError::NotUniform { va: child_va(i) });
             }
-            if raw & frame_bits != (first.raw() & frame_bits) + (i as u64) * small.bytes() {
+            if raw & frame_bits != (first.to_raw() & frame_bits) + (i as u64) * small.bytes() {
                 return Err(MergeError::NotContiguous { va: child_va(i) });
             }
         }
-        let frame: P = first.frame(small, fmt);
+        let frame: P = first.leaf_frame(small, fmt);
         if frame.raw() & (size.bytes() - 1) != 0 {
             return Err(MergeError::Misaligned { frame: frame.raw(), size });
         }
-        let attrs = first.leaf_attrs(small, fmt);
-        tables.write(addr, X86Pte::leaf(frame, size, attrs, fmt).raw());
+        let attrs = first.attrs_of(small, fmt);
+        tables.write(addr, E::make_leaf(frame, size, attrs, fmt).to_raw());
         tables.remove(child);
         frames.free_table(child);
         self.table_pages -= 1;
@@ -568,7 +579,7 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
     /// Free every table page of this page table (root included) through `frames`. Leaves'
     /// frames are not touched: they belong to whoever mapped them.
     pub fn destroy(self, tables: &mut PhysMemTables<P>, frames: &mut impl FrameSource<P>) {
-        fn free_rec<P: PhysAddr>(
+        fn free_rec<P: PhysAddr, E: PagingEntry>(
             tables: &mut PhysMemTables<P>,
             frames: &mut impl FrameSource<P>,
             table: P,
@@ -576,24 +587,25 @@ impl<V: PagedAddr, P: PhysAddr> PageTable<V, P> {
             fmt: PteFormat,
         ) {
             if let Some(lower) = level.next_lower() {
-                let entries = *tables.page(table).expect("installed table");
+                let entries = tables.page(table).expect("installed table");
                 for raw in entries {
-                    let e = X86Pte::new(raw);
-                    if e.is_present() && !e.is_leaf(level) {
-                        free_rec(tables, frames, e.table_addr(fmt), lower, fmt);
+                    let e = E::from_raw(raw);
+                    if e.present() && !e.leaf_at(level) {
+                        free_rec::<P, E>(tables, frames, e.next_table(fmt), lower, fmt);
                     }
                 }
             }
             tables.remove(table);
             frames.free_table(table);
         }
-        free_rec(tables, frames, self.root, self.paging.top(), self.format);
+        free_rec::<P, E>(tables, frames, self.root, self.paging.top(), self.format);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pte::PteFlags;
     use crate::tables::LinearFrames;
     use proptest::prelude::*;
 

@@ -257,6 +257,7 @@ impl X86Pte {
     /// meets it): address bits at or above MAXPHYADDR other than the C-bit; PS in PML4E/PML5E;
     /// bits 20:13 of a 2 MiB leaf and 29:13 of a 1 GiB leaf. EFER.NXE = 1 is assumed (Linux),
     /// so XD is never reserved.
+    #[inline]
     pub const fn reserved_bits_set(self, level: Level, fmt: PteFormat) -> bool {
         let mut rsvd = fmt.high_reserved();
         match level {
@@ -320,6 +321,70 @@ impl X86Pte {
     /// The same entry with `bits` set (A/D updates).
     pub const fn with(self, bits: PteFlags) -> X86Pte {
         X86Pte(self.0 | bits.bits())
+    }
+}
+
+impl crate::entry::PagingEntry for X86Pte {
+    type Attrs = LeafAttrs;
+    type TableFlags = PteFlags;
+    const FORMAT: &'static str = "x86";
+    const ACCESSED: u64 = PteFlags::ACCESSED.bits();
+    const DIRTY: u64 = PteFlags::DIRTY.bits();
+
+    #[inline]
+    fn addr_bits(fmt: PteFormat) -> u64 {
+        fmt.addr_mask()
+    }
+    #[inline]
+    fn from_raw(raw: u64) -> Self {
+        X86Pte(raw)
+    }
+    #[inline]
+    fn to_raw(self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn present(self) -> bool {
+        self.is_present()
+    }
+    #[inline]
+    fn leaf_at(self, level: Level) -> bool {
+        self.is_leaf(level)
+    }
+    #[inline]
+    fn malformed(self, level: Level, fmt: PteFormat) -> bool {
+        self.reserved_bits_set(level, fmt)
+    }
+    #[inline]
+    fn rights(self) -> crate::entry::Perms {
+        let f = self.flags();
+        crate::entry::Perms {
+            readable: true,
+            writable: f.contains(PteFlags::WRITABLE),
+            user: f.contains(PteFlags::USER),
+            executable: !f.contains(PteFlags::NO_EXECUTE),
+        }
+    }
+    #[inline]
+    fn next_table<P: PhysAddr>(self, fmt: PteFormat) -> P {
+        self.table_addr(fmt)
+    }
+    #[inline]
+    fn leaf_frame<P: PhysAddr>(self, size: PageSize, fmt: PteFormat) -> P {
+        self.frame(size, fmt)
+    }
+    #[inline]
+    fn encrypted(self, fmt: PteFormat) -> bool {
+        self.c_bit(fmt)
+    }
+    fn make_table<P: PhysAddr>(table: P, flags: PteFlags, fmt: PteFormat) -> Self {
+        X86Pte::table(table, flags, fmt)
+    }
+    fn make_leaf<P: PhysAddr>(frame: P, size: PageSize, attrs: LeafAttrs, fmt: PteFormat) -> Self {
+        X86Pte::leaf(frame, size, attrs, fmt)
+    }
+    fn attrs_of(self, size: PageSize, fmt: PteFormat) -> LeafAttrs {
+        self.leaf_attrs(size, fmt)
     }
 }
 

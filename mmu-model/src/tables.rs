@@ -3,6 +3,7 @@
 use crate::addr::PhysAddr;
 use crate::level::ENTRIES_PER_TABLE;
 use rustc_hash::FxHashMap;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -70,26 +71,84 @@ impl<P: PhysAddr> FrameSource<P> for LinearFrames<P> {
 /// One table page: 512 raw entries.
 pub(crate) type TablePage = [u64; ENTRIES_PER_TABLE];
 
+/// How one table page is stored.
+#[derive(Clone)]
+enum Slot {
+    /// Every entry.
+    Full(Box<TablePage>),
+    /// Entry `i` is `first + i × step` (wrapping): a zeroed page (0, 0), or the 512 leaves a
+    /// split produces (consecutive frames, identical attributes). Materialized as `Full` by the
+    /// first write that breaks the progression.
+    Linear { first: u64, step: u64 },
+}
+
+impl Slot {
+    const ZERO: Slot = Slot::Linear { first: 0, step: 0 };
+
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Slot::Full(p) => p[i],
+            Slot::Linear { first, step } => first.wrapping_add((i as u64).wrapping_mul(*step)),
+        }
+    }
+
+    fn from_entries(e: &TablePage) -> Slot {
+        let step = e[1].wrapping_sub(e[0]);
+        let linear = e
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == e[0].wrapping_add((i as u64).wrapping_mul(step)));
+        if linear { Slot::Linear { first: e[0], step } } else { Slot::Full(Box::new(*e)) }
+    }
+
+    fn entries(&self) -> TablePage {
+        match self {
+            Slot::Full(p) => **p,
+            Slot::Linear { .. } => std::array::from_fn(|i| self.get(i)),
+        }
+    }
+}
+
 /// The page-table pages of simulated physical memory, keyed by their physical page.
 ///
-/// Storage: an arena `Vec<Box<[u64; 512]>>` with an `FxHashMap<page number, slot>` index and a
-/// free-slot list. Why: a 1 TiB direct map split to 4 KiB has ~512 Ki table pages (2 GiB of
-/// entries, as on the real host, physmap.md H19), so pages are boxed individually (growing the
-/// arena moves pointers, never 2 GiB of entries); lookups by page are O(1) hashed; pages freed
-/// by merges are recycled without allocator traffic. The hash map is only ever looked up, never
-/// iterated, so its order cannot reach an output (STYLE rule 14).
+/// Storage: a slot arena with an `FxHashMap<page number, slot>` index and a free-slot list.
+/// A page whose 512 entries form an arithmetic progression — a fresh zeroed page, or the 512
+/// leaves of a split (consecutive frames, identical attributes) — is stored as two words and
+/// expanded to a boxed `[u64; 512]` by the first write that breaks the progression. Why: a
+/// 1 TiB direct map split to 4 KiB has 512 Ki table pages, 2 GiB of entries on the real host
+/// (physmap.md H19); stored flat they would not fit a small machine, while split PT pages
+/// compress to 16 bytes each. What the simulated machine sees is unchanged: every page
+/// reads, writes and counts as a full table page. Lookups by page are O(1) hashed; the hash
+/// map is only ever looked up, never iterated, so its order cannot reach an output (STYLE
+/// rule 14).
 ///
 /// Memory that is not a table page reads as zero (a not-present entry).
 pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
-    slots: Vec<Box<TablePage>>,
+    slots: Vec<Slot>,
     index: FxHashMap<u64, u32>,
     free_slots: Vec<u32>,
+    full: usize,
+    /// A direct-mapped memo of recent (page number + 1, slot) lookups, in front of the hashed
+    /// index: a walk reads a handful of pages over and over. Purely a speed-up: entries are
+    /// dropped when their page stops being a table, so it always agrees with the index.
+    recent: [Cell<(u64, u32)>; RECENT],
     _p: PhantomData<P>,
+}
+
+const RECENT: usize = 64;
+
+fn recent_index(page: u64) -> usize {
+    // Masked to 6 bits: always fits.
+    usize::try_from(page & (RECENT as u64 - 1)).expect("6-bit index")
 }
 
 impl<P: PhysAddr> fmt::Debug for PhysMemTables<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PhysMemTables").field("tables", &self.len()).finish()
+        f.debug_struct("PhysMemTables")
+            .field("tables", &self.len())
+            .field("compact", &self.compact_pages())
+            .finish()
     }
 }
 
@@ -124,8 +183,23 @@ impl<P: PhysAddr> PhysMemTables<P> {
             slots: Vec::new(),
             index: FxHashMap::default(),
             free_slots: Vec::new(),
+            full: 0,
+            recent: std::array::from_fn(|_| Cell::new((0, 0))),
             _p: PhantomData,
         }
+    }
+
+    /// The slot of table page number `page`.
+    #[inline(always)]
+    fn slot_of(&self, page: u64) -> Option<u32> {
+        let r = &self.recent[recent_index(page)];
+        let (p1, s) = r.get();
+        if p1 == page.wrapping_add(1) {
+            return Some(s);
+        }
+        let s = *self.index.get(&page)?;
+        r.set((page.wrapping_add(1), s));
+        Some(s)
     }
 
     /// Number of table pages.
@@ -138,16 +212,28 @@ impl<P: PhysAddr> PhysMemTables<P> {
         self.index.is_empty()
     }
 
+    /// Table pages stored compactly (as an arithmetic progression of entries).
+    pub fn compact_pages(&self) -> u64 {
+        (self.len() - self.full.min(self.len())) as u64
+    }
+
+    /// Host memory the storage uses, bytes (slot arena, expanded pages, index), for
+    /// benchmarks and reports.
+    pub fn storage_bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<Slot>() as u64;
+        let idx = (std::mem::size_of::<(u64, u32)>() + 1) as u64;
+        self.slots.capacity() as u64 * slot
+            + self.full as u64 * std::mem::size_of::<TablePage>() as u64
+            + self.index.capacity() as u64 * idx
+            + self.free_slots.capacity() as u64 * 4
+    }
+
     /// Whether `page` (4 KiB-aligned) holds a table.
     pub fn is_table(&self, page: P) -> bool {
         self.index.contains_key(&(page.raw() >> 12))
     }
 
-    /// Make `page` a zeroed table page.
-    ///
-    /// # Errors
-    /// [`InstallError`] if the page is misaligned or already a table.
-    pub fn install(&mut self, page: P) -> Result<(), InstallError> {
+    fn put(&mut self, page: P, slot: Slot) -> Result<(), InstallError> {
         let raw = page.raw();
         if raw & 0xfff != 0 {
             return Err(InstallError::Misaligned { page: raw });
@@ -155,25 +241,58 @@ impl<P: PhysAddr> PhysMemTables<P> {
         if self.index.contains_key(&(raw >> 12)) {
             return Err(InstallError::AlreadyTable { page: raw });
         }
-        let slot = match self.free_slots.pop() {
+        if matches!(slot, Slot::Full(_)) {
+            self.full += 1;
+        }
+        let s = match self.free_slots.pop() {
             Some(s) => {
-                self.slots[s as usize].fill(0);
+                self.slots[s as usize] = slot;
                 s
             }
             None => {
                 let s = u32::try_from(self.slots.len()).expect("fewer than 2^32 table pages");
-                self.slots.push(Box::new([0; ENTRIES_PER_TABLE]));
+                self.slots.push(slot);
                 s
             }
         };
-        self.index.insert(raw >> 12, slot);
+        self.index.insert(raw >> 12, s);
         Ok(())
+    }
+
+    /// Make `page` a zeroed table page.
+    ///
+    /// # Errors
+    /// [`InstallError`] if the page is misaligned or already a table.
+    pub fn install(&mut self, page: P) -> Result<(), InstallError> {
+        self.put(page, Slot::ZERO)
+    }
+
+    /// Make `page` a table page holding `entries` (stored compactly when they form an
+    /// arithmetic progression).
+    ///
+    /// # Errors
+    /// [`InstallError`] if the page is misaligned or already a table.
+    pub(crate) fn install_entries(
+        &mut self,
+        page: P,
+        entries: &TablePage,
+    ) -> Result<(), InstallError> {
+        self.put(page, Slot::from_entries(entries))
     }
 
     /// Stop treating `page` as a table. Returns whether it was one.
     pub fn remove(&mut self, page: P) -> bool {
-        match self.index.remove(&(page.raw() >> 12)) {
+        let pn = page.raw() >> 12;
+        let r = &self.recent[recent_index(pn)];
+        if r.get().0 == pn.wrapping_add(1) {
+            r.set((0, 0));
+        }
+        match self.index.remove(&pn) {
             Some(slot) => {
+                let old = std::mem::replace(&mut self.slots[slot as usize], Slot::ZERO);
+                if matches!(old, Slot::Full(_)) {
+                    self.full -= 1;
+                }
                 self.free_slots.push(slot);
                 true
             }
@@ -182,10 +301,11 @@ impl<P: PhysAddr> PhysMemTables<P> {
     }
 
     /// The 8-byte entry at physical address `addr` (0 if `addr` is not in a table page).
+    #[inline(always)]
     pub fn read(&self, addr: P) -> u64 {
         let raw = addr.raw();
-        match self.index.get(&(raw >> 12)) {
-            Some(&slot) => self.slots[slot as usize][entry_index(raw)],
+        match self.slot_of(raw >> 12) {
+            Some(slot) => self.slots[slot as usize].get(entry_index(raw)),
             None => 0,
         }
     }
@@ -195,26 +315,25 @@ impl<P: PhysAddr> PhysMemTables<P> {
     /// nothing, if `addr` is not in a table page.
     pub fn write(&mut self, addr: P, value: u64) -> bool {
         let raw = addr.raw();
-        match self.index.get(&(raw >> 12)) {
-            Some(&slot) => {
-                self.slots[slot as usize][entry_index(raw)] = value;
-                true
+        let Some(slot) = self.slot_of(raw >> 12) else { return false };
+        let i = entry_index(raw);
+        let s = &mut self.slots[slot as usize];
+        match s {
+            Slot::Full(p) => p[i] = value,
+            Slot::Linear { .. } if s.get(i) == value => {}
+            Slot::Linear { .. } => {
+                let mut e = s.entries();
+                e[i] = value;
+                *s = Slot::Full(Box::new(e));
+                self.full += 1;
             }
-            None => false,
         }
+        true
     }
 
-    /// A whole table page (for merge checks).
-    pub(crate) fn page(&self, page: P) -> Option<&TablePage> {
-        self.index.get(&(page.raw() >> 12)).map(|&s| &*self.slots[s as usize])
-    }
-
-    /// A whole table page, mutably (for split).
-    pub(crate) fn page_mut(&mut self, page: P) -> Option<&mut TablePage> {
-        match self.index.get(&(page.raw() >> 12)) {
-            Some(&s) => Some(&mut *self.slots[s as usize]),
-            None => None,
-        }
+    /// A copy of a whole table page (for merge checks and teardown).
+    pub(crate) fn page(&self, page: P) -> Option<TablePage> {
+        self.index.get(&(page.raw() >> 12)).map(|&s| self.slots[s as usize].entries())
     }
 }
 
@@ -245,6 +364,31 @@ mod tests {
         // The recycled slot comes back zeroed.
         assert_eq!(t.read(Spa::new(0x9ff8)), 0);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn compact_pages_expand_on_a_breaking_write() {
+        let mut t: PhysMemTables = PhysMemTables::new();
+        let e: TablePage = std::array::from_fn(|i| 0x4000_0000 + i as u64 * 4096 + 0x63);
+        t.install_entries(Spa::new(0x5000), &e).unwrap();
+        assert_eq!(t.compact_pages(), 1);
+        assert_eq!(t.read(Spa::new(0x5000 + 8 * 7)), 0x4000_7063);
+        assert_eq!(t.page(Spa::new(0x5000)).unwrap(), e);
+        // A write that keeps the progression keeps it compact; one that breaks it expands.
+        assert!(t.write(Spa::new(0x5008), 0x4000_1063));
+        assert_eq!(t.compact_pages(), 1);
+        assert!(t.write(Spa::new(0x5008), 0x4000_1000));
+        assert_eq!(t.compact_pages(), 0);
+        assert_eq!(t.read(Spa::new(0x5008)), 0x4000_1000);
+        assert_eq!(t.read(Spa::new(0x5010)), 0x4000_2063);
+        let mut odd = e;
+        odd[300] = 0;
+        t.install_entries(Spa::new(0x6000), &odd).unwrap();
+        assert_eq!(t.compact_pages(), 0, "not a progression: stored in full");
+        assert!(t.remove(Spa::new(0x5000)));
+        t.install(Spa::new(0x7000)).unwrap();
+        assert_eq!(t.page(Spa::new(0x7000)).unwrap(), [0; 512], "recycled slot is zero");
+        assert!(t.storage_bytes() > 0);
     }
 
     #[test]

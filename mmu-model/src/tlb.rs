@@ -1,18 +1,22 @@
-//! One data-TLB level: set-associative arrays, each holding some page sizes, true LRU, entries
-//! tagged by address space (Intel SDM Vol. 3A §4.10; AMD APM Vol. 2 §5.5).
+//! One TLB level: set-associative arrays, each holding some page sizes, a replacement policy,
+//! entries tagged by address space (Intel SDM Vol. 3A §4.10; AMD APM Vol. 2 §5.5). The same
+//! structure serves as L1 ITLB/DTLB/store DTLB, L2 TLB and the nested (gPA→hPA) TLB; the
+//! hierarchy is [`crate::TlbHierarchy`].
 
 use crate::addr::PagedAddr;
 use crate::check::CheckCache;
 use crate::inval::PendingInvalidation;
+use crate::repl::{MAX_PLRU_WAYS, ReplState, Replacement};
 use crate::walk::Perms;
 use sim_core::config::{ConfigError, check_pow2, check_range};
 use sim_core::stats::PerSize;
-use sim_core::{PageSize, Spa};
+use sim_core::{Cycles, PageSize, Rng, Spa};
 use std::ops::Sub;
 
 /// The address-space tag of a TLB entry: the ASID (AMD) / VPID (Intel) of the VM, 0 for the
 /// host, and the PCID inside it (Linux uses PCIDs for user/kernel page-table isolation and
-/// per-mm contexts). Global entries match any PCID of their ASID.
+/// per-mm contexts). Global entries match any PCID of their ASID. Guest entries are further
+/// tagged by the nested root (nCR3 / EPTP), passed separately (see [`Tlb::lookup_in`]).
 #[derive(
     Clone,
     Copy,
@@ -42,7 +46,8 @@ impl TlbTag {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlbArrayConfig {
-    /// Page sizes this array holds (each size in at most one array).
+    /// Page sizes this array holds. A size held by several arrays may be filled into any of
+    /// them (SPR's STLB: 4K in both halves, spec/tdx.md §5.2).
     pub sizes: Vec<PageSize>,
     /// Number of sets (a power of two; 1 = fully associative).
     pub sets: u32,
@@ -50,20 +55,58 @@ pub struct TlbArrayConfig {
     pub ways: u32,
 }
 
-/// Geometry of one TLB level: its arrays. A page size held by no array is installed as the next
-/// smaller size that has one ("smashing", as Zen's L2 DTLB does with 1 GiB pages,
-/// spec/physmap.md H17).
+impl TlbArrayConfig {
+    /// A fully associative array of `entries` holding `sizes`.
+    pub fn fully_assoc(sizes: &[PageSize], entries: u32) -> TlbArrayConfig {
+        TlbArrayConfig { sizes: sizes.to_vec(), sets: 1, ways: entries }
+    }
+
+    /// A set-associative array of `sets` × `ways` holding `sizes`.
+    pub fn set_assoc(sizes: &[PageSize], sets: u32, ways: u32) -> TlbArrayConfig {
+        TlbArrayConfig { sizes: sizes.to_vec(), sets, ways }
+    }
+
+    /// Entries: sets × ways.
+    pub const fn entries(&self) -> u64 {
+        self.sets as u64 * self.ways as u64
+    }
+}
+
+/// Geometry and timing of one TLB level: its arrays, hit latency and replacement policy. A
+/// page size held by no array is installed as the next smaller size that has one
+/// ("smashing", as Zen's L2 DTLB does with 1 GiB pages, spec/physmap.md H17).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlbConfig {
     /// The arrays, probed in order.
     pub arrays: Vec<TlbArrayConfig>,
+    /// Cycles a lookup of this level costs (paid on a hit and on a miss that goes on to the
+    /// next level).
+    #[serde(default)]
+    pub hit_latency: Cycles,
+    /// Replacement policy of every array of the level.
+    #[serde(default)]
+    pub replacement: Replacement,
+}
+
+impl TlbConfig {
+    /// One array per entry of `arrays`, latency `hit_latency`, true LRU.
+    pub fn new(arrays: Vec<TlbArrayConfig>, hit_latency: u64) -> TlbConfig {
+        TlbConfig { arrays, hit_latency: Cycles::new(hit_latency), replacement: Replacement::Lru }
+    }
+
+    /// Total entries.
+    pub fn entries(&self) -> u64 {
+        self.arrays.iter().map(TlbArrayConfig::entries).sum()
+    }
 }
 
 /// Most ways accepted per set (a sanity bound on configuration).
 pub const MAX_TLB_WAYS: u32 = 4096;
 /// Most sets accepted per array.
 pub const MAX_TLB_SETS: u32 = 1 << 20;
+/// Upper bound accepted for latency fields (cycles): a sanity limit against unit mistakes.
+pub(crate) const MAX_LATENCY: u64 = 1_000_000;
 
 impl TlbConfig {
     /// Check the geometry; `key` is the dotted path of this config for messages.
@@ -79,23 +122,25 @@ impl TlbConfig {
         if self.arrays.is_empty() {
             return Err(bad(format!("{key}.arrays"), "[]".into(), "at least one array"));
         }
+        check_range(&format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
         let mut seen = [false; 3];
         for (i, a) in self.arrays.iter().enumerate() {
             let k = format!("{key}.arrays[{i}]");
             check_pow2(&format!("{k}.sets"), u64::from(a.sets))?;
             check_range(&format!("{k}.sets"), a.sets, 1, MAX_TLB_SETS)?;
             check_range(&format!("{k}.ways"), a.ways, 1, MAX_TLB_WAYS)?;
+            if self.replacement == Replacement::TreePlru {
+                check_range(&format!("{k}.ways"), a.ways, 1, MAX_PLRU_WAYS)?;
+            }
             if a.sizes.is_empty() {
                 return Err(bad(format!("{k}.sizes"), "[]".into(), "at least one page size"));
             }
+            let mut here = [false; 3];
             for s in &a.sizes {
-                if std::mem::replace(&mut seen[s.index()], true) {
-                    return Err(bad(
-                        format!("{k}.sizes"),
-                        s.to_string(),
-                        "size held by two arrays",
-                    ));
+                if std::mem::replace(&mut here[s.index()], true) {
+                    return Err(bad(format!("{k}.sizes"), s.to_string(), "size listed twice"));
                 }
+                seen[s.index()] = true;
             }
         }
         if !seen[PageSize::K4.index()] {
@@ -130,6 +175,15 @@ impl Sub for TlbSizeStats {
     }
 }
 
+impl std::ops::AddAssign for TlbSizeStats {
+    fn add_assign(&mut self, o: Self) {
+        self.hits += o.hits;
+        self.fills += o.fills;
+        self.evictions += o.evictions;
+        self.invalidations += o.invalidations;
+    }
+}
+
 /// TLB counters. Misses have no size at lookup time: the walk that follows finds it
 /// (`MmuStats::walks` counts misses by the size walked).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -160,8 +214,12 @@ pub struct TlbFill {
     pub frame: Spa,
     /// The translation's size (the entry may be smaller: see [`TlbConfig`]).
     pub size: PageSize,
-    /// Effective permissions.
+    /// Effective permissions of the (guest's or host's own) paging structures, checked
+    /// against the privilege and control bits of each access.
     pub perms: Perms,
+    /// Permissions of the nested stage (NPT/EPT), enforced whatever the privilege and
+    /// control bits; [`Perms::ALL`] for native translations.
+    pub nested_perms: Perms,
     /// G bit.
     pub global: bool,
     /// D bit of the leaf as of the fill (a write through a clean entry re-walks to set D).
@@ -174,8 +232,16 @@ pub struct TlbFill {
 /// or flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbSlot {
-    array: usize,
-    index: usize,
+    array: u32,
+    set: u32,
+    way: u32,
+}
+
+impl TlbSlot {
+    fn new(array: usize, set: usize, way: usize) -> TlbSlot {
+        let n = |v: usize| u32::try_from(v).expect("TLB geometry fits u32");
+        TlbSlot { array: n(array), set: n(set), way: n(way) }
+    }
 }
 
 /// A TLB hit.
@@ -187,6 +253,8 @@ pub struct TlbHit {
     pub size: PageSize,
     /// Cached permissions.
     pub perms: Perms,
+    /// Cached nested-stage permissions ([`Perms::ALL`] for native translations).
+    pub nested_perms: Perms,
     /// G bit.
     pub global: bool,
     /// Cached D bit.
@@ -201,55 +269,102 @@ pub struct TlbHit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushScope {
     /// Everything, global entries and every ASID included (CR4.PGE toggle; a global flush on
-    /// RMP update).
+    /// RMP update; SVM TLB_CONTROL = 1).
     All,
-    /// Every entry of one ASID (VMCB TLB_CONTROL flush of a guest).
+    /// Every entry of one ASID/VPID (SVM TLB_CONTROL = 3; INVVPID single-context).
     Asid(u16),
     /// Non-global entries of one ASID and PCID (MOV CR3 without no-flush; INVPCID type 1).
     Context(TlbTag),
-    /// Non-global entries of every PCID of one ASID (INVPCID type 3).
+    /// Non-global entries of every PCID of one ASID (INVPCID type 3; SVM TLB_CONTROL = 7;
+    /// INVVPID single-context retaining globals).
     AllNonGlobal(u16),
+    /// Every entry of every ASID/VPID except the host's (INVVPID all-context).
+    AllGuests,
+    /// Entries derived from one nested root (nCR3 / EP4TA): INVEPT single-context.
+    NestedRoot(Spa),
+    /// Every entry derived from any nested root: INVEPT all-context.
+    AllNested,
+}
+
+/// The key an entry keeps of its nested root: the (4 KiB-aligned) root with bit 0 set, or 0
+/// for none.
+#[inline]
+pub(crate) fn nroot_key(root: Option<Spa>) -> u64 {
+    root.map_or(0, |r| r.raw() | 1)
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Entry {
+pub(crate) struct Entry {
     valid: bool,
     vpn: u64,
     size: PageSize,
+    /// The size of the translation that was installed (larger than `size` when smashed).
+    orig_size: PageSize,
     tag: TlbTag,
+    /// Nested root the entry was built under ([`nroot_key`]).
+    nroot: u64,
     global: bool,
     frame: Spa,
     perms: Perms,
+    nested_perms: Perms,
     dirty: bool,
     cache: CheckCache,
-    stamp: u64,
 }
 
 const INVALID: Entry = Entry {
     valid: false,
     vpn: 0,
     size: PageSize::K4,
+    orig_size: PageSize::K4,
     tag: TlbTag::HOST,
+    nroot: 0,
     global: false,
     frame: Spa::ZERO,
-    perms: Perms { writable: false, user: false, executable: false },
+    perms: Perms { readable: false, writable: false, user: false, executable: false },
+    nested_perms: Perms { readable: false, writable: false, user: false, executable: false },
     dirty: false,
     cache: CheckCache { write: crate::check::WriteCheck::Unchecked },
-    stamp: 0,
 };
 
 impl Entry {
-    fn matches(&self, va: u64, tag: TlbTag) -> bool {
+    fn matches(&self, va: u64, tag: TlbTag, nroot: u64) -> bool {
         self.valid
             && self.vpn == va >> self.size.shift()
             && self.tag.asid == tag.asid
             && (self.global || self.tag.pcid == tag.pcid)
+            && self.nroot == nroot
     }
 
     fn overlaps(&self, start: u64, end: u64) -> bool {
         let lo = self.vpn << self.size.shift();
         let hi = lo + self.size.bytes();
         lo < end && start < hi
+    }
+
+    /// The translation as installed, at its original size (for refills from a lower level).
+    pub(crate) fn as_fill(&self, va: u64) -> TlbFill {
+        let orig = self.orig_size;
+        let delta = va & (orig.bytes() - 1) & !(self.size.bytes() - 1);
+        TlbFill {
+            frame: Spa::new_truncate(self.frame.raw() - delta),
+            size: orig,
+            perms: self.perms,
+            nested_perms: self.nested_perms,
+            global: self.global,
+            dirty: self.dirty,
+            cache: self.cache,
+        }
+    }
+
+    /// The base address of the entry's page.
+    pub(crate) fn va(&self) -> u64 {
+        self.vpn << self.size.shift()
+    }
+
+    /// The entry's tag and nested root.
+    pub(crate) fn context(&self) -> (TlbTag, Option<Spa>) {
+        let root = (self.nroot != 0).then(|| Spa::new_truncate(self.nroot & !1));
+        (self.tag, root)
     }
 }
 
@@ -259,61 +374,165 @@ struct Array {
     sets: usize,
     ways: usize,
     entries: Vec<Entry>,
+    /// Per slot: `vpn << 2 | size index` of a valid entry, [`NO_KEY`] for an invalid one. A
+    /// dense copy of what a search compares first, so a 72-way scan touches 576 bytes.
+    keys: Vec<u64>,
+    /// Per slot: a 32-bit fold of `keys` ([`fold32`]), what searches scan first — 32-bit
+    /// lanes compare four at a time even on baseline x86-64 (SSE2 has no 64-bit compare).
+    /// A fold match is confirmed on the full entry.
+    keys32: Vec<u32>,
+    /// Valid entries per set (a full set skips the search for an invalid way).
+    used: Vec<u32>,
+    repl: ReplState,
+}
+
+/// The key of an invalid slot (no valid key reaches it: vpn < 2^52).
+const NO_KEY: u64 = u64::MAX;
+/// A wanted key that matches nothing (for sizes an array does not hold).
+const NO_WANT: u64 = u64::MAX - 1;
+
+fn key_of(vpn: u64, size: PageSize) -> u64 {
+    vpn << 2 | size.index() as u64
+}
+
+/// The 32-bit fold of a key.
+#[allow(clippy::cast_possible_truncation)] // folding on purpose
+const fn fold32(key: u64) -> u32 {
+    (key ^ (key >> 32)) as u32
 }
 
 impl Array {
+    fn set_slot(&mut self, slot: usize, e: Entry) {
+        let set = slot / self.ways;
+        let was = self.keys[slot] != NO_KEY;
+        self.keys[slot] = if e.valid { key_of(e.vpn, e.size) } else { NO_KEY };
+        self.keys32[slot] = fold32(self.keys[slot]);
+        match (was, e.valid) {
+            (false, true) => self.used[set] += 1,
+            (true, false) => self.used[set] -= 1,
+            (false, false) | (true, true) => {}
+        }
+        self.entries[slot] = e;
+    }
+
     fn set_of(&self, va: u64, size: PageSize) -> usize {
         // sets is a power of two that fits usize: the mask keeps the value below it.
         usize::try_from((va >> size.shift()) & (self.sets as u64 - 1)).expect("below sets")
     }
 }
 
-/// One TLB level. Deterministic: true LRU by a per-TLB access counter, ties impossible.
+/// A software memo of recent lookups: which slot a page's lookup found. Purely a simulator
+/// speed-up for the hit path: it is discarded whenever the TLB's contents change (any fill,
+/// invalidation or flush bumps `generation`), so it always returns the slot a full search
+/// would, and hardware-visible state (replacement, counters) is updated exactly as on a full
+/// search.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memo {
+    generation: u64,
+    page: u64,
+    tag: TlbTag,
+    nroot: u64,
+    slot: Option<TlbSlot>,
+}
+
+const MEMO_SLOTS: usize = 64;
+
+/// One TLB level. Deterministic: replacement by a per-array use counter (LRU), tree bits
+/// (PLRU) or a seeded [`Rng`] (random).
 #[derive(Clone, Debug)]
 pub struct Tlb {
     arrays: Vec<Array>,
-    /// For each page size, the (array, size) an entry of that size is installed as.
-    install: [(usize, PageSize); 3],
-    clock: u64,
+    /// For each page size, the size an entry of that size is installed as.
+    install: [PageSize; 3],
+    hit_latency: Cycles,
     stats: TlbStats,
+    /// Use counter shared by the arrays, so that victims of different arrays compare by age.
+    clock: u64,
+    generation: u64,
+    memo: Box<[Memo; MEMO_SLOTS]>,
+}
+
+/// What a fill displaced.
+pub(crate) struct FillResult {
+    /// The size installed.
+    pub installed: PageSize,
+    /// The valid entry replaced, if any (for exclusive hierarchies).
+    pub victim: Option<Entry>,
 }
 
 impl Tlb {
-    /// An empty TLB of the given geometry.
+    /// An empty TLB of the given geometry; random replacement draws from `Rng::new(0)`.
     ///
     /// # Errors
     /// [`ConfigError`] if the geometry is invalid (see [`TlbConfig::validate`]).
     pub fn new(cfg: &TlbConfig) -> Result<Tlb, ConfigError> {
+        Tlb::with_rng(cfg, &Rng::new(0))
+    }
+
+    /// An empty TLB whose random replacement draws from streams forked from `rng` (one per
+    /// array).
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the geometry is invalid (see [`TlbConfig::validate`]).
+    pub fn with_rng(cfg: &TlbConfig, rng: &Rng) -> Result<Tlb, ConfigError> {
         cfg.validate("tlb")?;
         let arrays: Vec<Array> = cfg
             .arrays
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 let mut holds = [false; 3];
                 for s in &a.sizes {
                     holds[s.index()] = true;
                 }
                 let (sets, ways) = (a.sets as usize, a.ways as usize);
-                Array { holds, sets, ways, entries: vec![INVALID; sets * ways] }
+                Array {
+                    holds,
+                    sets,
+                    ways,
+                    entries: vec![INVALID; sets * ways],
+                    keys: vec![NO_KEY; sets * ways],
+                    keys32: vec![fold32(NO_KEY); sets * ways],
+                    used: vec![0; sets],
+                    repl: ReplState::new(cfg.replacement, sets, ways, rng.fork(i as u64)),
+                }
             })
             .collect();
-        let find = |s: PageSize| arrays.iter().position(|a| a.holds[s.index()]);
-        let mut install = [(0, PageSize::K4); 3];
+        let held = |s: PageSize| arrays.iter().any(|a| a.holds[s.index()]);
+        let mut install = [PageSize::K4; 3];
         for s in PageSize::ALL {
             let mut t = s;
             install[s.index()] = loop {
-                if let Some(a) = find(t) {
-                    break (a, t);
+                if held(t) {
+                    break t;
                 }
                 t = t.next_smaller().expect("validated: 4K is held");
             };
         }
-        Ok(Tlb { arrays, install, clock: 0, stats: TlbStats::default() })
+        Ok(Tlb {
+            arrays,
+            install,
+            hit_latency: cfg.hit_latency,
+            stats: TlbStats::default(),
+            clock: 0,
+            generation: 1,
+            memo: Box::new([Memo::default(); MEMO_SLOTS]),
+        })
+    }
+
+    /// Cycles a lookup costs.
+    pub const fn hit_latency(&self) -> Cycles {
+        self.hit_latency
     }
 
     /// Counters.
     pub const fn stats(&self) -> &TlbStats {
         &self.stats
+    }
+
+    /// Total entries.
+    pub fn capacity(&self) -> usize {
+        self.arrays.iter().map(|a| a.entries.len()).sum()
     }
 
     /// Valid entries per size (what the TLB holds now).
@@ -327,9 +546,15 @@ impl Tlb {
         p
     }
 
-    fn find(&self, va: u64, tag: TlbTag) -> Option<TlbSlot> {
+    fn find(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
         let mut best: Option<(PageSize, TlbSlot)> = None;
         for (ai, a) in self.arrays.iter().enumerate() {
+            let mut want = [NO_WANT; 3];
+            for s in PageSize::ALL {
+                if a.holds[s.index()] {
+                    want[s.index()] = key_of(va >> s.shift(), s);
+                }
+            }
             let mut probed = [usize::MAX; 3];
             for s in PageSize::ALL.into_iter().filter(|s| a.holds[s.index()]) {
                 let set = a.set_of(va, s);
@@ -338,9 +563,20 @@ impl Tlb {
                 }
                 probed[s.index()] = set;
                 let base = set * a.ways;
-                for (w, e) in a.entries[base..base + a.ways].iter().enumerate() {
-                    if e.matches(va, tag) && best.is_none_or(|(bs, _)| e.size < bs) {
-                        best = Some((e.size, TlbSlot { array: ai, index: base + w }));
+                let keys = &a.keys32[base..base + a.ways];
+                // A branch-free pass over the folds first (it vectorizes): most lookups that
+                // get here miss.
+                let [w0, w1, w2] = want.map(fold32);
+                if !keys.iter().fold(false, |acc, &k| acc | (k == w0) | (k == w1) | (k == w2)) {
+                    continue;
+                }
+                for (w, &k) in keys.iter().enumerate() {
+                    if k != w0 && k != w1 && k != w2 {
+                        continue;
+                    }
+                    let e = &a.entries[base + w];
+                    if e.matches(va, tag, nroot) && best.is_none_or(|(bs, _)| e.size < bs) {
+                        best = Some((e.size, TlbSlot::new(ai, set, w)));
                     }
                 }
             }
@@ -348,12 +584,34 @@ impl Tlb {
         best.map(|(_, slot)| slot)
     }
 
+    #[inline]
+    fn memo_index(va: u64) -> usize {
+        // Masked to 6 bits: always fits.
+        usize::try_from((va >> 12) & (MEMO_SLOTS as u64 - 1)).expect("6-bit index")
+    }
+
+    #[inline]
+    fn find_memo(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
+        let i = Self::memo_index(va);
+        let m = &self.memo[i];
+        if m.generation == self.generation && m.page == va >> 12 && m.tag == tag && m.nroot == nroot
+        {
+            return m.slot;
+        }
+        let found = self.find(va, tag, nroot);
+        self.memo[i] =
+            Memo { generation: self.generation, page: va >> 12, tag, nroot, slot: found };
+        found
+    }
+
+    #[inline]
     fn hit_of(&self, slot: TlbSlot, va: u64) -> TlbHit {
-        let e = &self.arrays[slot.array].entries[slot.index];
+        let e = self.slot_entry(slot);
         TlbHit {
             pa: Spa::new_truncate(e.frame.raw() | (va & (e.size.bytes() - 1))),
             size: e.size,
             perms: e.perms,
+            nested_perms: e.nested_perms,
             global: e.global,
             dirty: e.dirty,
             cache: e.cache,
@@ -361,18 +619,38 @@ impl Tlb {
         }
     }
 
-    /// Look `va` up for address space `tag`, updating LRU and counters. If entries of several
-    /// sizes match (possible after a page-table change without a flush), the smallest wins.
+    /// Look `va` up for host address space `tag`, updating replacement state and counters. If
+    /// entries of several sizes match (possible after a page-table change without a flush),
+    /// the smallest wins.
     pub fn lookup<V: PagedAddr>(&mut self, va: V, tag: TlbTag) -> Option<TlbHit> {
+        self.lookup_in(va.raw(), tag, None)
+    }
+
+    /// Look up in an address space that may be nested: `nested_root` is the nCR3 / EP4TA the
+    /// entry must have been built under (`None` for the host and for the nested TLB's own
+    /// host-side keys).
+    #[inline]
+    pub fn lookup_in(&mut self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
         self.stats.lookups += 1;
-        let va = va.raw();
-        match self.find(va, tag) {
+        let nroot = nroot_key(nested_root);
+        match self.find_memo(va, tag, nroot) {
             Some(slot) => {
                 self.clock += 1;
-                let e = &mut self.arrays[slot.array].entries[slot.index];
-                e.stamp = self.clock;
-                self.stats.by_size[e.size].hits += 1;
-                Some(self.hit_of(slot, va))
+                let a = &mut self.arrays[slot.array as usize];
+                a.repl.touch_stamped(slot.set as usize, slot.way as usize, self.clock);
+                let e = &a.entries[slot.set as usize * a.ways + slot.way as usize];
+                let hit = TlbHit {
+                    pa: Spa::new_truncate(e.frame.raw() | (va & (e.size.bytes() - 1))),
+                    size: e.size,
+                    perms: e.perms,
+                    nested_perms: e.nested_perms,
+                    global: e.global,
+                    dirty: e.dirty,
+                    cache: e.cache,
+                    slot,
+                };
+                self.stats.by_size[hit.size].hits += 1;
+                Some(hit)
             }
             None => {
                 self.stats.misses += 1;
@@ -381,76 +659,181 @@ impl Tlb {
         }
     }
 
-    /// Look up without touching LRU state or counters (oracles, debugging).
+    /// Look up without touching replacement state or counters (oracles, debugging).
     pub fn peek<V: PagedAddr>(&self, va: V, tag: TlbTag) -> Option<TlbHit> {
-        let va = va.raw();
-        self.find(va, tag).map(|slot| self.hit_of(slot, va))
+        self.peek_in(va.raw(), tag, None)
+    }
+
+    /// [`Tlb::peek`] in an address space that may be nested.
+    pub fn peek_in(&self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
+        let nroot = nroot_key(nested_root);
+        self.find(va, tag, nroot).map(|slot| self.hit_of(slot, va))
     }
 
     /// Update the check cache of a hit entry.
     pub fn set_cache(&mut self, slot: TlbSlot, cache: CheckCache) {
-        if let Some(e) = self.arrays.get_mut(slot.array).and_then(|a| a.entries.get_mut(slot.index))
+        if let Some(a) = self.arrays.get_mut(slot.array as usize)
+            && let Some(e) = a.entries.get_mut(slot.set as usize * a.ways + slot.way as usize)
         {
             e.cache = cache;
         }
     }
 
+    #[inline]
+    fn slot_entry(&self, slot: TlbSlot) -> &Entry {
+        let a = &self.arrays[slot.array as usize];
+        &a.entries[slot.set as usize * a.ways + slot.way as usize]
+    }
+
+    /// The entry at a slot (for refills into another level).
+    pub(crate) fn entry(&self, slot: TlbSlot) -> Entry {
+        *self.slot_entry(slot)
+    }
+
     /// Install the translation of `va`. An entry for the same page, size and tag is replaced in
-    /// place; otherwise an invalid way, else the least recently used one. Returns the size
-    /// installed (smaller than `fill.size` when that size has no array).
+    /// place; otherwise an invalid way, else the policy's victim. Returns the size installed
+    /// (smaller than `fill.size` when that size has no array).
     pub fn fill<V: PagedAddr>(&mut self, va: V, tag: TlbTag, fill: &TlbFill) -> PageSize {
-        let va = va.raw();
-        let (ai, size) = self.install[fill.size.index()];
+        self.fill_in(va.raw(), tag, None, fill).installed
+    }
+
+    /// [`Tlb::fill`] in an address space that may be nested.
+    pub(crate) fn fill_in(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> FillResult {
+        let nroot = nroot_key(nested_root);
+        let size = self.install[fill.size.index()];
         let frame = Spa::new_truncate(
             fill.frame.raw() | (va & (fill.size.bytes() - 1) & !(size.bytes() - 1)),
         );
-        self.clock += 1;
-        let a = &mut self.arrays[ai];
-        let base = a.set_of(va, size) * a.ways;
         let vpn = va >> size.shift();
-        let ways = &mut a.entries[base..base + a.ways];
-        let same = |e: &Entry| e.valid && e.vpn == vpn && e.size == size && e.tag == tag;
-        let victim = ways
-            .iter()
-            .position(same)
-            .or_else(|| ways.iter().position(|e| !e.valid))
-            .unwrap_or_else(|| {
-                let (w, _) =
-                    ways.iter().enumerate().min_by_key(|(_, e)| e.stamp).expect("ways ≥ 1");
-                w
-            });
-        let old = ways[victim];
-        if old.valid && !same(&old) {
-            self.stats.by_size[old.size].evictions += 1;
-        }
-        ways[victim] = Entry {
-            valid: true,
-            vpn,
-            size,
-            tag,
-            global: fill.global,
-            frame,
-            perms: fill.perms,
-            dirty: fill.dirty,
-            cache: fill.cache,
-            stamp: self.clock,
+        let want = key_of(vpn, size);
+        let same = |e: &Entry| {
+            e.valid && e.vpn == vpn && e.size == size && e.tag == tag && e.nroot == nroot
         };
+        // If the memo says a search for this page found nothing since the last change, no
+        // entry of the same page and tag exists: skip the search for one to replace.
+        let m = &self.memo[Self::memo_index(va)];
+        let none_same = m.generation == self.generation
+            && m.page == va >> 12
+            && m.tag == tag
+            && m.nroot == nroot
+            && m.slot.is_none();
+        // Candidate (array, set) pairs: every array holding the size.
+        let mut chosen: Option<(usize, usize)> = None; // (array, way)
+        let mut best_invalid: Option<(usize, usize)> = None;
+        let mut best_victim: Option<(usize, usize, u64)> = None;
+        for (ai, a) in self.arrays.iter_mut().enumerate() {
+            if !a.holds[size.index()] {
+                continue;
+            }
+            let set = a.set_of(va, size);
+            let base = set * a.ways;
+            let keys = &a.keys[base..base + a.ways];
+            if !none_same
+                && let Some(w) = keys
+                    .iter()
+                    .enumerate()
+                    .position(|(w, &k)| k == want && same(&a.entries[base + w]))
+            {
+                chosen = Some((ai, w));
+                break;
+            }
+            if best_invalid.is_none()
+                && (a.used[set] as usize) < a.ways
+                && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
+            {
+                best_invalid = Some((ai, w));
+            }
+            if best_invalid.is_none() {
+                let w = a.repl.victim(set);
+                let age = a.repl.stamp(set, w);
+                if best_victim.is_none_or(|(_, _, b)| age < b) {
+                    best_victim = Some((ai, w, age));
+                }
+            }
+        }
+        let (ai, w) = chosen
+            .or(best_invalid)
+            .or(best_victim.map(|(a, w, _)| (a, w)))
+            .expect("validated: some array holds every installed size");
+        let a = &mut self.arrays[ai];
+        let set = a.set_of(va, size);
+        let slot = set * a.ways + w;
+        let old = a.entries[slot];
+        let victim = (old.valid && !same(&old)).then_some(old);
+        a.set_slot(
+            slot,
+            Entry {
+                valid: true,
+                vpn,
+                size,
+                orig_size: fill.size,
+                tag,
+                nroot,
+                global: fill.global,
+                frame,
+                perms: fill.perms,
+                nested_perms: fill.nested_perms,
+                dirty: fill.dirty,
+                cache: fill.cache,
+            },
+        );
+        self.clock += 1;
+        a.repl.touch_stamped(set, w, self.clock);
+        if let Some(v) = victim {
+            self.stats.by_size[v.size].evictions += 1;
+        }
         self.stats.by_size[size].fills += 1;
-        size
+        self.generation += 1;
+        FillResult { installed: size, victim }
     }
 
-    fn remove_where(&mut self, mut pred: impl FnMut(&Entry) -> bool) -> u64 {
+    /// Remove the entry at `slot` (an exclusive hierarchy moving it up). Returns it.
+    pub(crate) fn take(&mut self, slot: TlbSlot) -> Entry {
+        let a = &mut self.arrays[slot.array as usize];
+        let i = slot.set as usize * a.ways + slot.way as usize;
+        let e = a.entries[i];
+        a.set_slot(i, INVALID);
+        self.generation += 1;
+        e
+    }
+
+    pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(&Entry) -> bool) -> u64 {
         let mut n = 0;
         for a in &mut self.arrays {
-            for e in a.entries.iter_mut().filter(|e| e.valid) {
-                if pred(e) {
+            let ways = a.ways;
+            for (i, (e, k)) in a.entries.iter_mut().zip(a.keys.iter_mut()).enumerate() {
+                if e.valid && pred(e) {
                     e.valid = false;
+                    *k = NO_KEY;
+                    a.keys32[i] = fold32(NO_KEY);
+                    a.used[i / ways] -= 1;
                     self.stats.by_size[e.size].invalidations += 1;
                     n += 1;
                 }
             }
         }
+        if n > 0 {
+            self.generation += 1;
+        }
         n
+    }
+
+    /// Remove every entry for which `pred(tag, global, start, end)` holds, `[start, end)` being
+    /// the input range the entry translates.
+    pub(crate) fn remove_matching(
+        &mut self,
+        pred: &impl Fn(TlbTag, bool, u64, u64) -> bool,
+    ) -> u64 {
+        self.remove_where(|e| {
+            let lo = e.va();
+            pred(e.tag, e.global, lo, lo + e.size.bytes())
+        })
     }
 
     /// Remove every entry, of any tag and size, whose translation reaches a physical byte of
@@ -473,9 +856,12 @@ impl Tlb {
     }
 
     /// INVLPG over `[start, start + bytes)`: every entry overlapping the range for `tag`
-    /// (global entries of the ASID included).
+    /// (global entries of the ASID included), whatever nested root it was built under.
     pub fn invalidate_range<V: PagedAddr>(&mut self, start: V, bytes: u64, tag: TlbTag) -> u64 {
-        let s = start.raw();
+        self.invalidate_range_raw(start.raw(), bytes, tag)
+    }
+
+    pub(crate) fn invalidate_range_raw(&mut self, s: u64, bytes: u64, tag: TlbTag) -> u64 {
         let e = s.saturating_add(bytes);
         self.remove_where(|x| {
             x.tag.asid == tag.asid && (x.global || x.tag.pcid == tag.pcid) && x.overlaps(s, e)
@@ -483,8 +869,8 @@ impl Tlb {
     }
 
     /// Apply a page-table change's token for address space `tag`: INVLPG over each stale
-    /// range. (Freed tables matter to paging-structure caches, which this level does not
-    /// model.) Returns how many entries were removed.
+    /// range. (Paging-structure caches are the [`crate::Mmu`]'s: use
+    /// [`crate::Mmu::invalidate`] to reach them too.) Returns how many entries were removed.
     pub fn invalidate<V: PagedAddr>(&mut self, inv: &PendingInvalidation<V>, tag: TlbTag) -> u64 {
         inv.ranges().iter().map(|r| self.invalidate_range(r.start, r.bytes, tag)).sum()
     }
@@ -498,6 +884,12 @@ impl Tlb {
             FlushScope::AllNonGlobal(asid) => {
                 self.remove_where(|e| e.tag.asid == asid && !e.global)
             }
+            FlushScope::AllGuests => self.remove_where(|e| e.tag.asid != 0),
+            FlushScope::NestedRoot(root) => {
+                let r = nroot_key(Some(root));
+                self.remove_where(|e| e.nroot == r)
+            }
+            FlushScope::AllNested => self.remove_where(|e| e.nroot != 0),
         }
     }
 }
@@ -509,23 +901,25 @@ mod tests {
     use sim_core::Hva;
 
     fn fa(ways: u32) -> TlbConfig {
-        TlbConfig { arrays: vec![TlbArrayConfig { sizes: PageSize::ALL.to_vec(), sets: 1, ways }] }
+        TlbConfig::new(vec![TlbArrayConfig::fully_assoc(&PageSize::ALL, ways)], 0)
     }
 
     fn split(sets: u32, ways: u32) -> TlbConfig {
-        TlbConfig {
-            arrays: vec![
-                TlbArrayConfig { sizes: vec![PageSize::K4], sets, ways },
-                TlbArrayConfig { sizes: vec![PageSize::M2], sets, ways },
+        TlbConfig::new(
+            vec![
+                TlbArrayConfig::set_assoc(&[PageSize::K4], sets, ways),
+                TlbArrayConfig::set_assoc(&[PageSize::M2], sets, ways),
             ],
-        }
+            0,
+        )
     }
 
     fn fill(frame: u64, size: PageSize, global: bool) -> TlbFill {
         TlbFill {
             frame: Spa::new(frame),
             size,
-            perms: Perms { writable: true, user: false, executable: false },
+            perms: Perms { readable: true, writable: true, user: false, executable: false },
+            nested_perms: Perms::ALL,
             global,
             dirty: true,
             cache: CheckCache::default(),
@@ -625,18 +1019,125 @@ mod tests {
 
     #[test]
     fn bad_geometry() {
-        assert!(Tlb::new(&TlbConfig { arrays: vec![] }).is_err());
-        let no4k = TlbConfig {
-            arrays: vec![TlbArrayConfig { sizes: vec![PageSize::M2], sets: 1, ways: 1 }],
-        };
+        assert!(Tlb::new(&TlbConfig::new(vec![], 0)).is_err());
+        let no4k = TlbConfig::new(vec![TlbArrayConfig::fully_assoc(&[PageSize::M2], 1)], 0);
         assert!(Tlb::new(&no4k).is_err());
-        let dup = TlbConfig {
-            arrays: vec![
-                TlbArrayConfig { sizes: vec![PageSize::K4], sets: 1, ways: 1 },
-                TlbArrayConfig { sizes: vec![PageSize::K4], sets: 1, ways: 1 },
+        let twice = TlbConfig::new(
+            vec![TlbArrayConfig { sizes: vec![PageSize::K4, PageSize::K4], sets: 1, ways: 1 }],
+            0,
+        );
+        assert!(Tlb::new(&twice).is_err());
+        // A size in two arrays is fine (SPR's STLB halves).
+        let halves = TlbConfig::new(
+            vec![
+                TlbArrayConfig::fully_assoc(&[PageSize::K4], 1),
+                TlbArrayConfig::fully_assoc(&[PageSize::K4], 1),
             ],
-        };
-        assert!(Tlb::new(&dup).is_err());
+            0,
+        );
+        assert!(Tlb::new(&halves).is_ok());
         assert!(Tlb::new(&split(3, 1)).is_err());
+        let plru_too_wide = TlbConfig {
+            replacement: Replacement::TreePlru,
+            ..TlbConfig::new(vec![TlbArrayConfig::fully_assoc(&[PageSize::K4], 65)], 0)
+        };
+        assert!(Tlb::new(&plru_too_wide).is_err());
+    }
+
+    fn page(i: u64) -> Hva {
+        Hva::new(i << 12)
+    }
+
+    fn touch(t: &mut Tlb, i: u64) -> bool {
+        if t.lookup(page(i), T).is_some() {
+            return true;
+        }
+        t.fill(page(i), T, &fill(i << 12, PageSize::K4, false));
+        false
+    }
+
+    /// A size held by two arrays (SPR's STLB halves): 4K fills use both, 2M only the first,
+    /// 1G only the second; with both candidate sets full the least recently used victim of
+    /// the two goes.
+    #[test]
+    fn split_halves_share_4k() {
+        let cfg = TlbConfig::new(
+            vec![
+                TlbArrayConfig::fully_assoc(&[PageSize::K4, PageSize::M2], 2),
+                TlbArrayConfig::fully_assoc(&[PageSize::K4, PageSize::G1], 2),
+            ],
+            0,
+        );
+        let mut t = Tlb::new(&cfg).unwrap();
+        for i in 0..4 {
+            assert!(!touch(&mut t, i));
+        }
+        assert_eq!(t.occupancy(), PerSize([4, 0, 0]), "4K fills both halves");
+        for i in 0..4 {
+            assert!(touch(&mut t, i));
+        }
+        // Page 4 evicts the LRU of all four (page 0, in the first half).
+        assert!(!touch(&mut t, 4));
+        assert!(t.peek(page(0), T).is_none());
+        for i in 1..5 {
+            assert!(t.peek(page(i), T).is_some());
+        }
+        // A 1G fill can only go to the second half: it evicts that half's LRU (page 3 was
+        // touched before 4 but after 1, 2; the second half holds 2 and 3 → 2 goes).
+        t.fill(Hva::new(1 << 30), T, &fill(1 << 30, PageSize::G1, false));
+        assert!(t.peek(page(2), T).is_none());
+        assert!(t.peek(page(1), T).is_some());
+        assert_eq!(t.occupancy(), PerSize([3, 0, 1]));
+    }
+
+    /// Tree-PLRU in one 4-way set, by hand: the access sequence 0,1,2,3,0,4 evicts page 2
+    /// (true LRU would evict page 1).
+    #[test]
+    fn tree_plru_victims_by_hand() {
+        for (policy, gone) in [(Replacement::TreePlru, 2), (Replacement::Lru, 1)] {
+            let cfg = TlbConfig {
+                replacement: policy,
+                ..TlbConfig::new(vec![TlbArrayConfig::fully_assoc(&[PageSize::K4], 4)], 0)
+            };
+            let mut t = Tlb::new(&cfg).unwrap();
+            for i in [0, 1, 2, 3, 0, 4] {
+                touch(&mut t, i);
+            }
+            assert!(t.peek(page(gone), T).is_none(), "{policy:?}");
+            assert_eq!(t.occupancy().total(), 4);
+        }
+    }
+
+    /// Random replacement is reproducible from the seed and differs across seeds.
+    #[test]
+    fn random_replacement_is_seeded() {
+        let run = |seed| {
+            let cfg = TlbConfig {
+                replacement: Replacement::Random,
+                ..TlbConfig::new(vec![TlbArrayConfig::fully_assoc(&[PageSize::K4], 8)], 0)
+            };
+            let mut t = Tlb::with_rng(&cfg, &Rng::new(seed)).unwrap();
+            let mut hits = Vec::new();
+            for i in 0..200u64 {
+                hits.push(touch(&mut t, (i * 7) % 13));
+            }
+            hits
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    /// The memo never changes what a lookup finds: a smaller entry filled after a larger one
+    /// for the same address wins, as a full search says.
+    #[test]
+    fn memo_respects_later_fills() {
+        let mut t = Tlb::new(&fa(8)).unwrap();
+        t.fill(Hva::new(0x20_0000), T, &fill(0x4000_0000, PageSize::M2, false));
+        assert_eq!(t.lookup(Hva::new(0x20_1000), T).unwrap().size, PageSize::M2);
+        t.fill(Hva::new(0x20_1000), T, &fill(0x9000, PageSize::K4, false));
+        let h = t.lookup(Hva::new(0x20_1000), T).unwrap();
+        assert_eq!((h.size, h.pa), (PageSize::K4, Spa::new(0x9000)));
+        t.invalidate_page(Hva::new(0x20_1000), T);
+        assert!(t.lookup(Hva::new(0x20_1000), T).is_none());
     }
 }

@@ -1,14 +1,18 @@
 //! The 1-D page walk (Intel SDM Vol. 3A §4.5–§4.8; AMD APM Vol. 2 §5.3–§5.6): the functional
 //! answer (translation or #PF), the list of memory references the walk makes, and the A/D
-//! updates.
+//! updates. The walker core is shared with the nested walks (crate `nested` module): it reads
+//! entries of any [`PagingEntry`] format from a start point (the root, or a table a
+//! paging-structure cache supplied) down to a leaf, a not-present or a malformed entry.
 
 use crate::addr::{PagedAddr, PhysAddr};
 use crate::check::{
     CheckAllow, CheckRequest, CheckTarget, CheckVerdict, CheckWork, TranslationCheck,
 };
+use crate::entry::PagingEntry;
+pub use crate::entry::Perms;
 use crate::inline::InlineVec;
 use crate::level::{Level, Paging};
-use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
+use crate::pte::{LeafAttrs, PteFormat, X86Pte};
 use crate::tables::PhysMemTables;
 use sim_core::{Agent, PageSize, Spa};
 
@@ -90,18 +94,6 @@ pub struct PageFault<V> {
     pub addr: V,
 }
 
-/// Effective permissions of a translation, combined over all levels (SDM Vol. 3A §4.6.1): what
-/// a TLB entry caches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Perms {
-    /// R/W = 1 at every level.
-    pub writable: bool,
-    /// U/S = 1 at every level.
-    pub user: bool,
-    /// XD = 0 at every level.
-    pub executable: bool,
-}
-
 /// The functional result of a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Translation<V, P> {
@@ -136,26 +128,46 @@ pub enum RefKind {
     AdWrite,
 }
 
+/// Which translation stage a walk reference belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+pub enum Stage {
+    /// A 1-D walk of the host's (or a guest's own, un-nested) tables.
+    #[default]
+    Native,
+    /// A guest page-table entry read or updated during a 2-D walk (at the SPA the nested
+    /// stage gave for it).
+    Guest,
+    /// A nested (NPT/EPT) entry read or updated during a 2-D walk or a guest-physical access.
+    Nested,
+}
+
 /// One memory reference of a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WalkRef<P> {
     /// Address of the entry.
     pub addr: P,
-    /// The entry's level.
+    /// The entry's level (in its own table: guest or nested).
     pub level: Level,
     /// Read or A/D write.
     pub kind: RefKind,
+    /// The translation stage.
+    pub stage: Stage,
 }
 
 impl<P: PhysAddr> Default for WalkRef<P> {
+    /// All-zero bits (so that an empty reference list is a plain memset).
     fn default() -> Self {
-        WalkRef { addr: P::from_raw(0), level: Level::Pt, kind: RefKind::Read }
+        WalkRef {
+            addr: P::from_raw(0),
+            level: Level::Pml5,
+            kind: RefKind::Read,
+            stage: Stage::Native,
+        }
     }
 }
 
 /// Most references of a 1-D walk: five reads (5-level) and five A/D writes (A/D of the leaf
-/// are one write). A 2-D walker will define its own list with room for (5+1)×(5+1)−1 reads
-/// plus writes.
+/// are one write). The 2-D walker's list is [`crate::NestedRefs`].
 pub const MAX_1D_REFS: usize = 10;
 
 /// The references of a 1-D walk, in the order the walker makes them (each A/D write right
@@ -186,45 +198,204 @@ pub struct WalkContext<P> {
     pub controls: PagingControls,
 }
 
-/// One step of a planned walk: the entry read and the A/D bits to set in it on success.
-#[derive(Clone, Copy, Debug, Default)]
-struct Step<P: PhysAddr> {
-    addr: WalkRef<P>,
-    entry: u64,
-    set: PteFlags,
+/// Where a walk starts: at the root with full rights, or at a lower table whose address (and
+/// the rights combined above it) a paging-structure cache supplied (SDM Vol. 3A §4.10.3.1:
+/// a PDE-cache hit leaves only the PTE to read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkStart<P> {
+    /// The level of the table to read first.
+    pub level: Level,
+    /// That table.
+    pub table: P,
+    /// Rights combined over the levels above.
+    pub perms: Perms,
 }
 
-/// The walk computed without side effects.
-struct Plan<V, P: PhysAddr> {
-    outcome: Translation<V, P>,
-    steps: InlineVec<Step<P>, 5>,
+impl<P> WalkStart<P> {
+    /// Start at `root` of a table of depth `paging`.
+    pub const fn root(root: P, paging: Paging) -> WalkStart<P> {
+        WalkStart { level: paging.top(), table: root, perms: Perms::ALL }
+    }
+}
+
+/// One entry read by the walker core, and the A/D bits to set in it if the walk succeeds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoreStep<P: PhysAddr> {
+    /// Address of the entry.
+    pub addr: P,
+    /// Its level.
+    pub level: Level,
+    /// The raw entry as read.
+    pub entry: u64,
+    /// A/D bits to set on success.
+    pub set: u64,
+    /// Rights combined over this level and those above.
+    pub perms: Perms,
+}
+
+impl<P: PhysAddr> Default for CoreStep<P> {
+    fn default() -> Self {
+        CoreStep {
+            addr: P::from_raw(0),
+            level: Level::Pml5,
+            entry: 0,
+            set: 0,
+            perms: Perms { readable: false, writable: false, user: false, executable: false },
+        }
+    }
+}
+
+/// How the walker core ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CoreEnd<P> {
+    /// At a leaf.
+    Leaf {
+        /// Its size.
+        size: PageSize,
+        /// Its frame.
+        frame: P,
+    },
+    /// At a not-present entry.
+    NotPresent,
+    /// At a malformed entry (reserved bits; EPT misconfiguration).
+    Malformed,
+}
+
+/// The entries read from a start point to the end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Core<P: PhysAddr> {
+    pub steps: InlineVec<CoreStep<P>, 5>,
+    pub end: CoreEnd<P>,
+}
+
+impl<P: PhysAddr> Core<P> {
+    /// Rights combined over every entry read (the last step's).
+    pub fn perms(&self) -> Perms {
+        self.steps.last().map_or(Perms::ALL, |s| s.perms)
+    }
+
+    /// Mark A on every entry read that lacks it and, if `dirty`, D on the leaf. `when` filters
+    /// which formats track A/D at all (EPT without A/D enabled: none).
+    pub fn set_ad<E: PagingEntry>(&mut self, dirty: bool) {
+        let n = self.steps.len();
+        for (i, s) in self.steps.iter_mut().enumerate() {
+            let mut set = 0;
+            if s.entry & E::ACCESSED == 0 {
+                set |= E::ACCESSED;
+            }
+            if dirty && i + 1 == n && s.entry & E::DIRTY == 0 {
+                set |= E::DIRTY;
+            }
+            s.set = set;
+        }
+    }
+
+    /// Write the A/D bits planned by [`Core::set_ad`].
+    pub fn commit(&self, tables: &mut PhysMemTables<P>) {
+        for s in &self.steps {
+            if s.set != 0 {
+                tables.write(s.addr, s.entry | s.set);
+            }
+        }
+    }
+
+    /// Append this walk's references to `out`: each read, then its A/D write if `with_ad`.
+    pub fn push_refs<const N: usize>(
+        &self,
+        out: &mut InlineVec<WalkRef<P>, N>,
+        stage: Stage,
+        with_ad: bool,
+    ) {
+        for s in &self.steps {
+            out.push(WalkRef { addr: s.addr, level: s.level, kind: RefKind::Read, stage });
+            if with_ad && s.set != 0 {
+                out.push(WalkRef { addr: s.addr, level: s.level, kind: RefKind::AdWrite, stage });
+            }
+        }
+    }
+}
+
+/// The walker core: read entries of format `E` from `start` down to a leaf, a not-present or a
+/// malformed entry, combining rights, into `core` (overwritten). No permission checks and no
+/// A/D updates: the caller decides those by format.
+#[inline]
+pub(crate) fn core_walk_into<E: PagingEntry, V: PagedAddr, P: PhysAddr>(
+    core: &mut Core<P>,
+    tables: &PhysMemTables<P>,
+    start: WalkStart<P>,
+    fmt: PteFormat,
+    va: V,
+) {
+    let steps = &mut core.steps;
+    steps.clear();
+    let mut perms = start.perms;
+    let mut table = start.table;
+    let mut level = start.level;
+    loop {
+        let addr = P::from_raw(table.raw() + 8 * (level.index(va) as u64));
+        let raw = tables.read(addr);
+        let e = E::from_raw(raw);
+        let present = e.present();
+        if present {
+            perms = perms.and(e.rights());
+        }
+        steps.push(CoreStep { addr, level, entry: raw, set: 0, perms });
+        if !present {
+            core.end = CoreEnd::NotPresent;
+            return;
+        }
+        if e.malformed(level, fmt) {
+            core.end = CoreEnd::Malformed;
+            return;
+        }
+        if e.leaf_at(level) {
+            let size = level.leaf_size().expect("leaf level");
+            core.end = CoreEnd::Leaf { size, frame: e.leaf_frame(size, fmt) };
+            return;
+        }
+        table = e.next_table(fmt);
+        level = level.next_lower().expect("PT entries are always leaves");
+    }
+}
+
+/// The x86 walk computed without side effects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan<V, P: PhysAddr> {
+    pub outcome: Translation<V, P>,
+    pub core: Core<P>,
 }
 
 impl<V: Copy, P: PhysAddr> Plan<V, P> {
-    fn refs(&self) -> WalkRefs<P> {
-        let mut refs = WalkRefs::new();
-        let ok = matches!(self.outcome, Translation::Translated { .. });
-        for s in &self.steps {
-            refs.push(s.addr);
-            if ok && !s.set.is_empty() {
-                refs.push(WalkRef { kind: RefKind::AdWrite, ..s.addr });
-            }
+    /// An empty plan (a reusable buffer).
+    pub fn empty(addr: V) -> Self {
+        Plan {
+            outcome: Translation::NonCanonical { addr },
+            core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
         }
+    }
+
+    fn ok(&self) -> bool {
+        matches!(self.outcome, Translation::Translated { .. })
+    }
+
+    pub fn refs(&self) -> WalkRefs<P> {
+        let mut refs = WalkRefs::new();
+        self.push_refs(&mut refs);
         refs
     }
 
-    fn commit(&self, tables: &mut PhysMemTables<P>) {
-        if matches!(self.outcome, Translation::Translated { .. }) {
-            for s in &self.steps {
-                if !s.set.is_empty() {
-                    tables.write(s.addr.addr, X86Pte::new(s.entry).with(s.set).raw());
-                }
-            }
+    pub fn push_refs(&self, refs: &mut WalkRefs<P>) {
+        self.core.push_refs(refs, Stage::Native, self.ok());
+    }
+
+    pub fn commit(&self, tables: &mut PhysMemTables<P>) {
+        if self.ok() {
+            self.core.commit(tables);
         }
     }
 }
 
-fn base_code(access: AccessKind, privilege: Privilege) -> PfErrorCode {
+pub(crate) fn base_code(access: AccessKind, privilege: Privilege) -> PfErrorCode {
     let mut c = PfErrorCode::empty();
     match access {
         AccessKind::Read => {}
@@ -239,13 +410,14 @@ fn base_code(access: AccessKind, privilege: Privilege) -> PfErrorCode {
 }
 
 /// Whether `perms` allow the access (SDM Vol. 3A §4.6.1). Protection keys are not checked.
+#[inline]
 pub fn permits(
     perms: Perms,
     access: AccessKind,
     privilege: Privilege,
     controls: PagingControls,
 ) -> bool {
-    match (privilege, access) {
+    let base = match (privilege, access) {
         (Privilege::User, AccessKind::Read) => perms.user,
         (Privilege::User, AccessKind::Write) => perms.user && perms.writable,
         (Privilege::User, AccessKind::Fetch) => perms.user && perms.executable,
@@ -259,72 +431,69 @@ pub fn permits(
         (Privilege::Supervisor, AccessKind::Fetch) => {
             perms.executable && !(perms.user && controls.cr4_smep)
         }
-    }
+    };
+    // A combined guest × nested translation may be unreadable (EPT execute-only).
+    base && (perms.readable || access == AccessKind::Fetch)
 }
 
-fn plan<V: PagedAddr, P: PhysAddr>(
+/// Plan an x86-64 walk of `va` from `start` (the root if `None`).
+pub(crate) fn plan<V: PagedAddr, P: PhysAddr>(
     tables: &PhysMemTables<P>,
     ctx: &WalkContext<P>,
     va: V,
     access: AccessKind,
     privilege: Privilege,
+    start: Option<WalkStart<P>>,
 ) -> Plan<V, P> {
-    let mut steps = InlineVec::new();
+    let mut p = Plan {
+        outcome: Translation::NonCanonical { addr: va },
+        core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
+    };
+    plan_into(&mut p, tables, ctx, va, access, privilege, start);
+    p
+}
+
+/// [`plan`] into `p` (overwritten), so that the MMU reuses one buffer.
+pub(crate) fn plan_into<V: PagedAddr, P: PhysAddr>(
+    p: &mut Plan<V, P>,
+    tables: &PhysMemTables<P>,
+    ctx: &WalkContext<P>,
+    va: V,
+    access: AccessKind,
+    privilege: Privilege,
+    start: Option<WalkStart<P>>,
+) {
+    let core = &mut p.core;
+    core.steps.clear();
+    core.end = CoreEnd::NotPresent;
     if !va.in_range(ctx.paging) {
-        return Plan { outcome: Translation::NonCanonical { addr: va }, steps };
+        p.outcome = Translation::NonCanonical { addr: va };
+        return;
     }
+    let start = start.unwrap_or(WalkStart::root(ctx.root, ctx.paging));
+    core_walk_into::<X86Pte, V, P>(core, tables, start, ctx.format, va);
     let code = base_code(access, privilege);
     let fault = |extra: PfErrorCode| Translation::Fault(PageFault { code: code | extra, addr: va });
-    let mut perms = Perms { writable: true, user: true, executable: true };
-    let mut table = ctx.root;
-    let mut level = ctx.paging.top();
-    loop {
-        let addr = P::from_raw(table.raw() + 8 * (level.index(va) as u64));
-        let raw = tables.read(addr);
-        let e = X86Pte::new(raw);
-        steps.push(Step {
-            addr: WalkRef { addr, level, kind: RefKind::Read },
-            entry: raw,
-            set: PteFlags::empty(),
-        });
-        if !e.is_present() {
-            return Plan { outcome: fault(PfErrorCode::empty()), steps };
-        }
-        if e.reserved_bits_set(level, ctx.format) {
-            return Plan { outcome: fault(PfErrorCode::PRESENT | PfErrorCode::RESERVED), steps };
-        }
-        let f = e.flags();
-        perms.writable &= f.contains(PteFlags::WRITABLE);
-        perms.user &= f.contains(PteFlags::USER);
-        perms.executable &= !f.contains(PteFlags::NO_EXECUTE);
-        if e.is_leaf(level) {
-            let size = level.leaf_size().expect("leaf level");
-            if !permits(perms, access, privilege, ctx.controls) {
-                return Plan { outcome: fault(PfErrorCode::PRESENT), steps };
+    let outcome = match core.end {
+        CoreEnd::NotPresent => fault(PfErrorCode::empty()),
+        CoreEnd::Malformed => fault(PfErrorCode::PRESENT | PfErrorCode::RESERVED),
+        CoreEnd::Leaf { size, frame } => {
+            let perms = core.perms();
+            if permits(perms, access, privilege, ctx.controls) {
+                core.set_ad::<X86Pte>(access == AccessKind::Write);
+                let leaf = core.steps.last().expect("a leaf was read");
+                Translation::Translated {
+                    pa: P::from_raw(frame.raw() | (va.raw() & (size.bytes() - 1))),
+                    size,
+                    perms,
+                    attrs: X86Pte::new(leaf.entry | leaf.set).leaf_attrs(size, ctx.format),
+                }
+            } else {
+                fault(PfErrorCode::PRESENT)
             }
-            let mut set = PteFlags::empty();
-            if !f.contains(PteFlags::ACCESSED) {
-                set |= PteFlags::ACCESSED;
-            }
-            if access == AccessKind::Write && !f.contains(PteFlags::DIRTY) {
-                set |= PteFlags::DIRTY;
-            }
-            steps.last_mut().expect("pushed above").set = set;
-            let frame: P = e.frame(size, ctx.format);
-            let outcome = Translation::Translated {
-                pa: P::from_raw(frame.raw() | (va.raw() & (size.bytes() - 1))),
-                size,
-                perms,
-                attrs: e.with(set).leaf_attrs(size, ctx.format),
-            };
-            return Plan { outcome, steps };
         }
-        if !f.contains(PteFlags::ACCESSED) {
-            steps.last_mut().expect("pushed above").set = PteFlags::ACCESSED;
-        }
-        table = e.table_addr(ctx.format);
-        level = level.next_lower().expect("PT entries are always leaves");
-    }
+    };
+    p.outcome = outcome;
 }
 
 /// Walk `va` and set A/D bits in memory (A in every entry used, D in the leaf on a write), as
@@ -339,7 +508,7 @@ pub fn walk<V: PagedAddr, P: PhysAddr>(
     access: AccessKind,
     privilege: Privilege,
 ) -> Walk<V, P> {
-    let p = plan(tables, ctx, va, access, privilege);
+    let p = plan(tables, ctx, va, access, privilege, None);
     p.commit(tables);
     Walk { outcome: p.outcome, refs: p.refs() }
 }
@@ -353,7 +522,7 @@ pub fn walk_functional<V: PagedAddr, P: PhysAddr>(
     access: AccessKind,
     privilege: Privilege,
 ) -> Walk<V, P> {
-    let p = plan(tables, ctx, va, access, privilege);
+    let p = plan(tables, ctx, va, access, privilege, None);
     Walk { outcome: p.outcome, refs: p.refs() }
 }
 
@@ -393,8 +562,7 @@ pub fn walk_checked<V: PagedAddr, C: TranslationCheck + ?Sized>(
     checker: &mut C,
     work: &mut CheckWork,
 ) -> CheckedWalk<V> {
-    let mut p = plan(tables, ctx, req.va, req.access, req.privilege);
-    let allow = run_checks(&mut p, req, checker, work);
+    let (p, allow) = plan_checked(tables, ctx, req, checker, work, None);
     p.commit(tables);
     CheckedWalk { walk: Walk { outcome: p.outcome, refs: p.refs() }, allow }
 }
@@ -408,9 +576,36 @@ pub fn walk_checked_functional<V: PagedAddr, C: TranslationCheck + ?Sized>(
     checker: &mut C,
     work: &mut CheckWork,
 ) -> CheckedWalk<V> {
-    let mut p = plan(tables, ctx, req.va, req.access, req.privilege);
-    let allow = run_checks(&mut p, req, checker, work);
+    let (p, allow) = plan_checked(tables, ctx, req, checker, work, None);
     CheckedWalk { walk: Walk { outcome: p.outcome, refs: p.refs() }, allow }
+}
+
+/// Plan a walk from `start` and run the check stage on it (nothing written).
+pub(crate) fn plan_checked<V: PagedAddr, C: TranslationCheck + ?Sized>(
+    tables: &PhysMemTables<Spa>,
+    ctx: &WalkContext<Spa>,
+    req: &WalkRequest<V>,
+    checker: &mut C,
+    work: &mut CheckWork,
+    start: Option<WalkStart<Spa>>,
+) -> (Plan<V, Spa>, Option<CheckAllow>) {
+    let mut p = plan(tables, ctx, req.va, req.access, req.privilege, start);
+    let allow = run_checks(&mut p, req, checker, work);
+    (p, allow)
+}
+
+/// [`plan_checked`] into `p`.
+pub(crate) fn plan_checked_into<V: PagedAddr, C: TranslationCheck + ?Sized>(
+    p: &mut Plan<V, Spa>,
+    tables: &PhysMemTables<Spa>,
+    ctx: &WalkContext<Spa>,
+    req: &WalkRequest<V>,
+    checker: &mut C,
+    work: &mut CheckWork,
+    start: Option<WalkStart<Spa>>,
+) -> Option<CheckAllow> {
+    plan_into(p, tables, ctx, req.va, req.access, req.privilege, start);
+    run_checks(p, req, checker, work)
 }
 
 fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
@@ -420,34 +615,32 @@ fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
     work: &mut CheckWork,
 ) -> Option<CheckAllow> {
     let Translation::Translated { pa, size, .. } = p.outcome else { return None };
+    if checker.allows_everything() {
+        return Some(CheckAllow::WRITE_OK);
+    }
     let WalkRequest { va, access, privilege, who } = *wreq;
     let deny = |extra: PfErrorCode| {
         let code = base_code(access, privilege) | PfErrorCode::PRESENT | extra;
         Translation::Fault(PageFault { code, addr: va })
     };
-    for s in &p.steps {
-        let read = CheckTarget::TableRead { level: s.addr.level };
-        let write = (!s.set.is_empty()).then_some(CheckTarget::TableWrite { level: s.addr.level });
+    for s in &p.core.steps {
+        let read = CheckTarget::TableRead { level: s.level };
+        let write = (s.set != 0).then_some(CheckTarget::TableWrite { level: s.level });
         for target in std::iter::once(read).chain(write) {
-            let req = CheckRequest { spa: s.addr.addr, target, who, privilege };
-            if let CheckVerdict::Fault { error_bits } = checker.check(&req, work) {
-                p.outcome = deny(error_bits);
+            let req = CheckRequest::native(s.addr, target, who, privilege);
+            if let Some(bits) = checker.check(&req, work).host_fault_bits() {
+                p.outcome = deny(bits);
                 return None;
             }
         }
     }
-    let req = CheckRequest {
-        spa: pa,
-        target: CheckTarget::Data { access, mapping: size },
-        who,
-        privilege,
-    };
+    let req = CheckRequest::native(pa, CheckTarget::Data { access, mapping: size }, who, privilege);
     match checker.check(&req, work) {
         CheckVerdict::Allow(a) => {
             Some(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
         }
-        CheckVerdict::Fault { error_bits } => {
-            p.outcome = deny(error_bits);
+        v @ (CheckVerdict::Fault { .. } | CheckVerdict::NestedFault { .. }) => {
+            p.outcome = deny(v.host_fault_bits().unwrap_or_default());
             None
         }
     }
@@ -457,6 +650,7 @@ fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
 mod tests {
     use super::*;
     use crate::page_table::PageTable;
+    use crate::pte::PteFlags;
     use crate::tables::LinearFrames;
     use sim_core::Hva;
 

@@ -70,6 +70,11 @@ pub struct HostConfig {
     /// Above this many pages a range flush becomes a full flush (Linux
     /// `tlb_single_page_flush_ceiling`, used by `cpa_flush` and the range-flush paths).
     pub tlb_single_page_flush_ceiling: u64,
+    /// Whether `set_memory_4k()` marks its PTEs `_PAGE_KERNEL_4K` (Linux v6.15+, with the rox
+    /// collapse): the mark forbids collapse, and setting it changes a PTE that was already 4K,
+    /// so CPA flushes it. `false` models earlier kernels (such as the 2021 SNP RFC's), where
+    /// `set_memory_4k()` on a 4K page changes nothing and flushes nothing.
+    pub set_memory_4k_marks: bool,
     /// Cost of invalidating one page on one CPU (INVLPG / `flush_tlb_one_kernel`).
     pub invlpg_cost: Cycles,
     /// Cost of a full TLB flush on one CPU (`__flush_tlb_all`, INVPCID all-context, a flushing
@@ -122,6 +127,7 @@ impl Default for HostConfig {
             split_cost: DEFAULT_SPLIT_COST,
             collapse_cost: DEFAULT_COLLAPSE_COST,
             tlb_single_page_flush_ceiling: DEFAULT_TLB_SINGLE_PAGE_FLUSH_CEILING,
+            set_memory_4k_marks: true,
             invlpg_cost: DEFAULT_INVLPG_COST,
             flush_all_cost: DEFAULT_FLUSH_ALL_COST,
             ipi_send_cost: DEFAULT_IPI_SEND_COST,
@@ -198,6 +204,14 @@ const DOCS: &[FieldDoc] = &[
         unit: "pages",
         doc: "range flushes of more pages become full flushes (cpa_flush, flush_tlb_kernel_range, flush_tlb_mm_range)",
         source: Source::Cited("arch/x86/mm/tlb.c tlb_single_page_flush_ceiling = 33"),
+    },
+    FieldDoc {
+        key: "set_memory_4k_marks",
+        unit: "",
+        doc: "set_memory_4k() sets _PAGE_KERNEL_4K (v6.15+): forbids collapse, and re-marking an already-4K PTE costs a CPA flush; false = earlier kernels",
+        source: Source::Cited(
+            "commit 41d88484c71c \"x86/mm/pat: restore large ROX pages after fragmentation\" (spec/physmap.md §2.1, §2.2)",
+        ),
     },
     FieldDoc {
         key: "invlpg_cost",

@@ -172,11 +172,14 @@ impl Masks {
 
 /// The masks of `op` (set_memory.c: set_memory_ro/rw/rox/x/nx/np/p/4k, __set_memory_enc_pgtable,
 /// __set_pages_p/np).
-fn masks(op: CpaOp) -> Masks {
+fn masks(op: CpaOp, env: CpaEnv) -> Masks {
     use PteFlags as F;
     let none = F::empty();
     match op {
-        CpaOp::Set4k => Masks { force_split: true, ..Masks::new(KERNEL_4K, none) },
+        CpaOp::Set4k => {
+            let mark = if env.kernel_4k_marks { KERNEL_4K } else { none };
+            Masks { force_split: true, ..Masks::new(mark, none) }
+        }
         CpaOp::Ro => Masks::new(none, F::WRITABLE | F::DIRTY),
         CpaOp::Rw => Masks::new(F::WRITABLE, none),
         CpaOp::Rox => {
@@ -208,6 +211,8 @@ pub struct CpaEnv {
     pub count: Count,
     /// `tlb_single_page_flush_ceiling`.
     pub flush_ceiling: u64,
+    /// `set_memory_4k()` sets `_PAGE_KERNEL_4K` (v6.15+; `host.set_memory_4k_marks`).
+    pub kernel_4k_marks: bool,
 }
 
 /// Run one CPA request of `op` over `pages` 4K pages from `start` on the direct map, taking
@@ -225,7 +230,7 @@ pub fn change_page_attr(
     pages: u64,
     env: CpaEnv,
 ) -> Result<CpaOutcome, CpaError> {
-    let m = masks(op);
+    let m = masks(op, env);
     let mut run = Run {
         dm,
         tables,
@@ -383,7 +388,7 @@ mod tests {
     use proptest::prelude::*;
 
     const FMT: PteFormat = PteFormat { phys_bits: 52, cbit: CbitPos(Some(51)) };
-    const ENV: CpaEnv = CpaEnv { count: Count::Running, flush_ceiling: 33 };
+    const ENV: CpaEnv = CpaEnv { count: Count::Running, flush_ceiling: 33, kernel_4k_marks: true };
 
     struct Rig {
         t: PhysMemTables,
@@ -483,6 +488,27 @@ mod tests {
     }
 
     /// set_memory_4k splits even a whole aligned leaf, tags the requested PTEs
+    /// Before v6.15 (`set_memory_4k_marks = false`) set_memory_4k on a page already mapped 4K
+    /// changes no PTE, so CPA issues no flush; with the mark it changes the PTE and flushes.
+    #[test]
+    fn set_memory_4k_without_marks_changes_nothing_on_4k() {
+        for (marks, expect_flush) in [(false, false), (true, true)] {
+            let env = CpaEnv { kernel_4k_marks: marks, ..ENV };
+            let mut r = rig(PageSize::M2);
+            let run = |r: &mut Rig, spa: u64| {
+                change_page_attr(&mut r.dm, &mut r.t, &mut r.f, CpaOp::Set4k, Spa::new(spa), 1, env)
+                    .unwrap()
+            };
+            // The first call splits the 2M leaf (and flushes for the split either way).
+            let first = run(&mut r, 0x1000);
+            assert_eq!(r.size(0x2000), PageSize::K4);
+            let _ = first.flushes.into_steps();
+            let again = run(&mut r, 0x2000);
+            assert_eq!(!again.flushes.steps().is_empty(), expect_flush, "marks={marks}");
+            let _ = again.flushes.into_steps();
+        }
+    }
+
     /// `_PAGE_KERNEL_4K`, and those never collapse: a later rox over the region with every
     /// other condition met leaves it at 4K.
     #[test]

@@ -1,0 +1,266 @@
+//! Replacement policies of set-associative translation structures (TLB arrays, paging-structure
+//! caches): true LRU, tree pseudo-LRU, and seeded random through [`sim_core::Rng`].
+
+use serde::{Deserialize, Serialize};
+use sim_core::Rng;
+
+/// How a full set picks its victim. Invalid ways are always filled first (lowest way first).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replacement {
+    /// True LRU: the way used longest ago (a per-structure use counter; ties impossible).
+    #[default]
+    Lru,
+    /// Tree pseudo-LRU: a binary tree of `ways − 1` bits per set over the ways rounded up to a
+    /// power of two. A use sets every bit on its path to point away from it; the victim is
+    /// found by following the bits from the root (bit 0 = left), never into a subtree that has
+    /// no real way. At most 64 ways.
+    TreePlru,
+    /// Uniformly random among the ways, drawn from a [`sim_core::Rng`] seeded from
+    /// `mmu.replacement_seed` (per CPU and structure, so runs are reproducible).
+    Random,
+}
+
+/// Most ways a tree-PLRU set may have (one `u64` of tree bits per set).
+pub const MAX_PLRU_WAYS: u32 = 64;
+
+/// Replacement state of one structure: `sets` × `ways`.
+///
+/// True LRU keeps, per set, a doubly linked recency list over the ways (most recent at the
+/// head), so a use and a victim choice are O(1) even for a 72-way fully associative TLB; the
+/// victim is the tail. Ways never used sit at the tail in index order, so the victim among
+/// them is the lowest-numbered one — the same choice as "smallest last-use stamp, lowest way
+/// on ties".
+#[derive(Clone, Debug)]
+pub(crate) struct ReplState {
+    policy: Replacement,
+    ways: usize,
+    /// Leaves of the PLRU tree (ways rounded up to a power of two).
+    leaves: usize,
+    /// Last-use stamp per slot (kept for every policy, to compare victims across arrays).
+    stamps: Vec<u64>,
+    /// Tree bits per set (tree-PLRU).
+    tree: Vec<u64>,
+    /// LRU lists: per slot the next-older and next-newer way; per set head (MRU) and tail
+    /// (LRU).
+    older: Vec<u32>,
+    newer: Vec<u32>,
+    head: Vec<u32>,
+    tail: Vec<u32>,
+    clock: u64,
+    rng: Rng,
+}
+
+impl ReplState {
+    pub fn new(policy: Replacement, sets: usize, ways: usize, rng: Rng) -> ReplState {
+        let leaves = ways.next_power_of_two();
+        let tree = match policy {
+            Replacement::TreePlru => vec![0; sets],
+            Replacement::Lru | Replacement::Random => Vec::new(),
+        };
+        let (mut older, mut newer, mut head, mut tail) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if policy == Replacement::Lru {
+            // Initial order: way 0 oldest (tail) … way ways-1 newest (head).
+            let w = u32::try_from(ways).expect("ways fit u32");
+            for _ in 0..sets {
+                for i in 0..w {
+                    older.push(i.wrapping_sub(1)); // way 0: none (u32::MAX)
+                    newer.push(if i + 1 == w { u32::MAX } else { i + 1 });
+                }
+                head.push(w.saturating_sub(1));
+                tail.push(0);
+            }
+        }
+        ReplState {
+            policy,
+            ways,
+            leaves,
+            stamps: vec![0; sets * ways],
+            tree,
+            older,
+            newer,
+            head,
+            tail,
+            clock: 0,
+            rng,
+        }
+    }
+
+    /// Move `way` to the head of `set`'s recency list.
+    #[inline]
+    fn lru_promote(&mut self, set: usize, way: usize) {
+        let w = u32::try_from(way).expect("ways fit u32");
+        if self.head[set] == w {
+            return;
+        }
+        let base = set * self.ways;
+        let (o, n) = (self.older[base + way], self.newer[base + way]);
+        // Unlink (n exists: way is not the head).
+        self.older[base + n as usize] = o;
+        if o == u32::MAX {
+            self.tail[set] = n;
+        } else {
+            self.newer[base + o as usize] = n;
+        }
+        // Link at the head.
+        let h = self.head[set];
+        self.newer[base + h as usize] = w;
+        self.older[base + way] = h;
+        self.newer[base + way] = u32::MAX;
+        self.head[set] = w;
+    }
+
+    /// Record a use (hit or fill) of `way` in `set`.
+    pub fn touch(&mut self, set: usize, way: usize) {
+        self.clock += 1;
+        let stamp = self.clock;
+        self.touch_stamped(set, way, stamp);
+    }
+
+    /// [`ReplState::touch`] with a stamp from a counter shared with other structures (so that
+    /// the victims of several arrays can be compared by age). Stamps must increase.
+    #[inline]
+    pub fn touch_stamped(&mut self, set: usize, way: usize, stamp: u64) {
+        self.stamps[set * self.ways + way] = stamp;
+        if self.policy == Replacement::Lru {
+            self.lru_promote(set, way);
+        }
+        if self.policy == Replacement::TreePlru {
+            let bits = &mut self.tree[set];
+            // Walk from the root: node n has children 2n+1, 2n+2; leaves cover [lo, hi).
+            let (mut node, mut lo, mut hi) = (0usize, 0usize, self.leaves);
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if way < mid {
+                    *bits |= 1 << node; // used left: point right
+                    node = 2 * node + 1;
+                    hi = mid;
+                } else {
+                    *bits &= !(1 << node); // used right: point left
+                    node = 2 * node + 2;
+                    lo = mid;
+                }
+            }
+        }
+    }
+
+    /// The way to replace in a full `set`.
+    pub fn victim(&mut self, set: usize) -> usize {
+        match self.policy {
+            Replacement::Lru => self.tail[set] as usize,
+            Replacement::TreePlru => {
+                let bits = self.tree[set];
+                let (mut node, mut lo, mut hi) = (0usize, 0usize, self.leaves);
+                while hi - lo > 1 {
+                    let mid = (lo + hi) / 2;
+                    // The right half may hold no real way when ways is not a power of two.
+                    let right = bits >> node & 1 == 1 && mid < self.ways;
+                    if right {
+                        node = 2 * node + 2;
+                        lo = mid;
+                    } else {
+                        node = 2 * node + 1;
+                        hi = mid;
+                    }
+                }
+                lo
+            }
+            Replacement::Random => {
+                let w = self.rng.below(self.ways as u64);
+                usize::try_from(w).expect("below ways")
+            }
+        }
+    }
+
+    /// The last-use stamp of a slot (0 = never used).
+    pub fn stamp(&self, set: usize, way: usize) -> u64 {
+        self.stamps[set * self.ways + way]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plru(ways: usize) -> ReplState {
+        ReplState::new(Replacement::TreePlru, 1, ways, Rng::new(0))
+    }
+
+    /// Hand-computed 4-way tree-PLRU: nodes b0 (root), b1 (ways 0–1), b2 (ways 2–3).
+    #[test]
+    fn tree_plru_4way_by_hand() {
+        let mut r = plru(4);
+        // All bits 0: left, left → way 0.
+        assert_eq!(r.victim(0), 0);
+        r.touch(0, 0); // b0=1 (go right), b1=1
+        assert_eq!(r.victim(0), 2); // right, b2=0 → left → way 2
+        r.touch(0, 2); // b0=0, b2=1
+        assert_eq!(r.victim(0), 1); // left, b1=1 → way 1
+        r.touch(0, 1); // b0=1, b1=0
+        assert_eq!(r.victim(0), 3); // right, b2=1 → way 3
+        r.touch(0, 3); // b0=0, b2=0
+        assert_eq!(r.victim(0), 0); // left, b1=0 → way 0
+        // The classic PLRU anomaly: after 0,1,2,3,0 the victim is 2, not LRU's 1.
+        let mut r = plru(4);
+        for w in [0, 1, 2, 3, 0] {
+            r.touch(0, w);
+        }
+        // b0=1 (last touched 0 → right), b1=1 (0 left of 1 → right), b2=0 (3 → left).
+        assert_eq!(r.victim(0), 2);
+    }
+
+    /// 3 ways: a tree over 4 leaves, leaf 3 does not exist and is never chosen.
+    #[test]
+    fn tree_plru_3way_skips_missing_leaf() {
+        let mut r = plru(3);
+        r.touch(0, 0); // b0=1, b1=1
+        r.touch(0, 1); // b0=1, b1=0
+        assert_eq!(r.victim(0), 2); // right half: b2=0 → way 2
+        r.touch(0, 2); // b0=0, b2=1 (points at the missing way 3)
+        assert_eq!(r.victim(0), 0); // left, b1=0 → way 0
+        r.touch(0, 0); // b0=1, b1=1
+        // Root: right (b0=1, and the right half holds way 2). Then b2=1 points at the
+        // missing way 3, so the walk turns left: way 2.
+        assert_eq!(r.victim(0), 2);
+        for _ in 0..50 {
+            let v = r.victim(0);
+            assert!(v < 3);
+            r.touch(0, v);
+        }
+    }
+
+    proptest::proptest! {
+        /// The O(1) list picks what "smallest stamp, lowest way on ties" picks.
+        #[test]
+        fn lru_list_matches_stamps(ways in 1usize..20, touches in proptest::collection::vec(0usize..20, 0..80)) {
+            let mut r = ReplState::new(Replacement::Lru, 1, ways, Rng::new(0));
+            for t in touches {
+                let w = t % ways;
+                r.touch(0, w);
+                let by_stamp = (0..ways).min_by_key(|&x| r.stamp(0, x)).unwrap();
+                proptest::prop_assert_eq!(r.victim(0), by_stamp);
+            }
+        }
+    }
+
+    #[test]
+    fn lru_and_random() {
+        let mut r = ReplState::new(Replacement::Lru, 2, 3, Rng::new(0));
+        r.touch(1, 2);
+        r.touch(1, 0);
+        assert_eq!(r.victim(1), 1, "never used");
+        r.touch(1, 1);
+        assert_eq!(r.victim(1), 2);
+        assert_eq!(r.victim(0), 0);
+        let draws = |seed| {
+            let mut r = ReplState::new(Replacement::Random, 1, 8, Rng::new(seed));
+            (0..16).map(|_| r.victim(0)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7), "seeded: reproducible");
+        assert_ne!(draws(7), draws(8));
+        assert!(draws(7).iter().all(|w| *w < 8));
+    }
+}
