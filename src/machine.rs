@@ -244,9 +244,11 @@ impl Cpu {
         let ov = self.mmu.overlap_mut();
         let charged = match timing {
             Timing::Access { chain } => {
+                // The access issues at the issue clock and occupies the window for its whole
+                // cost; the next access issues after its in-order part (cost − chain).
+                let start = self.issue;
                 self.issue += cost.saturating_sub(chain);
-                let walk = chain > Cycles::ZERO;
-                ov.charge(TimedAccess { start: self.issue, latency: chain, walk })
+                ov.charge(TimedAccess { start, latency: cost, walk: chain > Cycles::ZERO })
             }
             Timing::Issue => {
                 self.issue += cost;
