@@ -807,14 +807,22 @@ impl Tlb {
         let mut n = 0;
         for a in &mut self.arrays {
             let ways = a.ways;
-            for (i, (e, k)) in a.entries.iter_mut().zip(a.keys.iter_mut()).enumerate() {
-                if e.valid && pred(e) {
-                    e.valid = false;
-                    *k = NO_KEY;
-                    a.keys32[i] = fold32(NO_KEY);
-                    a.used[i / ways] -= 1;
-                    self.stats.by_size[e.size].invalidations += 1;
-                    n += 1;
+            // Sets with no valid entry are skipped: after a flush most of a large STLB is
+            // empty, and RMP-update flushes (rmp.tlb_on_update = global-flush) come often.
+            for set in 0..a.sets {
+                if a.used[set] == 0 {
+                    continue;
+                }
+                for i in set * ways..(set + 1) * ways {
+                    let e = &mut a.entries[i];
+                    if e.valid && pred(e) {
+                        e.valid = false;
+                        a.keys[i] = NO_KEY;
+                        a.keys32[i] = fold32(NO_KEY);
+                        a.used[set] -= 1;
+                        self.stats.by_size[e.size].invalidations += 1;
+                        n += 1;
+                    }
                 }
             }
         }
