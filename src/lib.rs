@@ -13,3 +13,4 @@ pub mod host;
 pub mod input;
 pub mod machine;
 pub mod report;
+mod vm;

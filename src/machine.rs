@@ -7,8 +7,10 @@
 //! the physmap policy and the `rmp.tlb_on_update` knob, SNP_LAUNCH_UPDATE validation, every
 //! CPA op on the direct map ([`crate::host::cpa`]), kernel/process map and unmap, host CR3
 //! loads, INVLPG, INVPCID, ASID and full flushes, shootdowns, VM creation, recorded
-//! allocations, and an early-boot phase (`host.early_boot`). Every other event is executed as a
-//! no-op and listed in the report's `not_modelled` table, never dropped silently.
+//! allocations, and an early-boot phase (`host.early_boot`); guest (vCPU) accesses through
+//! each VM's stage-2 and guest page tables (`src/vm.rs`: 2-D walks for GVAs, nested walks
+//! for GPAs), with map and unmap in those tables. Every other event is executed as a no-op and
+//! listed in the report's `not_modelled` table, never dropped silently.
 //!
 //! Shootdowns (arch/x86/mm/tlb.c, read for this model): a flush of the kernel address space
 //! goes to every online CPU (`flush_tlb_all`, `flush_tlb_kernel_range`, `cpa_flush`: all
@@ -26,11 +28,13 @@ use crate::host::config::PhysmapPolicy;
 use crate::host::cpa::{self, CpaEnv, CpaStats, FlushStep};
 use crate::host::directmap::{Count, DirectMap, PAGE_OFFSET, dm_va};
 use crate::report::{self, InputInfo, Report};
+use crate::vm::{MapFlags, VmMapError, VmPaging};
 use mmu_model::{
-    AccessKind, AccessRequest, AccessResult, CacheHierarchy, CacheLatency, CheckAllow, CheckCache,
-    CheckRequest, CheckTarget, CheckVerdict, CheckWork, CpuCaches, Cr3, FlushScope, FrameSource,
-    LeafAttrs, MemRefKind, Mmu, PageTable, Paging, PendingInvalidation, PfErrorCode, PhysMemTables,
-    Privilege, PteFlags, TlbTag, TranslationCheck, WriteCheck,
+    AccessKind, AccessPath, AccessRequest, AccessResult, CacheHierarchy, CacheLatency, CheckAllow,
+    CheckCache, CheckRequest, CheckTarget, CheckVerdict, CheckWork, CpuCaches, Cr3, FlushScope,
+    FrameSource, GuestAccessRequest, GuestAccessResult, GuestAddr, GuestFault, LeafAttrs,
+    MemRefKind, Mmu, NoCheck, PageTable, Paging, PendingInvalidation, PfErrorCode, PhysMemTables,
+    Privilege, PteFlags, RefKind, Stage, TlbControl, TlbTag, TranslationCheck, WriteCheck,
 };
 use rmp_model::{
     Executor, HostAccess, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize, RmpReturn,
@@ -40,8 +44,8 @@ use sim_core::event::{
     AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, SnpFwCmd, Space, VmKind,
 };
 use sim_core::{
-    Address, Agent, Check, Context, Cycles, Event, Gpa, Hva, MemoryServices, PageSize, Setting,
-    Spa, StateItem, TimedEvent, VmId,
+    Address, Agent, Check, Context, Cycles, Event, Gpa, Gva, Hva, MemoryServices, PageSize,
+    Setting, Spa, StateItem, TimedEvent, VmId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -147,6 +151,14 @@ macro_rules! frames {
     };
 }
 
+/// `TableFrames` from the buddy allocator even in early boot: for VM tables (a VM runs once
+/// the system does) and for initial state.
+macro_rules! buddy_frames {
+    ($m:ident) => {
+        TableFrames { buddy: &mut $m.alloc, boot: &mut $m.boot, in_boot: false }
+    };
+}
+
 /// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4): host data writes and
 /// page-table accesses get the Hypervisor-Owned check at the mapping's size; reads are not
 /// checked; a 1G mapping is checked and cached as 2M (APM §15.36.10). The RMP entries it reads
@@ -202,6 +214,23 @@ impl TranslationCheck for RmpCheckStage<'_> {
 
 /// An address space of the host: `None` is the kernel's, `Some(pid)` a process's.
 type SpaceId = Option<u32>;
+
+/// Why a `map` was refused: a fixed key for the report's not-modelled table (an event), and
+/// the full message for the error of a `state` line.
+#[derive(Debug)]
+struct Refusal {
+    key: String,
+    detail: String,
+}
+
+impl Refusal {
+    fn fixed(what: &'static str) -> Refusal {
+        Refusal { key: what.to_owned(), detail: what.to_owned() }
+    }
+    fn vm(op: &str, e: VmMapError) -> Refusal {
+        Refusal { key: format!("{op}: {}", e.category()), detail: e.to_string() }
+    }
+}
 
 /// Prices walk and RMP-entry references through the CPU's caches and sums them by kind, for
 /// the report's cycle breakdown.
@@ -373,6 +402,10 @@ pub struct Machine {
     rmp: Rmp,
     caches: CacheHierarchy,
     vms: BTreeMap<VmId, VmInfo>,
+    /// Each VM's stage-2 and guest page tables, built on first use ([`crate::vm`]).
+    vm_paging: BTreeMap<VmId, VmPaging>,
+    /// Guest translation counters.
+    guest: report::GuestCounts,
     /// Allocation events come from a live generator (already applied through
     /// [`MemoryServices`]) rather than from a recorded trace (to be replayed).
     live: bool,
@@ -460,6 +493,8 @@ impl Machine {
             rmp: Rmp::new(layout),
             caches,
             vms: BTreeMap::new(),
+            vm_paging: BTreeMap::new(),
+            guest: report::GuestCounts::default(),
             live,
             events: 0,
             accesses: report::AccessCounts::default(),
@@ -573,11 +608,15 @@ impl Machine {
                     .map_err(|e| MachineError::State(e.to_string()))?;
                 self.sample_dm();
             }
-            StateItem::Map { .. } => {
-                return Err(MachineError::State(
-                    "`state map` is not modelled yet (direct map only: use `state directmap`)"
-                        .into(),
-                ));
+            StateItem::Map { va, pa, size, space, w, x, user, enc } => {
+                let f = MapFlags { w: *w, x: *x, user: *user, enc: *enc };
+                match self.map_in(*space, *va, *pa, *size, f) {
+                    // Initial state: no CPU has cached anything yet, and a map replaces
+                    // nothing present (the token is empty).
+                    Ok(Some((_, t))) => t.ignore(),
+                    Ok(None) => {}
+                    Err(r) => return Err(MachineError::State(r.detail)),
+                }
             }
             _ => {
                 return Err(MachineError::State(format!(
@@ -669,7 +708,14 @@ impl Machine {
             (Event::FlushAsid { asid }, Some(_)) => match u16::try_from(*asid) {
                 Ok(a) => {
                     self.tlb_flushes += 1;
-                    self.tlb_invalidated += self.cpus[cpu].mmu.tlb_mut().flush(FlushScope::Asid(a));
+                    let mmu = &mut self.cpus[cpu].mmu;
+                    self.tlb_invalidated += if a == TlbTag::HOST.asid {
+                        mmu.tlb_mut().flush(FlushScope::Asid(a))
+                    } else {
+                        // A guest's ASID: TLB_CONTROL 03h, which also drops its nested-TLB
+                        // and guest/nested PWC entries.
+                        mmu.svm_tlb_control(a, TlbControl::FlushAsid).tlb
+                    };
                     if a == TlbTag::HOST.asid {
                         self.cpus[cpu].note_full_flush();
                     }
@@ -691,7 +737,8 @@ impl Machine {
                 Some(c @ (Context::HostKernel | Context::HostProcess(_))),
             ) => self.shootdown_event(cpu, c, targets, *addr, *pages),
             (Event::Map { va, pa, size, space, w, x, user, enc }, Some(_)) => {
-                self.map_event(cpu, *space, *va, *pa, *size, *w, *x, *user, *enc)
+                let f = MapFlags { w: *w, x: *x, user: *user, enc: *enc };
+                self.map_event(cpu, *space, *va, *pa, *size, f)
             }
             (Event::Unmap { va, size, space }, Some(_)) => {
                 self.unmap_event(cpu, *space, *va, *size)
@@ -715,10 +762,17 @@ impl Machine {
                 Outcome::default()
             }
             (Event::VmCreate { kind, vm, asid, .. }, _) => {
-                self.vms.insert(*vm, VmInfo { kind: *kind, asid: *asid });
+                let info = VmInfo { kind: *kind, asid: *asid };
+                // The same VM declared again (a header `vm` line and the trace's own
+                // `vm-create`) keeps its tables; another kind or ASID starts afresh.
+                if self.vms.get(vm) != Some(&info) {
+                    self.drop_vm_tables(*vm);
+                }
+                self.vms.insert(*vm, info);
                 Outcome::default()
             }
             (Event::VmDestroy { vm }, _) => {
+                self.drop_vm_tables(*vm);
                 self.vms.remove(vm);
                 Outcome::default()
             }
@@ -1166,9 +1220,8 @@ impl Machine {
             (Context::HostProcess(_), Address::Spa(s)) if s.raw() < self.dm.end() => {
                 (dm_va(s), None, Privilege::Supervisor)
             }
-            (Context::Guest { .. }, _) => {
-                self.not_modelled("guest access");
-                return Outcome::default();
+            (Context::Guest { vm, .. }, _) => {
+                return self.guest_access(cpu, ctx, vm, addr, size, kind);
             }
             _ => {
                 self.not_modelled("access to an address outside the host's memory or kind");
@@ -1253,8 +1306,8 @@ impl Machine {
                         ..Outcome::default()
                     };
                 }
-                AccessResult::NonCanonical { addr } => {
-                    return self.fault(FaultKind::Gp, 0, Disposition::Fatal, cost, addr);
+                AccessResult::NonCanonical { .. } => {
+                    return self.fault(FaultKind::Gp, 0, Disposition::Fatal, cost);
                 }
                 AccessResult::Fault(f) => {
                     let code = u64::from(f.code.bits());
@@ -1266,7 +1319,7 @@ impl Machine {
                     {
                         demand_paged = true;
                         let handled =
-                            self.fault(FaultKind::Pf, code, Disposition::Handled, Cycles::ZERO, va);
+                            self.fault(FaultKind::Pf, code, Disposition::Handled, Cycles::ZERO);
                         cost += handled.cost;
                         if self.demand_map(p, va) {
                             continue;
@@ -1277,7 +1330,7 @@ impl Machine {
                     } else {
                         Disposition::Raised
                     };
-                    return self.fault(FaultKind::Pf, code, disp, cost, va);
+                    return self.fault(FaultKind::Pf, code, disp, cost);
                 }
             }
         }
@@ -1322,7 +1375,6 @@ impl Machine {
         code: u64,
         disposition: Disposition,
         cost: Cycles,
-        _addr: Hva,
     ) -> Outcome {
         match disposition {
             Disposition::Raised => self.faults.raised += 1,
@@ -1433,7 +1485,8 @@ impl Machine {
         Outcome::default()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A `map` event: install a translation (host kernel or process table, a VM's stage 2 or
+    /// guest table) and flush what it leaves stale (nothing, over a not-present entry).
     fn map_event(
         &mut self,
         cpu: usize,
@@ -1441,78 +1494,198 @@ impl Machine {
         va: Address,
         pa: Address,
         size: PageSize,
-        w: bool,
-        x: bool,
-        user: bool,
-        enc: bool,
+        f: MapFlags,
     ) -> Outcome {
-        let (Address::Hva(v), Address::Spa(p)) = (va, pa) else {
-            self.not_modelled("map (non-host addresses)");
-            return Outcome::default();
-        };
-        let mut flags = PteFlags::PRESENT;
-        if w {
-            flags |= PteFlags::WRITABLE;
-        }
-        if user {
-            flags |= PteFlags::USER;
-        }
-        if !x {
-            flags |= PteFlags::NO_EXECUTE;
-        }
-        let attrs = LeafAttrs { flags, encrypted: enc, ..LeafAttrs::KERNEL_RW };
-        let pt = match space {
-            Space::Kernel => self.dm.table_mut(),
-            Space::Process(pid) => {
-                if !self.ensure_proc(pid) {
-                    return Outcome::default();
-                }
-                match self.procs.get_mut(&pid) {
-                    Some(pt) => pt,
-                    None => return Outcome::default(),
-                }
+        match self.map_in(space, va, pa, size, f) {
+            Ok(Some((sid, t))) => {
+                Outcome { cost: self.flush_token(cpu, sid, t), ..Outcome::default() }
             }
-            Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => {
-                self.not_modelled("map (guest/stage-2/IOMMU space)");
-                return Outcome::default();
-            }
-        };
-        let sid = match space {
-            Space::Process(pid) => Some(pid),
-            Space::Kernel | Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => None,
-        };
-        match pt.map(&mut self.tables, &mut frames!(self), v, p, size, attrs) {
-            // Over a not-present entry: the token is empty, so this costs nothing.
-            Ok(t) => Outcome { cost: self.flush_token(cpu, sid, t), ..Outcome::default() },
-            Err(_) => {
-                self.not_modelled("map over an existing mapping");
+            Ok(None) => Outcome::default(),
+            Err(r) => {
+                self.not_modelled(&r.key);
                 Outcome::default()
             }
         }
     }
 
+    /// Install a translation in the table of `space`. A host space returns its token (empty:
+    /// a map never replaces a present entry) with the space to flush it in; VM tables have
+    /// nothing to flush.
+    fn map_in(
+        &mut self,
+        space: Space,
+        va: Address,
+        pa: Address,
+        size: PageSize,
+        f: MapFlags,
+    ) -> Result<Option<(SpaceId, PendingInvalidation<Hva>)>, Refusal> {
+        match space {
+            Space::Kernel | Space::Process(_) => {
+                self.host_map(space, va, pa, size, f).map(Some).map_err(Refusal::fixed)
+            }
+            Space::Stage2(vm) => {
+                let (Address::Gpa(g), Address::Spa(s)) = (va, pa) else {
+                    return Err(Refusal::vm(
+                        "map",
+                        VmMapError::Addresses("space=stage2:N maps a gpa: address to a phys: one"),
+                    ));
+                };
+                self.vm_tables(vm, false).map_err(|e| Refusal::vm("map", e))?;
+                let p = self.vm_paging.get_mut(&vm).expect("built above");
+                p.stage2_map(&mut self.tables, &mut buddy_frames!(self), g, s, size, f)
+                    .map(|()| None)
+                    .map_err(|e| Refusal::vm("map", e))
+            }
+            Space::Guest(vm) => {
+                let (Address::Gva(v), Address::Gpa(g)) = (va, pa) else {
+                    return Err(Refusal::vm(
+                        "map",
+                        VmMapError::Addresses("space=guest:N maps a gva: address to a gpa: one"),
+                    ));
+                };
+                self.vm_tables(vm, false).map_err(|e| Refusal::vm("map", e))?;
+                let p = self.vm_paging.get_mut(&vm).expect("built above");
+                p.guest_map(vm, &mut self.tables, &mut buddy_frames!(self), v, g, size, f)
+                    .map(|()| None)
+                    .map_err(|e| Refusal::vm("map", e))
+            }
+            Space::IoDomain(_) => Err(Refusal::fixed("map in an IOMMU domain (not modelled yet)")),
+        }
+    }
+
+    /// Map in the host kernel's or a process's table.
+    fn host_map(
+        &mut self,
+        space: Space,
+        va: Address,
+        pa: Address,
+        size: PageSize,
+        f: MapFlags,
+    ) -> Result<(SpaceId, PendingInvalidation<Hva>), &'static str> {
+        let (Address::Hva(v), Address::Spa(p)) = (va, pa) else {
+            return Err("map (non-host addresses)");
+        };
+        let mut flags = PteFlags::PRESENT;
+        if f.w {
+            flags |= PteFlags::WRITABLE;
+        }
+        if f.user {
+            flags |= PteFlags::USER;
+        }
+        if !f.x {
+            flags |= PteFlags::NO_EXECUTE;
+        }
+        let attrs = LeafAttrs { flags, encrypted: f.enc, ..LeafAttrs::KERNEL_RW };
+        let (pt, sid) = match space {
+            Space::Kernel => (self.dm.table_mut(), None),
+            Space::Process(pid) => {
+                if !self.ensure_proc(pid) {
+                    return Err("process page table (out of memory)");
+                }
+                match self.procs.get_mut(&pid) {
+                    Some(pt) => (pt, Some(pid)),
+                    None => return Err("process page table (out of memory)"),
+                }
+            }
+            Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => {
+                return Err("map (non-host space)");
+            }
+        };
+        // Buddy pages even for a `state` line in early boot: the boot pool serves CPA alone
+        // (a `map` event ends boot before it runs).
+        match pt.map(&mut self.tables, &mut buddy_frames!(self), v, p, size, attrs) {
+            Ok(t) => Ok((sid, t)),
+            Err(_) => Err("map over an existing mapping"),
+        }
+    }
+
     fn unmap_event(&mut self, cpu: usize, space: Space, va: Address, size: PageSize) -> Outcome {
+        match space {
+            Space::Kernel | Space::Process(_) => self.host_unmap_event(cpu, space, va, size),
+            Space::Stage2(vm) => {
+                let Address::Gpa(g) = va else {
+                    self.not_modelled("unmap (space=stage2:N unmaps a gpa: address)");
+                    return Outcome::default();
+                };
+                let r = match self.vm_paging.get_mut(&vm) {
+                    Some(p) => p.stage2_unmap(&mut self.tables, g, size).map(|t| (t, p.asid())),
+                    None => Err(VmMapError::Table(format!("no stage-2 table for VM {vm}"))),
+                };
+                match r {
+                    // KVM's remote TLB flush after zapping SPTEs: every CPU drops what the
+                    // root's translations left (combined entries cannot be found by GPA), and
+                    // the initiator pays one full flush (TLB_CONTROL at the next VMRUN, or
+                    // INVEPT single-context).
+                    Ok(((tok, root), asid)) => {
+                        for c in &mut self.cpus {
+                            self.tlb_invalidated += c.mmu.invalidate_nested(&tok, asid, root).tlb;
+                        }
+                        tok.ignore(); // applied on every CPU above
+                        self.charge_invalidation(self.cfg.host.flush_all_cost)
+                    }
+                    Err(e) => {
+                        self.not_modelled(&format!("unmap (stage 2): {}", e.category()));
+                        Outcome::default()
+                    }
+                }
+            }
+            Space::Guest(vm) => {
+                let Address::Gva(v) = va else {
+                    self.not_modelled("unmap (space=guest:N unmaps a gva: address)");
+                    return Outcome::default();
+                };
+                let r = match self.vm_paging.get_mut(&vm) {
+                    Some(p) => p.guest_unmap(v, size).map(|t| (t, p.asid())),
+                    None => Err(VmMapError::Table(format!("no guest page table for VM {vm}"))),
+                };
+                match r {
+                    // The guest's own INVLPG; its shootdown to its other vCPUs is not priced
+                    // (guest IPIs are not modelled): every CPU drops the entries for free.
+                    Ok((tok, asid)) => {
+                        let tag = TlbTag { asid, pcid: 0 };
+                        for c in &mut self.cpus {
+                            self.tlb_invalidated += c.mmu.invalidate(&tok, tag).tlb;
+                        }
+                        tok.ignore(); // applied on every CPU above
+                        self.charge_invalidation(self.cfg.host.invlpg_cost)
+                    }
+                    Err(e) => {
+                        self.not_modelled(&format!("unmap (guest): {}", e.category()));
+                        Outcome::default()
+                    }
+                }
+            }
+            Space::IoDomain(_) => {
+                self.not_modelled("unmap (IOMMU space)");
+                Outcome::default()
+            }
+        }
+    }
+
+    fn host_unmap_event(
+        &mut self,
+        cpu: usize,
+        space: Space,
+        va: Address,
+        size: PageSize,
+    ) -> Outcome {
         let Address::Hva(v) = va else {
             self.not_modelled("unmap (non-host address)");
             return Outcome::default();
         };
-        let pt = match space {
-            Space::Kernel => self.dm.table_mut(),
+        let (pt, sid) = match space {
+            Space::Kernel => (self.dm.table_mut(), None),
             Space::Process(pid) => match self.procs.get_mut(&pid) {
-                Some(pt) => pt,
+                Some(pt) => (pt, Some(pid)),
                 None => {
                     self.not_modelled("unmap in an unknown process");
                     return Outcome::default();
                 }
             },
             Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => {
-                self.not_modelled("unmap (guest/stage-2/IOMMU space)");
+                self.not_modelled("unmap (non-host space)");
                 return Outcome::default();
             }
-        };
-        let sid = match space {
-            Space::Process(pid) => Some(pid),
-            Space::Kernel | Space::Guest(_) | Space::Stage2(_) | Space::IoDomain(_) => None,
         };
         match pt.unmap(&mut self.tables, v, size) {
             Ok((_, t)) => Outcome { cost: self.flush_token(cpu, sid, t), ..Outcome::default() },
@@ -1521,6 +1694,185 @@ impl Machine {
                 Outcome::default()
             }
         }
+    }
+
+    /// Make sure VM `vm`'s stage-2 table exists, and its guest page table if `guest`.
+    fn vm_tables(&mut self, vm: VmId, guest: bool) -> Result<(), VmMapError> {
+        if !self.vm_paging.contains_key(&vm) {
+            let info = self.vms.get(&vm).copied().ok_or(VmMapError::UnknownVm { vm })?;
+            let p = VmPaging::new(
+                vm,
+                info.kind,
+                info.asid,
+                self.cfg.mmu.pte_format(),
+                &mut self.tables,
+                &mut buddy_frames!(self),
+            )?;
+            self.vm_paging.insert(vm, p);
+        }
+        if guest {
+            let p = self.vm_paging.get_mut(&vm).expect("inserted above");
+            p.ensure_guest(vm, &mut self.tables, &mut buddy_frames!(self))?;
+        }
+        Ok(())
+    }
+
+    /// Free VM `vm`'s tables and drop its ASID's translations on every CPU (KVM flushes an
+    /// ASID before reusing it; here the stale entries would otherwise match a new VM whose
+    /// nested root lands on the same freed page).
+    fn drop_vm_tables(&mut self, vm: VmId) {
+        if let Some(p) = self.vm_paging.remove(&vm) {
+            let asid = p.asid();
+            p.destroy(&mut self.tables, &mut buddy_frames!(self));
+            for c in &mut self.cpus {
+                self.tlb_invalidated += c.mmu.svm_tlb_control(asid, TlbControl::FlushAsid).tlb;
+            }
+        }
+    }
+
+    /// A vCPU access of `size` bytes: a GVA through the guest's page tables and stage 2 (the
+    /// 2-D walk; an empty guest table is made on first use, so an unmapped GVA is a guest
+    /// #PF), a GPA through stage 2 alone (a vCPU without paging); split at 4 KiB boundaries.
+    fn guest_access(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: Address,
+        size: u32,
+        kind: AccessKind,
+    ) -> Outcome {
+        let (first, physical) = match addr {
+            Address::Gva(v) => (v.raw(), false),
+            Address::Gpa(g) => (g.raw(), true),
+            Address::Spa(_) | Address::Hva(_) | Address::Iova(_) => {
+                self.not_modelled("guest access to a host address (phys:, hva:, iova:)");
+                return Outcome::default();
+            }
+        };
+        if let Err(e) = self.vm_tables(vm, !physical) {
+            self.not_modelled(&format!("guest access: {}", e.category()));
+            return Outcome::default();
+        }
+        let last = first.saturating_add(u64::from(size.max(1)) - 1);
+        let mut total = Outcome::default();
+        let mut chain = Cycles::ZERO;
+        let mut page = first & !0xfff;
+        loop {
+            let at = page.max(first);
+            let a = if physical {
+                GuestAddr::Physical(Gpa::new_truncate(at))
+            } else {
+                GuestAddr::Virtual(Gva::new_truncate(at))
+            };
+            let o = self.guest_access_page(cpu, ctx, vm, a, kind);
+            total.cost += o.cost;
+            if o.fault.is_some() || o.timing == Timing::Serial {
+                // A fault serializes: the whole access is charged in order.
+                total.fault = o.fault;
+                total.timing = Timing::Serial;
+                return total;
+            }
+            if let Timing::Access { chain: c } = o.timing {
+                chain += c;
+            }
+            total.timing = Timing::Access { chain };
+            if last >> 12 == page >> 12 {
+                break;
+            }
+            page += 4096;
+        }
+        total
+    }
+
+    fn guest_access_page(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: GuestAddr,
+        kind: AccessKind,
+    ) -> Outcome {
+        let physical = matches!(addr, GuestAddr::Physical(_));
+        let Some((gctx, gtables)) = self.vm_paging.get_mut(&vm).and_then(|p| p.context(physical))
+        else {
+            // vm_tables built what the access needs.
+            unreachable!("VM {vm}'s tables exist");
+        };
+        // The agent carries no CPL: vCPU accesses are the guest kernel's (CPL 0).
+        let req = GuestAccessRequest { addr, kind, privilege: Privilege::Supervisor, ctx };
+        let mut lat =
+            Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
+        // Guest accesses are not RMP-checked yet: the guest rules (APM Vol. 2 Table 15-39,
+        // Validated, VMPL, the C-bit) come with their own issue. The host-only RmpCheckStage
+        // must not run here: it would fault every access to a guest-private page.
+        let o = self.cpus[cpu].mmu.guest_access(
+            &mut self.tables,
+            gtables,
+            &gctx,
+            &mut NoCheck,
+            &mut lat,
+            &req,
+        );
+        let g = &mut self.guest;
+        g.accesses += 1;
+        match o.path {
+            AccessPath::TlbHit | AccessPath::TlbHitWriteCheck => g.tlb_hits += 1,
+            AccessPath::Walk if physical => g.gpa_walks += 1,
+            AccessPath::Walk => g.walks_2d += 1,
+            AccessPath::None => {}
+        }
+        for r in &o.refs {
+            match r.stage {
+                Stage::Guest => g.guest_refs += 1,
+                Stage::Nested => g.nested_refs += 1,
+                Stage::Native => {}
+            }
+            if r.kind == RefKind::AdWrite {
+                g.ad_writes += 1;
+            }
+        }
+        g.refs = g.guest_refs + g.nested_refs;
+        let mut cost = o.cost;
+        self.cycles.walk += lat.walk;
+        self.cycles.rmp_check += lat.check;
+        self.cycles.tlb += o.cost.saturating_sub(lat.walk + lat.check);
+        let walked = o.path == AccessPath::Walk;
+        let (fkind, code) = match o.result {
+            GuestAccessResult::Translated { spa, .. } => {
+                // As for the host: the data access goes through the data caches; a fetch is
+                // priced by the base CPI.
+                let mut chain = if walked { lat.walk + lat.check } else { Cycles::ZERO };
+                if kind != AccessKind::Fetch {
+                    let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
+                    self.cycles.data += d;
+                    cost += d;
+                    if walked {
+                        chain += d;
+                    }
+                }
+                return Outcome { cost, timing: Timing::Access { chain }, ..Outcome::default() };
+            }
+            // #GP in the guest.
+            GuestAccessResult::NonCanonical { .. } => (FaultKind::Gp, 0),
+            GuestAccessResult::Fault(GuestFault::PageFault(pf)) => {
+                (FaultKind::Pf, u64::from(pf.code.bits()))
+            }
+            GuestAccessResult::Fault(GuestFault::Npf(n)) => (FaultKind::Npf, n.info1.bits()),
+            GuestAccessResult::Fault(GuestFault::EptViolation(v)) => {
+                (FaultKind::EptViolation, v.qual.bits())
+            }
+            GuestAccessResult::Fault(GuestFault::EptMisconfig { .. }) => {
+                // Unreachable from scenarios (every EPT entry the machine writes is well
+                // formed) and without a fault kind in the vocabulary: listed, and serialized.
+                self.not_modelled("EPT misconfiguration exit");
+                return Outcome { cost, ..Outcome::default() };
+            }
+        };
+        // Every guest fault is raised to its handler: a #PF or #GP to the guest; an #NPF or
+        // EPT violation to the hypervisor, whose handling (KVM faulting the page in, or
+        // PSMASH on an RMP fault) comes with a later issue.
+        self.fault(fkind, code, Disposition::Raised, cost)
     }
 
     /// End of input: take the last DirectMap sample.
@@ -1718,6 +2070,11 @@ impl Machine {
             accesses: self.accesses,
             dtlb,
             walks,
+            guest: report::GuestCounts {
+                stage2_table_pages: self.vm_paging.values().map(|p| p.table_pages().0).sum(),
+                guest_table_pages: self.vm_paging.values().map(|p| p.table_pages().1).sum(),
+                ..self.guest
+            },
             rmp,
             faults: self.faults.clone(),
             directmap: report::DirectMapCounts {

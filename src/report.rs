@@ -73,6 +73,32 @@ pub struct WalkCounts {
     pub ad_writes: u64,
 }
 
+/// Guest translation: vCPU accesses through the guest's page tables and stage 2 (NPT/EPT).
+/// They are also counted in `accesses`, `dtlb` and `walks`, which sum host and guest.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct GuestCounts {
+    /// vCPU accesses (per 4 KiB page touched).
+    pub accesses: u64,
+    /// Of those, resolved by a TLB hit.
+    pub tlb_hits: u64,
+    /// 2-D walks: guest page tables × stage 2 (GVA accesses that missed the TLB).
+    pub walks_2d: u64,
+    /// Stage-2 walks alone: guest-physical accesses (a vCPU without paging) that missed.
+    pub gpa_walks: u64,
+    /// Memory references of those walks (reads and A/D writes): `guest_refs + nested_refs`.
+    pub refs: u64,
+    /// References to guest page-table entries (at the SPA stage 2 gave for them).
+    pub guest_refs: u64,
+    /// References to stage-2 (NPT/EPT) entries.
+    pub nested_refs: u64,
+    /// A/D-bit writes among the references.
+    pub ad_writes: u64,
+    /// Stage-2 table pages of every VM (host memory), at the end of the run.
+    pub stage2_table_pages: u64,
+    /// Guest page-table pages of every VM (guest memory backed by host pages).
+    pub guest_table_pages: u64,
+}
+
 /// RMP activity.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct RmpCounts {
@@ -235,6 +261,8 @@ pub struct Report {
     pub dtlb: TlbCounts,
     /// Walks.
     pub walks: WalkCounts,
+    /// Guest translation.
+    pub guest: GuestCounts,
     /// RMP.
     pub rmp: RmpCounts,
     /// Faults.
@@ -315,6 +343,21 @@ impl Report {
             "\nWalks {:>12}   references {:>12}   A/D writes {:>10}",
             w.walks, w.refs, w.ad_writes
         );
+        let g = &self.guest;
+        if g.accesses > 0 {
+            let _ = writeln!(
+                o,
+                "\nGuest accesses {}   TLB hits {}   2-D walks {}   GPA walks {}   references {} (guest {}, nested {}, A/D writes {})",
+                g.accesses,
+                g.tlb_hits,
+                g.walks_2d,
+                g.gpa_walks,
+                g.refs,
+                g.guest_refs,
+                g.nested_refs,
+                g.ad_writes
+            );
+        }
         let r = &self.rmp;
         let _ = writeln!(
             o,

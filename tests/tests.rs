@@ -13,11 +13,17 @@ mod scenarios {
     /// Every expectation of the foundation, SNP and physmap scenarios holds (issue #2 "Tests":
     /// host write through 2M with an assigned neighbour → fatal #PF 0x80000003 under `none`,
     /// no violation under `split-on-assign`; host reads never fault; issue #3: spec/physmap.md
-    /// §6 checks 1 and 3, rox collapse, early-boot splits). See: #2, #3
+    /// §6 checks 1 and 3, rox collapse, early-boot splits; guest translation: 24 references
+    /// for a cold 4×4 2-D walk, #PF / #NPF / EPT-violation codes). See: #2, #3
     #[test]
     fn foundation_snp_and_physmap_scenarios_pass() {
         let mut n = 0;
-        for f in files("foundation").into_iter().chain(files("snp")).chain(files("physmap")) {
+        for f in files("foundation")
+            .into_iter()
+            .chain(files("snp"))
+            .chain(files("physmap"))
+            .chain(files("mmu"))
+        {
             let r = check_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert!(!r.is_empty(), "{} has no expectations", f.display());
             for e in r {
@@ -419,6 +425,271 @@ mod rmp_stage {
         let o = run(&mut m, &mut rmp, 0x1_0000_5000, AccessKind::Read);
         assert!(matches!(o.result, AccessResult::Fault(f) if f.code.contains(PfErrorCode::RMP)));
         assert_eq!(o.check_reads.len(), 1);
+    }
+}
+
+/// Guest translation at machine level (the 2-D walk wired into the engine): what scenarios
+/// cannot express — the timing class of a guest access, TLB tags across VMs and between GVA
+/// and GPA accesses, invalidation on every CPU after stage-2 and guest unmaps, table memory
+/// going back on VM teardown, guest accesses skipping the host RMP check, and event-path
+/// refusals. Counts of references are asserted by the scenarios under traces/scenarios/mmu.
+mod guest {
+    use ccsim::config::ConfigBuilder;
+    use ccsim::machine::{Machine, Outcome, Timing};
+    use ccsim::report::{InputInfo, Report};
+    use sim_core::event::FaultKind;
+    use sim_core::{Cycles, Record, Setting};
+    use std::collections::BTreeMap;
+
+    /// A machine from scenario header lines (settings, `vm` lines and `state` lines).
+    fn machine(header: &str) -> Machine {
+        let mut b = ConfigBuilder::from_preset("zen4").unwrap();
+        b.set("machine.memory=8G", "test").unwrap();
+        b.set("machine.cpus=2", "test").unwrap();
+        let cfg = b.build().unwrap();
+        let recs = traces::ccs::parse_str(header, "header.ccs").unwrap();
+        let vms: Vec<(String, Setting)> = recs
+            .iter()
+            .filter_map(|l| match &l.record {
+                Record::Setting(s) if s.section == "vm" => Some(("test".to_owned(), s.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut m = Machine::new(cfg, &vms, false).unwrap();
+        for l in recs {
+            if let Record::State(s) = l.record {
+                m.apply_state(&s).unwrap();
+            }
+        }
+        m
+    }
+
+    /// Run event lines; the outcome of each.
+    fn run(m: &mut Machine, text: &str) -> Vec<Outcome> {
+        traces::ccs::parse_str(text, "test.ccs")
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| match l.record {
+                Record::Event(te) => Some(m.exec(&te)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn one(m: &mut Machine, line: &str) -> Outcome {
+        run(m, line).pop().unwrap()
+    }
+
+    fn report(m: &Machine) -> Report {
+        let info = InputInfo {
+            kind: "test".into(),
+            name: "guest".into(),
+            params: BTreeMap::new(),
+            seed: 0,
+        };
+        m.report(&info)
+    }
+
+    fn fault_kind(o: &Outcome) -> Option<FaultKind> {
+        o.fault.map(|f| f.kind)
+    }
+
+    const SNP: &str = "vm 1 snp asid=5\n\
+        state map gpa:0x80000000 phys:0x100010000 4K space=stage2:1 w x user\n\
+        state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:1 w enc\n";
+
+    /// A walk is an access whose miss chain overlaps (the TLB lookups are paid in order); a TLB
+    /// hit has no chain. The walk's references are priced through the caches into
+    /// `cycles.walk`, the TLB lookups into `cycles.tlb`; a hit adds no walk cycles.
+    #[test]
+    fn guest_accesses_use_the_access_timing_class() {
+        let mut m = machine(SNP);
+        let walk = one(&mut m, "c1 vm1/v0 load 0x7f0000000000 8\n");
+        let Timing::Access { chain } = walk.timing else { panic!("{walk:?}") };
+        assert!(chain > Cycles::ZERO && chain < walk.cost, "{walk:?}");
+        let r = report(&m);
+        assert!(r.cycles.walk > 0 && r.cycles.tlb > 0);
+        assert_eq!(r.cycles.rmp_check, 0);
+        assert_eq!(r.accesses.loads, 1);
+        let hit = one(&mut m, "c1 vm1/v0 load 0x7f0000000000 8\n");
+        assert_eq!(hit.timing, Timing::Access { chain: Cycles::ZERO });
+        assert!(hit.cost < walk.cost);
+        assert_eq!(report(&m).cycles.walk, r.cycles.walk);
+        // Charged to CPU 1's clock, not CPU 0's.
+        assert_eq!(m.clock(sim_core::Agent::host(0)), Cycles::ZERO);
+        assert!(m.clock(sim_core::Agent::host(1)) > Cycles::ZERO);
+    }
+
+    /// An access straddling two pages is two translations, its chains summed.
+    #[test]
+    fn a_straddling_access_translates_both_pages() {
+        let mut m = machine(&format!(
+            "{SNP}state map gpa:0x80001000 phys:0x100011000 4K space=stage2:1 w x user\n\
+             state map gva:0x7f0000001000 gpa:0x80001000 4K space=guest:1 w enc\n"
+        ));
+        let o = one(&mut m, "c1 vm1/v0 load 0x7f0000000ffc 8\n");
+        assert_eq!(o.fault, None);
+        let r = report(&m);
+        assert_eq!((r.guest.accesses, r.guest.walks_2d), (2, 2));
+        // The second page's walk finds the guest and nested walks partly cached.
+        assert!(r.guest.refs < 48, "{:?}", r.guest);
+    }
+
+    /// TLB entries are tagged by the VM's ASID: another VM mapping the same GVA to another SPA
+    /// walks its own tables, and a `flush-asid` of one VM leaves the other's entries.
+    #[test]
+    fn tlb_entries_are_tagged_by_asid() {
+        let mut m = machine(&format!(
+            "{SNP}vm 2 snp asid=6\n\
+             state map gpa:0x80000000 phys:0x100020000 4K space=stage2:2 w x user\n\
+             state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:2 w enc\n"
+        ));
+        run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc0 vm2/v0 load 0x7f0000000000 8\n");
+        assert_eq!(report(&m).guest.walks_2d, 2, "no sharing across ASIDs");
+        run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc0 vm2/v0 load 0x7f0000000000 8\n");
+        assert_eq!(report(&m).guest.tlb_hits, 2);
+        run(&mut m, "c0 host flush-asid 5\n");
+        run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc0 vm2/v0 load 0x7f0000000000 8\n");
+        let r = report(&m);
+        assert_eq!((r.guest.walks_2d, r.guest.tlb_hits), (3, 3), "{:?}", r.guest);
+    }
+
+    /// A GPA access and a GVA access of the same number in the same VM are different
+    /// translations: their TLB entries never alias.
+    #[test]
+    fn gpa_and_gva_entries_do_not_alias() {
+        let mut m = machine(
+            "vm 1 plain asid=1\n\
+             state map gpa:0x80000000 phys:0x100010000 4K space=stage2:1 w user\n\
+             state map gpa:0x90000000 phys:0x100020000 4K space=stage2:1 w user\n\
+             state map gva:0x80000000 gpa:0x90000000 4K space=guest:1 w\n",
+        );
+        run(&mut m, "c0 vm1/v0 load gpa:0x80000000 8\n");
+        // The same number as a GVA: not the GPA's entry (it walks, to another page).
+        run(&mut m, "c0 vm1/v0 load 0x80000000 8\n");
+        let r = report(&m);
+        assert_eq!((r.guest.gpa_walks, r.guest.walks_2d, r.guest.tlb_hits), (1, 1, 0));
+        run(&mut m, "c0 vm1/v0 load gpa:0x80000000 8\nc0 vm1/v0 load 0x80000000 8\n");
+        assert_eq!(report(&m).guest.tlb_hits, 2);
+    }
+
+    /// Unmapping a page from stage 2 drops the translations built on it on every CPU (KVM's
+    /// remote TLB flush), so no CPU keeps using the stale entry; the initiator pays one full
+    /// flush.
+    #[test]
+    fn stage2_unmap_reaches_every_cpu() {
+        let mut m = machine(SNP);
+        run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc1 vm1/v1 load 0x7f0000000000 8\n");
+        let o = one(&mut m, "c0 host unmap gpa:0x80000000 4K space=stage2:1\n");
+        assert!(o.cost > Cycles::ZERO);
+        assert!(report(&m).dtlb.invalidated >= 2);
+        for c in ["c0 vm1/v0", "c1 vm1/v1"] {
+            let o = one(&mut m, &format!("{c} load 0x7f0000000000 8\n"));
+            assert_eq!(fault_kind(&o), Some(FaultKind::Npf), "{c}");
+        }
+    }
+
+    /// Unmapping a guest page drops its TLB entries on every CPU: the next access is a guest
+    /// #PF, not a stale hit.
+    #[test]
+    fn guest_unmap_reaches_every_cpu() {
+        let mut m = machine(SNP);
+        run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc1 vm1/v1 load 0x7f0000000000 8\n");
+        run(&mut m, "c1 vm1/v1 unmap gva:0x7f0000000000 4K space=guest:1\n");
+        for c in ["c0 vm1/v0", "c1 vm1/v1"] {
+            let o = one(&mut m, &format!("{c} load 0x7f0000000000 8\n"));
+            assert_eq!(o.fault.map(|f| (f.kind, f.code)), Some((FaultKind::Pf, 0)), "{c}");
+        }
+        // A `map` event puts it back (at another GPA).
+        run(
+            &mut m,
+            "c0 host map gpa:0x80005000 phys:0x100015000 4K space=stage2:1 w user\n\
+             c1 vm1/v1 map gva:0x7f0000000000 gpa:0x80005000 4K space=guest:1 w enc\n",
+        );
+        assert_eq!(one(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\n").fault, None);
+        assert!(report(&m).not_modelled.is_empty(), "{:?}", report(&m).not_modelled);
+    }
+
+    /// A VM's stage-2 tables and the host pages behind its guest tables go back to the host
+    /// allocator when it is destroyed; a new VM with the same ASID does not hit its entries.
+    #[test]
+    fn vm_teardown_frees_table_memory_and_flushes_its_asid() {
+        let mut m = machine("vm 1 snp asid=5\n");
+        let free0 = report(&m).memory.free_kb;
+        run(
+            &mut m,
+            "c0 host map gpa:0x80000000 phys:0x100010000 4K space=stage2:1 w user\n\
+             c0 vm1/v0 map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:1 w enc\n\
+             c0 vm1/v0 load 0x7f0000000000 8\n",
+        );
+        let r = report(&m);
+        // NPT: root, PDPT, PD and PT for 0x8000_0000; the guest-table range (GPA
+        // 0x40_0000_0000) shares its PML4E and adds a PD and a PT. Guest: root, PDPT, PD, PT,
+        // each backed by a host page.
+        assert_eq!((r.guest.stage2_table_pages, r.guest.guest_table_pages), (6, 4));
+        assert_eq!(free0 - r.memory.free_kb, 4 * (6 + 4));
+        run(&mut m, "c0 host vm-destroy vm=1\n");
+        let r = report(&m);
+        assert_eq!(r.memory.free_kb, free0);
+        assert_eq!((r.guest.stage2_table_pages, r.guest.guest_table_pages), (0, 0));
+        // Same ASID, nothing mapped: a guest #PF, not the old VM's translation.
+        run(&mut m, "c0 host vm-create snp vm=1 asid=5\n");
+        let o = one(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\n");
+        assert_eq!(o.fault.map(|f| (f.kind, f.code)), Some((FaultKind::Pf, 0)));
+    }
+
+    /// Guest accesses are not RMP-checked yet (the guest rules come with their own issue), and
+    /// the host's check must not run on them: a guest-private page is read and written
+    /// without a fault and without an RMP check.
+    #[test]
+    fn guest_accesses_skip_the_host_rmp_check() {
+        let mut m = machine(&format!(
+            "{SNP}state rmp spa=0x100010000 assigned asid=5 gpa=0x80000000 validated\n"
+        ));
+        let o =
+            run(&mut m, "c1 vm1/v0 store 0x7f0000000000 8\nc1 vm1/v0 load gpa:0x8000080000000 8\n");
+        assert!(o.iter().all(|o| o.fault.is_none()), "{o:?}");
+        let r = report(&m);
+        assert_eq!((r.rmp.checks, r.rmp.entry_reads), (0, 0));
+        // The host writing that page through the direct map does fault (the host rule).
+        let o = one(&mut m, "c0 host store phys:0x100010000 8\n");
+        assert_eq!(fault_kind(&o), Some(FaultKind::Pf));
+    }
+
+    /// Event-path refusals are listed in the report's not-modelled table, never dropped.
+    #[test]
+    fn refused_events_are_listed() {
+        let mut m = machine("vm 1 snp asid=5\nvm 2 plain\n");
+        run(
+            &mut m,
+            "c0 host map gva:0x1000 phys:0x1000 4K space=stage2:1\n\
+             c0 host map gva:0x1000 gpa:0x4000000000 4K space=guest:1\n\
+             c0 host map gpa:0x1000 phys:0x1000 4K space=stage2:9\n\
+             c0 vm2/v0 load 0x1000 8\n\
+             c0 vm1/v0 load phys:0x1000 8\n\
+             c0 host unmap gpa:0x1000 4K space=stage2:1\n",
+        );
+        let nm = report(&m).not_modelled;
+        for k in [
+            "map: space=stage2:N maps a gpa: address to a phys: one",
+            "map: GPA in the guest page-table range",
+            "map: VM not declared",
+            "guest access: VM without a nonzero 16-bit ASID",
+            "guest access to a host address (phys:, hva:, iova:)",
+        ] {
+            assert_eq!(nm.get(k), Some(&1), "{k}: {nm:?}");
+        }
+        assert_eq!(nm.len(), 6, "{nm:?}");
+    }
+
+    /// `state map` in the host kernel's table: a host access through it translates.
+    #[test]
+    fn state_map_in_the_kernel_table() {
+        let mut m = machine("state map hva:0xffffc90000000000 phys:0x100010000 4K w\n");
+        let o = one(&mut m, "c0 host store hva:0xffffc90000000008 8\n");
+        assert_eq!(o.fault, None);
+        let o = one(&mut m, "c0 host store hva:0xffffc90000001000 8\n");
+        assert_eq!(o.fault.map(|f| f.code), Some(0x2));
     }
 }
 
