@@ -175,6 +175,22 @@ impl TlbHierarchy {
         }
     }
 
+    /// The L1 an access of `kind` looks up first, and which level it is.
+    #[inline(always)]
+    pub(crate) fn l1_mut(&mut self, kind: AccessKind) -> (&mut Tlb, TlbLevelId) {
+        match kind {
+            AccessKind::Read => (&mut self.dtlb, TlbLevelId::Dtlb),
+            AccessKind::Write => match self.store.as_mut() {
+                Some(t) => (t, TlbLevelId::StoreDtlb),
+                None => (&mut self.dtlb, TlbLevelId::Dtlb),
+            },
+            AccessKind::Fetch => match self.itlb.as_mut() {
+                Some(t) => (t, TlbLevelId::Itlb),
+                None => (&mut self.dtlb, TlbLevelId::Dtlb),
+            },
+        }
+    }
+
     /// The L2 behind the L1 of `kind`, if any.
     pub fn l2_for(&self, kind: AccessKind) -> Option<TlbLevelId> {
         match kind {
@@ -278,9 +294,9 @@ impl TlbHierarchy {
         match self.inclusion {
             Inclusion::NonInclusive => {
                 if let Some(l2) = l2 {
-                    self.get_mut(l2).fill_in(va, tag, nested_root, fill);
+                    self.get_mut(l2).fill_in_size(va, tag, nested_root, fill);
                 }
-                self.get_mut(l1).fill_in(va, tag, nested_root, fill).installed
+                self.get_mut(l1).fill_in_size(va, tag, nested_root, fill)
             }
             Inclusion::Exclusive => {
                 let r = self.get_mut(l1).fill_in(va, tag, nested_root, fill);

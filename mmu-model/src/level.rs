@@ -30,6 +30,7 @@ impl Level {
     pub const ALL: [Level; 5] = [Level::Pml5, Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt];
 
     /// The level below, or `None` for the page table.
+    #[inline]
     pub const fn next_lower(self) -> Option<Level> {
         match self {
             Level::Pml5 => Some(Level::Pml4),
@@ -52,6 +53,7 @@ impl Level {
     }
 
     /// Lowest VA bit of this level's index; also log2 of the bytes one entry spans.
+    #[inline]
     pub const fn shift(self) -> u32 {
         match self {
             Level::Pml5 => 48,
@@ -63,17 +65,20 @@ impl Level {
     }
 
     /// Bytes one entry of this level spans.
+    #[inline]
     pub const fn span(self) -> u64 {
         1u64 << self.shift()
     }
 
     /// The 9-bit index of `va` into a table of this level.
+    #[inline]
     pub fn index<V: PagedAddr>(self, va: V) -> usize {
         // Masked to 9 bits: always fits.
         usize::try_from((va.raw() >> self.shift()) & 0x1ff).expect("9-bit index")
     }
 
     /// The page size a leaf at this level maps, or `None` where leaves are not allowed.
+    #[inline]
     pub const fn leaf_size(self) -> Option<PageSize> {
         match self {
             Level::Pml5 | Level::Pml4 => None,
@@ -104,6 +109,7 @@ impl Level {
     }
 
     /// Index 0..5, root first, for arrays of per-level counters.
+    #[inline]
     pub const fn idx(self) -> usize {
         match self {
             Level::Pml5 => 0,
@@ -151,6 +157,7 @@ pub enum Paging {
 
 impl Paging {
     /// The root level.
+    #[inline]
     pub const fn top(self) -> Level {
         match self {
             Paging::FourLevel => Level::Pml4,
@@ -159,6 +166,7 @@ impl Paging {
     }
 
     /// Virtual-address width: 48 or 57.
+    #[inline]
     pub const fn va_bits(self) -> u32 {
         match self {
             Paging::FourLevel => 48,

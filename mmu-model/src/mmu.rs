@@ -448,6 +448,48 @@ pub struct Mmu {
     plan2d: Box<Plan2d>,
     oracle: Option<Vec<OracleMismatch>>,
     stats: MmuStats,
+    /// `64 − va_bits` of the current paging depth (the canonical check).
+    va_shift: u32,
+    /// For each (access kind, privilege) ([`fast_index`]): bit `s` set iff a TLB hit of
+    /// [`crate::tlb::hit_state`] `s` is usable without a walk or a write check under the
+    /// current control bits and `recheck_write_on_read_fill` (the hit fast path).
+    fast_ok: [u64; 6],
+}
+
+/// The index of (`kind`, `privilege`) in [`Mmu::fast_ok`]'s table.
+#[inline(always)]
+const fn fast_index(kind: AccessKind, privilege: Privilege) -> usize {
+    let k = match kind {
+        AccessKind::Read => 0,
+        AccessKind::Write => 2,
+        AccessKind::Fetch => 4,
+    };
+    match privilege {
+        Privilege::Supervisor => k,
+        Privilege::User => k + 1,
+    }
+}
+
+/// The fast path's usability table for `controls` (see [`Mmu::fast_ok`]): the same decision
+/// as the general path's, tabulated.
+fn fast_ok_table(controls: PagingControls, recheck: bool) -> [u64; 6] {
+    let mut t = [0u64; 6];
+    for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
+        for privilege in [Privilege::Supervisor, Privilege::User] {
+            for s in 0..64u32 {
+                let bit = |b: u32| s >> b & 1 == 1;
+                let perms =
+                    Perms { readable: bit(0), writable: bit(1), user: bit(2), executable: bit(3) };
+                let (dirty, allowed) = (bit(4), bit(5));
+                let ok = permits(perms, kind, privilege, controls)
+                    && (kind != AccessKind::Write || (dirty && (allowed || !recheck)));
+                if ok {
+                    t[fast_index(kind, privilege)] |= 1 << s;
+                }
+            }
+        }
+    }
+    t
 }
 
 /// The nested-TLB tag of a guest: its ASID, PCID 0.
@@ -495,6 +537,8 @@ impl Mmu {
             plan2d: Box::default(),
             oracle: None,
             stats: MmuStats::default(),
+            va_shift: 64 - cr3.paging.va_bits(),
+            fast_ok: fast_ok_table(PagingControls::default(), cfg.recheck_write_on_read_fill),
         })
     }
 
@@ -513,6 +557,7 @@ impl Mmu {
     /// (SDM Vol. 3A §4.10.4.1).
     pub fn load_cr3(&mut self, cr3: Cr3, preserve: bool) -> Invalidated {
         self.cr3 = cr3;
+        self.va_shift = 64 - cr3.paging.va_bits();
         if preserve {
             return Invalidated::default();
         }
@@ -532,6 +577,7 @@ impl Mmu {
     /// flush is implied.
     pub fn set_controls(&mut self, c: PagingControls) {
         self.controls = c;
+        self.fast_ok = fast_ok_table(c, self.recheck_write_on_read_fill);
     }
 
     /// The TLB hierarchy.
@@ -660,6 +706,8 @@ impl Mmu {
     ///
     /// Cost = the TLB levels probed + on a walk the PWC probe, each walk reference priced by
     /// `lat`, each check-stage read priced by `lat`, and the checker's fixed cycles.
+    ///
+    /// The outcome is a few hundred bytes: in a loop, [`Mmu::access_into`] reuses one.
     #[inline]
     pub fn access<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
         &mut self,
@@ -668,37 +716,12 @@ impl Mmu {
         lat: &mut L,
         req: &AccessRequest,
     ) -> AccessOutcome {
-        self.stats.accesses += 1;
-        if !req.va.is_canonical(self.cr3.paging.va_bits()) {
-            let mut out = AccessOutcome {
-                result: AccessResult::NonCanonical { addr: req.va },
-                cost: Cycles::ZERO,
-                path: AccessPath::None,
-                hit_level: None,
-                refs: WalkRefs::new(),
-                check_reads: CheckReads::new(),
-            };
-            self.access_slow(tables, checker, lat, req, None, &mut out);
-            return out;
-        }
-        let look = self.tlbs.lookup(req.va.raw(), self.cr3.tag, None, req.kind);
-        // The common case, kept small so that it inlines into the caller: a usable hit that
-        // needs no write check, oracle off.
-        if let Some(hit) = look.hit
-            && self.oracle.is_none()
-            && permits(hit.perms, req.kind, req.privilege, self.controls)
-            && (req.kind != AccessKind::Write
-                || (hit.dirty
-                    && (hit.cache.write == WriteCheck::Allowed
-                        || !self.recheck_write_on_read_fill)))
-        {
-            self.count_hit(look.level);
-            self.stats.cycles += look.latency;
+        if let Some((spa, size, cost, level)) = self.host_hit_fast(req) {
             return AccessOutcome {
-                result: AccessResult::Translated { spa: hit.pa, size: hit.size },
-                cost: look.latency,
+                result: AccessResult::Translated { spa, size },
+                cost,
                 path: AccessPath::TlbHit,
-                hit_level: look.level,
+                hit_level: Some(level),
                 refs: WalkRefs::new(),
                 check_reads: CheckReads::new(),
             };
@@ -711,8 +734,88 @@ impl Mmu {
             refs: WalkRefs::new(),
             check_reads: CheckReads::new(),
         };
-        self.access_slow(tables, checker, lat, req, Some(look), &mut out);
+        self.access_general(tables, checker, lat, req, &mut out);
         out
+    }
+
+    /// [`Mmu::access`] into the caller's `out` (every field overwritten), which is a few
+    /// hundred bytes: a TLB hit writes only its result, cost, path and level and empties the
+    /// two lists (sets their lengths). The fast way to translate in a loop.
+    #[inline]
+    pub fn access_into<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+        &mut self,
+        tables: &mut PhysMemTables,
+        checker: &mut C,
+        lat: &mut L,
+        req: &AccessRequest,
+        out: &mut AccessOutcome,
+    ) {
+        out.refs.clear();
+        out.check_reads.clear();
+        if let Some((spa, size, cost, level)) = self.host_hit_fast(req) {
+            out.result = AccessResult::Translated { spa, size };
+            out.cost = cost;
+            out.path = AccessPath::TlbHit;
+            out.hit_level = Some(level);
+            return;
+        }
+        out.result = AccessResult::NonCanonical { addr: req.va };
+        out.cost = Cycles::ZERO;
+        out.path = AccessPath::None;
+        out.hit_level = None;
+        self.access_general(tables, checker, lat, req, out);
+    }
+
+    /// The common case of [`Mmu::access`], small enough to inline into the caller: an L1 hit
+    /// the memo of the L1 answers, usable without a write check, oracle off. Does everything
+    /// the general path does for such a hit (TLB replacement state and counters, MMU counters)
+    /// and returns the SPA, size, cost and level; `None` (nothing done): take the general
+    /// path.
+    #[inline(always)]
+    fn host_hit_fast(
+        &mut self,
+        req: &AccessRequest,
+    ) -> Option<(Spa, PageSize, Cycles, TlbLevelId)> {
+        let va = req.va.raw();
+        let sh = self.va_shift;
+        // Hva::is_canonical with the shift precomputed.
+        if self.oracle.is_some() || ((va << sh).cast_signed() >> sh).cast_unsigned() != va {
+            return None;
+        }
+        let ok = self.fast_ok[fast_index(req.kind, req.privilege)];
+        let tag = self.cr3.tag;
+        let (t1, level) = self.tlbs.l1_mut(req.kind);
+        let (h, state) = t1.memo_hit(va, tag, 0)?;
+        if ok >> state & 1 == 0 {
+            return None;
+        }
+        let (slot, size, page) = (h.slot, h.size, h.pa.raw());
+        t1.record_memo_hit(slot, size);
+        let latency = t1.hit_latency();
+        self.stats.accesses += 1;
+        self.stats.tlb_hits += 1;
+        self.stats.cycles += latency;
+        Some((Spa::new_truncate(page | (va & 0xfff)), size, latency, level))
+    }
+
+    /// [`Mmu::access`] past the fast path, filling `out` (initialised as for a non-canonical
+    /// address).
+    #[inline(never)]
+    fn access_general<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+        &mut self,
+        tables: &mut PhysMemTables,
+        checker: &mut C,
+        lat: &mut L,
+        req: &AccessRequest,
+        out: &mut AccessOutcome,
+    ) {
+        self.stats.accesses += 1;
+        if !req.va.is_canonical(self.cr3.paging.va_bits()) {
+            self.access_slow(tables, checker, lat, req, None, out);
+            return;
+        }
+        let look = self.tlbs.lookup(req.va.raw(), self.cr3.tag, None, req.kind);
+        self.access_slow(tables, checker, lat, req, Some(look), out);
     }
 
     /// [`Mmu::access`] after the TLB lookup (`None`: non-canonical, no lookup made), filling
@@ -845,7 +948,14 @@ impl Mmu {
         self.finish(out);
     }
 
+    #[inline]
     fn oracle_host(&mut self, tables: &PhysMemTables, req: &AccessRequest, out: &AccessOutcome) {
+        if self.oracle.is_some() {
+            self.oracle_host_on(tables, req, out);
+        }
+    }
+
+    fn oracle_host_on(&mut self, tables: &PhysMemTables, req: &AccessRequest, out: &AccessOutcome) {
         let Some(log) = self.oracle.as_mut() else { return };
         let got = match out.result {
             AccessResult::Translated { spa, .. } => Some(spa),
@@ -927,9 +1037,10 @@ impl Mmu {
         out
     }
 
-    /// [`Mmu::guest_access`] filling `out` (a few KiB: passed in rather than returned).
+    /// [`Mmu::guest_access`] into the caller's `out` (every field overwritten; the outcome
+    /// is over a KiB, so a loop should reuse one rather than have one returned per access).
     #[allow(clippy::too_many_arguments)] // guest_access's arguments and the outcome
-    fn guest_access_into<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
+    pub fn guest_access_into<C: TranslationCheck + ?Sized, L: CacheLatency + ?Sized>(
         &mut self,
         host: &mut PhysMemTables,
         guest: &mut PhysMemTables<Gpa>,
@@ -939,6 +1050,12 @@ impl Mmu {
         req: &GuestAccessRequest,
         out: &mut GuestAccessOutcome,
     ) {
+        out.result = GuestAccessResult::NonCanonical { addr: Gva::new(req.addr.raw()) };
+        out.cost = Cycles::ZERO;
+        out.path = AccessPath::None;
+        out.hit_level = None;
+        out.refs.clear();
+        out.check_reads.clear();
         self.stats.guest_accesses += 1;
         if let (GuestAddr::Virtual(v), Some(gp)) = (req.addr, gctx.paging)
             && !v.is_canonical(gp.paging.va_bits())
@@ -1050,7 +1167,7 @@ impl Mmu {
                     }
                     let NestedResult::Ok { frame, size, perms, dirty } = n.result else { continue };
                     if let Some(t) = self.nested_tlb.as_mut() {
-                        t.fill_in(
+                        t.fill_in_size(
                             n.gpa.raw(),
                             ntag(asid),
                             Some(n.root),
@@ -1128,7 +1245,21 @@ impl Mmu {
         self.stats.cycles += out.cost;
     }
 
+    #[inline]
     fn oracle_guest(
+        &mut self,
+        host: &PhysMemTables,
+        guest: &PhysMemTables<Gpa>,
+        gctx: &GuestContext,
+        req: &GuestAccessRequest,
+        out: &GuestAccessOutcome,
+    ) {
+        if self.oracle.is_some() {
+            self.oracle_guest_on(host, guest, gctx, req, out);
+        }
+    }
+
+    fn oracle_guest_on(
         &mut self,
         host: &PhysMemTables,
         guest: &PhysMemTables<Gpa>,
@@ -1385,6 +1516,7 @@ struct Adapter<'a> {
 }
 
 impl Caches2d for Adapter<'_> {
+    #[inline]
     fn guest_start(&mut self, gva: u64, top: Level) -> Option<WalkStart<Gpa>> {
         if self.guest_pwc.exists() {
             self.gpwc_probes += 1;
@@ -1392,6 +1524,7 @@ impl Caches2d for Adapter<'_> {
         self.guest_pwc.lookup(gva, self.tag, Some(self.primary), top)
     }
 
+    #[inline]
     fn ntlb(&mut self, root: Spa, gpa: Gpa) -> Option<NtlbHit> {
         let t = self.ntlb.as_mut()?;
         self.ntlb_lookups += 1;
@@ -1405,6 +1538,7 @@ impl Caches2d for Adapter<'_> {
         })
     }
 
+    #[inline]
     fn nested_start(&mut self, root: Spa, gpa: Gpa, top: Level) -> Option<WalkStart<Spa>> {
         if self.nested_pwc.exists() {
             self.npwc_probes += 1;

@@ -91,6 +91,7 @@ pub struct CbitPos(pub Option<u8>);
 
 impl CbitPos {
     /// The mask of the C-bit (0 when absent).
+    #[inline]
     pub const fn mask(self) -> u64 {
         match self.0 {
             Some(b) => 1u64 << b,
@@ -118,12 +119,14 @@ impl Default for PteFormat {
 
 impl PteFormat {
     /// Address bits MAXPHYADDR-1..12, less the C-bit.
+    #[inline]
     pub const fn addr_mask(self) -> u64 {
         let top = if self.phys_bits >= 64 { u64::MAX } else { (1u64 << self.phys_bits) - 1 };
         top & !0xfff & !self.cbit.mask()
     }
 
     /// Bits 51..MAXPHYADDR, which must be zero (the C-bit excepted).
+    #[inline]
     const fn high_reserved(self) -> u64 {
         let all = ((1u64 << 52) - 1) & !0xfff;
         all & !self.addr_mask() & !self.cbit.mask()
@@ -160,6 +163,7 @@ impl LeafAttrs {
     };
 
     /// Attributes with the given flags, no PAT, key 0, not encrypted.
+    #[inline]
     pub const fn new(flags: PteFlags) -> LeafAttrs {
         LeafAttrs { flags, pat: false, pkey: 0, encrypted: false }
     }
@@ -204,26 +208,31 @@ impl X86Pte {
     pub const EMPTY: X86Pte = X86Pte(0);
 
     /// Wrap a raw value.
+    #[inline]
     pub const fn new(raw: u64) -> X86Pte {
         X86Pte(raw)
     }
 
     /// The raw value.
+    #[inline]
     pub const fn raw(self) -> u64 {
         self.0
     }
 
     /// The single-bit flags (address, key and C-bit excluded).
+    #[inline]
     pub const fn flags(self) -> PteFlags {
         PteFlags::from_bits_truncate(self.0)
     }
 
     /// P.
+    #[inline]
     pub const fn is_present(self) -> bool {
         self.0 & PteFlags::PRESENT.bits() != 0
     }
 
     /// Whether a present entry at `level` maps a page (rather than pointing at a table).
+    #[inline]
     pub const fn is_leaf(self, level: Level) -> bool {
         match level {
             Level::Pt => true,
@@ -234,21 +243,25 @@ impl X86Pte {
 
     /// The protection key (bits 62:59).
     #[allow(clippy::cast_possible_truncation)] // a 4-bit field
+    #[inline]
     pub const fn pkey(self) -> u8 {
         ((self.0 & PKEY_MASK) >> PKEY_SHIFT) as u8
     }
 
     /// Whether the C-bit is set.
+    #[inline]
     pub const fn c_bit(self, fmt: PteFormat) -> bool {
         self.0 & fmt.cbit.mask() != 0
     }
 
     /// The address of the next-level table (non-leaf entries).
+    #[inline]
     pub fn table_addr<P: PhysAddr>(self, fmt: PteFormat) -> P {
         P::from_raw(self.0 & fmt.addr_mask())
     }
 
     /// The frame of a leaf of `size`.
+    #[inline]
     pub fn frame<P: PhysAddr>(self, size: PageSize, fmt: PteFormat) -> P {
         P::from_raw(self.0 & fmt.addr_mask() & !(size.bytes() - 1))
     }
@@ -305,6 +318,7 @@ impl X86Pte {
     }
 
     /// The attributes of a leaf of `size` (inverse of [`X86Pte::leaf`]).
+    #[inline]
     pub const fn leaf_attrs(self, size: PageSize, fmt: PteFormat) -> LeafAttrs {
         let pat_bit = match size {
             PageSize::K4 => PteFlags::PAT_4K,

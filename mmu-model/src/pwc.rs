@@ -157,6 +157,8 @@ struct PwcArray {
 pub struct Pwc {
     /// Indexed by [`Level::idx`] (PML5 … PD).
     levels: [Option<PwcArray>; 4],
+    /// Whether any level exists (fixed at construction).
+    exists: bool,
     hit_latency: Cycles,
     stats: PwcStats,
 }
@@ -187,19 +189,23 @@ impl Pwc {
                 }
             })
         };
+        let levels = [mk(Level::Pml5, 0), mk(Level::Pml4, 1), mk(Level::Pdpt, 2), mk(Level::Pd, 3)];
         Ok(Pwc {
-            levels: [mk(Level::Pml5, 0), mk(Level::Pml4, 1), mk(Level::Pdpt, 2), mk(Level::Pd, 3)],
+            exists: levels.iter().any(Option::is_some),
+            levels,
             hit_latency: cfg.hit_latency,
             stats: PwcStats::default(),
         })
     }
 
     /// Whether any level exists.
-    pub fn exists(&self) -> bool {
-        self.levels.iter().any(Option::is_some)
+    #[inline]
+    pub const fn exists(&self) -> bool {
+        self.exists
     }
 
     /// Cycles a walk spends probing (0 when no level exists).
+    #[inline]
     pub fn probe_latency(&self) -> Cycles {
         if self.exists() { self.hit_latency } else { Cycles::ZERO }
     }
@@ -220,6 +226,7 @@ impl Pwc {
         o
     }
 
+    #[inline]
     fn slot_range(a: &PwcArray, key: u64) -> (usize, std::ops::Range<usize>) {
         // sets is a power of two: the mask keeps the value below it.
         let set = usize::try_from(key & (a.sets as u64 - 1)).expect("below sets");
@@ -228,6 +235,7 @@ impl Pwc {
 
     /// Where a walk of `addr` (from a table of depth whose root level is `top`) can start:
     /// below the deepest level that hits, with its table and rights.
+    #[inline]
     pub fn lookup<P: PhysAddr>(
         &mut self,
         addr: u64,
@@ -235,9 +243,20 @@ impl Pwc {
         nested_root: Option<Spa>,
         top: Level,
     ) -> Option<WalkStart<P>> {
-        if !self.exists() {
+        if !self.exists {
             return None;
         }
+        self.lookup_present(addr, tag, nested_root, top)
+    }
+
+    /// [`Pwc::lookup`] when some level exists.
+    fn lookup_present<P: PhysAddr>(
+        &mut self,
+        addr: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        top: Level,
+    ) -> Option<WalkStart<P>> {
         self.stats.lookups += 1;
         let nroot = nroot_key(nested_root);
         for level in [Level::Pd, Level::Pdpt, Level::Pml4, Level::Pml5] {

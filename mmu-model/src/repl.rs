@@ -43,12 +43,10 @@ pub(crate) struct ReplState {
     stamps: Vec<u64>,
     /// Tree bits per set (tree-PLRU).
     tree: Vec<u64>,
-    /// LRU lists: per slot the next-older and next-newer way; per set head (MRU) and tail
-    /// (LRU).
-    older: Vec<u32>,
-    newer: Vec<u32>,
-    head: Vec<u32>,
-    tail: Vec<u32>,
+    /// LRU lists: per slot (the next-older way, the next-newer way); per set (head = MRU,
+    /// tail = LRU). `u32::MAX`: none.
+    links: Vec<(u32, u32)>,
+    ends: Vec<(u32, u32)>,
     clock: u64,
     rng: Rng,
 }
@@ -60,18 +58,16 @@ impl ReplState {
             Replacement::TreePlru => vec![0; sets],
             Replacement::Lru | Replacement::Random => Vec::new(),
         };
-        let (mut older, mut newer, mut head, mut tail) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut links, mut ends) = (Vec::new(), Vec::new());
         if policy == Replacement::Lru {
             // Initial order: way 0 oldest (tail) … way ways-1 newest (head).
             let w = u32::try_from(ways).expect("ways fit u32");
             for _ in 0..sets {
                 for i in 0..w {
-                    older.push(i.wrapping_sub(1)); // way 0: none (u32::MAX)
-                    newer.push(if i + 1 == w { u32::MAX } else { i + 1 });
+                    // Way 0 has no older way (u32::MAX), the last no newer one.
+                    links.push((i.wrapping_sub(1), if i + 1 == w { u32::MAX } else { i + 1 }));
                 }
-                head.push(w.saturating_sub(1));
-                tail.push(0);
+                ends.push((w.saturating_sub(1), 0));
             }
         }
         ReplState {
@@ -80,37 +76,35 @@ impl ReplState {
             leaves,
             stamps: vec![0; sets * ways],
             tree,
-            older,
-            newer,
-            head,
-            tail,
+            links,
+            ends,
             clock: 0,
             rng,
         }
     }
 
     /// Move `way` to the head of `set`'s recency list.
-    #[inline]
+    #[inline(always)]
     fn lru_promote(&mut self, set: usize, way: usize) {
         let w = u32::try_from(way).expect("ways fit u32");
-        if self.head[set] == w {
+        let (head, _) = self.ends[set];
+        if head == w {
             return;
         }
         let base = set * self.ways;
-        let (o, n) = (self.older[base + way], self.newer[base + way]);
+        let links = &mut self.links[base..base + self.ways];
+        let (o, n) = links[way];
         // Unlink (n exists: way is not the head).
-        self.older[base + n as usize] = o;
+        links[n as usize].0 = o;
         if o == u32::MAX {
-            self.tail[set] = n;
+            self.ends[set].1 = n;
         } else {
-            self.newer[base + o as usize] = n;
+            links[o as usize].1 = n;
         }
         // Link at the head.
-        let h = self.head[set];
-        self.newer[base + h as usize] = w;
-        self.older[base + way] = h;
-        self.newer[base + way] = u32::MAX;
-        self.head[set] = w;
+        links[head as usize].1 = w;
+        links[way] = (head, u32::MAX);
+        self.ends[set].0 = w;
     }
 
     /// Record a use (hit or fill) of `way` in `set`.
@@ -122,35 +116,40 @@ impl ReplState {
 
     /// [`ReplState::touch`] with a stamp from a counter shared with other structures (so that
     /// the victims of several arrays can be compared by age). Stamps must increase.
-    #[inline]
+    #[inline(always)]
     pub fn touch_stamped(&mut self, set: usize, way: usize, stamp: u64) {
         self.stamps[set * self.ways + way] = stamp;
-        if self.policy == Replacement::Lru {
-            self.lru_promote(set, way);
+        match self.policy {
+            Replacement::Lru => self.lru_promote(set, way),
+            Replacement::TreePlru => self.plru_touch(set, way),
+            Replacement::Random => {}
         }
-        if self.policy == Replacement::TreePlru {
-            let bits = &mut self.tree[set];
-            // Walk from the root: node n has children 2n+1, 2n+2; leaves cover [lo, hi).
-            let (mut node, mut lo, mut hi) = (0usize, 0usize, self.leaves);
-            while hi - lo > 1 {
-                let mid = (lo + hi) / 2;
-                if way < mid {
-                    *bits |= 1 << node; // used left: point right
-                    node = 2 * node + 1;
-                    hi = mid;
-                } else {
-                    *bits &= !(1 << node); // used right: point left
-                    node = 2 * node + 2;
-                    lo = mid;
-                }
+    }
+
+    /// Point every tree bit on `way`'s path away from it.
+    fn plru_touch(&mut self, set: usize, way: usize) {
+        let bits = &mut self.tree[set];
+        // Walk from the root: node n has children 2n+1, 2n+2; leaves cover [lo, hi).
+        let (mut node, mut lo, mut hi) = (0usize, 0usize, self.leaves);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if way < mid {
+                *bits |= 1 << node; // used left: point right
+                node = 2 * node + 1;
+                hi = mid;
+            } else {
+                *bits &= !(1 << node); // used right: point left
+                node = 2 * node + 2;
+                lo = mid;
             }
         }
     }
 
     /// The way to replace in a full `set`.
+    #[inline]
     pub fn victim(&mut self, set: usize) -> usize {
         match self.policy {
-            Replacement::Lru => self.tail[set] as usize,
+            Replacement::Lru => self.ends[set].1 as usize,
             Replacement::TreePlru => {
                 let bits = self.tree[set];
                 let (mut node, mut lo, mut hi) = (0usize, 0usize, self.leaves);
@@ -176,6 +175,7 @@ impl ReplState {
     }
 
     /// The last-use stamp of a slot (0 = never used).
+    #[inline]
     pub fn stamp(&self, set: usize, way: usize) -> u64 {
         self.stamps[set * self.ways + way]
     }

@@ -138,6 +138,7 @@ pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
 
 const RECENT: usize = 64;
 
+#[inline]
 fn recent_index(page: u64) -> usize {
     // Masked to 6 bits: always fits.
     usize::try_from(page & (RECENT as u64 - 1)).expect("6-bit index")
@@ -337,6 +338,7 @@ impl<P: PhysAddr> PhysMemTables<P> {
     }
 }
 
+#[inline]
 fn entry_index(raw: u64) -> usize {
     // Bits 11:3 of the address: always < 512.
     usize::try_from((raw & 0xff8) >> 3).expect("9-bit index")

@@ -383,6 +383,15 @@ struct Array {
     keys32: Vec<u32>,
     /// Valid entries per set (a full set skips the search for an invalid way).
     used: Vec<u32>,
+    /// For arrays with many ways: per bucket of [`filter_hash`], how many valid entries have
+    /// a key hashing there (empty: no filter). A zero count proves that no entry has a key, so
+    /// a search for a page the array does not hold — every TLB miss — skips the scan of a
+    /// wide set. Exact bookkeeping, never a guess: a non-zero count only means "scan".
+    filter: Vec<u16>,
+    /// `log2(filter.len())`.
+    filter_bits: u32,
+    /// Valid entries per page size (a size with none skips its probe).
+    size_used: [u32; 3],
     repl: ReplState,
 }
 
@@ -401,18 +410,50 @@ const fn fold32(key: u64) -> u32 {
     (key ^ (key >> 32)) as u32
 }
 
+/// Arrays with at least this many ways keep a presence filter ([`Array::filter`]).
+const FILTER_MIN_WAYS: usize = 16;
+
+/// The filter bucket of `key` in a filter of `2^bits` buckets (a multiplicative hash: keys of
+/// neighbouring pages spread out).
+#[inline]
+fn filter_hash(key: u64, bits: u32) -> usize {
+    // The shift leaves `bits` (< 32) bits: always fits.
+    usize::try_from(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)).expect("< 2^32")
+}
+
 impl Array {
-    fn set_slot(&mut self, slot: usize, e: Entry) {
-        let set = slot / self.ways;
-        let was = self.keys[slot] != NO_KEY;
-        self.keys[slot] = if e.valid { key_of(e.vpn, e.size) } else { NO_KEY };
-        self.keys32[slot] = fold32(self.keys[slot]);
-        match (was, e.valid) {
+    /// Record that slot `slot` (of set `set`) now holds `e`.
+    #[inline]
+    fn set_slot(&mut self, set: usize, slot: usize, e: Entry) {
+        let old = self.keys[slot];
+        let new = if e.valid { key_of(e.vpn, e.size) } else { NO_KEY };
+        self.keys[slot] = new;
+        self.keys32[slot] = fold32(new);
+        match (old != NO_KEY, e.valid) {
             (false, true) => self.used[set] += 1,
             (true, false) => self.used[set] -= 1,
             (false, false) | (true, true) => {}
         }
+        if old != NO_KEY {
+            self.size_used[self.entries[slot].size.index()] -= 1;
+            if !self.filter.is_empty() {
+                self.filter[filter_hash(old, self.filter_bits)] -= 1;
+            }
+        }
+        if new != NO_KEY {
+            self.size_used[e.size.index()] += 1;
+            if !self.filter.is_empty() {
+                self.filter[filter_hash(new, self.filter_bits)] += 1;
+            }
+        }
         self.entries[slot] = e;
+    }
+
+    /// Whether a valid entry may have key `key`, of size `size` (`false`: certainly none).
+    #[inline]
+    fn may_hold(&self, key: u64, size: PageSize) -> bool {
+        self.size_used[size.index()] != 0
+            && (self.filter.is_empty() || self.filter[filter_hash(key, self.filter_bits)] != 0)
     }
 
     fn set_of(&self, va: u64, size: PageSize) -> usize {
@@ -432,7 +473,24 @@ struct Memo {
     page: u64,
     tag: TlbTag,
     nroot: u64,
-    slot: Option<TlbSlot>,
+    /// What the search found: the hit for the page's first byte (`pa` of the 4 KiB page;
+    /// a lookup ORs in the offset), or `None` for a miss.
+    hit: Option<TlbHit>,
+    /// [`hit_state`] of the hit (0 for a miss).
+    state: u8,
+}
+
+/// A hit's permissions and cached bits as six bits: R, W, U, X (bits 0–3), D (bit 4), and the
+/// write check passed (bit 5). What decides whether a hit is usable, as an index into a
+/// precomputed table (the MMU's fast path).
+pub(crate) fn hit_state(h: &TlbHit) -> u8 {
+    let p = h.perms;
+    u8::from(p.readable)
+        | u8::from(p.writable) << 1
+        | u8::from(p.user) << 2
+        | u8::from(p.executable) << 3
+        | u8::from(h.dirty) << 4
+        | u8::from(h.cache.write == crate::check::WriteCheck::Allowed) << 5
 }
 
 const MEMO_SLOTS: usize = 64;
@@ -486,7 +544,13 @@ impl Tlb {
                     holds[s.index()] = true;
                 }
                 let (sets, ways) = (a.sets as usize, a.ways as usize);
+                let entries = sets * ways;
+                let filter_on = ways >= FILTER_MIN_WAYS && entries <= usize::from(u16::MAX);
+                let buckets = if filter_on { (entries * 8).next_power_of_two().max(64) } else { 0 };
                 Array {
+                    filter: vec![0; buckets],
+                    size_used: [0; 3],
+                    filter_bits: buckets.trailing_zeros(),
                     holds,
                     sets,
                     ways,
@@ -550,10 +614,18 @@ impl Tlb {
         let mut best: Option<(PageSize, TlbSlot)> = None;
         for (ai, a) in self.arrays.iter().enumerate() {
             let mut want = [NO_WANT; 3];
+            let mut maybe = false;
             for s in PageSize::ALL {
                 if a.holds[s.index()] {
-                    want[s.index()] = key_of(va >> s.shift(), s);
+                    let k = key_of(va >> s.shift(), s);
+                    if a.may_hold(k, s) {
+                        want[s.index()] = k;
+                        maybe = true;
+                    }
                 }
+            }
+            if !maybe {
+                continue;
             }
             let mut probed = [usize::MAX; 3];
             for s in PageSize::ALL.into_iter().filter(|s| a.holds[s.index()]) {
@@ -590,18 +662,24 @@ impl Tlb {
         usize::try_from((va >> 12) & (MEMO_SLOTS as u64 - 1)).expect("6-bit index")
     }
 
-    #[inline]
-    fn find_memo(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
-        let i = Self::memo_index(va);
-        let m = &self.memo[i];
-        if m.generation == self.generation && m.page == va >> 12 && m.tag == tag && m.nroot == nroot
-        {
-            return m.slot;
-        }
-        let found = self.find(va, tag, nroot);
-        self.memo[i] =
-            Memo { generation: self.generation, page: va >> 12, tag, nroot, slot: found };
-        found
+    /// The search behind a memo miss: a full search, remembered.
+    #[inline(never)]
+    fn find_memo_slow(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbHit> {
+        let slot = self.find(va, tag, nroot);
+        let generation = self.generation;
+        let m = &mut self.memo[Self::memo_index(va)];
+        (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
+        let Some(slot) = slot else {
+            // A miss: only the discriminant is written (the common case on a walk).
+            m.hit = None;
+            m.state = 0;
+            return None;
+        };
+        let hit = self.hit_of(slot, va & !0xfff);
+        let m = &mut self.memo[Self::memo_index(va)];
+        m.hit = Some(hit);
+        m.state = hit_state(&hit);
+        Some(hit)
     }
 
     #[inline]
@@ -619,6 +697,36 @@ impl Tlb {
         }
     }
 
+    /// The hit a lookup of `va` would return if the memo answers it now, without any side
+    /// effect (its `pa` is that of the 4 KiB page of `va`: OR in `va & 0xfff`). `None` when
+    /// the memo has nothing current (a lookup must then search). For the MMU's hit fast path,
+    /// which follows a usable hit with [`Tlb::record_memo_hit`].
+    /// Also returns the hit's [`hit_state`].
+    #[inline(always)]
+    pub(crate) fn memo_hit(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<(&TlbHit, u8)> {
+        let m = &self.memo[Self::memo_index(va)];
+        if m.generation == self.generation && m.page == va >> 12 && m.tag == tag && m.nroot == nroot
+        {
+            m.hit.as_ref().map(|h| (h, m.state))
+        } else {
+            None
+        }
+    }
+
+    /// The side effects of a lookup that hit `slot` (an entry of `size`): exactly what
+    /// [`Tlb::lookup_in`] does on a hit.
+    #[inline(always)]
+    pub(crate) fn record_memo_hit(&mut self, slot: TlbSlot, size: PageSize) {
+        self.stats.lookups += 1;
+        self.clock += 1;
+        self.arrays[slot.array as usize].repl.touch_stamped(
+            slot.set as usize,
+            slot.way as usize,
+            self.clock,
+        );
+        self.stats.by_size[size].hits += 1;
+    }
+
     /// Look `va` up for host address space `tag`, updating replacement state and counters. If
     /// entries of several sizes match (possible after a page-table change without a flush),
     /// the smallest wins.
@@ -633,23 +741,27 @@ impl Tlb {
     pub fn lookup_in(&mut self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
         self.stats.lookups += 1;
         let nroot = nroot_key(nested_root);
-        match self.find_memo(va, tag, nroot) {
-            Some(slot) => {
+        let m = &self.memo[Self::memo_index(va)];
+        let found = if m.generation == self.generation
+            && m.page == va >> 12
+            && m.tag == tag
+            && m.nroot == nroot
+        {
+            m.hit
+        } else {
+            self.find_memo_slow(va, tag, nroot)
+        };
+        match found {
+            Some(mut hit) => {
                 self.clock += 1;
-                let a = &mut self.arrays[slot.array as usize];
-                a.repl.touch_stamped(slot.set as usize, slot.way as usize, self.clock);
-                let e = &a.entries[slot.set as usize * a.ways + slot.way as usize];
-                let hit = TlbHit {
-                    pa: Spa::new_truncate(e.frame.raw() | (va & (e.size.bytes() - 1))),
-                    size: e.size,
-                    perms: e.perms,
-                    nested_perms: e.nested_perms,
-                    global: e.global,
-                    dirty: e.dirty,
-                    cache: e.cache,
-                    slot,
-                };
+                let slot = hit.slot;
+                self.arrays[slot.array as usize].repl.touch_stamped(
+                    slot.set as usize,
+                    slot.way as usize,
+                    self.clock,
+                );
                 self.stats.by_size[hit.size].hits += 1;
+                hit.pa = Spa::new_truncate(hit.pa.raw() | (va & 0xfff));
                 Some(hit)
             }
             None => {
@@ -676,6 +788,8 @@ impl Tlb {
             && let Some(e) = a.entries.get_mut(slot.set as usize * a.ways + slot.way as usize)
         {
             e.cache = cache;
+            // The memo keeps copies of entries.
+            self.generation += 1;
         }
     }
 
@@ -694,11 +808,34 @@ impl Tlb {
     /// place; otherwise an invalid way, else the policy's victim. Returns the size installed
     /// (smaller than `fill.size` when that size has no array).
     pub fn fill<V: PagedAddr>(&mut self, va: V, tag: TlbTag, fill: &TlbFill) -> PageSize {
-        self.fill_in(va.raw(), tag, None, fill).installed
+        self.fill_in_size(va.raw(), tag, None, fill)
     }
 
     /// [`Tlb::fill`] in an address space that may be nested.
     pub(crate) fn fill_in(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> FillResult {
+        self.fill_impl::<true>(va, tag, nested_root, fill)
+    }
+
+    /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
+    /// installed (the same fill; the victim is not copied out).
+    pub(crate) fn fill_in_size(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_impl::<false>(va, tag, nested_root, fill).installed
+    }
+
+    #[inline]
+    fn fill_impl<const VICTIM: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -722,7 +859,7 @@ impl Tlb {
             && m.page == va >> 12
             && m.tag == tag
             && m.nroot == nroot
-            && m.slot.is_none();
+            && m.hit.is_none();
         // Candidate (array, set) pairs: every array holding the size.
         let mut chosen: Option<(usize, usize)> = None; // (array, way)
         let mut best_invalid: Option<(usize, usize)> = None;
@@ -735,6 +872,7 @@ impl Tlb {
             let base = set * a.ways;
             let keys = &a.keys[base..base + a.ways];
             if !none_same
+                && a.may_hold(want, size)
                 && let Some(w) = keys
                     .iter()
                     .enumerate()
@@ -764,9 +902,11 @@ impl Tlb {
         let a = &mut self.arrays[ai];
         let set = a.set_of(va, size);
         let slot = set * a.ways + w;
-        let old = a.entries[slot];
-        let victim = (old.valid && !same(&old)).then_some(old);
+        let old = &a.entries[slot];
+        let evicted = (old.valid && !same(old)).then_some(old.size);
+        let victim = if VICTIM && evicted.is_some() { Some(*old) } else { None };
         a.set_slot(
+            set,
             slot,
             Entry {
                 valid: true,
@@ -785,8 +925,8 @@ impl Tlb {
         );
         self.clock += 1;
         a.repl.touch_stamped(set, w, self.clock);
-        if let Some(v) = victim {
-            self.stats.by_size[v.size].evictions += 1;
+        if let Some(v) = evicted {
+            self.stats.by_size[v].evictions += 1;
         }
         self.stats.by_size[size].fills += 1;
         self.generation += 1;
@@ -798,7 +938,7 @@ impl Tlb {
         let a = &mut self.arrays[slot.array as usize];
         let i = slot.set as usize * a.ways + slot.way as usize;
         let e = a.entries[i];
-        a.set_slot(i, INVALID);
+        a.set_slot(slot.set as usize, i, INVALID);
         self.generation += 1;
         e
     }
@@ -817,6 +957,10 @@ impl Tlb {
                     let e = &mut a.entries[i];
                     if e.valid && pred(e) {
                         e.valid = false;
+                        a.size_used[e.size.index()] -= 1;
+                        if !a.filter.is_empty() {
+                            a.filter[filter_hash(a.keys[i], a.filter_bits)] -= 1;
+                        }
                         a.keys[i] = NO_KEY;
                         a.keys32[i] = fold32(NO_KEY);
                         a.used[set] -= 1;

@@ -270,12 +270,14 @@ pub(crate) struct Core<P: PhysAddr> {
 
 impl<P: PhysAddr> Core<P> {
     /// Rights combined over every entry read (the last step's).
+    #[inline]
     pub fn perms(&self) -> Perms {
         self.steps.last().map_or(Perms::ALL, |s| s.perms)
     }
 
     /// Mark A on every entry read that lacks it and, if `dirty`, D on the leaf. `when` filters
     /// which formats track A/D at all (EPT without A/D enabled: none).
+    #[inline]
     pub fn set_ad<E: PagingEntry>(&mut self, dirty: bool) {
         let n = self.steps.len();
         for (i, s) in self.steps.iter_mut().enumerate() {
@@ -291,6 +293,7 @@ impl<P: PhysAddr> Core<P> {
     }
 
     /// Write the A/D bits planned by [`Core::set_ad`].
+    #[inline]
     pub fn commit(&self, tables: &mut PhysMemTables<P>) {
         for s in &self.steps {
             if s.set != 0 {
@@ -300,6 +303,7 @@ impl<P: PhysAddr> Core<P> {
     }
 
     /// Append this walk's references to `out`: each read, then its A/D write if `with_ad`.
+    #[inline]
     pub fn push_refs<const N: usize>(
         &self,
         out: &mut InlineVec<WalkRef<P>, N>,
@@ -374,6 +378,7 @@ impl<V: Copy, P: PhysAddr> Plan<V, P> {
         }
     }
 
+    #[inline]
     fn ok(&self) -> bool {
         matches!(self.outcome, Translation::Translated { .. })
     }
@@ -384,10 +389,12 @@ impl<V: Copy, P: PhysAddr> Plan<V, P> {
         refs
     }
 
+    #[inline]
     pub fn push_refs(&self, refs: &mut WalkRefs<P>) {
         self.core.push_refs(refs, Stage::Native, self.ok());
     }
 
+    #[inline]
     pub fn commit(&self, tables: &mut PhysMemTables<P>) {
         if self.ok() {
             self.core.commit(tables);
@@ -395,6 +402,7 @@ impl<V: Copy, P: PhysAddr> Plan<V, P> {
     }
 }
 
+#[inline]
 pub(crate) fn base_code(access: AccessKind, privilege: Privilege) -> PfErrorCode {
     let mut c = PfErrorCode::empty();
     match access {
