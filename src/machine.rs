@@ -1235,30 +1235,9 @@ impl Machine {
             return Outcome::default();
         }
         self.load_context(cpu, pid);
-        let first = va.raw();
-        let last = first.saturating_add(u64::from(size.max(1)) - 1);
-        let mut total = Outcome::default();
-        let mut chain = Cycles::ZERO;
-        let mut page = first & !0xfff;
-        loop {
-            let at = Hva::new_truncate(page.max(first));
-            let o = self.access_page(cpu, pid, at, kind, privilege, ctx);
-            total.cost += o.cost;
-            if o.fault.is_some() {
-                // A fault serializes: the whole access is charged in order.
-                total.fault = o.fault;
-                return total;
-            }
-            if let Timing::Access { chain: c } = o.timing {
-                chain += c;
-            }
-            total.timing = Timing::Access { chain };
-            if last >> 12 == page >> 12 {
-                break;
-            }
-            page += 4096;
-        }
-        total
+        self.per_page(va.raw(), size, |m, at| {
+            m.access_page(cpu, pid, Hva::new_truncate(at), kind, privilege, ctx)
+        })
     }
 
     fn access_page(
@@ -1754,35 +1733,46 @@ impl Machine {
             self.not_modelled(&format!("guest access: {}", e.category()));
             return Outcome::default();
         }
-        let last = first.saturating_add(u64::from(size.max(1)) - 1);
-        let mut total = Outcome::default();
-        let mut chain = Cycles::ZERO;
-        let mut page = first & !0xfff;
-        loop {
-            let at = page.max(first);
+        self.per_page(first, size, |m, at| {
             let a = if physical {
                 GuestAddr::Physical(Gpa::new_truncate(at))
             } else {
                 GuestAddr::Virtual(Gva::new_truncate(at))
             };
-            let o = self.guest_access_page(cpu, ctx, vm, a, kind);
+            m.guest_access_page(cpu, ctx, vm, a, kind)
+        })
+    }
+
+    /// Run an access of `size` bytes from `first` one 4 KiB page at a time (an access that
+    /// crosses a page boundary translates each page), summing costs and dependent chains; a
+    /// fault, or a page that serializes, makes the whole access serial.
+    fn per_page(
+        &mut self,
+        first: u64,
+        size: u32,
+        mut one: impl FnMut(&mut Machine, u64) -> Outcome,
+    ) -> Outcome {
+        let last = first.saturating_add(u64::from(size.max(1)) - 1);
+        let mut total = Outcome::default();
+        let mut chain = Cycles::ZERO;
+        let mut page = first & !0xfff;
+        loop {
+            let o = one(self, page.max(first));
             total.cost += o.cost;
-            if o.fault.is_some() || o.timing == Timing::Serial {
-                // A fault serializes: the whole access is charged in order.
-                total.fault = o.fault;
-                total.timing = Timing::Serial;
-                return total;
-            }
-            if let Timing::Access { chain: c } = o.timing {
-                chain += c;
+            match o.timing {
+                Timing::Access { chain: c } if o.fault.is_none() => chain += c,
+                Timing::Access { .. } | Timing::Serial | Timing::Issue => {
+                    total.fault = o.fault;
+                    total.timing = Timing::Serial;
+                    return total;
+                }
             }
             total.timing = Timing::Access { chain };
             if last >> 12 == page >> 12 {
-                break;
+                return total;
             }
             page += 4096;
         }
-        total
     }
 
     fn guest_access_page(
