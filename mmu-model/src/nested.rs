@@ -301,7 +301,12 @@ impl Default for NestedStep {
         NestedStep {
             gpa: Gpa::new(0),
             root: Spa::ZERO,
-            core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
+            core: Core {
+                steps: InlineVec::new(),
+                end: CoreEnd::NotPresent,
+                and_all: u64::MAX,
+                ad: false,
+            },
             from_ntlb: false,
             pwc_start: None,
             result: NestedResult::NotPresent,
@@ -433,7 +438,12 @@ impl Default for Plan2d {
             outcome: GuestTranslation::NonCanonical { addr: Gva::new(0) },
             items: InlineVec::new(),
             guest_pwc_start: None,
-            guest_core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
+            guest_core: Core {
+                steps: InlineVec::new(),
+                end: CoreEnd::NotPresent,
+                and_all: u64::MAX,
+                ad: false,
+            },
         }
     }
 }
@@ -635,7 +645,9 @@ pub(crate) fn plan_2d_into<C: Caches2d>(
                     // Guest A/D updates are writes to guest memory: under NPT (and EPT without
                     // A/D) the table access was translated as a read, so the update needs
                     // nested write permission now.
-                    for (i, s) in core.steps.iter().enumerate() {
+                    // No planned write (`core.ad` false): every `set` is 0, nothing to check.
+                    let planned: &[CoreStep<Gpa>] = if core.ad { &core.steps } else { &[] };
+                    for (i, s) in planned.iter().enumerate() {
                         let item = &mut plan.items[i];
                         if s.set == 0 {
                             continue;
@@ -679,6 +691,7 @@ pub(crate) fn plan_2d_into<C: Caches2d>(
                                 && leaf.entry & dbit == 0
                             {
                                 leaf.set |= dbit;
+                                item.nested.core.ad = true;
                             }
                         }
                     }

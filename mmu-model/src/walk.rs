@@ -266,6 +266,13 @@ pub(crate) enum CoreEnd<P> {
 pub(crate) struct Core<P: PhysAddr> {
     pub steps: InlineVec<CoreStep<P>, 5>,
     pub end: CoreEnd<P>,
+    /// The AND of every entry read (all ones when none): whether every entry has A, without
+    /// a pass over the steps.
+    pub and_all: u64,
+    /// `false` only when no step has a planned A/D write (`set == 0` everywhere): the common
+    /// case of a walk over entries that already have their bits skips the commit and the
+    /// per-step A/D tests. Conservative: `true` says nothing.
+    pub ad: bool,
 }
 
 impl<P: PhysAddr> Core<P> {
@@ -279,6 +286,18 @@ impl<P: PhysAddr> Core<P> {
     /// which formats track A/D at all (EPT without A/D enabled: none).
     #[inline]
     pub fn set_ad<E: PagingEntry>(&mut self, dirty: bool) {
+        // Every entry already has A (and the leaf D, if wanted): nothing to plan. The walker
+        // core wrote `set: 0` into every step.
+        if self.and_all & E::ACCESSED != 0
+            && (!dirty || self.steps.last().is_none_or(|l| l.entry & E::DIRTY != 0))
+        {
+            if self.ad {
+                self.steps.iter_mut().for_each(|s| s.set = 0);
+                self.ad = false;
+            }
+            return;
+        }
+        self.ad = true;
         let n = self.steps.len();
         for (i, s) in self.steps.iter_mut().enumerate() {
             let mut set = 0;
@@ -295,6 +314,9 @@ impl<P: PhysAddr> Core<P> {
     /// Write the A/D bits planned by [`Core::set_ad`].
     #[inline]
     pub fn commit(&self, tables: &mut PhysMemTables<P>) {
+        if !self.ad {
+            return;
+        }
         for s in &self.steps {
             if s.set != 0 {
                 tables.write(s.addr, s.entry | s.set);
@@ -310,6 +332,12 @@ impl<P: PhysAddr> Core<P> {
         stage: Stage,
         with_ad: bool,
     ) {
+        if !(with_ad && self.ad) {
+            for s in &self.steps {
+                out.push(WalkRef { addr: s.addr, level: s.level, kind: RefKind::Read, stage });
+            }
+            return;
+        }
         for s in &self.steps {
             out.push(WalkRef { addr: s.addr, level: s.level, kind: RefKind::Read, stage });
             if with_ad && s.set != 0 {
@@ -332,12 +360,16 @@ pub(crate) fn core_walk_into<E: PagingEntry, V: PagedAddr, P: PhysAddr>(
 ) {
     let steps = &mut core.steps;
     steps.clear();
+    core.ad = false;
+    let mut and_all = u64::MAX;
     let mut perms = start.perms;
     let mut table = start.table;
     let mut level = start.level;
     loop {
         let addr = P::from_raw(table.raw() + 8 * (level.index(va) as u64));
         let raw = tables.read(addr);
+        and_all &= raw;
+        core.and_all = and_all;
         let e = E::from_raw(raw);
         let present = e.present();
         if present {
@@ -374,7 +406,12 @@ impl<V: Copy, P: PhysAddr> Plan<V, P> {
     pub fn empty(addr: V) -> Self {
         Plan {
             outcome: Translation::NonCanonical { addr },
-            core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
+            core: Core {
+                steps: InlineVec::new(),
+                end: CoreEnd::NotPresent,
+                and_all: u64::MAX,
+                ad: false,
+            },
         }
     }
 
@@ -455,7 +492,12 @@ pub(crate) fn plan<V: PagedAddr, P: PhysAddr>(
 ) -> Plan<V, P> {
     let mut p = Plan {
         outcome: Translation::NonCanonical { addr: va },
-        core: Core { steps: InlineVec::new(), end: CoreEnd::NotPresent },
+        core: Core {
+            steps: InlineVec::new(),
+            end: CoreEnd::NotPresent,
+            and_all: u64::MAX,
+            ad: false,
+        },
     };
     plan_into(&mut p, tables, ctx, va, access, privilege, start);
     p
