@@ -1544,17 +1544,11 @@ impl Machine {
         let (Address::Hva(v), Address::Spa(p)) = (va, pa) else {
             return Err("map (non-host addresses)");
         };
-        let mut flags = PteFlags::PRESENT;
-        if f.w {
-            flags |= PteFlags::WRITABLE;
-        }
-        if f.user {
-            flags |= PteFlags::USER;
-        }
-        if !f.x {
-            flags |= PteFlags::NO_EXECUTE;
-        }
-        let attrs = LeafAttrs { flags, encrypted: f.enc, ..LeafAttrs::KERNEL_RW };
+        let attrs = LeafAttrs {
+            flags: f.x86_flags(PteFlags::empty()),
+            encrypted: f.enc,
+            ..LeafAttrs::KERNEL_RW
+        };
         let (pt, sid) = match space {
             Space::Kernel => (self.dm.table_mut(), None),
             Space::Process(pid) => {

@@ -61,6 +61,18 @@ pub(crate) struct MapFlags {
     pub enc: bool,
 }
 
+impl MapFlags {
+    /// The x86-format (host, NPT or guest) leaf flags: `base` plus P, RW if writable, US if
+    /// user, NX unless executable.
+    pub(crate) fn x86_flags(self, base: PteFlags) -> PteFlags {
+        let mut flags = base | PteFlags::PRESENT;
+        flags.set(PteFlags::WRITABLE, self.w);
+        flags.set(PteFlags::USER, self.user);
+        flags.set(PteFlags::NO_EXECUTE, !self.x);
+        flags
+    }
+}
+
 /// A `map`/`unmap` in a VM's tables that cannot be applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -289,17 +301,7 @@ impl VmPaging {
                         "`enc` on an NPT mapping sets the host C-bit, and this host has none (mmu.cbit_pos=none)",
                     ));
                 }
-                let mut flags =
-                    PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY | PteFlags::NO_EXECUTE;
-                if f.w {
-                    flags |= PteFlags::WRITABLE;
-                }
-                if f.user {
-                    flags |= PteFlags::USER;
-                }
-                if f.x {
-                    flags -= PteFlags::NO_EXECUTE;
-                }
+                let flags = f.x86_flags(PteFlags::ACCESSED | PteFlags::DIRTY);
                 // The host C-bit of an NPT leaf: host-key encryption of what the guest accesses
                 // as shared (AMD APM Vol. 2 §15.34.5). The walk strips it from the frame;
                 // nothing else in the model reads it yet.
@@ -418,16 +420,7 @@ impl VmPaging {
             VmKind::Plain | VmKind::Sev | VmKind::SevEs | VmKind::Snp | VmKind::Tdx => {}
         }
         self.ensure_guest(vm, host, frames)?;
-        let mut flags = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY;
-        if f.w {
-            flags |= PteFlags::WRITABLE;
-        }
-        if f.user {
-            flags |= PteFlags::USER;
-        }
-        if !f.x {
-            flags |= PteFlags::NO_EXECUTE;
-        }
+        let flags = f.x86_flags(PteFlags::ACCESSED | PteFlags::DIRTY);
         // The C-bit of a guest entry exists only for SEV guests (a TD's privacy is the GPA's
         // shared bit, checked above).
         let encrypted = f.enc && matches!(self.kind, VmKind::Sev | VmKind::SevEs | VmKind::Snp);
