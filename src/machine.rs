@@ -2073,17 +2073,7 @@ impl Machine {
                 boot_collapses: self.dm.boot_collapses,
                 boot_table_pages: self.boot.taken(),
                 not_present: self.dm.not_present() as u64,
-                cpa: report::CpaCounts {
-                    calls: self.cpa.calls,
-                    lp_checked: self.cpa.lp_checked,
-                    lp_sameprot: self.cpa.lp_sameprot,
-                    lp_preserved: self.cpa.lp_preserved,
-                    pte_set_checked: self.cpa.pte_set_checked,
-                    splits: self.cpa.splits,
-                    collapse_attempts: self.cpa.collapse_attempts,
-                    collapsed: self.cpa.collapsed,
-                    holes: self.cpa.holes,
-                },
+                cpa: self.cpa,
                 series: self.dm_series.clone(),
             },
             shootdowns: report::ShootdownCounts {

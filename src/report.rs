@@ -155,32 +155,9 @@ pub struct DirectMapCounts {
     /// Direct-map leaves currently not present (`set_memory_np`, `set_direct_map_invalid`).
     pub not_present: u64,
     /// What CPA requests did.
-    pub cpa: CpaCounts,
+    pub cpa: crate::host::cpa::CpaStats,
     /// DirectMap kB over time, sampled at event indices when it changes.
     pub series: Series,
-}
-
-/// CPA activity (the `cpa_stats` of CONFIG_X86_CPA_STATISTICS, plus splits and collapses).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct CpaCounts {
-    /// `change_page_attr_set_clr` calls.
-    pub calls: u64,
-    /// Large leaves checked for preservation, by size ("1G/2M pages checked").
-    pub lp_checked: PerSize<u64>,
-    /// Kept because the new bits were already there ("sameprot").
-    pub lp_sameprot: PerSize<u64>,
-    /// Kept and changed as a whole ("preserved").
-    pub lp_preserved: PerSize<u64>,
-    /// 4K PTEs given new bits ("4K pages set-checked").
-    pub pte_set_checked: u64,
-    /// Splits, boot and running.
-    pub splits: u64,
-    /// `set_memory_rox` collapse attempts.
-    pub collapse_attempts: u64,
-    /// Large pages made by collapse, boot and running.
-    pub collapsed: u64,
-    /// Requested pages with no direct-map entry (holes, beyond memory).
-    pub holes: u64,
 }
 
 /// TLB shootdowns: flushes that reached other CPUs by IPI.
