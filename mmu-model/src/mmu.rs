@@ -650,6 +650,26 @@ impl Mmu {
         Agent::Cpu { cpu: self.cpu, ctx }
     }
 
+    /// Price a walk's references in order, then the check stage's reads, and copy those
+    /// reads into the outcome (`reads`): the cost part shared by 1-D and 2-D walks.
+    #[inline]
+    fn price_walk<L: CacheLatency + ?Sized, const N: usize>(
+        &mut self,
+        refs: &[crate::walk::WalkRef<Spa>],
+        reads: &mut InlineVec<Spa, N>,
+        lat: &mut L,
+    ) -> Cycles {
+        let mut cost = Cycles::ZERO;
+        for r in refs {
+            cost += self.price_ref(r.addr, r.level, r.kind, lat);
+        }
+        cost += self.price_checks(lat);
+        for &r in &self.work.reads {
+            reads.push(r);
+        }
+        cost
+    }
+
     fn price_checks<L: CacheLatency + ?Sized>(&mut self, lat: &mut L) -> Cycles {
         self.stats.check_reads += self.work.reads.len() as u64;
         self.work.reads.iter().map(|&a| lat.latency(a, MemRefKind::CheckRead)).sum::<Cycles>()
@@ -896,14 +916,7 @@ impl Mmu {
         let allow = plan_checked_into(p, tables, &ctx, &wreq, checker, &mut self.work, start);
         p.commit(tables);
         p.push_refs(&mut out.refs);
-        for i in 0..out.refs.len() {
-            let r = out.refs[i];
-            out.cost += self.price_ref(r.addr, r.level, r.kind, lat);
-        }
-        out.cost += self.price_checks(lat);
-        for &r in &self.work.reads {
-            out.check_reads.push(r);
-        }
+        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
         let p = &*self.plan1d;
         match (p.outcome, allow) {
             (Translation::Translated { pa, size, perms, attrs }, Some(allow)) => {
@@ -1125,14 +1138,7 @@ impl Mmu {
         let allow = p.run_checks(gctx, &wreq, checker, &mut self.work);
         p.commit(host, guest);
         p.push_refs(&mut out.refs);
-        for i in 0..out.refs.len() {
-            let r = out.refs[i];
-            out.cost += self.price_ref(r.addr, r.level, r.kind, lat);
-        }
-        out.cost += self.price_checks(lat);
-        for &r in &self.work.reads {
-            out.check_reads.push(r);
-        }
+        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
         let asid = tag.asid;
         let p = &*self.plan2d;
         match (p.outcome, allow) {
