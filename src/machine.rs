@@ -33,21 +33,26 @@ use mmu_model::{
     AccessKind, AccessPath, AccessRequest, AccessResult, CacheHierarchy, CacheLatency, CheckAllow,
     CheckCache, CheckRequest, CheckTarget, CheckVerdict, CheckWork, CpuCaches, Cr3, FlushScope,
     FrameSource, GuestAccessRequest, GuestAccessResult, GuestAddr, GuestFault, LeafAttrs,
-    MemRefKind, Mmu, NoCheck, PageTable, Paging, PendingInvalidation, PfErrorCode, PhysMemTables,
-    Privilege, PteFlags, RefKind, Stage, TlbControl, TlbTag, TranslationCheck, WriteCheck,
+    MemRefKind, Mmu, NoCheck, NpfExitInfo1, PageTable, Paging, PendingInvalidation, PfErrorCode,
+    PhysMemTables, Privilege, PteFlags, RefKind, Stage, TlbControl, TlbTag, TranslationCheck,
+    WriteCheck,
 };
 use rmp_model::{
-    Executor, HostAccess, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize, RmpReturn,
-    RmpUpdateInput, TlbOnRmpUpdate,
+    Executor, GuestAccess, GuestAccessKind, GuestFaultClass, GuestInstrOutcome, GuestRmpContext,
+    GuestViolation, HostAccess, NestedTableCheck, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize,
+    RmpReturn, RmpUpdateInput, RmpViolationCause, TlbOnRmpUpdate, VC_PAGE_NOT_VALIDATED,
 };
 use sim_core::event::{
     AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, SnpFwCmd, Space, VmKind,
 };
 use sim_core::{
     Address, Agent, Check, Context, Cycles, Event, Gpa, Gva, Hva, MemoryServices, PageSize,
-    Setting, Spa, StateItem, TimedEvent, VmId,
+    PrivLevel, Setting, Spa, StateItem, TimedEvent, VmId,
 };
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use kvm::KvmCounts;
+pub use policy::PolicyCounts;
 
 /// What an event did, for `expect` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +65,8 @@ pub struct Outcome {
     pub cost: Cycles,
     /// How the CPU's clock treats it (DESIGN.md "The timing model").
     pub timing: Timing,
+    /// A handled exit: the access is retried (machine-internal).
+    retry: bool,
 }
 
 /// How an event's cost reaches its CPU's clock.
@@ -159,26 +166,43 @@ macro_rules! buddy_frames {
     };
 }
 
-/// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4): host data writes and
-/// page-table accesses get the Hypervisor-Owned check at the mapping's size; reads are not
-/// checked; a 1G mapping is checked and cached as 2M (APM §15.36.10). The RMP entries it reads
-/// are reported in the check work, so the MMU prices them through its latency model.
+mod kvm;
+mod policy;
+
+/// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4).
+///
+/// Host accesses: data writes and page-table accesses get the Hypervisor-Owned check at the
+/// mapping's size; reads are not checked; a 1G mapping is checked and cached as 2M (APM
+/// §15.36.10). Guest accesses (when built with [`RmpCheckStage::guest`]): the Table 15-39 guest
+/// rows of [`Rmp::peek_guest_access`] — the guest's own page-table references and the data
+/// access — and, for the nested walk's references to the host-owned NPT, what
+/// `rmp.nested_table_check` says (spec/snp.md §7 item 3). The RMP entries it reads are reported
+/// in the check work, so the MMU prices them through its latency model.
 #[derive(Debug)]
 pub struct RmpCheckStage<'a> {
     rmp: &'a mut Rmp,
     lookup: Cycles,
+    guest: Option<(GuestRmpContext, NestedTableCheck)>,
 }
 
 impl<'a> RmpCheckStage<'a> {
     /// The stage for an SNP-enabled host; `lookup` is the fixed cost per check on top of the
     /// entry read (`rmp.rmp_lookup_latency`).
     pub fn new(rmp: &'a mut Rmp, lookup: Cycles) -> RmpCheckStage<'a> {
-        RmpCheckStage { rmp, lookup }
+        RmpCheckStage { rmp, lookup, guest: None }
     }
-}
 
-impl TranslationCheck for RmpCheckStage<'_> {
-    fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
+    /// The stage for the accesses of a guest vCPU.
+    pub fn guest(
+        rmp: &'a mut Rmp,
+        lookup: Cycles,
+        who: GuestRmpContext,
+        nested_tables: NestedTableCheck,
+    ) -> RmpCheckStage<'a> {
+        RmpCheckStage { rmp, lookup, guest: Some((who, nested_tables)) }
+    }
+
+    fn host(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
         let (access, mapping) = match req.target {
             CheckTarget::Data { access: AccessKind::Write, mapping } => {
                 (HostAccess::DataWrite, mapping)
@@ -209,6 +233,135 @@ impl TranslationCheck for RmpCheckStage<'_> {
             // Violations are counted by rmp-model's own statistics (RmpStats::violations).
             RmpCheck::Violation(_) => CheckVerdict::Fault { error_bits: PfErrorCode::RMP },
         }
+    }
+}
+
+impl TranslationCheck for RmpCheckStage<'_> {
+    fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
+        let (Some((who, nested_tables)), Some(info)) = (self.guest, req.guest) else {
+            return self.host(req, work);
+        };
+        let kind = match (req.stage, req.target) {
+            (Stage::Nested | Stage::Native, _) => {
+                // The NPT is host memory: a hypervisor page-table access when checked at all.
+                return match nested_tables {
+                    NestedTableCheck::None => CheckVerdict::Allow(CheckAllow::WRITE_OK),
+                    NestedTableCheck::HypervisorOwned => match self.host(req, work) {
+                        CheckVerdict::Fault { error_bits } => CheckVerdict::NestedFault {
+                            exit_bits: NpfExitInfo1::from_bits_retain(u64::from(error_bits.bits())),
+                        },
+                        v => v,
+                    },
+                };
+            }
+            (Stage::Guest, CheckTarget::TableRead { .. }) => GuestAccessKind::TableRead,
+            (Stage::Guest, CheckTarget::TableWrite { .. }) => GuestAccessKind::TableWrite,
+            (Stage::Guest, CheckTarget::Data { access, .. }) => match access {
+                AccessKind::Read => GuestAccessKind::Read,
+                AccessKind::Write => GuestAccessKind::Write,
+                AccessKind::Fetch => {
+                    GuestAccessKind::Fetch { user: req.privilege == Privilege::User }
+                }
+            },
+        };
+        let access = GuestAccess {
+            spa: req.spa,
+            gpa: info.gpa,
+            kind,
+            c_bit: info.private.unwrap_or(false),
+            nested_size: info.nested_size,
+        };
+        let out = self.rmp.check_guest_access(who, &access);
+        if let Some(a) = out.entry_read {
+            work.reads.push(a);
+            work.fixed += self.lookup;
+        }
+        match out.violation {
+            // The TLB entry keeps the result for writes too, decided from the same entry read
+            // (RMP changes reach TLBs through `rmp.tlb_on_update`): a write through an entry
+            // that would fail the write check (VMPL write permission, or Hypervisor-Owned for
+            // C=0) re-walks and faults.
+            None if kind == GuestAccessKind::Read => {
+                let w = GuestAccess { kind: GuestAccessKind::Write, ..access };
+                CheckVerdict::Allow(if self.rmp.peek_guest_access(who, &w).violation.is_none() {
+                    CheckAllow::WRITE_OK
+                } else {
+                    CheckAllow::READ_ONLY
+                })
+            }
+            None => CheckVerdict::Allow(CheckAllow::WRITE_OK),
+            Some(v) => guest_verdict(v),
+        }
+    }
+}
+
+/// The architectural report of a failed guest RMP check (spec/snp.md §2.3): #VMEXIT(NPF) with
+/// EXITINFO1 bit 31 (RMP), 34 (ENC) when the effective C-bit was 1, 35 (SIZEM), 36 (VMPL); or
+/// #VC 0x404.
+fn guest_verdict(v: GuestViolation) -> CheckVerdict {
+    match v.class {
+        GuestFaultClass::Vc => CheckVerdict::GuestVc { error_code: VC_PAGE_NOT_VALIDATED },
+        GuestFaultClass::Npf { enc, sizem } => {
+            let mut bits = NpfExitInfo1::RMP;
+            if enc {
+                bits |= NpfExitInfo1::ENC;
+            }
+            if sizem {
+                bits |= NpfExitInfo1::SIZEM;
+            }
+            if v.cause == RmpViolationCause::Vmpl {
+                bits |= NpfExitInfo1::VMPL;
+            }
+            CheckVerdict::NestedFault { exit_bits: bits }
+        }
+    }
+}
+
+/// The RMP's view of a vCPU: its VM's ASID, whether the VM is SNP-active, and its VMPL (a VTL
+/// runs at VMPL0 until the VTL-to-VMPL mapping of the memory-attributes issue exists). `None`
+/// for a TD (no RMP on a TDX host) and for an unknown VM.
+fn rmp_context(vm: Option<&VmInfo>, ctx: Context) -> Option<GuestRmpContext> {
+    let info = vm?;
+    if info.kind == VmKind::Tdx {
+        return None;
+    }
+    let vmpl = match ctx {
+        Context::Guest { level: PrivLevel::Vmpl(v), .. } => v,
+        Context::Guest { level: PrivLevel::Vtl(_), .. }
+        | Context::HostKernel
+        | Context::HostProcess(_) => 0,
+    };
+    Some(GuestRmpContext {
+        asid: u16::try_from(info.asid).unwrap_or(u16::MAX),
+        snp_active: info.kind == VmKind::Snp,
+        vmpl,
+    })
+}
+
+/// A guest RMP instruction and its operands.
+#[derive(Clone, Copy, Debug)]
+enum GuestRmpOp {
+    Pvalidate { size: PageSize, validate: bool },
+    Rmpadjust { size: PageSize, vmpl: u8, perms: u64, vmsa: bool },
+}
+
+impl GuestRmpOp {
+    const fn name(self) -> &'static str {
+        match self {
+            GuestRmpOp::Pvalidate { .. } => "pvalidate",
+            GuestRmpOp::Rmpadjust { .. } => "rmpadjust",
+        }
+    }
+}
+
+/// The fault kind and code of a guest translation fault, as the report keys them.
+fn guest_fault_code(f: &GuestFault) -> (FaultKind, u64) {
+    match f {
+        GuestFault::PageFault(pf) => (FaultKind::Pf, u64::from(pf.code.bits())),
+        GuestFault::Npf(n) => (FaultKind::Npf, n.info1.bits()),
+        GuestFault::EptViolation(v) => (FaultKind::EptViolation, v.qual.bits()),
+        GuestFault::Vc { code, .. } => (FaultKind::Vc, *code),
+        GuestFault::EptMisconfig { .. } => (FaultKind::EptViolation, 0),
     }
 }
 
@@ -375,6 +528,7 @@ struct CycleSums {
     fault: Cycles,
     invalidation: Cycles,
     policy: Cycles,
+    kvm: Cycles,
 }
 
 /// Shootdown tallies.
@@ -406,6 +560,10 @@ pub struct Machine {
     vm_paging: BTreeMap<VmId, VmPaging>,
     /// Guest translation counters.
     guest: report::GuestCounts,
+    /// KVM's and the VMM's state per VM ([`kvm`]).
+    kvm: BTreeMap<VmId, kvm::KvmVm>,
+    kvm_counts: KvmCounts,
+    policy_counts: PolicyCounts,
     /// Allocation events come from a live generator (already applied through
     /// [`MemoryServices`]) rather than from a recorded trace (to be replayed).
     live: bool,
@@ -463,7 +621,11 @@ impl Machine {
             &mut TableFrames { buddy: &mut alloc, boot: &mut boot, in_boot: false },
             fmt,
             mem,
-            cfg.host.physmap,
+            if cfg.host.policy == PhysmapPolicy::Presplit4k {
+                PageSize::K4
+            } else {
+                cfg.host.physmap
+            },
         )
         .map_err(|e| MachineError::Setup(e.to_string()))?;
         let cr3 = Cr3 { root: dm.table().root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
@@ -495,6 +657,9 @@ impl Machine {
             vms: BTreeMap::new(),
             vm_paging: BTreeMap::new(),
             guest: report::GuestCounts::default(),
+            kvm: BTreeMap::new(),
+            kvm_counts: KvmCounts::default(),
+            policy_counts: PolicyCounts::default(),
             live,
             events: 0,
             accesses: report::AccessCounts::default(),
@@ -684,6 +849,18 @@ impl Machine {
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
                 Some(Context::HostKernel),
             ) => self.rmpupdate(cpu, *spa, *size, *assigned, *asid, *gpa, *immutable),
+            (Event::Pvalidate { addr, size, validate }, Some(c @ Context::Guest { vm, .. })) => {
+                let op = GuestRmpOp::Pvalidate { size: *size, validate: *validate };
+                self.guest_rmp_instr(c, vm, *addr, op)
+            }
+            (
+                Event::RmpAdjust { addr, size, vmpl, perms, vmsa },
+                Some(c @ Context::Guest { vm, .. }),
+            ) => {
+                let op =
+                    GuestRmpOp::Rmpadjust { size: *size, vmpl: *vmpl, perms: perms.0, vmsa: *vmsa };
+                self.guest_rmp_instr(c, vm, *addr, op)
+            }
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
                 self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (*spa, PageSize::M2.bytes()))
@@ -691,6 +868,17 @@ impl Machine {
             (Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: Some(spa), pages, .. }, _) => {
                 self.launch_update(*vm, *spa, *pages)
             }
+            (
+                Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: None, gpa: Some(gpa), pages },
+                _,
+            ) => self.launch_update_gpa(cpu, *vm, *gpa, *pages),
+            (Event::Psc { op, gpa, size, pages }, Some(Context::Guest { vm, .. })) => {
+                self.psc(cpu, vm, *op, *gpa, *size, *pages)
+            }
+            (
+                Event::MemAttrs { gpa, bytes, vm, attrs, vtl: 0 },
+                Some(Context::HostKernel | Context::HostProcess(_)),
+            ) => self.mem_attrs(cpu, *vm, *gpa, *bytes, attrs.0),
             (Event::Cpa { op, addr, pages }, Some(Context::HostKernel)) => {
                 self.cpa_event(cpu, *op, *addr, *pages)
             }
@@ -772,6 +960,7 @@ impl Machine {
                 Outcome::default()
             }
             (Event::VmDestroy { vm }, _) => {
+                self.kvm_destroy(cpu, *vm);
                 self.drop_vm_tables(*vm);
                 self.vms.remove(vm);
                 Outcome::default()
@@ -1251,6 +1440,7 @@ impl Machine {
     ) -> Outcome {
         let req = AccessRequest { va, kind, privilege, ctx };
         let mut demand_paged = false;
+        let mut rmp_handled = false;
         let mut cost = Cycles::ZERO;
         loop {
             let lookup = self.cfg.rmp.rmp_lookup_latency;
@@ -1304,6 +1494,22 @@ impl Machine {
                             continue;
                         }
                     }
+                    // An RMP #PF goes to the policy's handler first (split the direct map or
+                    // the user mapping, and retry), once per access.
+                    if f.code.contains(PfErrorCode::RMP) && !rmp_handled {
+                        rmp_handled = true;
+                        let (action, c) = match (pid, self.host_spa(pid, va)) {
+                            (None, Some(spa)) => self.kernel_rmp_fault(cpu, spa),
+                            (Some(p), Some(spa)) => self.user_rmp_fault(cpu, p, va, spa),
+                            (_, None) => (policy::RmpFaultAction::Unhandled, Cycles::ZERO),
+                        };
+                        if action == policy::RmpFaultAction::Retry {
+                            let handled = self.fault(FaultKind::Pf, code, Disposition::Handled, c);
+                            cost += handled.cost;
+                            continue;
+                        }
+                        cost += c;
+                    }
                     let disp = if matches!(ctx, Context::HostKernel) || pid.is_none() {
                         Disposition::Fatal
                     } else {
@@ -1312,6 +1518,19 @@ impl Machine {
                     return self.fault(FaultKind::Pf, code, disp, cost);
                 }
             }
+        }
+    }
+
+    /// The SPA a host access at `va` reaches: through the direct map for the kernel, through
+    /// the process's table for a user access.
+    fn host_spa(&self, pid: Option<u32>, va: Hva) -> Option<Spa> {
+        match pid {
+            None => va
+                .raw()
+                .checked_sub(PAGE_OFFSET)
+                .filter(|&o| o < self.dm.end())
+                .map(Spa::new_truncate),
+            Some(p) => self.procs.get(&p)?.lookup(&self.tables, va).map(|l| l.pa(va)),
         }
     }
 
@@ -1371,6 +1590,7 @@ impl Machine {
             rc: None,
             cost: cost + extra,
             timing: Timing::Serial,
+            retry: false,
         }
     }
 
@@ -1385,15 +1605,8 @@ impl Machine {
         gpa: Gpa,
         immutable: bool,
     ) -> Outcome {
-        let mut cost = Cycles::ZERO;
         // Host policy runs before the instruction, as in the kernel's rmpupdate() wrapper.
-        if assigned
-            && self.cfg.host.policy == PhysmapPolicy::SplitOnAssign
-            && spa.raw() < self.dm.end()
-        {
-            // The RFC splits the page's direct-map mapping whatever the RMP level.
-            cost += self.cpa(cpu, CpaOp::Set4k, spa, size.pages_4k().min(512));
-        }
+        let cost = self.policy_before_rmpupdate(cpu, spa, size, assigned);
         // No 1G RMP entries (spec/snp.md §1.1) and a 10-bit ASID field: FAIL_INPUT.
         let page_size = match size {
             PageSize::K4 => Some(RmpPageSize::K4),
@@ -1410,8 +1623,121 @@ impl Machine {
             return self.after_rmp_change(RmpReturn::FailInput, lat, (spa, 0)).with_cost(cost);
         };
         let rc = self.rmp.rmpupdate(Executor::Hypervisor, spa, &input);
+        let after = if rc == RmpReturn::Success {
+            self.policy_after_rmpupdate(cpu, spa, size, assigned)
+        } else {
+            Cycles::ZERO
+        };
         self.after_rmp_change(rc, self.cfg.rmp.rmpupdate_latency, (spa, size.bytes()))
-            .with_cost(cost)
+            .with_cost(cost + after)
+    }
+
+    /// PVALIDATE or RMPADJUST by a vCPU (spec/snp.md §3.4–§3.5). The operand address (a GVA,
+    /// or a GPA for a vCPU without paging) is translated functionally — the instruction's own
+    /// latency (`rmp.pvalidate_latency`, `rmp.rmpadjust_latency`) stands for its translation,
+    /// and no TLB entry is filled — then rmp-model applies the instruction's checks. A
+    /// translation fault is raised as the access would raise it; an RMP check failure is
+    /// #VMEXIT(NPF) with EXITINFO1 RMP (31), ENC (34), SIZEM (35) as rmp-model reports, plus
+    /// P, U and GUEST_FINAL (the model's choice: spec/snp.md §6 marks P/U/FINAL UNCONFIRMED for
+    /// RMP faults), or #VC 0x404.
+    fn guest_rmp_instr(
+        &mut self,
+        ctx: Context,
+        vm: VmId,
+        addr: Address,
+        op: GuestRmpOp,
+    ) -> Outcome {
+        let Some(who) = rmp_context(self.vms.get(&vm), ctx) else {
+            self.not_modelled(&format!("{} in a VM that is not SEV-SNP", op.name()));
+            return Outcome::default();
+        };
+        let (gaddr, physical) = match addr {
+            Address::Gva(v) => (GuestAddr::Virtual(v), false),
+            Address::Gpa(g) => (GuestAddr::Physical(g), true),
+            Address::Spa(_) | Address::Hva(_) | Address::Iova(_) => {
+                self.not_modelled(&format!("{} of a host address", op.name()));
+                return Outcome::default();
+            }
+        };
+        if let Err(e) = self.vm_tables(vm, !physical) {
+            self.not_modelled(&format!("{}: {}", op.name(), e.category()));
+            return Outcome::default();
+        }
+        let latency = match op {
+            GuestRmpOp::Pvalidate { .. } => self.cfg.rmp.pvalidate_latency,
+            GuestRmpOp::Rmpadjust { .. } => self.cfg.rmp.rmpadjust_latency,
+        };
+        let Some(p) = self.vm_paging.get_mut(&vm) else { unreachable!("built above") };
+        let Some((gctx, gtables)) = p.context(physical) else { unreachable!("built above") };
+        let req = mmu_model::GuestWalkRequest {
+            addr: gaddr,
+            access: AccessKind::Read,
+            privilege: Privilege::Supervisor,
+            who: Agent::Cpu { cpu: 0, ctx },
+        };
+        let walk = mmu_model::walk_2d_functional(&self.tables, gtables, &gctx, &req);
+        let (spa, gpa) = match walk.outcome {
+            mmu_model::GuestTranslation::Translated { spa, gpa, .. } => (spa, gpa),
+            mmu_model::GuestTranslation::Fault(f) => {
+                let (kind, code) = guest_fault_code(&f);
+                return self.fault(kind, code, Disposition::Raised, latency);
+            }
+            mmu_model::GuestTranslation::NonCanonical { .. } => {
+                return self.fault(FaultKind::Gp, 0, Disposition::Raised, latency);
+            }
+        };
+        let rmp_size = |s: PageSize| match s {
+            PageSize::K4 => Some(RmpPageSize::K4),
+            PageSize::M2 => Some(RmpPageSize::M2),
+            PageSize::G1 => None,
+        };
+        let size = match op {
+            GuestRmpOp::Pvalidate { size, .. } | GuestRmpOp::Rmpadjust { size, .. } => size,
+        };
+        let Some(size) = rmp_size(size) else {
+            // No 1G form (RCX bit 0 selects 4K or 2M): FAIL_INPUT.
+            return self.after_rmp_change(RmpReturn::FailInput, latency, (spa, 0));
+        };
+        // The instruction names a page: its 4K base (a 2M request's GPA alignment is checked
+        // by the instruction itself: FAIL_INPUT).
+        let (spa, gpa) = (spa.align_down(PageSize::K4), gpa.align_down(PageSize::K4));
+        let out = match op {
+            GuestRmpOp::Pvalidate { validate, .. } => {
+                self.rmp.pvalidate(who, spa, gpa, size, validate)
+            }
+            GuestRmpOp::Rmpadjust { vmpl, perms, vmsa, .. } => {
+                let Ok(perms) = u8::try_from(perms) else {
+                    return self.after_rmp_change(RmpReturn::FailInput, latency, (spa, 0));
+                };
+                self.rmp.rmpadjust(who, spa, gpa, size, vmpl, perms, vmsa)
+            }
+        };
+        match out {
+            GuestInstrOutcome::Done { rc, cf } => {
+                let bytes = if size == RmpPageSize::M2 { PageSize::M2.bytes() } else { 4096 };
+                let mut o =
+                    self.after_rmp_change(rc, latency, (spa.align_down(PageSize::K4), bytes));
+                if let Some((code, _)) = o.rc {
+                    o.rc = Some((code, Some(cf)));
+                }
+                o
+            }
+            GuestInstrOutcome::Fault(v) => {
+                self.cycles.rmp_instr += latency;
+                match guest_verdict(v) {
+                    CheckVerdict::GuestVc { error_code } => {
+                        self.fault(FaultKind::Vc, error_code, Disposition::Raised, latency)
+                    }
+                    v => {
+                        let bits = v.guest_fault_bits().unwrap_or_default()
+                            | NpfExitInfo1::PRESENT
+                            | NpfExitInfo1::USER
+                            | NpfExitInfo1::GUEST_FINAL;
+                        self.fault(FaultKind::Npf, bits.bits(), Disposition::Raised, latency)
+                    }
+                }
+            }
+        }
     }
 
     /// Price an RMP instruction and apply what the hardware does to TLBs (`rmp.tlb_on_update`).
@@ -1444,6 +1770,7 @@ impl Machine {
             rc: Some((u64::from(rc.code()), None)),
             cost,
             timing: Timing::Serial,
+            retry: false,
         }
     }
 
@@ -1524,9 +1851,12 @@ impl Machine {
                 };
                 self.vm_tables(vm, false).map_err(|e| Refusal::vm("map", e))?;
                 let p = self.vm_paging.get_mut(&vm).expect("built above");
-                p.guest_map(vm, &mut self.tables, &mut buddy_frames!(self), v, g, size, f)
+                let r = p
+                    .guest_map(vm, &mut self.tables, &mut buddy_frames!(self), v, g, size, f)
                     .map(|()| None)
-                    .map_err(|e| Refusal::vm("map", e))
+                    .map_err(|e| Refusal::vm("map", e));
+                self.own_guest_tables(vm);
+                r
             }
             Space::IoDomain(_) => Err(Refusal::fixed("map in an IOMMU domain (not modelled yet)")),
         }
@@ -1686,8 +2016,32 @@ impl Machine {
         if guest {
             let p = self.vm_paging.get_mut(&vm).expect("inserted above");
             p.ensure_guest(vm, &mut self.tables, &mut buddy_frames!(self))?;
+            self.own_guest_tables(vm);
         }
         Ok(())
+    }
+
+    /// Give an SNP guest the pages backing its own page tables, as its launch and boot leave
+    /// them: assigned to its ASID at their GPA, validated, VMPL0 full (the RMP state a guest
+    /// kernel's page tables have, so that the walker's guest-table references pass the
+    /// Table 15-39 checks). Not an instruction: initial state, like a `state rmp` line.
+    fn own_guest_tables(&mut self, vm: VmId) {
+        let Some(p) = self.vm_paging.get_mut(&vm) else { return };
+        let fresh = p.take_fresh_backing();
+        let Some(info) = self.vms.get(&vm).filter(|i| i.kind == VmKind::Snp) else { return };
+        let Ok(asid) = u16::try_from(info.asid) else { return };
+        for (gpa, spa) in fresh {
+            let e = RmpEntry {
+                assigned: true,
+                asid,
+                gpa,
+                validated: true,
+                vmpl: rmp_model::VMPL_ON_UPDATE,
+                ..RmpEntry::ZERO
+            };
+            // Table pages come from the allocator, below the RMP: always covered.
+            let _ = self.rmp.set_entry(spa, &e);
+        }
     }
 
     /// Free VM `vm`'s tables and drop its ASID's translations on every CPU (KVM flushes an
@@ -1733,7 +2087,7 @@ impl Machine {
             } else {
                 GuestAddr::Virtual(Gva::new_truncate(at))
             };
-            m.guest_access_page(cpu, ctx, vm, a, kind)
+            m.guest_access_retrying(cpu, ctx, vm, a, kind)
         })
     }
 
@@ -1769,6 +2123,41 @@ impl Machine {
         }
     }
 
+    /// One page of a vCPU access, retried after each exit KVM handles (up to
+    /// [`kvm::MAX_RETRIES`] times): the outcome carries the first handled exit (disposition
+    /// `handled`), the costs of every attempt, and is serializing.
+    fn guest_access_retrying(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: GuestAddr,
+        kind: AccessKind,
+    ) -> Outcome {
+        let mut first: Option<FaultInfo> = None;
+        let mut spent = Cycles::ZERO;
+        for _ in 0..kvm::MAX_RETRIES {
+            let o = self.guest_access_page(cpu, ctx, vm, addr, kind);
+            if !o.retry {
+                if first.is_none() {
+                    return o;
+                }
+                return Outcome {
+                    fault: first,
+                    rc: None,
+                    cost: spent + o.cost,
+                    timing: Timing::Serial,
+                    retry: false,
+                };
+            }
+            first = first.or(o.fault);
+            spent += o.cost;
+        }
+        // No progress: the last exit stands, raised.
+        let o = self.guest_access_page(cpu, ctx, vm, addr, kind);
+        Outcome { cost: spent + o.cost, retry: false, timing: Timing::Serial, ..o }
+    }
+
     fn guest_access_page(
         &mut self,
         cpu: usize,
@@ -1787,17 +2176,34 @@ impl Machine {
         let req = GuestAccessRequest { addr, kind, privilege: Privilege::Supervisor, ctx };
         let mut lat =
             Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
-        // Guest accesses are not RMP-checked yet: the guest rules (APM Vol. 2 Table 15-39,
-        // Validated, VMPL, the C-bit) come with their own issue. The host-only RmpCheckStage
-        // must not run here: it would fault every access to a guest-private page.
-        let o = self.cpus[cpu].mmu.guest_access(
-            &mut self.tables,
-            gtables,
-            &gctx,
-            &mut NoCheck,
-            &mut lat,
-            &req,
-        );
+        // Every guest access of this SNP-enabled host meets the RMP (Table 15-39 guest rows);
+        // a TD runs on a TDX host, which has none.
+        let o = match rmp_context(self.vms.get(&vm), ctx) {
+            Some(who) => {
+                let mut chk = RmpCheckStage::guest(
+                    &mut self.rmp,
+                    self.cfg.rmp.rmp_lookup_latency,
+                    who,
+                    self.cfg.rmp.nested_table_check,
+                );
+                self.cpus[cpu].mmu.guest_access(
+                    &mut self.tables,
+                    gtables,
+                    &gctx,
+                    &mut chk,
+                    &mut lat,
+                    &req,
+                )
+            }
+            None => self.cpus[cpu].mmu.guest_access(
+                &mut self.tables,
+                gtables,
+                &gctx,
+                &mut NoCheck,
+                &mut lat,
+                &req,
+            ),
+        };
         let g = &mut self.guest;
         g.accesses += 1;
         match o.path {
@@ -1846,6 +2252,7 @@ impl Machine {
             GuestAccessResult::Fault(GuestFault::EptViolation(v)) => {
                 (FaultKind::EptViolation, v.qual.bits())
             }
+            GuestAccessResult::Fault(GuestFault::Vc { code, .. }) => (FaultKind::Vc, code),
             GuestAccessResult::Fault(GuestFault::EptMisconfig { .. }) => {
                 // Unreachable from scenarios (every EPT entry the machine writes is well
                 // formed) and without a fault kind in the vocabulary: listed, and serialized.
@@ -1853,9 +2260,16 @@ impl Machine {
                 return Outcome { cost, ..Outcome::default() };
             }
         };
-        // Every guest fault is raised to its handler: a #PF or #GP to the guest; an #NPF or
-        // EPT violation to the hypervisor, whose handling (KVM faulting the page in, or
-        // PSMASH on an RMP fault) comes with a later issue.
+        // A #NPF goes to KVM ([`kvm`]): when it handles the exit the access retries. Every
+        // other guest fault is raised: a #PF, #GP or #VC to the guest; an EPT violation to the
+        // hypervisor (TDX's handling comes with tdx-model).
+        if let GuestAccessResult::Fault(GuestFault::Npf(n)) = o.result
+            && let Some(extra) = self.kvm_handle_npf(cpu, vm, &n)
+        {
+            let mut out = self.fault(fkind, code, Disposition::Handled, cost + extra);
+            out.retry = true;
+            return out;
+        }
         self.fault(fkind, code, Disposition::Raised, cost)
     }
 
@@ -1983,6 +2397,7 @@ impl Machine {
         let rs = self.rmp.stats();
         let rmp = report::RmpCounts {
             checks: rs.host_write_checks + rs.host_table_checks,
+            guest_checks: rs.guest_checks,
             entry_reads: rs.entry_reads,
             violations: rs
                 .violations
@@ -1991,6 +2406,8 @@ impl Machine {
                 .collect(),
             updates: rs.rmpupdate.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
             psmash: rs.psmash.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
+            pvalidate: rs.pvalidate.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
+            rmpadjust: rs.rmpadjust.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
             update_flushes: self.update_flushes,
         };
         let c = &self.cycles;
@@ -2002,7 +2419,8 @@ impl Machine {
             + c.rmp_instr
             + c.fault
             + c.invalidation
-            + c.policy;
+            + c.policy
+            + c.kvm;
         let cycles = report::CycleCounts {
             base: c.base.get(),
             data: c.data.get(),
@@ -2013,6 +2431,7 @@ impl Machine {
             fault: c.fault.get(),
             invalidation: c.invalidation.get(),
             policy: c.policy.get(),
+            kvm: c.kvm.get(),
             total: total.get(),
             makespan: self.cpus.iter().map(|c| c.clock).max().unwrap_or_default().get(),
         };
@@ -2061,6 +2480,8 @@ impl Machine {
             },
             rmp,
             faults: self.faults.clone(),
+            kvm: self.kvm_counts.clone(),
+            policy: self.policy_counts.clone(),
             directmap: report::DirectMapCounts {
                 kb: self.dm.meminfo_kb(),
                 level2_splits: self.dm.level2_splits,

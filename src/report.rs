@@ -102,8 +102,10 @@ pub struct GuestCounts {
 /// RMP activity.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct RmpCounts {
-    /// RMP checks performed at walk end / TLB fill.
+    /// Host RMP checks performed at walk end / TLB fill.
     pub checks: u64,
+    /// Guest RMP checks (Table 15-39 guest rows; each reads an RMP entry).
+    pub guest_checks: u64,
     /// RMP entries read by checks.
     pub entry_reads: u64,
     /// Violations by architectural cause.
@@ -112,6 +114,10 @@ pub struct RmpCounts {
     pub updates: BTreeMap<String, u64>,
     /// PSMASH executions by return code name.
     pub psmash: BTreeMap<String, u64>,
+    /// PVALIDATE executions that completed, by return code name (faults are violations).
+    pub pvalidate: BTreeMap<String, u64>,
+    /// RMPADJUST executions that completed, by return code name.
+    pub rmpadjust: BTreeMap<String, u64>,
     /// TLB flushes caused by RMP updates (the `rmp.tlb_on_update` knob).
     pub update_flushes: u64,
 }
@@ -204,6 +210,8 @@ pub struct CycleCounts {
     pub invalidation: u64,
     /// Host policy work (CPA splits).
     pub policy: u64,
+    /// KVM and VMM work: guest exits, fault-in, page-state changes.
+    pub kvm: u64,
     /// The sum.
     pub total: u64,
     /// Highest agent clock at the end: the run's makespan.
@@ -244,6 +252,10 @@ pub struct Report {
     pub rmp: RmpCounts,
     /// Faults.
     pub faults: FaultCounts,
+    /// KVM and the VMM.
+    pub kvm: crate::machine::KvmCounts,
+    /// What the physmap policy's hooks did.
+    pub policy: crate::machine::PolicyCounts,
     /// Direct map.
     pub directmap: DirectMapCounts,
     /// Shootdowns.
@@ -338,12 +350,39 @@ impl Report {
         let r = &self.rmp;
         let _ = writeln!(
             o,
-            "\nRMP checks {:>12}   entry reads {:>12}   update flushes {}",
-            r.checks, r.entry_reads, r.update_flushes
+            "\nRMP checks {:>12}   guest checks {:>12}   entry reads {:>12}   update flushes {}",
+            r.checks, r.guest_checks, r.entry_reads, r.update_flushes
         );
         map_line(&mut o, "  violations", &r.violations);
         map_line(&mut o, "  rmpupdate", &r.updates);
         map_line(&mut o, "  psmash", &r.psmash);
+        map_line(&mut o, "  pvalidate", &r.pvalidate);
+        map_line(&mut o, "  rmpadjust", &r.rmpadjust);
+        let k = &self.kvm;
+        if k != &crate::machine::KvmCounts::default() {
+            let _ = writeln!(
+                o,
+                "\nKVM exits handled {}   fault-ins private {} shared {}   PSC requests {} pages {}   implicit conversions {}",
+                k.exits_handled,
+                k.private_faultins,
+                k.shared_faultins,
+                k.psc_requests,
+                k.psc_pages,
+                k.implicit_conversions
+            );
+            let _ = writeln!(
+                o,
+                "  prepare 4K {} 2M {}   invalidate {}   psmash {}   zaps {}   stage-2 2M maps {}   gmem folios allocated {} freed {}",
+                k.prepare_4k,
+                k.prepare_2m,
+                k.invalidate,
+                k.psmash,
+                k.zaps,
+                k.stage2_2m_maps,
+                k.gmem_allocs,
+                k.gmem_frees
+            );
+        }
         let f = &self.faults;
         let _ =
             writeln!(o, "\nFaults raised {}   handled {}   fatal {}", f.raised, f.handled, f.fatal);
@@ -395,7 +434,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}",
+            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}  kvm {}",
             c.base,
             c.data,
             c.tlb,
@@ -404,7 +443,8 @@ impl Report {
             c.rmp_instr,
             c.fault,
             c.invalidation,
-            c.policy
+            c.policy,
+            c.kvm
         );
         if !self.not_modelled.is_empty() {
             map_line(&mut o, "\nNot modelled yet (executed as no-ops)", &self.not_modelled);

@@ -199,6 +199,8 @@ pub(crate) struct VmPaging {
     no_tables: PhysMemTables<Gpa>,
     /// Next GPA of the guest-table bump allocator.
     next_table: u64,
+    /// Guest table pages backed since the last [`VmPaging::take_fresh_backing`].
+    fresh_backing: Vec<(Gpa, Spa)>,
 }
 
 impl VmPaging {
@@ -242,6 +244,7 @@ impl VmPaging {
             guest: None,
             no_tables: PhysMemTables::new(),
             next_table: GUEST_TABLE_BASE,
+            fresh_backing: Vec::new(),
         })
     }
 
@@ -330,6 +333,18 @@ impl VmPaging {
         tok.map(PendingInvalidation::ignore)
     }
 
+    /// The SPA and leaf size that stage 2 translates `gpa` to, if a leaf is present
+    /// (functional lookup: no A/D updates).
+    pub fn stage2_lookup(&self, host: &PhysMemTables, gpa: Gpa) -> Option<(Spa, PageSize)> {
+        match &self.stage2 {
+            Stage2::Npt(t) => t.lookup(host, gpa).map(|l| (l.pa(gpa), l.size)),
+            Stage2::Ept { secure, shared } => {
+                let t = if TD_GPAW.is_shared(gpa) { shared } else { secure };
+                t.lookup(host, gpa).map(|l| (l.pa(gpa), l.size))
+            }
+        }
+    }
+
     /// Remove the stage-2 leaf of `size` at `gpa`: the token and the root it was under.
     pub fn stage2_unmap(
         &mut self,
@@ -387,10 +402,18 @@ impl VmPaging {
             if let Some(gt) = self.guest.as_mut() {
                 gt.backing.push(spa);
             }
+            self.fresh_backing.push((g, spa));
             let f = MapFlags { w: true, x: false, user: true, enc: false };
             self.stage2_map_raw(host, frames, g, spa, PageSize::K4, f)?;
         }
         Ok(())
+    }
+
+    /// The guest table pages (GPA, backing SPA) created since the last call: the machine makes
+    /// them the guest's private, validated memory when the VM is SNP-active (an SNP guest's page
+    /// tables must pass the RMP's guest checks, APM Vol. 2 Table 15-39).
+    pub fn take_fresh_backing(&mut self) -> Vec<(Gpa, Spa)> {
+        std::mem::take(&mut self.fresh_backing)
     }
 
     /// Install `gva` → `gpa` in the guest's page table (created if needed).

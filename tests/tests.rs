@@ -494,9 +494,12 @@ mod guest {
         o.fault.map(|f| f.kind)
     }
 
+    /// An SNP guest with one private page, its own and validated in the RMP (so that its
+    /// accesses pass the guest checks of APM Table 15-39).
     const SNP: &str = "vm 1 snp asid=5\n\
         state map gpa:0x80000000 phys:0x100010000 4K space=stage2:1 w x user\n\
-        state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:1 w enc\n";
+        state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:1 w enc\n\
+        state rmp spa=0x100010000 assigned asid=5 gpa=0x80000000 validated\n";
 
     /// A walk is an access whose miss chain overlaps (the TLB lookups are paid in order); a TLB
     /// hit has no chain. The walk's references are priced through the caches into
@@ -509,12 +512,17 @@ mod guest {
         assert!(chain > Cycles::ZERO && chain < walk.cost, "{walk:?}");
         let r = report(&m);
         assert!(r.cycles.walk > 0 && r.cycles.tlb > 0);
-        assert_eq!(r.cycles.rmp_check, 0);
+        // The guest checks read RMP entries (4 guest-table pages and the data page).
+        assert!(r.cycles.rmp_check > 0);
+        assert_eq!(r.rmp.guest_checks, 5);
         assert_eq!(r.accesses.loads, 1);
         let hit = one(&mut m, "c1 vm1/v0 load 0x7f0000000000 8\n");
         assert_eq!(hit.timing, Timing::Access { chain: Cycles::ZERO });
         assert!(hit.cost < walk.cost);
         assert_eq!(report(&m).cycles.walk, r.cycles.walk);
+        // A hit pays nothing for the RMP: its result is in the TLB entry.
+        assert_eq!(report(&m).cycles.rmp_check, r.cycles.rmp_check);
+        assert_eq!(report(&m).rmp.guest_checks, 5);
         // Charged to CPU 1's clock, not CPU 0's.
         assert_eq!(m.clock(sim_core::Agent::host(0)), Cycles::ZERO);
         assert!(m.clock(sim_core::Agent::host(1)) > Cycles::ZERO);
@@ -525,7 +533,8 @@ mod guest {
     fn a_straddling_access_translates_both_pages() {
         let mut m = machine(&format!(
             "{SNP}state map gpa:0x80001000 phys:0x100011000 4K space=stage2:1 w x user\n\
-             state map gva:0x7f0000001000 gpa:0x80001000 4K space=guest:1 w enc\n"
+             state map gva:0x7f0000001000 gpa:0x80001000 4K space=guest:1 w enc\n\
+             state rmp spa=0x100011000 assigned asid=5 gpa=0x80001000 validated\n"
         ));
         let o = one(&mut m, "c1 vm1/v0 load 0x7f0000000ffc 8\n");
         assert_eq!(o.fault, None);
@@ -542,7 +551,8 @@ mod guest {
         let mut m = machine(&format!(
             "{SNP}vm 2 snp asid=6\n\
              state map gpa:0x80000000 phys:0x100020000 4K space=stage2:2 w x user\n\
-             state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:2 w enc\n"
+             state map gva:0x7f0000000000 gpa:0x80000000 4K space=guest:2 w enc\n\
+             state rmp spa=0x100020000 assigned asid=6 gpa=0x80000000 validated\n"
         ));
         run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc0 vm2/v0 load 0x7f0000000000 8\n");
         assert_eq!(report(&m).guest.walks_2d, 2, "no sharing across ASIDs");
@@ -583,17 +593,22 @@ mod guest {
         let o = one(&mut m, "c0 host unmap gpa:0x80000000 4K space=stage2:1\n");
         assert!(o.cost > Cycles::ZERO);
         assert!(report(&m).dtlb.invalidated >= 2);
-        for c in ["c0 vm1/v0", "c1 vm1/v1"] {
-            let o = one(&mut m, &format!("{c} load 0x7f0000000000 8\n"));
-            assert_eq!(fault_kind(&o), Some(FaultKind::Npf), "{c}");
-        }
+        // CPU 0 exits (#NPF, which KVM handles by faulting in a fresh guest_memfd page, not
+        // yet validated: the retry takes #VC); CPU 1 then walks to that new page (#VC). No CPU
+        // completes the access through its stale entry.
+        let o = one(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\n");
+        assert_eq!(fault_kind(&o), Some(FaultKind::Npf));
+        let o = one(&mut m, "c1 vm1/v1 load 0x7f0000000000 8\n");
+        assert_eq!(fault_kind(&o), Some(FaultKind::Vc));
     }
 
     /// Unmapping a guest page drops its TLB entries on every CPU: the next access is a guest
     /// #PF, not a stale hit.
     #[test]
     fn guest_unmap_reaches_every_cpu() {
-        let mut m = machine(SNP);
+        let mut m = machine(&format!(
+            "{SNP}state rmp spa=0x100015000 assigned asid=5 gpa=0x80005000 validated\n"
+        ));
         run(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\nc1 vm1/v1 load 0x7f0000000000 8\n");
         run(&mut m, "c1 vm1/v1 unmap gva:0x7f0000000000 4K space=guest:1\n");
         for c in ["c0 vm1/v0", "c1 vm1/v1"] {
@@ -638,20 +653,18 @@ mod guest {
         assert_eq!(o.fault.map(|f| (f.kind, f.code)), Some((FaultKind::Pf, 0)));
     }
 
-    /// Guest accesses are not RMP-checked yet (the guest rules come with their own issue), and
-    /// the host's check must not run on them: a guest-private page is read and written
-    /// without a fault and without an RMP check.
+    /// Guest accesses meet the guest rows of APM Table 15-39, not the host's: a guest's store
+    /// to its own validated private page passes (one guest check per reference and the data),
+    /// while the host writing that page through the direct map faults (the host rule).
     #[test]
-    fn guest_accesses_skip_the_host_rmp_check() {
-        let mut m = machine(&format!(
-            "{SNP}state rmp spa=0x100010000 assigned asid=5 gpa=0x80000000 validated\n"
-        ));
+    fn guest_accesses_get_the_guest_rmp_rules() {
+        let mut m = machine(SNP);
         let o =
             run(&mut m, "c1 vm1/v0 store 0x7f0000000000 8\nc1 vm1/v0 load gpa:0x8000080000000 8\n");
         assert!(o.iter().all(|o| o.fault.is_none()), "{o:?}");
         let r = report(&m);
-        assert_eq!((r.rmp.checks, r.rmp.entry_reads), (0, 0));
-        // The host writing that page through the direct map does fault (the host rule).
+        assert_eq!(r.rmp.checks, 0, "no host checks");
+        assert!(r.rmp.guest_checks >= 5 && r.rmp.entry_reads == r.rmp.guest_checks, "{:?}", r.rmp);
         let o = one(&mut m, "c0 host store phys:0x100010000 8\n");
         assert_eq!(fault_kind(&o), Some(FaultKind::Pf));
     }

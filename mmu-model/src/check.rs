@@ -51,6 +51,10 @@ pub struct GuestCheckInfo {
     /// clear for a TD (spec/tdx.md §1.1); `None` for a guest without memory encryption, and
     /// for nested-table references (host memory).
     pub private: Option<bool>,
+    /// The size of the nested (stage-2) leaf that translated `gpa`: what the SNP Page-Size
+    /// check compares with the RMP entry's size (APM Vol. 2 §15.36.10, spec/snp.md §2.1).
+    /// 4 KiB for nested-table references.
+    pub nested_size: PageSize,
 }
 
 /// One check: who touches which system-physical address, and how.
@@ -143,6 +147,13 @@ pub enum CheckVerdict {
         /// Extra EXITINFO1 bits.
         exit_bits: NpfExitInfo1,
     },
+    /// A guest access raises an exception inside the guest rather than an exit: SEV-SNP's
+    /// #VC with error code 0x404 (PAGE_NOT_VALIDATED) when the Validated check fails (APM
+    /// Vol. 2 §15.36.10; spec/snp.md §2.3). On a host access it is treated as an RMP #PF.
+    GuestVc {
+        /// The #VC error code.
+        error_code: u64,
+    },
 }
 
 impl CheckVerdict {
@@ -155,13 +166,15 @@ impl CheckVerdict {
             CheckVerdict::NestedFault { exit_bits } => {
                 Some(PfErrorCode::from_bits_retain(exit_bits.bits() as u32))
             }
+            CheckVerdict::GuestVc { .. } => Some(PfErrorCode::RMP),
         }
     }
 
-    /// For a guest access: the extra EXITINFO1 bits if the verdict is a fault.
+    /// For a guest access: the extra EXITINFO1 bits if the verdict is an exit (`None` for
+    /// [`CheckVerdict::Allow`] and [`CheckVerdict::GuestVc`]).
     pub fn guest_fault_bits(self) -> Option<NpfExitInfo1> {
         match self {
-            CheckVerdict::Allow(_) => None,
+            CheckVerdict::Allow(_) | CheckVerdict::GuestVc { .. } => None,
             CheckVerdict::Fault { error_bits } => {
                 Some(NpfExitInfo1::from_bits_retain(u64::from(error_bits.bits())))
             }

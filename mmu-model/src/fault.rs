@@ -103,6 +103,17 @@ pub enum GuestFault {
         /// The GPA being translated.
         gpa: Gpa,
     },
+    /// SEV-SNP: a #VC exception delivered to the guest by the check stage (error code 0x404,
+    /// PAGE_NOT_VALIDATED, when the Validated check fails; APM Vol. 2 §15.36.10). CR2 holds
+    /// the guest linear address.
+    Vc {
+        /// The #VC error code.
+        code: u64,
+        /// CR2: the guest linear address of the access.
+        gla: Gva,
+        /// The GPA whose RMP entry failed the check.
+        gpa: Gpa,
+    },
 }
 
 #[cfg(test)]

@@ -883,7 +883,9 @@ impl Mmu {
                             cache.write = WriteCheck::Allowed;
                             self.tlbs.set_cache(req.kind, hit.slot, cache);
                         }
-                        v @ (CheckVerdict::Fault { .. } | CheckVerdict::NestedFault { .. }) => {
+                        v @ (CheckVerdict::Fault { .. }
+                        | CheckVerdict::NestedFault { .. }
+                        | CheckVerdict::GuestVc { .. }) => {
                             let mut code = PfErrorCode::PRESENT
                                 | PfErrorCode::WRITE
                                 | v.host_fault_bits().unwrap_or_default();
@@ -1492,6 +1494,7 @@ fn guest_fault_kind(f: &GuestFault) -> GuestFaultKind {
         GuestFault::Npf(_) => GuestFaultKind::Npf,
         GuestFault::EptViolation(_) => GuestFaultKind::EptViolation,
         GuestFault::EptMisconfig { .. } => GuestFaultKind::EptMisconfig,
+        GuestFault::Vc { .. } => GuestFaultKind::Check,
     }
 }
 

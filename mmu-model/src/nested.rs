@@ -815,9 +815,21 @@ impl Plan2d {
         }
         let gla = Gva::new(req.addr.raw());
         let asid = ctx.tag.asid;
-        let mut fail: Option<(usize, AccessKind, Option<bool>, NpfExitInfo1)> = None;
+        // The first failed check: the item, the access kind, the effective C-bit, the verdict.
+        let mut fail: Option<(usize, AccessKind, Option<bool>, CheckVerdict)> = None;
+        let leaf_size = |i: usize| match self.items[i].nested.result {
+            NestedResult::Ok { size, .. } => size,
+            NestedResult::NotPresent | NestedResult::Malformed | NestedResult::Denied { .. } => {
+                PageSize::K4
+            }
+        };
         'items: for (i, it) in self.items.iter().enumerate() {
-            let info = GuestCheckInfo { asid, gpa: it.nested.gpa, private: None };
+            let info = GuestCheckInfo {
+                asid,
+                gpa: it.nested.gpa,
+                private: None,
+                nested_size: PageSize::K4,
+            };
             for s in &it.nested.core.steps {
                 let targets = [
                     Some(CheckTarget::TableRead { level: s.level }),
@@ -832,20 +844,21 @@ impl Plan2d {
                         stage: Stage::Nested,
                         guest: Some(info),
                     };
-                    if let Some(bits) = checker.check(&r, work).guest_fault_bits() {
-                        let kind = if matches!(t, CheckTarget::TableWrite { .. }) {
-                            AccessKind::Write
-                        } else {
-                            AccessKind::Read
-                        };
-                        fail = Some((i, kind, None, bits));
+                    let v = checker.check(&r, work);
+                    if !matches!(v, CheckVerdict::Allow(_)) {
+                        fail = Some((i, table_access(t), None, v));
                         break 'items;
                     }
                 }
             }
             if let Some((g, gspa)) = it.guest {
                 let gprivate = private_of(ctx.memory, g.addr, true);
-                let info = GuestCheckInfo { asid, gpa: g.addr, private: gprivate };
+                let info = GuestCheckInfo {
+                    asid,
+                    gpa: g.addr,
+                    private: gprivate,
+                    nested_size: leaf_size(i),
+                };
                 let targets = [
                     Some(CheckTarget::TableRead { level: g.level }),
                     (g.set != 0).then_some(CheckTarget::TableWrite { level: g.level }),
@@ -859,19 +872,16 @@ impl Plan2d {
                         stage: Stage::Guest,
                         guest: Some(info),
                     };
-                    if let Some(bits) = checker.check(&r, work).guest_fault_bits() {
-                        let kind = if matches!(t, CheckTarget::TableWrite { .. }) {
-                            AccessKind::Write
-                        } else {
-                            AccessKind::Read
-                        };
-                        fail = Some((i, kind, gprivate, bits));
+                    let v = checker.check(&r, work);
+                    if !matches!(v, CheckVerdict::Allow(_)) {
+                        fail = Some((i, table_access(t), gprivate, v));
                         break 'items;
                     }
                 }
             }
         }
         let mut allow = None;
+        let last = self.items.len() - 1;
         if fail.is_none() {
             let r = CheckRequest {
                 spa,
@@ -879,7 +889,7 @@ impl Plan2d {
                 who: req.who,
                 privilege: req.privilege,
                 stage: Stage::Guest,
-                guest: Some(GuestCheckInfo { asid, gpa, private }),
+                guest: Some(GuestCheckInfo { asid, gpa, private, nested_size: leaf_size(last) }),
             };
             match checker.check(&r, work) {
                 CheckVerdict::Allow(a) => {
@@ -888,28 +898,39 @@ impl Plan2d {
                         fill_size: a.fill_size.filter(|f| *f < size),
                     });
                 }
-                v @ (CheckVerdict::Fault { .. } | CheckVerdict::NestedFault { .. }) => {
-                    let last = self.items.len() - 1;
-                    fail =
-                        Some((last, req.access, private, v.guest_fault_bits().unwrap_or_default()));
-                }
+                v => fail = Some((last, req.access, private, v)),
             }
         }
-        if let Some((i, kind, private, bits)) = fail {
-            let step = self.items[i].nested;
+        if let Some((i, kind, private, verdict)) = fail {
+            let mut step = self.items[i].nested;
             // A check failure on a guest-table item reports the guest entry's GPA.
-            let mut step = step;
             if let Some((g, _)) = self.items[i].guest
                 && matches!(step.purpose, Purpose::GuestTable)
             {
                 step.gpa = g.addr;
             }
-            self.outcome =
-                GuestTranslation::Fault(nested_fault(ctx, &step, kind, gla, private, bits));
+            self.outcome = GuestTranslation::Fault(match verdict {
+                CheckVerdict::GuestVc { error_code } => {
+                    GuestFault::Vc { code: error_code, gla, gpa: step.gpa }
+                }
+                v => nested_fault(
+                    ctx,
+                    &step,
+                    kind,
+                    gla,
+                    private,
+                    v.guest_fault_bits().unwrap_or_default(),
+                ),
+            });
             return None;
         }
         allow
     }
+}
+
+/// The access kind of a table reference's check: A/D updates are writes.
+fn table_access(t: CheckTarget) -> AccessKind {
+    if matches!(t, CheckTarget::TableWrite { .. }) { AccessKind::Write } else { AccessKind::Read }
 }
 
 /// Walk a guest access without caches and without side effects: the outcome and references a

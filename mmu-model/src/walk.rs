@@ -689,7 +689,9 @@ fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
         CheckVerdict::Allow(a) => {
             Some(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
         }
-        v @ (CheckVerdict::Fault { .. } | CheckVerdict::NestedFault { .. }) => {
+        v @ (CheckVerdict::Fault { .. }
+        | CheckVerdict::NestedFault { .. }
+        | CheckVerdict::GuestVc { .. }) => {
             p.outcome = deny(v.host_fault_bits().unwrap_or_default());
             None
         }

@@ -19,6 +19,21 @@ pub enum TlbOnRmpUpdate {
     Coherent,
 }
 
+/// Whether the nested walk's reads of the NPT (host memory) are RMP-checked during an SNP
+/// guest's 2-D walk. The APM's Table 15-39 names page-table accesses only on the host and
+/// non-SNP-guest rows, and spec/snp.md §7 item 3 lists the question as open; both readings are
+/// offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NestedTableCheck {
+    /// Not checked: only the guest's own table references and the data access are (up to 5
+    /// RMP entry reads for a 4-level guest walk, spec/snp.md §5).
+    None,
+    /// Checked as hypervisor page-table accesses (Hypervisor-Owned at 4 KiB), one RMP entry
+    /// read per nested reference.
+    HypervisorOwned,
+}
+
 /// Default of [`RmpConfig::rmp_lookup_latency`], cycles.
 pub const DEFAULT_RMP_LOOKUP_LATENCY: u64 = 0;
 /// Default of [`RmpConfig::global_flush_latency`], cycles.
@@ -27,6 +42,8 @@ pub const DEFAULT_GLOBAL_FLUSH_LATENCY: u64 = 0;
 pub const DEFAULT_RMPUPDATE_LATENCY: u64 = 1000;
 /// Default of [`RmpConfig::psmash_latency`], cycles.
 pub const DEFAULT_PSMASH_LATENCY: u64 = 1000;
+/// Default of [`RmpConfig::pvalidate_latency`] and [`RmpConfig::rmpadjust_latency`], cycles.
+pub const DEFAULT_GUEST_RMP_INSTR_LATENCY: u64 = 1000;
 
 /// Configuration of the RMP block.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +67,12 @@ pub struct RmpConfig {
     /// Cycles of one PSMASH. Unsourced (spec/snp.md §5): placeholder equal to RMPUPDATE's,
     /// although PSMASH writes 512 entries.
     pub psmash_latency: Cycles,
+    /// Cycles of one PVALIDATE. Unsourced (spec/snp.md §5): placeholder equal to RMPUPDATE's.
+    pub pvalidate_latency: Cycles,
+    /// Cycles of one RMPADJUST. Unsourced (spec/snp.md §5): placeholder equal to RMPUPDATE's.
+    pub rmpadjust_latency: Cycles,
+    /// Whether NPT reads of an SNP guest's 2-D walk are RMP-checked (spec/snp.md §7 item 3).
+    pub nested_table_check: NestedTableCheck,
 }
 
 impl Default for RmpConfig {
@@ -60,6 +83,9 @@ impl Default for RmpConfig {
             global_flush_latency: Cycles::new(DEFAULT_GLOBAL_FLUSH_LATENCY),
             rmpupdate_latency: Cycles::new(DEFAULT_RMPUPDATE_LATENCY),
             psmash_latency: Cycles::new(DEFAULT_PSMASH_LATENCY),
+            pvalidate_latency: Cycles::new(DEFAULT_GUEST_RMP_INSTR_LATENCY),
+            rmpadjust_latency: Cycles::new(DEFAULT_GUEST_RMP_INSTR_LATENCY),
+            nested_table_check: NestedTableCheck::None,
         }
     }
 }
@@ -112,6 +138,28 @@ impl ConfigBlock for RmpConfig {
                     "no published latency (spec/snp.md §5); placeholder equal to rmpupdate_latency",
                 ),
             },
+            FieldDoc {
+                key: "pvalidate_latency",
+                unit: "cycles",
+                doc: "latency of one PVALIDATE",
+                source: Source::Unsourced(
+                    "no published latency (spec/snp.md §5); placeholder equal to rmpupdate_latency",
+                ),
+            },
+            FieldDoc {
+                key: "rmpadjust_latency",
+                unit: "cycles",
+                doc: "latency of one RMPADJUST",
+                source: Source::Unsourced(
+                    "no published latency (spec/snp.md §5); placeholder equal to rmpupdate_latency",
+                ),
+            },
+            FieldDoc {
+                key: "nested_table_check",
+                unit: "",
+                doc: "RMP check of NPT reads during an SNP guest's 2-D walk: none | hypervisor-owned",
+                source: Source::Choice,
+            },
         ]
     }
 
@@ -122,6 +170,8 @@ impl ConfigBlock for RmpConfig {
             ("global_flush_latency", self.global_flush_latency),
             ("rmpupdate_latency", self.rmpupdate_latency),
             ("psmash_latency", self.psmash_latency),
+            ("pvalidate_latency", self.pvalidate_latency),
+            ("rmpadjust_latency", self.rmpadjust_latency),
         ] {
             check_range(&format!("{s}.{k}"), v.get(), 0, MAX_LATENCY)?;
         }

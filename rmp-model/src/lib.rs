@@ -48,18 +48,24 @@
 mod check;
 mod config;
 mod entry;
+mod guest;
 mod instr;
 mod stats;
 mod table;
 
 pub use check::{HostAccess, RmpCheck, RmpCheckOutcome, RmpViolation, RmpViolationCause};
 pub use config::{
-    DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_PSMASH_LATENCY, DEFAULT_RMP_LOOKUP_LATENCY,
-    DEFAULT_RMPUPDATE_LATENCY, RmpConfig, TlbOnRmpUpdate,
+    DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_GUEST_RMP_INSTR_LATENCY, DEFAULT_PSMASH_LATENCY,
+    DEFAULT_RMP_LOOKUP_LATENCY, DEFAULT_RMPUPDATE_LATENCY, NestedTableCheck, RmpConfig,
+    TlbOnRmpUpdate,
 };
 pub use entry::{
     GPA_LIMIT, MAX_ASID, RawRmpEntry, RmpEntry, RmpPageSize, RmpPageState, VMPL_ON_UPDATE,
     VmplPerms,
+};
+pub use guest::{
+    GuestAccess, GuestAccessKind, GuestCheckOutcome, GuestFaultClass, GuestInstrOutcome,
+    GuestRmpContext, GuestViolation, RmpQueryResult, VC_PAGE_NOT_VALIDATED,
 };
 pub use instr::{Executor, RmpReturn, RmpUpdateInput};
 pub use stats::RmpStats;

@@ -18,6 +18,15 @@ pub struct RmpStats {
     pub host_write_checks: u64,
     /// Host page-table accesses checked (Hypervisor-Owned at 4 KiB).
     pub host_table_checks: u64,
+    /// Guest accesses checked (an RMP entry read; APM Table 15-39 guest rows).
+    pub guest_checks: u64,
+    /// Guest accesses presented to the check stage that no check applies to (reads with C=0,
+    /// reads and fetches of non-SNP guests, uncovered pages).
+    pub guest_unchecked: u64,
+    /// PVALIDATE executions that completed, by return code (faults are counted as violations).
+    pub pvalidate: BTreeMap<RmpReturn, u64>,
+    /// RMPADJUST executions that completed, by return code.
+    pub rmpadjust: BTreeMap<RmpReturn, u64>,
     /// RMP entries read by checks (each priced by the caller's cache-latency model).
     pub entry_reads: u64,
     /// Failed checks by cause.
@@ -38,6 +47,10 @@ impl Sub for &RmpStats {
         RmpStats {
             rmpupdate: sub_map(&self.rmpupdate, &earlier.rmpupdate),
             psmash: sub_map(&self.psmash, &earlier.psmash),
+            guest_checks: self.guest_checks.saturating_sub(earlier.guest_checks),
+            guest_unchecked: self.guest_unchecked.saturating_sub(earlier.guest_unchecked),
+            pvalidate: sub_map(&self.pvalidate, &earlier.pvalidate),
+            rmpadjust: sub_map(&self.rmpadjust, &earlier.rmpadjust),
             host_reads_unchecked: self.host_reads_unchecked - earlier.host_reads_unchecked,
             host_write_checks: self.host_write_checks - earlier.host_write_checks,
             host_table_checks: self.host_table_checks - earlier.host_table_checks,

@@ -5,32 +5,92 @@ use serde::{Deserialize, Serialize};
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source};
 use sim_core::{Cycles, PageSize};
 
-/// What the host kernel does to its direct map around RMP updates (spec/physmap.md §3,
-/// spec/snp.md §4).
+/// What the host kernel does to its direct map (and its RMP fault handler) around RMP updates
+/// (spec/physmap.md §3, spec/snp.md §4). Each variant names the patch or kernel it models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PhysmapPolicy {
     /// Do nothing: a kernel write through a large mapping covering a private page takes an RMP
     /// #PF, which would crash the host. Counted as fatal; the run goes on.
-    #[serde(rename = "none")]
     None,
     /// The 2021 RFC ("x86/mm: split the physmap when adding the page in RMP table", Brijesh
     /// Singh, RFC v1 04/30): `set_memory_4k()` on the page before every RMPUPDATE that assigns
     /// it, whatever the RMP level.
-    #[serde(rename = "split-on-assign")]
     SplitOnAssign,
+    /// Part2 v6 09/49 ("x86/fault: Add support to handle the RMP fault for user address",
+    /// 2022-06): nothing is done to the direct map; an RMP #PF at a *user* address whose PFN is
+    /// assigned sends SIGBUS, and one whose host mapping is larger than the RMP level splits the
+    /// user mapping (`FAULT_FLAG_PAGE_SPLIT` → `__split_huge_pmd`) and retries. Kernel RMP
+    /// faults stay fatal, as in the seed.
+    SplitOnFault,
+    /// The counterfactual the first seed's author asked for: the kernel's own RMP #PF handler
+    /// splits the direct-map mapping that faulted to 4K and retries (a write to the assigned
+    /// page itself still faults, fatally).
+    SplitOnFaultKernel,
+    /// Linux ≥ 6.9, "x86/sev: Adjust directmap to avoid inadvertant RMP faults" (init-v2,
+    /// Michael Roth, 2024-01-26; `adjust_direct_map` in arch/x86/virt/svm/sev.c): before every
+    /// RMPUPDATE at 4K (assign and unassign alike) the page's direct-map mapping is split to 4K
+    /// if it is larger; never for 2M RMP updates; never restored.
+    AdjustDirectMap,
+    /// The direct map split entirely to 4K at boot: the alternative that commit 661b1c6169e2
+    /// measured ("no significant benefit" for 2M-THP-backed guests). Modelled as a direct map
+    /// built with 4K leaves (as `debug_pagealloc`/`rodata=full` kernels map it), so no split is
+    /// counted.
+    Presplit4k,
+    /// Part2 v6 07/49 / RFC v8 15/56 (2022–2023): pages are removed from the direct map
+    /// (`set_direct_map_invalid_noflush` per page of the RMP level, then a kernel-range flush)
+    /// when assigned, and restored (`set_direct_map_default_noflush`) when made shared again.
+    UnmapPrivate,
+    /// guest_memfd `NO_DIRECT_MAP` (Patrick Roy, 2025 series): a gmem folio leaves the direct
+    /// map when it is faulted in for the guest and comes back only when the folio is freed.
+    GmemNoDirectMap,
+    /// The study's upper bound, which no kernel does: `adjust-direct-map`, plus a rebuild of the
+    /// 2M (then 1G) direct-map mapping as soon as every page under it is hypervisor-owned again
+    /// after an RMPUPDATE, paying the collapse's real costs (page-table frees, a global TLB
+    /// flush). Its splits do not set `_PAGE_KERNEL_4K`, which would forbid the collapse.
+    CoalesceOnShared,
 }
 
 impl PhysmapPolicy {
     /// Every policy, for listings and sweeps.
-    pub const ALL: [PhysmapPolicy; 2] = [PhysmapPolicy::None, PhysmapPolicy::SplitOnAssign];
+    pub const ALL: [PhysmapPolicy; 9] = [
+        PhysmapPolicy::None,
+        PhysmapPolicy::SplitOnAssign,
+        PhysmapPolicy::SplitOnFault,
+        PhysmapPolicy::SplitOnFaultKernel,
+        PhysmapPolicy::AdjustDirectMap,
+        PhysmapPolicy::Presplit4k,
+        PhysmapPolicy::UnmapPrivate,
+        PhysmapPolicy::GmemNoDirectMap,
+        PhysmapPolicy::CoalesceOnShared,
+    ];
 
     /// The configuration name.
     pub const fn name(self) -> &'static str {
         match self {
             PhysmapPolicy::None => "none",
             PhysmapPolicy::SplitOnAssign => "split-on-assign",
+            PhysmapPolicy::SplitOnFault => "split-on-fault",
+            PhysmapPolicy::SplitOnFaultKernel => "split-on-fault-kernel",
+            PhysmapPolicy::AdjustDirectMap => "adjust-direct-map",
+            PhysmapPolicy::Presplit4k => "presplit-4k",
+            PhysmapPolicy::UnmapPrivate => "unmap-private",
+            PhysmapPolicy::GmemNoDirectMap => "gmem-no-direct-map",
+            PhysmapPolicy::CoalesceOnShared => "coalesce-on-shared",
         }
     }
+}
+
+/// What the model does when a guest access exits to the hypervisor (#VMEXIT(NPF) or an EPT
+/// violation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvmFaults {
+    /// KVM handles it (fault-in from guest_memfd or VMM memory, `sev_handle_rmp_fault`'s
+    /// PSMASH, implicit conversions through the VMM) and the access retries.
+    Handle,
+    /// The exit is only raised: the scenario or trace drives the host explicitly.
+    Raise,
 }
 
 /// `[host]`.
@@ -91,6 +151,17 @@ pub struct HostConfig {
     /// Cost of taking and reporting a fatal kernel fault (the run continues; this only keeps
     /// the fault from being free in cycle totals).
     pub fatal_fault_cost: Cycles,
+    /// What happens to guest exits.
+    pub kvm_faults: KvmFaults,
+    /// guest_memfd folio order for private memory: 0 (4K) or 9 (2M). Decides whether
+    /// `sev_gmem_prepare` can make pages private at 2M (spec/snp.md §4.5, §7 item 8).
+    pub gmem_folio_order: u8,
+    /// Cost of one guest exit and re-entry handled in KVM (#VMEXIT, the handler's dispatch,
+    /// VMRUN), excluding the work the handler does (priced separately).
+    pub vmexit_cost: Cycles,
+    /// Extra cost of an exit that KVM forwards to the VMM (KVM_EXIT_MEMORY_FAULT,
+    /// KVM_HC_MAP_GPA_RANGE) and the ioctl that answers it (KVM_SET_MEMORY_ATTRIBUTES).
+    pub user_exit_cost: Cycles,
 }
 
 /// Default `split_cost`.
@@ -111,6 +182,10 @@ pub const DEFAULT_IPI_RECEIVE_COST: Cycles = Cycles::new(2_400);
 pub const DEFAULT_IPI_ACK_COST: Cycles = Cycles::new(300);
 /// Default `fatal_fault_cost`.
 pub const DEFAULT_FATAL_FAULT_COST: Cycles = Cycles::new(1_000);
+/// Default `vmexit_cost`.
+pub const DEFAULT_VMEXIT_COST: Cycles = Cycles::new(1_500);
+/// Default `user_exit_cost`.
+pub const DEFAULT_USER_EXIT_COST: Cycles = Cycles::new(15_000);
 /// Default `boot_pool`: 2 MiB, 512 page-table pages.
 pub const DEFAULT_BOOT_POOL: u64 = 2 << 20;
 
@@ -134,6 +209,10 @@ impl Default for HostConfig {
             ipi_receive_cost: DEFAULT_IPI_RECEIVE_COST,
             ipi_ack_cost: DEFAULT_IPI_ACK_COST,
             fatal_fault_cost: DEFAULT_FATAL_FAULT_COST,
+            kvm_faults: KvmFaults::Handle,
+            gmem_folio_order: 0,
+            vmexit_cost: DEFAULT_VMEXIT_COST,
+            user_exit_cost: DEFAULT_USER_EXIT_COST,
         }
     }
 }
@@ -148,7 +227,7 @@ const DOCS: &[FieldDoc] = &[
     FieldDoc {
         key: "policy",
         unit: "",
-        doc: "direct-map policy around RMP updates: none, split-on-assign",
+        doc: "direct-map policy around RMP updates: none, split-on-assign, split-on-fault, split-on-fault-kernel, adjust-direct-map, presplit-4k, unmap-private, gmem-no-direct-map, coalesce-on-shared (docs/policies.md)",
         source: Source::Choice,
     },
     FieldDoc {
@@ -261,6 +340,36 @@ const DOCS: &[FieldDoc] = &[
             "a host crash has no meaningful cost; a nominal exception-delivery cost keeps totals monotone",
         ),
     },
+    FieldDoc {
+        key: "kvm_faults",
+        unit: "",
+        doc: "guest exits: handle (KVM fault-in, PSMASH, implicit conversions; the access retries) or raise (the input drives the host)",
+        source: Source::Choice,
+    },
+    FieldDoc {
+        key: "gmem_folio_order",
+        unit: "order",
+        doc: "guest_memfd folio order of private memory: 0 (4K) or 9 (2M); 2M folios let sev_gmem_prepare assign at 2M",
+        source: Source::Cited(
+            "spec/snp.md §4.5 item 6: hugepage guest_memfd unmerged as of May 2026, so 4K folios in practice",
+        ),
+    },
+    FieldDoc {
+        key: "vmexit_cost",
+        unit: "cycles",
+        doc: "one guest exit handled in KVM and the re-entry, excluding the handler's work",
+        source: Source::Unsourced(
+            "no source in spec/; a #VMEXIT/VMRUN round trip with KVM's dispatch is commonly ~1-2k cycles on recent EPYC",
+        ),
+    },
+    FieldDoc {
+        key: "user_exit_cost",
+        unit: "cycles",
+        doc: "extra cost of an exit forwarded to the VMM and the ioctl answering it",
+        source: Source::Unsourced(
+            "no source in spec/; a return to user space, the VMM's handling and an ioctl back, ~5 µs at 3 GHz",
+        ),
+    },
 ];
 
 impl ConfigBlock for HostConfig {
@@ -274,6 +383,13 @@ impl ConfigBlock for HostConfig {
                 key: "host.boot_pool".into(),
                 value: self.boot_pool.to_string(),
                 why: "must be 4K-aligned".into(),
+            });
+        }
+        if !matches!(self.gmem_folio_order, 0 | 9) {
+            return Err(ConfigError::OutOfRange {
+                key: "host.gmem_folio_order".into(),
+                value: self.gmem_folio_order.to_string(),
+                why: "0 (4K folios) or 9 (2M folios)".into(),
             });
         }
         if !self.reserved_low.0.is_multiple_of(4096) {

@@ -1,0 +1,506 @@
+//! KVM and the VMM around SEV-SNP guests (spec/snp.md §4.5): memory attributes
+//! (KVM_SET_MEMORY_ATTRIBUTES), guest_memfd backing with `sev_gmem_prepare` and
+//! `sev_gmem_invalidate`, the #NPF handler (fault-in, `sev_handle_rmp_fault`'s PSMASH, implicit
+//! conversions through the VMM), page-state changes (GHCB PSC, MSR protocol) and
+//! SNP_LAUNCH_UPDATE by GPA.
+//!
+//! What a real host does that the model leaves out: memslots (every GPA of a VM is RAM), the
+//! MMU notifier, KVM's own locking. Every RMPUPDATE and PSMASH goes through the machine's
+//! instruction paths, so the physmap policy and `rmp.tlb_on_update` apply to them.
+
+use super::{Machine, Outcome, TableFrames, Timing, VmInfo};
+use crate::host::config::{KvmFaults, PhysmapPolicy};
+use mmu_model::{NpfExit, NpfExitInfo1, TlbControl};
+use rmp_model::{Executor, RmpPageSize};
+use sim_core::event::{CpaOp, PscOp, VmKind};
+use sim_core::{Cycles, Gpa, PageSize, Spa, VmId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `KVM_MEMORY_ATTRIBUTE_PRIVATE` (include/uapi/linux/kvm.h: bit 3).
+pub(crate) const KVM_MEMORY_ATTRIBUTE_PRIVATE: u64 = 1 << 3;
+
+/// Most entries of one GHCB page-state-change request (spec/snp.md §4.5, [K-ghcb]).
+pub(crate) const PSC_MAX_ENTRIES: u64 = 253;
+
+/// Retries of one guest access after handled exits before the model gives up and raises the
+/// last exit (a handler that does not make progress would otherwise loop).
+pub(crate) const MAX_RETRIES: u32 = 4;
+
+/// One guest_memfd folio.
+#[derive(Debug, Clone, Copy)]
+struct Folio {
+    spa: Spa,
+    order: u8,
+    /// Pages of the folio still populated (not punched out).
+    live: u16,
+    /// The folio was removed from the direct map (`gmem-no-direct-map`).
+    unmapped: bool,
+}
+
+/// KVM's and the VMM's state of one VM.
+#[derive(Debug, Default)]
+pub(crate) struct KvmVm {
+    /// GFNs whose attribute is shared. For an SNP VM every other GFN is private: the VMM (QEMU)
+    /// makes all guest RAM private when it creates a confidential guest.
+    shared: BTreeSet<u64>,
+    /// guest_memfd folios, by first GFN.
+    folios: BTreeMap<u64, Folio>,
+    /// The VMM's (shared) backing pages, by GFN.
+    vmm: BTreeMap<u64, Spa>,
+}
+
+/// What KVM did, for the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KvmCounts {
+    /// Guest exits KVM handled (#NPF), each followed by a retry of the access.
+    pub exits_handled: u64,
+    /// Pages faulted in from guest_memfd (private).
+    pub private_faultins: u64,
+    /// Pages faulted in from VMM memory (shared).
+    pub shared_faultins: u64,
+    /// Stage-2 mappings installed at 2M.
+    pub stage2_2m_maps: u64,
+    /// `sev_gmem_prepare` RMPUPDATEs at 4K and at 2M.
+    pub prepare_4k: u64,
+    /// See [`KvmCounts::prepare_4k`].
+    pub prepare_2m: u64,
+    /// `sev_gmem_invalidate` RMPUPDATEs to shared (4K and 2M together).
+    pub invalidate: u64,
+    /// PSMASHes by `sev_handle_rmp_fault` and `sev_gmem_invalidate`.
+    pub psmash: u64,
+    /// Implicit conversions: an access whose C-bit disagreed with the GPA's attribute, exited
+    /// to the VMM (KVM_EXIT_MEMORY_FAULT), which converted the page.
+    pub implicit_conversions: u64,
+    /// Page-state-change requests (VMGEXIT) and the pages they named.
+    pub psc_requests: u64,
+    /// See [`KvmCounts::psc_requests`].
+    pub psc_pages: u64,
+    /// Pages whose memory attribute changed.
+    pub attribute_changes: u64,
+    /// Stage-2 leaves zapped by attribute changes.
+    pub zaps: u64,
+    /// guest_memfd folios allocated and freed.
+    pub gmem_allocs: u64,
+    /// See [`KvmCounts::gmem_allocs`].
+    pub gmem_frees: u64,
+}
+
+impl Machine {
+    /// The attribute of `gfn`: private for an SNP VM unless set shared.
+    fn attr_private(&self, vm: VmId, gfn: u64) -> bool {
+        let snp = self.vms.get(&vm).is_some_and(|i| i.kind == VmKind::Snp);
+        snp && !self.kvm.get(&vm).is_some_and(|k| k.shared.contains(&gfn))
+    }
+
+    /// KVM's #NPF handler. `Some(cost)` when it handled the exit and the access should retry;
+    /// `None` when the exit is raised as it is (`host.kvm_faults = raise`, or nothing KVM does
+    /// applies: a permission fault, an unknown VM).
+    pub(super) fn kvm_handle_npf(&mut self, cpu: usize, vm: VmId, n: &NpfExit) -> Option<Cycles> {
+        if self.cfg.host.kvm_faults == KvmFaults::Raise {
+            return None;
+        }
+        let info = *self.vms.get(&vm)?;
+        let gfn = n.gpa.raw() >> 12;
+        // The effective C-bit of the access (EXITINFO1 bit 34), which KVM turns into
+        // PFERR_PRIVATE_ACCESS for SNP guests.
+        let private = n.info1.contains(NpfExitInfo1::ENC);
+        let mut cost = self.cfg.host.vmexit_cost;
+        if n.info1.contains(NpfExitInfo1::RMP) {
+            // sev_handle_rmp_fault: only the cases that need a PSMASH are KVM's — a SIZEM
+            // fault, or a stage-2 leaf smaller than the 2M RMP entry behind it.
+            let (spa, leaf) = self.vm_paging.get(&vm)?.stage2_lookup(&self.tables, n.gpa)?;
+            let e = self.rmp.entry(spa);
+            let rmp_2m = e.assigned && e.page_size == RmpPageSize::M2;
+            if rmp_2m && (n.info1.contains(NpfExitInfo1::SIZEM) || leaf == PageSize::K4) {
+                cost += self.kvm_psmash(cpu, spa);
+                return Some(self.handled(cost));
+            }
+            // A private access to a shared GPA, or a shared write to a private one: the VMM
+            // converts the page (implicit conversion) and the access retries.
+            if info.kind == VmKind::Snp && private != self.attr_private(vm, gfn) {
+                cost += self.implicit_conversion(cpu, vm, gfn, private);
+                return Some(self.handled(cost));
+            }
+            return None;
+        }
+        if n.info1.contains(NpfExitInfo1::PRESENT) {
+            // A stage-2 permission fault: not KVM's to fix here.
+            return None;
+        }
+        if info.kind == VmKind::Snp && private != self.attr_private(vm, gfn) {
+            cost += self.implicit_conversion(cpu, vm, gfn, private);
+        }
+        cost += if self.attr_private(vm, gfn) {
+            self.gmem_fault_in(cpu, vm, info, gfn)?
+        } else {
+            self.vmm_fault_in(vm, gfn)?
+        };
+        Some(self.handled(cost))
+    }
+
+    fn handled(&mut self, cost: Cycles) -> Cycles {
+        self.kvm_counts.exits_handled += 1;
+        self.cycles.kvm += cost;
+        cost
+    }
+
+    /// KVM_EXIT_MEMORY_FAULT: the VMM converts `gfn` to what the access wanted.
+    fn implicit_conversion(&mut self, cpu: usize, vm: VmId, gfn: u64, private: bool) -> Cycles {
+        self.kvm_counts.implicit_conversions += 1;
+        self.cfg.host.user_exit_cost + self.set_attributes(cpu, vm, gfn, 1, private)
+    }
+
+    /// A private page from guest_memfd: allocate the folio if needed, prepare it
+    /// (`sev_gmem_prepare`: RMPUPDATE to private at 2M when the folio is 2M and all 512 pages
+    /// are unassigned, else at 4K), and map it in stage 2 at the smaller of the folio and the
+    /// RMP entry (`sev_gmem_max_mapping_level`).
+    fn gmem_fault_in(&mut self, cpu: usize, vm: VmId, info: VmInfo, gfn: u64) -> Option<Cycles> {
+        let (base_gfn, folio, mut cost) = self.gmem_folio(cpu, vm, gfn)?;
+        let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base_gfn) << 12));
+        cost += self.gmem_prepare(cpu, info, base_gfn, folio, gfn);
+        let e = self.rmp.entry(spa);
+        // KVM maps at 2M only when all 512 GFNs share the private attribute.
+        let uniform = folio.order == 9
+            && self
+                .kvm
+                .get(&vm)
+                .is_none_or(|k| k.shared.range(base_gfn..base_gfn + 512).next().is_none());
+        let size = if uniform && e.assigned && e.page_size == RmpPageSize::M2 {
+            PageSize::M2
+        } else {
+            PageSize::K4
+        };
+        let (gpa, at) = if size == PageSize::M2 {
+            (Gpa::new_truncate(base_gfn << 12), folio.spa)
+        } else {
+            (Gpa::new_truncate(gfn << 12), spa)
+        };
+        if !self.kvm_stage2_map(vm, gpa, at, size) {
+            return None;
+        }
+        self.kvm_counts.private_faultins += 1;
+        if self.cfg.host.policy == PhysmapPolicy::GmemNoDirectMap && !folio.unmapped {
+            // guest_memfd NO_DIRECT_MAP: the folio leaves the direct map when it is first
+            // mapped for the guest.
+            let pages = 1u64 << folio.order;
+            cost += self.cpa(cpu, CpaOp::DirectMapInvalid, folio.spa, pages);
+            cost += self.flush_dm_range(cpu, folio.spa, pages);
+            if let Some(f) = self.kvm.get_mut(&vm).and_then(|k| k.folios.get_mut(&base_gfn)) {
+                f.unmapped = true;
+            }
+        }
+        Some(cost)
+    }
+
+    /// The folio holding `gfn`, allocated (order `host.gmem_folio_order`) if there is none.
+    fn gmem_folio(&mut self, _cpu: usize, vm: VmId, gfn: u64) -> Option<(u64, Folio, Cycles)> {
+        let order = self.cfg.host.gmem_folio_order;
+        let base = gfn & !((1u64 << order) - 1);
+        if let Some(f) = self.kvm.get(&vm).and_then(|k| k.folios.get(&base)) {
+            return Some((base, *f, Cycles::ZERO));
+        }
+        let Some(spa) = self.alloc.alloc(order) else {
+            self.not_modelled("guest_memfd allocation with host memory exhausted");
+            return None;
+        };
+        self.kvm_counts.gmem_allocs += 1;
+        let f = Folio { spa, order, live: 1 << order, unmapped: false };
+        self.kvm.entry(vm).or_default().folios.insert(base, f);
+        Some((base, f, Cycles::ZERO))
+    }
+
+    /// `sev_gmem_prepare` for the page of `gfn` in `folio`.
+    fn gmem_prepare(
+        &mut self,
+        cpu: usize,
+        info: VmInfo,
+        base_gfn: u64,
+        folio: Folio,
+        gfn: u64,
+    ) -> Cycles {
+        let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base_gfn) << 12));
+        if self.rmp.entry(spa).assigned {
+            return Cycles::ZERO;
+        }
+        let whole = folio.order == 9 && !self.rmp.region_has_assigned(folio.spa);
+        let (at, gpa, size) = if whole {
+            self.kvm_counts.prepare_2m += 1;
+            (folio.spa, Gpa::new_truncate(base_gfn << 12), PageSize::M2)
+        } else {
+            self.kvm_counts.prepare_4k += 1;
+            (spa, Gpa::new_truncate(gfn << 12), PageSize::K4)
+        };
+        self.rmpupdate(cpu, at, size, true, info.asid, gpa, false).cost
+    }
+
+    /// A shared page from the VMM's memory.
+    fn vmm_fault_in(&mut self, vm: VmId, gfn: u64) -> Option<Cycles> {
+        let spa = match self.kvm.get(&vm).and_then(|k| k.vmm.get(&gfn)) {
+            Some(s) => *s,
+            None => {
+                let Some(s) = self.alloc.alloc(0) else {
+                    self.not_modelled("VMM memory allocation with host memory exhausted");
+                    return None;
+                };
+                self.kvm.entry(vm).or_default().vmm.insert(gfn, s);
+                s
+            }
+        };
+        if !self.kvm_stage2_map(vm, Gpa::new_truncate(gfn << 12), spa, PageSize::K4) {
+            return None;
+        }
+        self.kvm_counts.shared_faultins += 1;
+        Some(Cycles::ZERO)
+    }
+
+    fn kvm_stage2_map(&mut self, vm: VmId, gpa: Gpa, spa: Spa, size: PageSize) -> bool {
+        if self.vm_tables(vm, false).is_err() {
+            return false;
+        }
+        let f = crate::vm::MapFlags { w: true, x: true, user: true, enc: false };
+        let Some(p) = self.vm_paging.get_mut(&vm) else { return false };
+        let ok =
+            p.stage2_map(&mut self.tables, &mut buddy_frames!(self), gpa, spa, size, f).is_ok();
+        if ok && size == PageSize::M2 {
+            self.kvm_counts.stage2_2m_maps += 1;
+        }
+        ok
+    }
+
+    /// PSMASH of the 2M RMP entry holding `spa`, by KVM.
+    fn kvm_psmash(&mut self, _cpu: usize, spa: Spa) -> Cycles {
+        self.kvm_counts.psmash += 1;
+        let base = spa.align_down(PageSize::M2);
+        let rc = self.rmp.psmash(Executor::Hypervisor, base);
+        self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (base, PageSize::M2.bytes())).cost
+    }
+
+    /// KVM_SET_MEMORY_ATTRIBUTES over `pages` GFNs from `gfn`: set private or shared, zap the
+    /// stage-2 leaves covering changed pages (a 2M leaf goes whole), flush the VM's ASID, and
+    /// let the VMM discard the backing no longer in use (guest_memfd hole punch →
+    /// `sev_gmem_invalidate` for pages made shared; VMM pages freed for pages made private).
+    pub(super) fn set_attributes(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gfn: u64,
+        pages: u64,
+        private: bool,
+    ) -> Cycles {
+        let mut cost = Cycles::ZERO;
+        let mut zapped = false;
+        for g in gfn..gfn.saturating_add(pages) {
+            if self.attr_private(vm, g) == private {
+                continue;
+            }
+            self.kvm_counts.attribute_changes += 1;
+            let k = self.kvm.entry(vm).or_default();
+            if private {
+                k.shared.remove(&g);
+            } else {
+                k.shared.insert(g);
+            }
+            zapped |= self.zap_stage2(vm, g);
+            cost += if private { self.vmm_discard(vm, g) } else { self.gmem_punch(cpu, vm, g) };
+        }
+        if zapped {
+            let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
+            for c in &mut self.cpus {
+                self.tlb_invalidated += c.mmu.svm_tlb_control(asid, TlbControl::FlushAsid).tlb;
+            }
+            self.tlb_flushes += 1;
+            cost += self.cfg.host.flush_all_cost;
+        }
+        cost
+    }
+
+    /// Remove the stage-2 leaf translating `gfn`, if any.
+    fn zap_stage2(&mut self, vm: VmId, gfn: u64) -> bool {
+        let gpa = Gpa::new_truncate(gfn << 12);
+        let Some(p) = self.vm_paging.get_mut(&vm) else { return false };
+        let Some((_, size)) = p.stage2_lookup(&self.tables, gpa) else { return false };
+        let at = gpa.align_down(size);
+        match p.stage2_unmap(&mut self.tables, at, size) {
+            Ok((tok, _)) => {
+                tok.ignore();
+                self.kvm_counts.zaps += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The VMM frees the shared backing of `gfn` (it became private).
+    fn vmm_discard(&mut self, vm: VmId, gfn: u64) -> Cycles {
+        if let Some(spa) = self.kvm.get_mut(&vm).and_then(|k| k.vmm.remove(&gfn)) {
+            let _ = self.alloc.free(spa, 0);
+        }
+        Cycles::ZERO
+    }
+
+    /// guest_memfd hole punch of `gfn` (it became shared): `sev_gmem_invalidate` makes the
+    /// page shared again — at 2M when the whole 2M entry goes, else PSMASH first and 4K — and
+    /// the folio is freed when its last page is punched.
+    fn gmem_punch(&mut self, cpu: usize, vm: VmId, gfn: u64) -> Cycles {
+        let order = self.cfg.host.gmem_folio_order;
+        let base = gfn & !((1u64 << order) - 1);
+        let Some(mut f) = self.kvm.get(&vm).and_then(|k| k.folios.get(&base)).copied() else {
+            return Cycles::ZERO;
+        };
+        let spa = Spa::new_truncate(f.spa.raw() + ((gfn - base) << 12));
+        let mut cost = self.gmem_invalidate(cpu, spa);
+        f.live = f.live.saturating_sub(1);
+        if f.live == 0 {
+            cost += self.gmem_free_folio(cpu, vm, base, f);
+        } else if let Some(x) = self.kvm.get_mut(&vm).and_then(|k| k.folios.get_mut(&base)) {
+            *x = f;
+        }
+        cost
+    }
+
+    /// `sev_gmem_invalidate` for one page.
+    fn gmem_invalidate(&mut self, cpu: usize, spa: Spa) -> Cycles {
+        let e = self.rmp.entry(spa);
+        if !e.assigned {
+            return Cycles::ZERO;
+        }
+        let mut cost = Cycles::ZERO;
+        if e.page_size == RmpPageSize::M2 {
+            cost += self.kvm_psmash(cpu, spa);
+        }
+        self.kvm_counts.invalidate += 1;
+        cost + self.rmpupdate(cpu, spa, PageSize::K4, false, 0, Gpa::ZERO, false).cost
+    }
+
+    /// Free a folio (its pages already shared): restore it to the direct map under
+    /// `gmem-no-direct-map`, give it back to the allocator.
+    fn gmem_free_folio(&mut self, cpu: usize, vm: VmId, base: u64, f: Folio) -> Cycles {
+        let mut cost = Cycles::ZERO;
+        if f.unmapped {
+            cost += self.cpa(cpu, CpaOp::DirectMapDefault, f.spa, 1 << f.order);
+        }
+        if let Some(k) = self.kvm.get_mut(&vm) {
+            k.folios.remove(&base);
+        }
+        let _ = self.alloc.free(f.spa, f.order);
+        self.kvm_counts.gmem_frees += 1;
+        cost
+    }
+
+    /// A guest page-state-change request (GHCB NAE PSC, up to 253 entries per VMGEXIT): KVM
+    /// forwards it to the VMM (KVM_HC_MAP_GPA_RANGE), which sets the attributes.
+    pub(super) fn psc(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        op: PscOp,
+        gpa: Gpa,
+        size: PageSize,
+        pages: u64,
+    ) -> Outcome {
+        let pages_4k = pages.saturating_mul(size.pages_4k());
+        let exits = pages.div_ceil(PSC_MAX_ENTRIES).max(1);
+        self.kvm_counts.psc_requests += exits;
+        self.kvm_counts.psc_pages += pages_4k;
+        let mut cost = (self.cfg.host.vmexit_cost + self.cfg.host.user_exit_cost).times(exits);
+        let gfn = gpa.raw() >> 12;
+        match op {
+            PscOp::Private => cost += self.set_attributes(cpu, vm, gfn, pages_4k, true),
+            PscOp::Shared => cost += self.set_attributes(cpu, vm, gfn, pages_4k, false),
+            PscOp::Psmash => {
+                for i in 0..pages {
+                    let g = Gpa::new_truncate(gpa.raw() + i * size.bytes());
+                    let spa =
+                        self.vm_paging.get(&vm).and_then(|p| p.stage2_lookup(&self.tables, g));
+                    if let Some((spa, _)) = spa {
+                        cost += self.kvm_psmash(cpu, spa);
+                    }
+                }
+            }
+            PscOp::Unsmash => {
+                self.not_modelled("psc unsmash (needs the AMD-SP's SNP_PAGE_UNSMASH)")
+            }
+        }
+        self.cycles.kvm += cost;
+        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// SNP_LAUNCH_UPDATE by GPA: KVM populates the range from guest_memfd
+    /// (`sev_gmem_post_populate`: RMPUPDATE to private at 4K, immutable) and the firmware
+    /// measures each page and leaves it guest-valid (validated, mutable).
+    pub(super) fn launch_update_gpa(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gpa: Gpa,
+        pages: u64,
+    ) -> Outcome {
+        let Some(info) = self.vms.get(&vm).copied() else {
+            self.not_modelled("snp-fw launch-update for an unknown VM");
+            return Outcome::default();
+        };
+        let mut cost = Cycles::ZERO;
+        for i in 0..pages {
+            let gfn = (gpa.raw() >> 12) + i;
+            let Some((base, folio, c)) = self.gmem_folio(cpu, vm, gfn) else { break };
+            cost += c;
+            let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base) << 12));
+            let g = Gpa::new_truncate(gfn << 12);
+            cost += self.rmpupdate(cpu, spa, PageSize::K4, true, info.asid, g, true).cost;
+            let mut e = self.rmp.entry(spa);
+            if e.assigned && u32::from(e.asid) == info.asid {
+                e.validated = true;
+                e.immutable = false;
+                let _ = self.rmp.set_entry(spa, &e);
+            }
+        }
+        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// `mem-attrs`: KVM_SET_MEMORY_ATTRIBUTES from the VMM.
+    pub(super) fn mem_attrs(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gpa: Gpa,
+        bytes: u64,
+        attrs: u64,
+    ) -> Outcome {
+        let private = attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0;
+        let cost = self.set_attributes(cpu, vm, gpa.raw() >> 12, bytes.div_ceil(4096), private);
+        self.cycles.kvm += cost;
+        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// VM teardown: every guest_memfd page goes back to the hypervisor (`sev_gmem_invalidate`)
+    /// and every folio and VMM page to the allocator.
+    pub(super) fn kvm_destroy(&mut self, cpu: usize, vm: VmId) {
+        let Some(k) = self.kvm.remove(&vm) else { return };
+        for (_, f) in k.folios {
+            for i in 0..(1u64 << f.order) {
+                let spa = Spa::new_truncate(f.spa.raw() + (i << 12));
+                let _ = self.gmem_invalidate(cpu, spa);
+            }
+            if f.unmapped {
+                let _ = self.cpa(cpu, CpaOp::DirectMapDefault, f.spa, 1 << f.order);
+            }
+            let _ = self.alloc.free(f.spa, f.order);
+            self.kvm_counts.gmem_frees += 1;
+        }
+        for (_, spa) in k.vmm {
+            let _ = self.alloc.free(spa, 0);
+        }
+    }
+
+    /// A kernel-range flush of `pages` direct-map pages from `spa` on every CPU
+    /// (`flush_tlb_kernel_range`).
+    pub(super) fn flush_dm_range(&mut self, cpu: usize, spa: Spa, pages: u64) -> Cycles {
+        let start = crate::host::directmap::dm_va(spa);
+        let work = if pages <= self.cfg.host.tlb_single_page_flush_ceiling {
+            super::FlushWork::Range { start, bytes: pages * 4096, invlpgs: pages }
+        } else {
+            super::FlushWork::All
+        };
+        self.flush_on(cpu, None, super::Targets::Auto, work)
+    }
+}
