@@ -1402,9 +1402,13 @@ impl Machine {
         }
         let (va, pid, privilege) = match (ctx, addr) {
             (Context::HostKernel, Address::Spa(s)) if s.raw() < self.dm.end() => {
+                self.accesses.kernel += 1;
                 (dm_va(s), None, Privilege::Supervisor)
             }
-            (Context::HostKernel, Address::Hva(v)) => (v, None, Privilege::Supervisor),
+            (Context::HostKernel, Address::Hva(v)) => {
+                self.accesses.kernel += 1;
+                (v, None, Privilege::Supervisor)
+            }
             (Context::HostProcess(p), Address::Hva(v)) => (v, Some(p), Privilege::User),
             (Context::HostProcess(_), Address::Spa(s)) if s.raw() < self.dm.end() => {
                 (dm_va(s), None, Privilege::Supervisor)
@@ -1450,6 +1454,9 @@ impl Machine {
                 let mut chk = RmpCheckStage::new(&mut self.rmp, lookup);
                 self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
             };
+            if pid.is_none() && matches!(ctx, Context::HostKernel) && o.walked() {
+                self.accesses.kernel_dtlb_misses += 1;
+            }
             cost += o.cost;
             let rmp = lat.check + lookup.times(o.check_reads.len() as u64);
             self.cycles.walk += lat.walk;
@@ -2438,6 +2445,7 @@ impl Machine {
         let acc = self.accesses.total();
         #[allow(clippy::cast_precision_loss)]
         let derived = report::Derived {
+            kernel_dtlb_mpka: self.accesses.kernel_mpka(),
             dtlb_mpka: if acc == 0 {
                 0.0
             } else {
