@@ -707,6 +707,11 @@ impl Machine {
         Ok(())
     }
 
+    /// The RMP (for checks and property tests).
+    pub fn rmp(&self) -> &Rmp {
+        &self.rmp
+    }
+
     /// Logical CPUs.
     pub fn cpus(&self) -> u32 {
         self.cfg.machine.cpus
