@@ -1635,6 +1635,15 @@ impl Machine {
             return self.after_rmp_change(RmpReturn::FailInput, lat, (spa, 0)).with_cost(cost);
         };
         let rc = self.rmp.rmpupdate(Executor::Hypervisor, spa, &input);
+        if rc == RmpReturn::FailOverlap {
+            // Linux's rmpupdate() retries while the instruction returns FAIL_OVERLAP, expecting
+            // firmware's brief 2M-range locks to clear (arch/x86/virt/svm/sev.c). The model has
+            // no transient overlaps: this one is permanent, and a host would spin forever. The
+            // run reports it instead of hanging (spec/snp.md §3.2).
+            self.not_modelled(
+                "rmpupdate FAIL_OVERLAP that never clears (Linux's retry loop would spin forever)",
+            );
+        }
         let after = if rc == RmpReturn::Success {
             self.policy_after_rmpupdate(cpu, spa, size, assigned)
         } else {
