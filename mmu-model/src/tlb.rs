@@ -423,7 +423,7 @@ fn filter_hash(key: u64, bits: u32) -> usize {
 
 impl Array {
     /// Record that slot `slot` (of set `set`) now holds `e`.
-    #[inline]
+    #[inline(always)]
     fn set_slot(&mut self, set: usize, slot: usize, e: Entry) {
         let old = self.keys[slot];
         let new = if e.valid { key_of(e.vpn, e.size) } else { NO_KEY };
