@@ -1,6 +1,7 @@
 //! Workload generators: seeded, deterministic producers of per-agent event streams.
 //!
-//! A generator offers one stream per agent (DESIGN "The timing model"); the engine merges them
+//! A generator offers one stream per agent (DESIGN "The timing model"; a CPU's stream may change
+//! context from event to event, see [`Workload::agent_of_last`]); the engine merges them
 //! with [`sim_core::sched::Scheduler`] by `(cycle, agent)` and hands each generator a
 //! [`MemoryServices`] so that where a kernel object or a guest folio lands follows from the
 //! host allocator's history. Every parameter is documented in [`WorkloadInfo::params`] and listed
@@ -21,6 +22,16 @@ pub trait Workload: std::fmt::Debug {
     fn agents(&self) -> &[Agent];
     /// The next event of stream `stream`, or `None` when that stream has ended.
     fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event>;
+    /// The agent that issues the event [`Workload::next`] last returned for `stream`.
+    ///
+    /// A stream belongs to one CPU but may change context on it: a CPU that time-slices guests
+    /// issues `vmrun` as its host kernel and the guest's accesses as that guest's vCPU. The
+    /// engine asks after every event and rejects an agent on another CPU than
+    /// `agents()[stream]`'s. The default, `agents()[stream]`, is right for a stream that never
+    /// changes context.
+    fn agent_of_last(&self, stream: usize) -> Agent {
+        self.agents()[stream]
+    }
 }
 
 /// Builds a generator from parameters and a seed.
