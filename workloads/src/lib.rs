@@ -9,8 +9,11 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod kernel;
 mod params;
 mod snp_launch;
+#[cfg(test)]
+mod testutil;
 
 pub use params::{ParamDoc, ParamError, Params};
 
