@@ -10,7 +10,9 @@
 #![deny(missing_debug_implementations)]
 
 mod kernel;
+mod pagebits;
 mod params;
+mod snp_churn;
 mod snp_launch;
 #[cfg(test)]
 mod testutil;
@@ -71,7 +73,7 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO]
+    &[snp_launch::INFO, snp_churn::INFO]
 }
 
 /// Find a workload by name.
