@@ -47,6 +47,39 @@ fn recorded_workload_replays_identically() {
     assert_eq!(live.cycles, replay.cycles);
 }
 
+/// The same for `snp-churn`, whose guest-CPU streams switch between host and guest contexts:
+/// the recording carries each event's own agent.
+#[test]
+fn recorded_snp_churn_replays_identically() {
+    let dir = std::env::temp_dir().join(format!("ccsim-det-churn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("churn.cct");
+    let layers = ConfigLayers { sets: vec!["host.policy=none".into()], ..Default::default() };
+    let params = workloads::Params::parse([
+        "guests=3",
+        "guest_memory=2M",
+        "working_set=256K",
+        "image=64K",
+        "accesses=3000",
+        "psc_interval=100",
+        "slice=1000",
+        "kernel_accesses=3000",
+    ])
+    .unwrap();
+    let input = Input::Workload { name: "snp-churn".into(), params };
+    let live =
+        run(&layers, &input, &RunOptions { seed: 3, record: Some(trace.clone()) }).unwrap().report;
+    let replay = run(&layers, &Input::File(trace), &RunOptions::default()).unwrap().report;
+    assert_eq!(live.events, replay.events);
+    assert_eq!(live.accesses, replay.accesses);
+    assert_eq!(live.dtlb, replay.dtlb);
+    assert_eq!(live.rmp, replay.rmp);
+    assert_eq!(live.faults, replay.faults);
+    assert_eq!(live.directmap, replay.directmap);
+    assert_eq!(live.cycles, replay.cycles);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Report and recorded-trace bytes do not depend on the thread count (the `.cct` writer
 /// compresses frames in parallel) or on the locale and time zone.
 #[test]

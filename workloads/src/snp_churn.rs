@@ -187,7 +187,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         if v.is_multiple_of(PAGE) {
             Ok(v)
         } else {
-            Err(Params::bad(name, &v.to_string(), "must be a multiple of 4K"))
+            Err(Params::bad(name, p.raw(PARAMS, name), "must be a multiple of 4K"))
         }
     };
     let guest_memory =
@@ -200,7 +200,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     if image_pages >= ws_pages {
         return Err(Params::bad(
             "image",
-            &image.to_string(),
+            p.raw(PARAMS, "image"),
             format!(
                 "must be smaller than working_set ({working_set} bytes): the pages above the \
                  image are the ones converted"
@@ -223,7 +223,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     if guest_memory > 1 << cbit_pos {
         return Err(Params::bad(
             "cbit_pos",
-            &cbit_pos.to_string(),
+            p.raw(PARAMS, "cbit_pos"),
             format!(
                 "the C-bit must lie above every guest-physical address (guest_memory {guest_memory} bytes)"
             ),
