@@ -242,7 +242,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         psc_batch: p.u64_in(PARAMS, "psc_batch", 1, PSC_MAX_PAGES)?,
         seq_lines: p.u64_in(PARAMS, "seq_lines", 1, 1 << 20)?,
         slice: p.u64_in(PARAMS, "slice", 1, 1 << 40)?,
-        write_ppm: kcfg.write_ppm,
+        write_below: write_threshold(kcfg.write_ppm),
         work: kcfg.work,
         cbit: 1 << cbit_pos,
     };
@@ -279,13 +279,18 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
             guests,
             cur: 0,
             slice_left: cfg.slice,
+            budget: 0,
             // A conversion or a launch queues at most PSC_MAX_PAGES + 1 events.
             pending: VecDeque::with_capacity(usize::try_from(PSC_MAX_PAGES).unwrap_or(0) + 8),
             pending_work: false,
-            last: host,
         });
     }
-    Ok(Box::new(SnpChurn { agents, cfg, kcfg, kernel, cpus }))
+    Ok(Box::new(SnpChurn { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
+}
+
+/// `ppm` millionths of 2^64, saturating at `u64::MAX` (a store always, bar one value in 2^64).
+fn write_threshold(ppm: u64) -> u64 {
+    u64::try_from((u128::from(ppm) << 64) / 1_000_000).unwrap_or(u64::MAX)
 }
 
 /// What every guest does.
@@ -301,7 +306,8 @@ struct GuestConfig {
     psc_batch: u64,
     seq_lines: u64,
     slice: u64,
-    write_ppm: u64,
+    /// A store when a random `u64` is below this (`write_fraction` of 2^64).
+    write_below: u64,
     work: u64,
     /// The C-bit, as a mask.
     cbit: u64,
@@ -405,7 +411,9 @@ impl Guest {
         if to_shared { self.make_shared(cfg, i, n, out) } else { self.make_private(cfg, i, n, out) }
     }
 
-    /// The next access: a load or store of 8 bytes, C-bit set unless the page is shared.
+    /// The next access: a load or store of 8 bytes, C-bit set unless the page is shared. The
+    /// caller accounts for it in `left` and `since_psc`.
+    #[inline]
     fn access(&mut self, cfg: &GuestConfig) -> Event {
         if self.run_left == 0 {
             self.addr = self.rng.below(cfg.ws_bytes / 8) * 8;
@@ -417,13 +425,11 @@ impl Guest {
         if self.addr >= cfg.ws_bytes {
             self.addr -= cfg.ws_bytes;
         }
-        self.left -= 1;
-        self.since_psc += 1;
         let page = a / PAGE;
         let shared = page >= cfg.image_pages
             && self.shared.get(usize::try_from(page - cfg.image_pages).unwrap_or(0));
         let addr = Address::Gpa(Gpa::new(if shared { a } else { a | cfg.cbit }));
-        if self.rng.below(1_000_000) < cfg.write_ppm {
+        if self.rng.next_u64() < cfg.write_below {
             Event::Store { addr, size: 8, mt: MemType::Wb }
         } else {
             Event::Load { addr, size: 8 }
@@ -440,12 +446,13 @@ struct GuestCpu {
     cur: usize,
     /// Accesses left in the current guest's slice.
     slice_left: u64,
+    /// Accesses the current guest makes before the next control decision (a conversion, a
+    /// switch, its end); already counted in its `left` and `since_psc` and in `slice_left`.
+    budget: u64,
     /// Control events decided ahead, with their issuers, in order.
     pending: VecDeque<(Agent, Event)>,
     /// A `work` event follows the access just returned.
     pending_work: bool,
-    /// Issuer of the event last returned.
-    last: Agent,
 }
 
 impl GuestCpu {
@@ -487,15 +494,32 @@ impl GuestCpu {
         true
     }
 
-    fn next(&mut self, cfg: &GuestConfig) -> Option<Event> {
-        if let Some((a, e)) = self.pending.pop_front() {
-            self.last = a;
-            return Some(e);
-        }
+    /// The next event, setting `last` to its issuer when that changes. The fast path (an access of the current budget, or the `work` after
+    /// one) is kept small; everything else is [`GuestCpu::control`].
+    #[inline]
+    fn next(&mut self, cfg: &GuestConfig, last: &mut Agent) -> Option<Event> {
+        // After an access nothing is pending, and the issuer is still the guest.
         if self.pending_work {
             self.pending_work = false;
-            self.last = self.guests[self.cur].agent;
             return Some(Event::Work { count: cfg.work });
+        }
+        if self.budget > 0 {
+            // A budget is only granted with nothing queued, and nothing queues during it.
+            debug_assert!(self.pending.is_empty());
+            self.budget -= 1;
+            self.pending_work = cfg.work > 0;
+            return Some(self.guests[self.cur].access(cfg));
+        }
+        self.control(cfg, last)
+    }
+
+    /// Everything but the fast path: queued control events, launches, boot, conversions,
+    /// switches, and the start of the next access budget.
+    #[inline(never)]
+    fn control(&mut self, cfg: &GuestConfig, last: &mut Agent) -> Option<Event> {
+        if let Some((a, e)) = self.pending.pop_front() {
+            *last = a;
+            return Some(e);
         }
         loop {
             let g = self.guests.get_mut(self.cur)?;
@@ -503,7 +527,7 @@ impl GuestCpu {
                 Phase::Unlaunched => self.launch(cfg),
                 Phase::Validating(p) if p < cfg.ws_bytes / PAGE => {
                     g.phase = Phase::Validating(p + 1);
-                    self.last = g.agent;
+                    *last = g.agent;
                     return Some(g.pvalidate(Gpa::new(p * PAGE), true).1);
                 }
                 Phase::Validating(_) => {
@@ -525,14 +549,23 @@ impl GuestCpu {
                     g.convert(cfg, &mut self.pending);
                 }
                 Phase::Running => {
-                    self.slice_left -= 1;
+                    // Accesses until the next decision, counted now so that the fast path only
+                    // counts down.
+                    let mut k = g.left.min(self.slice_left);
+                    if cfg.psc_interval > 0 {
+                        k = k.min(cfg.psc_interval - g.since_psc);
+                    }
+                    g.left -= k;
+                    g.since_psc += k;
+                    self.slice_left -= k;
+                    self.budget = k - 1;
                     self.pending_work = cfg.work > 0;
-                    self.last = g.agent;
+                    *last = g.agent;
                     return Some(g.access(cfg));
                 }
             }
             if let Some((a, e)) = self.pending.pop_front() {
-                self.last = a;
+                *last = a;
                 return Some(e);
             }
         }
@@ -542,6 +575,8 @@ impl GuestCpu {
 #[derive(Debug)]
 struct SnpChurn {
     agents: Vec<Agent>,
+    /// Per stream, the issuer of the event last returned.
+    last: Vec<Agent>,
     cfg: GuestConfig,
     kcfg: KernelConfig,
     kernel: Vec<KernelStream>,
@@ -556,15 +591,12 @@ impl Workload for SnpChurn {
     fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
         match stream.checked_sub(self.kernel.len()) {
             None => self.kernel[stream].next(&self.kcfg, mem),
-            Some(i) => self.cpus.get_mut(i)?.next(&self.cfg),
+            Some(i) => self.cpus.get_mut(i)?.next(&self.cfg, &mut self.last[stream]),
         }
     }
 
     fn agent_of_last(&self, stream: usize) -> Agent {
-        match stream.checked_sub(self.kernel.len()) {
-            None => self.agents[stream],
-            Some(i) => self.cpus[i].last,
-        }
+        self.last[stream]
     }
 }
 
