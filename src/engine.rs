@@ -421,23 +421,19 @@ mod tests {
         Machine::new(cfg, &[], true).unwrap()
     }
 
+    fn hopper(issuer: Agent) -> Hopper {
+        Hopper { agents: [Agent::host(0), Agent::host(1)], issuer, sent: [0; 2] }
+    }
+
     #[test]
     fn a_stream_may_change_context_on_its_cpu() {
-        let mut w = Hopper {
-            agents: [Agent::host(0), Agent::host(1)],
-            issuer: Agent::guest(1, 1, 0),
-            sent: [0; 2],
-        };
+        let mut w = hopper(Agent::guest(1, 1, 0));
         assert_eq!(drive(&mut w, &mut machine(), None).unwrap(), 4);
     }
 
     #[test]
     fn an_event_on_another_cpu_is_an_error_not_a_panic() {
-        let mut w = Hopper {
-            agents: [Agent::host(0), Agent::host(1)],
-            issuer: Agent::guest(0, 1, 0),
-            sent: [0; 2],
-        };
+        let mut w = hopper(Agent::guest(0, 1, 0));
         let e = drive(&mut w, &mut machine(), None).unwrap_err().to_string();
         assert!(e.contains("stream 1 (agent c1 host) issued `work` as c0 vm1/v0"), "{e}");
     }

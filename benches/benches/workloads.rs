@@ -1,44 +1,19 @@
 //! Workload generators alone, with no machine behind them: how fast a generator produces its
 //! events, so that a slow run can be attributed to the engine or to the generator
-//! (docs/performance.md "Generators"). The memory services are a bump allocator that never
-//! runs out.
+//! (docs/performance.md "Generators"). The memory services are [`workloads::NullMemory`], which
+//! never runs out.
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sim_core::event::AllocKind;
-use sim_core::{Event, Gpa, MemoryServices, Spa};
+use sim_core::Event;
 use std::hint::black_box;
-
-/// Host memory that always has a page: addresses advance and wrap within 256 GiB.
-#[derive(Debug, Default)]
-struct NullMemory(u64);
-
-impl MemoryServices for NullMemory {
-    fn alloc_pages(&mut self, order: u8, _: AllocKind) -> Option<Spa> {
-        let sz = 4096u64 << order;
-        self.0 = self.0.next_multiple_of(sz) % (256 << 30);
-        let a = Spa::new(self.0);
-        self.0 += sz;
-        Some(a)
-    }
-    fn free_pages(&mut self, _: Spa, _: u8) {}
-    fn gmem_alloc(&mut self, _: u32, _: Gpa, order: u8) -> Option<Spa> {
-        self.alloc_pages(order, AllocKind::Guest)
-    }
-    fn memory_bytes(&self) -> u64 {
-        256 << 30
-    }
-    fn free_bytes(&self) -> u64 {
-        128 << 30
-    }
-}
 
 /// Drain every stream round-robin; returns (events, accesses).
 fn generate(name: &str, params: &workloads::Params) -> (u64, u64) {
     let mut w = workloads::find(name).expect("registered").instantiate(params, 1).expect("builds");
-    let mut mem = NullMemory::default();
+    let mut mem = workloads::NullMemory::new(256 << 30);
     let n = w.agents().len();
     let mut live = n;
     let mut done = vec![false; n];

@@ -19,7 +19,8 @@ mod testutil;
 
 pub use params::{ParamDoc, ParamError, Params};
 
-use sim_core::{Agent, Event, MemoryServices};
+use sim_core::event::AllocKind;
+use sim_core::{Agent, Event, Gpa, MemoryServices, Spa};
 
 /// A running generator.
 pub trait Workload: std::fmt::Debug {
@@ -65,6 +66,54 @@ impl WorkloadInfo {
     pub fn instantiate(&self, params: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         params.check_known(self.params)?;
         (self.build)(params, seed)
+    }
+}
+
+/// Host memory for running a generator alone (benchmarks, tests): pages come from a bump pointer
+/// over `bytes` bytes from 16 MiB up, naturally aligned, wrapping at the end; frees are ignored.
+/// It never runs out, and after a wrap it hands out pages again.
+#[derive(Debug, Clone)]
+pub struct NullMemory {
+    bytes: u64,
+    next: u64,
+}
+
+impl NullMemory {
+    /// Where the pages start: above the low memory a host keeps for itself.
+    const BASE: u64 = 16 << 20;
+
+    /// Memory of `bytes` bytes (at least 1 GiB is useful: the largest block is 2^order pages).
+    pub fn new(bytes: u64) -> NullMemory {
+        NullMemory { bytes, next: 0 }
+    }
+}
+
+impl Default for NullMemory {
+    /// 4 GiB.
+    fn default() -> NullMemory {
+        NullMemory::new(4 << 30)
+    }
+}
+
+impl MemoryServices for NullMemory {
+    fn alloc_pages(&mut self, order: u8, _: AllocKind) -> Option<Spa> {
+        let size = 4096u64 << order;
+        let mut at = self.next.next_multiple_of(size);
+        if at + size > self.bytes {
+            at = 0;
+        }
+        self.next = at + size;
+        Some(Spa::new(Self::BASE + at))
+    }
+    fn free_pages(&mut self, _: Spa, _: u8) {}
+    fn gmem_alloc(&mut self, _: u32, _: Gpa, order: u8) -> Option<Spa> {
+        self.alloc_pages(order, AllocKind::Guest)
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn free_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.next)
     }
 }
 

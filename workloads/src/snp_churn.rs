@@ -184,52 +184,42 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
 
 fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     let guests = p.u64_in(PARAMS, "guests", 0, 1024)?;
-    let page_multiple = |name: &str, v: u64| {
-        if v.is_multiple_of(PAGE) {
-            Ok(v)
-        } else {
-            Err(Params::bad(name, p.raw(PARAMS, name), "must be a multiple of 4K"))
-        }
+    // A value that parsed but does not fit the others: name it, quote it as given, say why.
+    let ensure = |ok: bool, name: &str, why: String| {
+        if ok { Ok(()) } else { Err(Params::bad(name, p.raw(PARAMS, name), why)) }
     };
-    let guest_memory =
-        page_multiple("guest_memory", p.size_in(PARAMS, "guest_memory", PAGE, 1 << 40)?)?;
-    let working_set =
-        page_multiple("working_set", p.size_in(PARAMS, "working_set", PAGE, guest_memory)?)?;
+    let guest_memory = p.size_in(PARAMS, "guest_memory", PAGE, 1 << 40)?;
+    ensure(guest_memory.is_multiple_of(PAGE), "guest_memory", "must be a multiple of 4K".into())?;
+    let working_set = p.size_in(PARAMS, "working_set", PAGE, guest_memory)?;
+    ensure(working_set.is_multiple_of(PAGE), "working_set", "must be a multiple of 4K".into())?;
     let ws_pages = working_set / PAGE;
-    let image = p.size_in(PARAMS, "image", 0, 1 << 40)?;
-    let image_pages = image.div_ceil(PAGE);
-    if image_pages >= ws_pages {
-        return Err(Params::bad(
-            "image",
-            p.raw(PARAMS, "image"),
-            format!(
-                "must be smaller than working_set ({working_set} bytes): the pages above the \
-                 image are the ones converted"
-            ),
-        ));
-    }
+    let image_pages = p.size_in(PARAMS, "image", 0, 1 << 40)?.div_ceil(PAGE);
+    ensure(
+        image_pages < ws_pages,
+        "image",
+        format!(
+            "must be smaller than working_set ({working_set} bytes): the pages above the image \
+             are the ones converted"
+        ),
+    )?;
     let convertible = ws_pages - image_pages;
     let shared_ppm = p.fraction_ppm(PARAMS, "shared_fraction")?;
     let target_shared = (ws_pages * shared_ppm + 500_000) / 1_000_000;
-    if target_shared > convertible {
-        return Err(Params::bad(
-            "shared_fraction",
-            p.raw(PARAMS, "shared_fraction"),
-            format!(
-                "{target_shared} shared pages do not fit in the {convertible} pages above the image"
-            ),
-        ));
-    }
+    ensure(
+        target_shared <= convertible,
+        "shared_fraction",
+        format!(
+            "{target_shared} shared pages do not fit in the {convertible} pages above the image"
+        ),
+    )?;
     let cbit_pos = p.u64_in(PARAMS, "cbit_pos", 12, 51)?;
-    if guest_memory > 1 << cbit_pos {
-        return Err(Params::bad(
-            "cbit_pos",
-            p.raw(PARAMS, "cbit_pos"),
-            format!(
-                "the C-bit must lie above every guest-physical address (guest_memory {guest_memory} bytes)"
-            ),
-        ));
-    }
+    ensure(
+        guest_memory <= 1 << cbit_pos,
+        "cbit_pos",
+        format!(
+            "the C-bit must lie above every guest-physical address (guest_memory {guest_memory} bytes)"
+        ),
+    )?;
     let kernel_cpus = p.u64_in(PARAMS, "kernel_cpus", 0, 255)?;
     let guest_cpus = p.u64_in(PARAMS, "guest_cpus", 1, 255)?.min(guests);
     let kcfg = KernelConfig::parse(p, PARAMS)?;
@@ -604,7 +594,8 @@ impl Workload for SnpChurn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{Bump, allocations, drain};
+    use crate::NullMemory;
+    use crate::testutil::{allocations, drain};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -920,7 +911,7 @@ mod tests {
     fn sixteen_4g_guests_generate_without_allocating() {
         let p = params(&["guests=16", "guest_memory=4G", "accesses=30000", "slice=5000"]);
         let mut w = INFO.instantiate(&p, 1).unwrap();
-        let mut mem = Bump::default();
+        let mut mem = NullMemory::default();
         let n = w.agents().len();
         // Warm up: the kernel streams fill their slab sets, each guest CPU launches and boots
         // its first guest.
