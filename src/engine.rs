@@ -263,25 +263,15 @@ fn run_workload(
         Some(p) => Some(Recorder::new(p, name, params, opts.seed)?),
         None => None,
     };
-    let mut sched = Scheduler::new();
-    let agents: Vec<_> = w.agents().to_vec();
-    for (i, a) in agents.iter().enumerate() {
-        if a.cpu().is_some_and(|c| c >= m.cpus()) {
-            bail!("workload {name}: agent {a} needs more CPUs than machine.cpus = {}", m.cpus());
+    let records = match drive(w.as_mut(), &mut m, rec.as_mut()) {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(r) = rec {
+                r.discard();
+            }
+            bail!("workload {name}: {e}");
         }
-        sched.ready(i, *a, Cycles::ZERO);
-    }
-    let mut records = 0u64;
-    while let Some(k) = sched.pop() {
-        let Some(event) = w.next(k.stream, &mut m) else { continue };
-        let te = TimedEvent { time: Some(m.clock(k.agent)), agent: k.agent, event };
-        if let Some(r) = &mut rec {
-            r.write(&te)?;
-        }
-        let _ = m.exec(&te);
-        records += 1;
-        sched.ready(k.stream, k.agent, m.clock(k.agent));
-    }
+    };
     m.finish();
     if let Some(r) = rec {
         r.finish()?;
@@ -294,6 +284,54 @@ fn run_workload(
     });
     report.records = records;
     Ok(RunOutput { report, expectations: Vec::new() })
+}
+
+/// Run every stream of `w` on `m` to its end, merged by `(cycle, agent)`, recording each event
+/// as it executes; returns the number of events.
+///
+/// A stream is scheduled under its declared agent (`agents()[i]`): the clock is per CPU, so
+/// the CPU's clock orders the stream whatever context its next event runs in, and a workload
+/// whose streams never change context merges exactly as before. Each event is executed and
+/// recorded as issued by [`workloads::Workload::agent_of_last`].
+///
+/// # Errors
+/// An agent on a CPU the machine lacks, an event issued on another CPU than its stream's, or a
+/// recording error.
+fn drive(
+    w: &mut dyn workloads::Workload,
+    m: &mut Machine,
+    mut rec: Option<&mut Recorder>,
+) -> anyhow::Result<u64> {
+    let mut sched = Scheduler::new();
+    let agents: Vec<_> = w.agents().to_vec();
+    for (i, a) in agents.iter().enumerate() {
+        if a.cpu().is_some_and(|c| c >= m.cpus()) {
+            bail!("agent {a} needs more CPUs than machine.cpus = {}", m.cpus());
+        }
+        sched.ready(i, *a, Cycles::ZERO);
+    }
+    let mut records = 0u64;
+    while let Some(k) = sched.pop() {
+        let Some(event) = w.next(k.stream, m) else { continue };
+        let agent = w.agent_of_last(k.stream);
+        if agent.cpu() != k.agent.cpu() {
+            bail!(
+                "stream {} (agent {}) issued `{}` as {agent}, on another CPU; a stream stays on \
+                 its CPU",
+                k.stream,
+                k.agent,
+                event.keyword()
+            );
+        }
+        let te = TimedEvent { time: Some(m.clock(agent)), agent, event };
+        if let Some(r) = rec.as_deref_mut() {
+            r.write(&te)?;
+        }
+        let _ = m.exec(&te);
+        records += 1;
+        sched.ready(k.stream, k.agent, m.clock(agent));
+    }
+    Ok(records)
 }
 
 /// Writes the executed stream of a workload to `.cct`, atomically (temp file + rename).
@@ -336,10 +374,67 @@ impl Recorder {
         Ok(())
     }
 
+    /// Give up: remove the temporary file (a failed run leaves no trace behind).
+    fn discard(self) {
+        drop(self.w);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
     fn finish(self) -> anyhow::Result<()> {
         self.w.finish()?;
         std::fs::rename(&self.tmp, &self.path)
             .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sim_core::{Agent, Event, MemoryServices};
+
+    /// Two streams on CPUs 0 and 1; stream 1 issues its second event as `issuer`.
+    #[derive(Debug)]
+    struct Hopper {
+        agents: [Agent; 2],
+        issuer: Agent,
+        sent: [u32; 2],
+    }
+
+    impl workloads::Workload for Hopper {
+        fn agents(&self) -> &[Agent] {
+            &self.agents
+        }
+        fn next(&mut self, stream: usize, _: &mut dyn MemoryServices) -> Option<Event> {
+            self.sent[stream] += 1;
+            (self.sent[stream] <= 2).then_some(Event::Work { count: 1 })
+        }
+        fn agent_of_last(&self, stream: usize) -> Agent {
+            if stream == 1 && self.sent[1] == 2 { self.issuer } else { self.agents[stream] }
+        }
+    }
+
+    fn machine() -> Machine {
+        let cfg = ConfigLayers { sets: vec!["machine.cpus=2".into()], ..Default::default() }
+            .build(&[])
+            .unwrap();
+        Machine::new(cfg, &[], true).unwrap()
+    }
+
+    fn hopper(issuer: Agent) -> Hopper {
+        Hopper { agents: [Agent::host(0), Agent::host(1)], issuer, sent: [0; 2] }
+    }
+
+    #[test]
+    fn a_stream_may_change_context_on_its_cpu() {
+        let mut w = hopper(Agent::guest(1, 1, 0));
+        assert_eq!(drive(&mut w, &mut machine(), None).unwrap(), 4);
+    }
+
+    #[test]
+    fn an_event_on_another_cpu_is_an_error_not_a_panic() {
+        let mut w = hopper(Agent::guest(0, 1, 0));
+        let e = drive(&mut w, &mut machine(), None).unwrap_err().to_string();
+        assert!(e.contains("stream 1 (agent c1 host) issued `work` as c0 vm1/v0"), "{e}");
     }
 }

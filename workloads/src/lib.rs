@@ -1,6 +1,7 @@
 //! Workload generators: seeded, deterministic producers of per-agent event streams.
 //!
-//! A generator offers one stream per agent (DESIGN "The timing model"); the engine merges them
+//! A generator offers one stream per agent (DESIGN "The timing model"; a CPU's stream may change
+//! context from event to event, see [`Workload::agent_of_last`]); the engine merges them
 //! with [`sim_core::sched::Scheduler`] by `(cycle, agent)` and hands each generator a
 //! [`MemoryServices`] so that where a kernel object or a guest folio lands follows from the
 //! host allocator's history. Every parameter is documented in [`WorkloadInfo::params`] and listed
@@ -8,12 +9,18 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod kernel;
+mod pagebits;
 mod params;
+mod snp_churn;
 mod snp_launch;
+#[cfg(test)]
+mod testutil;
 
 pub use params::{ParamDoc, ParamError, Params};
 
-use sim_core::{Agent, Event, MemoryServices};
+use sim_core::event::AllocKind;
+use sim_core::{Agent, Event, Gpa, MemoryServices, Spa};
 
 /// A running generator.
 pub trait Workload: std::fmt::Debug {
@@ -21,6 +28,16 @@ pub trait Workload: std::fmt::Debug {
     fn agents(&self) -> &[Agent];
     /// The next event of stream `stream`, or `None` when that stream has ended.
     fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event>;
+    /// The agent that issues the event [`Workload::next`] last returned for `stream`.
+    ///
+    /// A stream belongs to one CPU but may change context on it: a CPU that time-slices guests
+    /// issues `vmrun` as its host kernel and the guest's accesses as that guest's vCPU. The
+    /// engine asks after every event and rejects an agent on another CPU than
+    /// `agents()[stream]`'s. The default, `agents()[stream]`, is right for a stream that never
+    /// changes context.
+    fn agent_of_last(&self, stream: usize) -> Agent {
+        self.agents()[stream]
+    }
 }
 
 /// Builds a generator from parameters and a seed.
@@ -52,12 +69,60 @@ impl WorkloadInfo {
     }
 }
 
+/// Host memory for running a generator alone (benchmarks, tests): pages come from a bump pointer
+/// over `bytes` bytes from 16 MiB up, naturally aligned, wrapping at the end; frees are ignored.
+/// It never runs out, and after a wrap it hands out pages again.
+#[derive(Debug, Clone)]
+pub struct NullMemory {
+    bytes: u64,
+    next: u64,
+}
+
+impl NullMemory {
+    /// Where the pages start: above the low memory a host keeps for itself.
+    const BASE: u64 = 16 << 20;
+
+    /// Memory of `bytes` bytes (at least 1 GiB is useful: the largest block is 2^order pages).
+    pub fn new(bytes: u64) -> NullMemory {
+        NullMemory { bytes, next: 0 }
+    }
+}
+
+impl Default for NullMemory {
+    /// 4 GiB.
+    fn default() -> NullMemory {
+        NullMemory::new(4 << 30)
+    }
+}
+
+impl MemoryServices for NullMemory {
+    fn alloc_pages(&mut self, order: u8, _: AllocKind) -> Option<Spa> {
+        let size = 4096u64 << order;
+        let mut at = self.next.next_multiple_of(size);
+        if at + size > self.bytes {
+            at = 0;
+        }
+        self.next = at + size;
+        Some(Spa::new(Self::BASE + at))
+    }
+    fn free_pages(&mut self, _: Spa, _: u8) {}
+    fn gmem_alloc(&mut self, _: u32, _: Gpa, order: u8) -> Option<Spa> {
+        self.alloc_pages(order, AllocKind::Guest)
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.bytes
+    }
+    fn free_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.next)
+    }
+}
+
 /// The default workload, run by `ccsim run` with no arguments.
 pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO]
+    &[snp_launch::INFO, snp_churn::INFO]
 }
 
 /// Find a workload by name.

@@ -81,14 +81,14 @@ impl Params {
         Ok(())
     }
 
-    fn raw<'a>(&'a self, docs: &'a [ParamDoc], name: &str) -> &'a str {
+    pub(crate) fn raw<'a>(&'a self, docs: &'a [ParamDoc], name: &str) -> &'a str {
         self.0
             .get(name)
             .map(String::as_str)
             .unwrap_or_else(|| docs.iter().find(|d| d.name == name).map_or("", |d| d.default))
     }
 
-    fn bad(name: &str, value: &str, why: impl Into<String>) -> ParamError {
+    pub(crate) fn bad(name: &str, value: &str, why: impl Into<String>) -> ParamError {
         ParamError::Bad { name: name.into(), value: value.into(), why: why.into() }
     }
 

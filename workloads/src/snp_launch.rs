@@ -15,9 +15,10 @@
 //! 64-byte objects in it through the direct map, with `work` non-memory instructions between
 //! accesses.
 
+use crate::kernel::{self, KernelConfig, KernelStream};
 use crate::params::{ParamDoc, ParamError, Params};
 use crate::{Workload, WorkloadInfo};
-use sim_core::event::{Address, AllocKind, MemType, SnpFwCmd, VmKind};
+use sim_core::event::{Address, MemType, SnpFwCmd, VmKind};
 use sim_core::{Agent, Event, Gpa, MemoryServices, PageSize, Rng, Spa};
 use std::collections::VecDeque;
 
@@ -50,16 +51,8 @@ const PARAMS: &[ParamDoc] = &[
         default: "0.3",
         doc: "fraction of kernel accesses that are stores. Unsourced: a plausible kernel load/store mix",
     },
-    ParamDoc {
-        name: "slab_pages",
-        default: "512",
-        doc: "kernel working set per CPU (4K slab pages)",
-    },
-    ParamDoc {
-        name: "slab_churn",
-        default: "64",
-        doc: "kernel accesses between replacing the oldest slab page",
-    },
+    kernel::SLAB_PAGES,
+    kernel::SLAB_CHURN,
     ParamDoc {
         name: "work",
         default: "20",
@@ -101,35 +94,21 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     for c in 1..=kernel_cpus {
         agents.push(Agent::host(u32::try_from(c).unwrap_or(u32::MAX)));
     }
+    let kcfg = KernelConfig::parse(p, PARAMS)?;
     let rng = Rng::new(seed);
-    let kernel = (1..=kernel_cpus)
-        .map(|c| KernelStream {
-            rng: rng.fork(c),
-            left: 0,
-            pages: VecDeque::new(),
-            since_churn: 0,
-            pending_work: false,
-        })
-        .collect();
-    let mut w = SnpLaunch {
+    let kernel = (1..=kernel_cpus).map(|c| KernelStream::new(rng.fork(c), &kcfg)).collect();
+    let w = SnpLaunch {
         agents,
         guests,
         guest_pages: guest_memory / 4096,
         folio_order: u8::try_from(folio_order).unwrap_or(0),
         image_pages: p.size_in(PARAMS, "image", 0, 1 << 40)?.div_ceil(4096),
-        kernel_accesses: p.u64_in(PARAMS, "kernel_accesses", 0, 1 << 40)?,
-        write_ppm: p.fraction_ppm(PARAMS, "write_fraction")?,
-        slab_pages: p.u64_in(PARAMS, "slab_pages", 1, 1 << 20)?,
-        slab_churn: p.u64_in(PARAMS, "slab_churn", 1, 1 << 30)?,
-        work: p.u64_in(PARAMS, "work", 0, 1 << 20)?,
         first_asid: u32::try_from(p.u64_in(PARAMS, "first_asid", 1, 1 << 20)?).unwrap_or(1),
         launch: LaunchState::default(),
         pending: VecDeque::new(),
+        kcfg,
         kernel,
     };
-    for k in &mut w.kernel {
-        k.left = w.kernel_accesses;
-    }
     Ok(Box::new(w))
 }
 
@@ -142,30 +121,17 @@ struct LaunchState {
 }
 
 #[derive(Debug)]
-struct KernelStream {
-    rng: Rng,
-    left: u64,
-    pages: VecDeque<Spa>,
-    since_churn: u64,
-    pending_work: bool,
-}
-
-#[derive(Debug)]
 struct SnpLaunch {
     agents: Vec<Agent>,
     guests: u64,
     guest_pages: u64,
     folio_order: u8,
     image_pages: u64,
-    kernel_accesses: u64,
-    write_ppm: u64,
-    slab_pages: u64,
-    slab_churn: u64,
-    work: u64,
     first_asid: u32,
     launch: LaunchState,
     /// Events of the launch stream already decided, in order.
     pending: VecDeque<Event>,
+    kcfg: KernelConfig,
     kernel: Vec<KernelStream>,
 }
 
@@ -263,48 +229,6 @@ impl SnpLaunch {
         }
         self.launch.page = Some(page + pages);
     }
-
-    fn step_kernel(&mut self, k: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
-        let (slab_pages, slab_churn, work, write_ppm) =
-            (self.slab_pages, self.slab_churn, self.work, self.write_ppm);
-        let ks = &mut self.kernel[k];
-        if ks.left == 0 {
-            return None;
-        }
-        if ks.pending_work {
-            ks.pending_work = false;
-            return Some(Event::Work { count: work });
-        }
-        // Replace the oldest slab page now and then; fill the working set first.
-        if (ks.pages.len() as u64) < slab_pages || ks.since_churn >= slab_churn {
-            ks.since_churn = 0;
-            if ks.pages.len() as u64 >= slab_pages
-                && let Some(old) = ks.pages.pop_front()
-            {
-                mem.free_pages(old, 0);
-                return Some(Event::PageFree { spa: old, order: 0 });
-            }
-            if let Some(spa) = mem.alloc_pages(0, AllocKind::Slab) {
-                ks.pages.push_back(spa);
-                return Some(Event::PageAlloc { spa, order: 0, kind: AllocKind::Slab });
-            }
-        }
-        if ks.pages.is_empty() {
-            ks.left = 0;
-            return None;
-        }
-        ks.left -= 1;
-        ks.since_churn += 1;
-        ks.pending_work = work > 0;
-        let n = ks.pages.len() as u64;
-        let page = ks.pages[usize::try_from(ks.rng.below(n)).unwrap_or(0)];
-        let addr = Address::Spa(Spa::new(page.raw() + ks.rng.below(64) * 64));
-        Some(if ks.rng.below(1_000_000) < write_ppm {
-            Event::Store { addr, size: 8, mt: MemType::Wb }
-        } else {
-            Event::Load { addr, size: 8 }
-        })
-    }
 }
 
 impl Workload for SnpLaunch {
@@ -319,10 +243,8 @@ impl Workload for SnpLaunch {
             }
             return self.pending.pop_front();
         }
-        if stream > self.kernel.len() {
-            return None;
-        }
-        self.step_kernel(stream - 1, mem)
+        let kcfg = &self.kcfg;
+        self.kernel.get_mut(stream - 1)?.next(kcfg, mem)
     }
 }
 
@@ -330,46 +252,8 @@ impl Workload for SnpLaunch {
 mod tests {
     use super::*;
 
-    /// A bump allocator standing in for the host's.
-    #[derive(Debug, Default)]
-    struct Bump(u64);
-    impl MemoryServices for Bump {
-        fn alloc_pages(&mut self, order: u8, _: AllocKind) -> Option<Spa> {
-            let sz = 4096u64 << order;
-            self.0 = self.0.next_multiple_of(sz);
-            let a = Spa::new(self.0 + (1 << 24));
-            self.0 += sz;
-            Some(a)
-        }
-        fn free_pages(&mut self, _: Spa, _: u8) {}
-        fn gmem_alloc(&mut self, _: u32, _: Gpa, order: u8) -> Option<Spa> {
-            self.alloc_pages(order, AllocKind::Guest)
-        }
-        fn memory_bytes(&self) -> u64 {
-            1 << 32
-        }
-        fn free_bytes(&self) -> u64 {
-            1 << 31
-        }
-    }
-
     fn drain(p: &Params, seed: u64) -> Vec<(usize, Event)> {
-        let mut w = INFO.instantiate(p, seed).unwrap();
-        let mut mem = Bump::default();
-        let n = w.agents().len();
-        let mut out = Vec::new();
-        let mut live = vec![true; n];
-        while live.iter().any(|&l| l) {
-            for (s, l) in live.iter_mut().enumerate() {
-                if *l {
-                    match w.next(s, &mut mem) {
-                        Some(e) => out.push((s, e)),
-                        None => *l = false,
-                    }
-                }
-            }
-        }
-        out
+        crate::testutil::drain(&INFO, p, seed).into_iter().map(|(s, _, e)| (s, e)).collect()
     }
 
     #[test]

@@ -1,0 +1,59 @@
+//! Workload generators alone, with no machine behind them: how fast a generator produces its
+//! events, so that a slow run can be attributed to the engine or to the generator
+//! (docs/performance.md "Generators"). The memory services are [`workloads::NullMemory`], which
+//! never runs out.
+
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sim_core::Event;
+use std::hint::black_box;
+
+/// Drain every stream round-robin; returns (events, accesses).
+fn generate(name: &str, params: &workloads::Params) -> (u64, u64) {
+    let mut w = workloads::find(name).expect("registered").instantiate(params, 1).expect("builds");
+    let mut mem = workloads::NullMemory::new(256 << 30);
+    let n = w.agents().len();
+    let mut live = n;
+    let mut done = vec![false; n];
+    let (mut events, mut accesses) = (0u64, 0u64);
+    while live > 0 {
+        for (s, d) in done.iter_mut().enumerate() {
+            if *d {
+                continue;
+            }
+            match w.next(s, &mut mem) {
+                Some(e) => {
+                    events += 1;
+                    accesses += u64::from(matches!(e, Event::Load { .. } | Event::Store { .. }));
+                    black_box(w.agent_of_last(s));
+                    black_box(&e);
+                }
+                None => {
+                    *d = true;
+                    live -= 1;
+                }
+            }
+        }
+    }
+    (events, accesses)
+}
+
+fn generators(c: &mut Criterion) {
+    let mut g = c.benchmark_group("generate");
+    g.sample_size(10);
+    // The performance target's shape (issue #4): 16 guests × 4 GiB, on the default 4 CPUs.
+    let churn =
+        workloads::Params::parse(["guests=16", "guest_memory=4G", "accesses=250000"]).unwrap();
+    for (name, params) in [("snp-churn", churn), ("snp-launch", workloads::Params::default())] {
+        let (events, accesses) = generate(name, &params);
+        eprintln!("{name}: {events} events, {accesses} accesses per iteration");
+        g.throughput(Throughput::Elements(events));
+        g.bench_function(format!("{name}/events"), |b| b.iter(|| generate(name, &params)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, generators);
+criterion_main!(benches);
