@@ -183,13 +183,22 @@ pub struct RmpCheckStage<'a> {
     rmp: &'a mut Rmp,
     lookup: Cycles,
     guest: Option<(GuestRmpContext, NestedTableCheck)>,
+    writes_at_fill: bool,
 }
 
 impl<'a> RmpCheckStage<'a> {
     /// The stage for an SNP-enabled host; `lookup` is the fixed cost per check on top of the
     /// entry read (`rmp.rmp_lookup_latency`).
     pub fn new(rmp: &'a mut Rmp, lookup: Cycles) -> RmpCheckStage<'a> {
-        RmpCheckStage { rmp, lookup, guest: None }
+        RmpCheckStage { rmp, lookup, guest: None, writes_at_fill: false }
+    }
+
+    /// Decide host writes when a read fills the TLB entry (for
+    /// `mmu.recheck_write_on_read_fill = false`): the entry is write-allowed only if the write
+    /// check on the same RMP entry passes.
+    pub fn writes_at_fill(mut self, yes: bool) -> RmpCheckStage<'a> {
+        self.writes_at_fill = yes;
+        self
     }
 
     /// The stage for the accesses of a guest vCPU.
@@ -199,7 +208,7 @@ impl<'a> RmpCheckStage<'a> {
         who: GuestRmpContext,
         nested_tables: NestedTableCheck,
     ) -> RmpCheckStage<'a> {
-        RmpCheckStage { rmp, lookup, guest: Some((who, nested_tables)) }
+        RmpCheckStage { rmp, lookup, guest: Some((who, nested_tables)), writes_at_fill: true }
     }
 
     fn host(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
@@ -222,7 +231,15 @@ impl<'a> RmpCheckStage<'a> {
         match out.check {
             RmpCheck::Ok => CheckVerdict::Allow(CheckAllow {
                 cache: CheckCache {
-                    write: if access == HostAccess::DataWrite {
+                    write: if access == HostAccess::DataWrite
+                        || (self.writes_at_fill
+                            && access == HostAccess::DataRead
+                            && self
+                                .rmp
+                                .peek_host_access(req.spa, mapping, HostAccess::DataWrite)
+                                .check
+                                == RmpCheck::Ok)
+                    {
                         WriteCheck::Allowed
                     } else {
                         WriteCheck::Unchecked
@@ -417,6 +434,8 @@ struct Cpu {
     /// loaded under: each space loaded since the last flush that removed its entries (Linux
     /// `mm_cpumask`, kept exact). The loaded space is always in it.
     cached: BTreeMap<SpaceId, BTreeSet<u16>>,
+    /// The guest VM and VMPL whose VMSA this CPU last ran (for the flush on a VMPL switch).
+    vmsa: Option<(VmId, u8)>,
 }
 
 impl Cpu {
@@ -638,6 +657,7 @@ impl Machine {
                 issue: Cycles::ZERO,
                 loaded: None,
                 cached: BTreeMap::new(),
+                vmsa: None,
             };
             cpu.keep_current();
             cpus.push(cpu);
@@ -856,7 +876,7 @@ impl Machine {
             ) => self.rmpupdate(cpu, *spa, *size, *assigned, *asid, *gpa, *immutable),
             (Event::Pvalidate { addr, size, validate }, Some(c @ Context::Guest { vm, .. })) => {
                 let op = GuestRmpOp::Pvalidate { size: *size, validate: *validate };
-                self.guest_rmp_instr(c, vm, *addr, op)
+                self.guest_rmp_instr(cpu, c, vm, *addr, op)
             }
             (
                 Event::RmpAdjust { addr, size, vmpl, perms, vmsa },
@@ -864,7 +884,7 @@ impl Machine {
             ) => {
                 let op =
                     GuestRmpOp::Rmpadjust { size: *size, vmpl: *vmpl, perms: perms.0, vmsa: *vmsa };
-                self.guest_rmp_instr(c, vm, *addr, op)
+                self.guest_rmp_instr(cpu, c, vm, *addr, op)
             }
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
@@ -1456,7 +1476,8 @@ impl Machine {
             let mut lat =
                 Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
             let o = {
-                let mut chk = RmpCheckStage::new(&mut self.rmp, lookup);
+                let mut chk = RmpCheckStage::new(&mut self.rmp, lookup)
+                    .writes_at_fill(!self.cfg.mmu.recheck_write_on_read_fill);
                 self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
             };
             if pid.is_none() && matches!(ctx, Context::HostKernel) && o.walked() {
@@ -1663,6 +1684,20 @@ impl Machine {
     /// RMP faults), or #VC 0x404.
     fn guest_rmp_instr(
         &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: Address,
+        op: GuestRmpOp,
+    ) -> Outcome {
+        self.switch_vmsa(cpu, vm, ctx);
+        self.retrying(|m| m.guest_rmp_instr_once(cpu, ctx, vm, addr, op))
+    }
+
+    /// One attempt of [`Machine::guest_rmp_instr`]; an exit KVM handles asks for a retry.
+    fn guest_rmp_instr_once(
+        &mut self,
+        cpu: usize,
         ctx: Context,
         vm: VmId,
         addr: Address,
@@ -1701,6 +1736,9 @@ impl Machine {
             mmu_model::GuestTranslation::Translated { spa, gpa, .. } => (spa, gpa),
             mmu_model::GuestTranslation::Fault(f) => {
                 let (kind, code) = guest_fault_code(&f);
+                if let GuestFault::Npf(n) = f {
+                    return self.exit_to_kvm(cpu, vm, &n, latency);
+                }
                 return self.fault(kind, code, Disposition::Raised, latency);
             }
             mmu_model::GuestTranslation::NonCanonical { .. } => {
@@ -1754,7 +1792,8 @@ impl Machine {
                             | NpfExitInfo1::PRESENT
                             | NpfExitInfo1::USER
                             | NpfExitInfo1::GUEST_FINAL;
-                        self.fault(FaultKind::Npf, bits.bits(), Disposition::Raised, latency)
+                        let n = mmu_model::NpfExit { info1: bits, gpa };
+                        self.exit_to_kvm(cpu, vm, &n, latency)
                     }
                 }
             }
@@ -2102,6 +2141,7 @@ impl Machine {
             self.not_modelled(&format!("guest access: {}", e.category()));
             return Outcome::default();
         }
+        self.switch_vmsa(cpu, vm, ctx);
         self.per_page(first, size, |m, at| {
             let a = if physical {
                 GuestAddr::Physical(Gpa::new_truncate(at))
@@ -2144,28 +2184,61 @@ impl Machine {
         }
     }
 
-    /// One page of a vCPU access, retried after each exit KVM handles (up to
-    /// [`kvm::MAX_RETRIES`] times): the outcome carries the first handled exit (disposition
-    /// `handled`), the costs of every attempt, and is serializing.
-    fn guest_access_retrying(
+    /// A CPU that runs another VMPL of the same guest than it ran last runs another VMSA; the
+    /// guest's TLB entries of this CPU are flushed, so that translations (and the RMP results
+    /// they keep, VMPL permissions included) filled at one VMPL never serve another. Model
+    /// reading of APM Vol. 2 §15.36.15 (hardware tracks the VMSA a guest TLB entry was made
+    /// under, TLB_ID/PCPU_ID, and flushes when needed): **UNCONFIRMED** whether hardware tags
+    /// entries by VMPL instead of flushing.
+    fn switch_vmsa(&mut self, cpu: usize, vm: VmId, ctx: Context) {
+        let vmpl = match ctx {
+            Context::Guest { level: PrivLevel::Vmpl(v), .. } => v,
+            Context::Guest { level: PrivLevel::Vtl(_), .. }
+            | Context::HostKernel
+            | Context::HostProcess(_) => 0,
+        };
+        let prev = self.cpus[cpu].vmsa.replace((vm, vmpl));
+        if matches!(prev, Some((pvm, pl)) if pvm == vm && pl != vmpl) {
+            let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
+            self.tlb_flushes += 1;
+            self.tlb_invalidated +=
+                self.cpus[cpu].mmu.svm_tlb_control(asid, TlbControl::FlushAsid).tlb;
+        }
+    }
+
+    /// An exit to KVM (#NPF): handled (the caller retries) or raised.
+    fn exit_to_kvm(
         &mut self,
         cpu: usize,
-        ctx: Context,
         vm: VmId,
-        addr: GuestAddr,
-        kind: AccessKind,
+        n: &mmu_model::NpfExit,
+        cost: Cycles,
     ) -> Outcome {
+        let code = n.info1.bits();
+        if let Some(extra) = self.kvm_handle_npf(cpu, vm, n) {
+            let mut out = self.fault(FaultKind::Npf, code, Disposition::Handled, cost + extra);
+            out.retry = true;
+            return out;
+        }
+        self.fault(FaultKind::Npf, code, Disposition::Raised, cost)
+    }
+
+    /// Run `attempt` until it completes without asking for a retry (an exit KVM handled), at
+    /// most [`kvm::MAX_RETRIES`] + 1 times. The outcome carries the costs of every attempt, is
+    /// serializing once an exit was handled, and reports what the guest finally got (e.g. #VC
+    /// after a fault-in) or, when the retry completed, the first exit KVM handled.
+    fn retrying(&mut self, mut attempt: impl FnMut(&mut Machine) -> Outcome) -> Outcome {
         let mut first: Option<FaultInfo> = None;
         let mut spent = Cycles::ZERO;
-        for _ in 0..kvm::MAX_RETRIES {
-            let o = self.guest_access_page(cpu, ctx, vm, addr, kind);
-            if !o.retry {
+        for i in 0..=kvm::MAX_RETRIES {
+            let o = attempt(self);
+            if !o.retry || i == kvm::MAX_RETRIES {
                 if first.is_none() {
                     return o;
                 }
                 return Outcome {
-                    fault: first,
-                    rc: None,
+                    fault: o.fault.or(first),
+                    rc: o.rc,
                     cost: spent + o.cost,
                     timing: Timing::Serial,
                     retry: false,
@@ -2174,9 +2247,19 @@ impl Machine {
             first = first.or(o.fault);
             spent += o.cost;
         }
-        // No progress: the last exit stands, raised.
-        let o = self.guest_access_page(cpu, ctx, vm, addr, kind);
-        Outcome { cost: spent + o.cost, retry: false, timing: Timing::Serial, ..o }
+        unreachable!("the last attempt returns")
+    }
+
+    /// One page of a vCPU access, retried after each exit KVM handles.
+    fn guest_access_retrying(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: GuestAddr,
+        kind: AccessKind,
+    ) -> Outcome {
+        self.retrying(|m| m.guest_access_page(cpu, ctx, vm, addr, kind))
     }
 
     fn guest_access_page(
@@ -2284,12 +2367,8 @@ impl Machine {
         // A #NPF goes to KVM ([`kvm`]): when it handles the exit the access retries. Every
         // other guest fault is raised: a #PF, #GP or #VC to the guest; an EPT violation to the
         // hypervisor (TDX's handling comes with tdx-model).
-        if let GuestAccessResult::Fault(GuestFault::Npf(n)) = o.result
-            && let Some(extra) = self.kvm_handle_npf(cpu, vm, &n)
-        {
-            let mut out = self.fault(fkind, code, Disposition::Handled, cost + extra);
-            out.retry = true;
-            return out;
+        if let GuestAccessResult::Fault(GuestFault::Npf(n)) = o.result {
+            return self.exit_to_kvm(cpu, vm, &n, cost);
         }
         self.fault(fkind, code, Disposition::Raised, cost)
     }

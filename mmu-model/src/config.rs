@@ -70,8 +70,10 @@ impl<'de> serde::Deserialize<'de> for CbitSetting {
 #[serde(deny_unknown_fields, default)]
 pub struct MmuConfig {
     /// Whether a write hitting a TLB entry that a read filled runs the write check first
-    /// (spec/snp.md §2.4 model suggestion; hardware behaviour UNCONFIRMED). `false`: the
-    /// read's fill result is trusted for writes.
+    /// (spec/snp.md §2.4 model suggestion; hardware behaviour UNCONFIRMED). `false`: the check
+    /// stage decides writes when the read fills the entry (from the same RMP entry read), and a
+    /// write through an entry whose fill-time write check failed walks again and faults — a
+    /// write never completes unchecked (the security rule of §2.4).
     pub recheck_write_on_read_fill: bool,
     /// C-bit position (`CPUID 8000_001F EBX[5:0]`, AMD APM Vol. 2 §15.34.1), or `"none"`.
     pub cbit_pos: CbitSetting,

@@ -475,7 +475,7 @@ const fn fast_index(kind: AccessKind, privilege: Privilege) -> usize {
 
 /// The fast path's usability table for `controls` (see [`Mmu::fast_ok`]): the same decision
 /// as the general path's, tabulated.
-fn fast_ok_table(controls: PagingControls, recheck: bool) -> [u64; 6] {
+fn fast_ok_table(controls: PagingControls) -> [u64; 6] {
     let mut t = [0u64; 6];
     for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
         for privilege in [Privilege::Supervisor, Privilege::User] {
@@ -484,8 +484,10 @@ fn fast_ok_table(controls: PagingControls, recheck: bool) -> [u64; 6] {
                 let perms =
                     Perms { readable: bit(0), writable: bit(1), user: bit(2), executable: bit(3) };
                 let (dirty, allowed) = (bit(4), bit(5));
+                // A write hit is fast only when its check passed (`allowed`); otherwise the
+                // general path re-checks it or walks again.
                 let ok = permits(perms, kind, privilege, controls)
-                    && (kind != AccessKind::Write || (dirty && (allowed || !recheck)));
+                    && (kind != AccessKind::Write || (dirty && allowed));
                 if ok {
                     t[fast_index(kind, privilege)] |= 1 << s;
                 }
@@ -542,7 +544,7 @@ impl Mmu {
             oracle: None,
             stats: MmuStats::default(),
             va_shift: 64 - cr3.paging.va_bits(),
-            fast_ok: fast_ok_table(PagingControls::default(), cfg.recheck_write_on_read_fill),
+            fast_ok: fast_ok_table(PagingControls::default()),
         })
     }
 
@@ -581,7 +583,7 @@ impl Mmu {
     /// flush is implied.
     pub fn set_controls(&mut self, c: PagingControls) {
         self.controls = c;
-        self.fast_ok = fast_ok_table(c, self.recheck_write_on_read_fill);
+        self.fast_ok = fast_ok_table(c);
     }
 
     /// The TLB hierarchy.
@@ -861,8 +863,14 @@ impl Mmu {
         out.cost = look.latency;
         if let Some(hit) = look.hit {
             // A write through a clean entry re-walks to set D (SDM Vol. 3A §4.8).
+            // With `recheck_write_on_read_fill` off the checker decided writes at fill time:
+            // an `Unchecked` entry then failed the write check, and a write through it walks
+            // again (and meets the check). A write never completes unchecked.
             let usable = permits(hit.perms, req.kind, req.privilege, self.controls)
-                && (req.kind != AccessKind::Write || hit.dirty);
+                && (req.kind != AccessKind::Write || hit.dirty)
+                && !(req.kind == AccessKind::Write
+                    && hit.cache.write == WriteCheck::Unchecked
+                    && !self.recheck_write_on_read_fill);
             if usable {
                 self.count_hit(look.level);
                 out.path = AccessPath::TlbHit;
@@ -1164,9 +1172,11 @@ impl Mmu {
             let usable = nested_ok
                 && permits(hit.perms, req.kind, req.privilege, gctx.controls())
                 && (req.kind != AccessKind::Write || hit.dirty)
-                && !(req.kind == AccessKind::Write
-                    && hit.cache.write == WriteCheck::Unchecked
-                    && self.recheck_write_on_read_fill);
+                // A write never completes through an entry whose write check has not passed:
+                // the TLB keeps no GPA to re-check on a hit, so it re-walks (with
+                // `recheck_write_on_read_fill` off the checker decided writes at fill time,
+                // and `Unchecked` then means they failed).
+                && !(req.kind == AccessKind::Write && hit.cache.write == WriteCheck::Unchecked);
             if usable {
                 self.count_hit(look.level);
                 out.path = AccessPath::TlbHit;

@@ -109,8 +109,9 @@ fn is_word(s: &str) -> bool {
     !s.is_empty() && !s.contains('#') && !s.chars().any(char::is_whitespace)
 }
 
-/// The section keywords of header settings.
-pub(crate) const SECTIONS: [&str; 3] = ["machine", "host", "vm"];
+/// The section keywords of header settings: the configuration sections a scenario may set
+/// (`machine`, `host`, `mmu`, `rmp`, `cache`, as `ccsim presets` lists their fields) and `vm`.
+pub(crate) const SECTIONS: [&str; 6] = ["machine", "host", "mmu", "rmp", "cache", "vm"];
 
 pub(crate) fn setting(s: &Setting) -> Result<(), ErrorKind> {
     let Some(section) = SECTIONS.iter().copied().find(|&k| k == s.section) else {

@@ -11,8 +11,9 @@ use sim_core::{Agent, Check, Cycles, Event, Record, Setting, StateItem, TimedEve
 use std::collections::BTreeMap;
 
 /// Every word that can start a line other than an agent or a cycle stamp.
-pub(crate) const LINE_KEYWORDS: [&str; 8] =
-    ["version", "machine", "host", "vm", "state", "expect", "program", "end"];
+pub(crate) const LINE_KEYWORDS: [&str; 11] = [
+    "version", "machine", "host", "mmu", "rmp", "cache", "vm", "state", "expect", "program", "end",
+];
 
 /// A line error with its byte column (1-based) in the line.
 #[derive(Debug)]
@@ -100,7 +101,7 @@ impl Parser {
         }
         self.seen_content = true;
         let rec = match first.text {
-            kw @ ("machine" | "host" | "vm" | "state") => {
+            kw @ ("machine" | "host" | "mmu" | "rmp" | "cache" | "vm" | "state") => {
                 // The keyword as a `'static` word for messages.
                 let what = LINE_KEYWORDS.iter().copied().find(|&k| k == kw).unwrap_or("state");
                 self.header(first.col, what)?;
