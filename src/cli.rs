@@ -3,6 +3,7 @@
 
 use crate::config::{ConfigBuilder, DEFAULT_PRESET, PRESETS, all_field_docs, value_of};
 use crate::engine::{self, ConfigLayers, Input, RunOptions};
+use crate::host::config::PhysmapPolicy;
 use crate::input;
 use clap::{Parser, Subcommand};
 use sim_core::config::Source;
@@ -74,7 +75,10 @@ struct RunArgs {
     /// Preset (see `ccsim presets`).
     #[arg(long)]
     preset: Option<String>,
-    /// Physmap policy: none, split-on-assign (shorthand for --set host.policy=P).
+    /// Physmap policy (shorthand for --set host.policy=P): none, split-on-assign,
+    /// split-on-fault, split-on-fault-kernel, adjust-direct-map, presplit-4k, unmap-private,
+    /// gmem-no-direct-map, coalesce-on-shared. Several (comma-separated) or `all` run the
+    /// input once per policy and print a comparison table (ratios to the first).
     #[arg(long)]
     policy: Option<String>,
     /// Override any configuration field: section.key=value (repeatable).
@@ -179,8 +183,13 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         layers.files.push((text, f.display().to_string()));
     }
-    if let Some(p) = &a.policy {
-        layers.sets.push(format!("host.policy={p}"));
+    let policies: Vec<String> = match a.policy.as_deref() {
+        None => Vec::new(),
+        Some("all") => PhysmapPolicy::ALL.iter().map(|p| p.name().to_owned()).collect(),
+        Some(list) => list.split(',').map(|p| p.trim().to_owned()).collect(),
+    };
+    if policies.len() == 1 {
+        layers.sets.push(format!("host.policy={}", policies[0]));
     }
     layers.sets.extend(a.sets.iter().cloned());
     // Fail fast on a bad preset, file or override, before reading any input.
@@ -199,6 +208,9 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let opts = RunOptions { seed: a.seed, record: a.record.clone() };
+    if policies.len() > 1 {
+        return run_policies(&a, &layers, &input, &opts, &policies);
+    }
     let out = engine::run(&layers, &input, &opts)?;
     let failed = out.expectations.iter().filter(|e| !e.passed).count();
     if !out.expectations.is_empty() && !a.quiet {
@@ -215,6 +227,40 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !a.quiet {
         print!("{}", out.report.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --policy a,b,…`: the same input once per policy; a comparison table on stdout, and
+/// with `--json` an object of the reports keyed by policy.
+fn run_policies(
+    a: &RunArgs,
+    layers: &ConfigLayers,
+    input: &Input,
+    opts: &RunOptions,
+    policies: &[String],
+) -> anyhow::Result<ExitCode> {
+    if a.record.is_some() || a.csv.is_some() {
+        anyhow::bail!("--record and --csv take one run: give one --policy (or use --json)");
+    }
+    let mut runs = Vec::new();
+    for p in policies {
+        let mut l = layers.clone();
+        l.sets.insert(0, format!("host.policy={p}"));
+        let out = engine::run(&l, input, opts).map_err(|e| anyhow::anyhow!("policy {p}: {e:#}"))?;
+        runs.push((p.clone(), out.report));
+    }
+    if let Some(p) = &a.json {
+        let map: serde_json::Map<String, serde_json::Value> = runs
+            .iter()
+            .map(|(k, r)| Ok((k.clone(), serde_json::to_value(r)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(map))?;
+        text.push('\n');
+        write_atomic(p, text.as_bytes())?;
+    }
+    if !a.quiet {
+        print!("{}", crate::compare::table(&runs));
     }
     Ok(ExitCode::SUCCESS)
 }

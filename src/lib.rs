@@ -7,6 +7,7 @@
 #![deny(clippy::iter_over_hash_type)]
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod host;

@@ -707,6 +707,11 @@ impl Machine {
         Ok(())
     }
 
+    /// The RMP (for checks and property tests).
+    pub fn rmp(&self) -> &Rmp {
+        &self.rmp
+    }
+
     /// Logical CPUs.
     pub fn cpus(&self) -> u32 {
         self.cfg.machine.cpus
@@ -1402,9 +1407,13 @@ impl Machine {
         }
         let (va, pid, privilege) = match (ctx, addr) {
             (Context::HostKernel, Address::Spa(s)) if s.raw() < self.dm.end() => {
+                self.accesses.kernel += 1;
                 (dm_va(s), None, Privilege::Supervisor)
             }
-            (Context::HostKernel, Address::Hva(v)) => (v, None, Privilege::Supervisor),
+            (Context::HostKernel, Address::Hva(v)) => {
+                self.accesses.kernel += 1;
+                (v, None, Privilege::Supervisor)
+            }
             (Context::HostProcess(p), Address::Hva(v)) => (v, Some(p), Privilege::User),
             (Context::HostProcess(_), Address::Spa(s)) if s.raw() < self.dm.end() => {
                 (dm_va(s), None, Privilege::Supervisor)
@@ -1450,6 +1459,9 @@ impl Machine {
                 let mut chk = RmpCheckStage::new(&mut self.rmp, lookup);
                 self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
             };
+            if pid.is_none() && matches!(ctx, Context::HostKernel) && o.walked() {
+                self.accesses.kernel_dtlb_misses += 1;
+            }
             cost += o.cost;
             let rmp = lat.check + lookup.times(o.check_reads.len() as u64);
             self.cycles.walk += lat.walk;
@@ -1623,6 +1635,15 @@ impl Machine {
             return self.after_rmp_change(RmpReturn::FailInput, lat, (spa, 0)).with_cost(cost);
         };
         let rc = self.rmp.rmpupdate(Executor::Hypervisor, spa, &input);
+        if rc == RmpReturn::FailOverlap {
+            // Linux's rmpupdate() retries while the instruction returns FAIL_OVERLAP, expecting
+            // firmware's brief 2M-range locks to clear (arch/x86/virt/svm/sev.c). The model has
+            // no transient overlaps: this one is permanent, and a host would spin forever. The
+            // run reports it instead of hanging (spec/snp.md §3.2).
+            self.not_modelled(
+                "rmpupdate FAIL_OVERLAP that never clears (Linux's retry loop would spin forever)",
+            );
+        }
         let after = if rc == RmpReturn::Success {
             self.policy_after_rmpupdate(cpu, spa, size, assigned)
         } else {
@@ -2438,6 +2459,7 @@ impl Machine {
         let acc = self.accesses.total();
         #[allow(clippy::cast_precision_loss)]
         let derived = report::Derived {
+            kernel_dtlb_mpka: self.accesses.kernel_mpka(),
             dtlb_mpka: if acc == 0 {
                 0.0
             } else {

@@ -37,12 +37,26 @@ pub struct AccessCounts {
     pub dma_reads: u64,
     /// DMA writes.
     pub dma_writes: u64,
+    /// Host-kernel accesses (of the loads, stores and fetches above).
+    pub kernel: u64,
+    /// Host-kernel page translations that missed every TLB level (walks).
+    pub kernel_dtlb_misses: u64,
 }
 
 impl AccessCounts {
     /// All accesses.
     pub fn total(&self) -> u64 {
         self.loads + self.stores + self.fetches + self.dma_reads + self.dma_writes
+    }
+
+    /// Host-kernel TLB misses per 1000 host-kernel accesses.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn kernel_mpka(&self) -> f64 {
+        if self.kernel == 0 {
+            0.0
+        } else {
+            self.kernel_dtlb_misses as f64 * 1000.0 / self.kernel as f64
+        }
     }
 }
 
@@ -223,6 +237,8 @@ pub struct CycleCounts {
 pub struct Derived {
     /// DTLB misses per 1000 accesses.
     pub dtlb_mpka: f64,
+    /// Host-kernel TLB misses per 1000 host-kernel accesses.
+    pub kernel_dtlb_mpka: f64,
     /// Cycles per access (total cycles / accesses).
     pub cycles_per_access: f64,
 }

@@ -980,3 +980,89 @@ mod overlap {
         assert!(four * 4 >= total, "{four} * 4 < {total}");
     }
 }
+
+/// Invariants of issue #4 as properties: whatever the physmap policy and the TLB reading of
+/// RMP updates (`rmp.tlb_on_update`), no host write ever completes to an assigned page
+/// (AMD APM Vol. 2 Table 15-39, host row: a write to a page that is not hypervisor-owned is
+/// an RMP #PF; stale TLB entries must not let one through).
+mod invariants {
+    use ccsim::config::ConfigBuilder;
+    use ccsim::host::config::PhysmapPolicy;
+    use ccsim::machine::Machine;
+    use proptest::prelude::*;
+    use sim_core::Record;
+
+    /// Host pages the ops touch: 8 pages in each of two 2M regions well above the kernel's
+    /// reserved low memory of the `tiny` preset (64 MiB).
+    fn page(i: u8) -> u64 {
+        let region = 0x200_0000 + u64::from(i / 8) * 0x20_0000;
+        region + u64::from(i % 8) * 0x1000 * 61
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Assign(u8, bool),
+        Unassign(u8, bool),
+        Psmash(u8),
+        Load(u8, u8),
+        Store(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..16, any::<bool>()).prop_map(|(p, big)| Op::Assign(p, big)),
+            (0u8..16, any::<bool>()).prop_map(|(p, big)| Op::Unassign(p, big)),
+            (0u8..16).prop_map(Op::Psmash),
+            (0u8..16, 0u8..2).prop_map(|(p, c)| Op::Load(p, c)),
+            (0u8..16, 0u8..2).prop_map(|(p, c)| Op::Store(p, c)),
+        ]
+    }
+
+    fn line(o: &Op) -> String {
+        let base = |p: u8, big: bool| if big { page(p) & !0x1f_ffff } else { page(p) };
+        match *o {
+            Op::Assign(p, big) => format!(
+                "c0 host rmpupdate spa={:#x} size={} assigned asid=5 gpa={:#x}",
+                base(p, big),
+                if big { "2M" } else { "4K" },
+                base(p, big)
+            ),
+            Op::Unassign(p, big) => format!(
+                "c0 host rmpupdate spa={:#x} size={}",
+                base(p, big),
+                if big { "2M" } else { "4K" }
+            ),
+            Op::Psmash(p) => format!("c0 host psmash spa={:#x}", page(p) & !0x1f_ffff),
+            Op::Load(p, c) => format!("c{c} host load phys:{:#x} 8", page(p)),
+            Op::Store(p, c) => format!("c{c} host store phys:{:#x} 8", page(p)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn no_host_write_completes_to_an_assigned_page(
+            ops in proptest::collection::vec(op(), 1..60),
+            policy in 0usize..PhysmapPolicy::ALL.len(),
+            coherent in any::<bool>(),
+        ) {
+            let policy = PhysmapPolicy::ALL[policy];
+            let mut b = ConfigBuilder::from_preset("tiny").unwrap();
+            b.set(&format!("host.policy={}", policy.name()), "test").unwrap();
+            let tlb = if coherent { "coherent" } else { "global-flush" };
+            b.set(&format!("rmp.tlb_on_update={tlb}"), "test").unwrap();
+            let mut m = Machine::new(b.build().unwrap(), &[], false).unwrap();
+            let text: String = ops.iter().map(|o| line(o) + "\n").collect();
+            for l in traces::ccs::parse_str(&text, "ops.ccs").unwrap() {
+                let Record::Event(te) = l.record else { continue };
+                let store = matches!(te.event, sim_core::Event::Store { .. });
+                let out = m.exec(&te);
+                if let (true, None, sim_core::Event::Store { addr, .. }) = (store, out.fault, &te.event) {
+                    let sim_core::Address::Spa(spa) = *addr else { unreachable!() };
+                    let e = m.rmp().entry(spa);
+                    prop_assert!(!e.assigned, "{policy:?} {tlb}: store to {spa} completed on an assigned page\n{text}");
+                }
+            }
+        }
+    }
+}

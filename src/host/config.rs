@@ -36,6 +36,7 @@ pub enum PhysmapPolicy {
     /// measured ("no significant benefit" for 2M-THP-backed guests). Modelled as a direct map
     /// built with 4K leaves (as `debug_pagealloc`/`rodata=full` kernels map it), so no split is
     /// counted.
+    #[serde(rename = "presplit-4k")]
     Presplit4k,
     /// Part2 v6 07/49 / RFC v8 15/56 (2022–2023): pages are removed from the direct map
     /// (`set_direct_map_invalid_noflush` per page of the RMP level, then a kernel-range flush)
