@@ -3,7 +3,9 @@
 //!
 //! Every access goes through `Mmu::access_into` / `Mmu::guest_access_into` (the outcome reused
 //! across accesses, as a simulation loop would) with the check stage off (`NoCheck`) and walk
-//! references priced by `FlatLatency` (no data-cache model on the path).
+//! references priced by `FlatLatency` (no data-cache model on the path), except
+//! `walk_4level/cache`, which prices them through the cache model (`CacheHierarchy`, default
+//! preset) as the engine does.
 //!
 //! `TRANSLATE_DIRECTMAP=0` skips the 1 TiB build (it takes seconds and over a GiB of RSS
 //! without the compact table-page storage).
@@ -13,10 +15,11 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mmu_model::{
-    AccessKind, AccessOutcome, AccessRequest, Cr3, FlatLatency, GuestAccessOutcome,
-    GuestAccessRequest, GuestAddr, GuestContext, GuestMemory, GuestPageTable, GuestPaging,
-    LeafAttrs, LinearFrames, Mmu, MmuConfig, NestedContext, NestedKind, NoCheck, NptTable,
-    PageTable, Paging, PagingControls, PhysMemTables, Privilege, PteFlags, PteFormat, TlbTag,
+    AccessKind, AccessOutcome, AccessRequest, CacheConfig, CacheHierarchy, Cr3, FlatLatency,
+    GuestAccessOutcome, GuestAccessRequest, GuestAddr, GuestContext, GuestMemory, GuestPageTable,
+    GuestPaging, LeafAttrs, LinearFrames, Mmu, MmuConfig, NestedContext, NestedKind, NoCheck,
+    NptTable, PageTable, Paging, PagingControls, PhysMemTables, Privilege, PteFlags, PteFormat,
+    TlbTag,
 };
 use sim_core::{Context, Gpa, Gva, Hva, PageSize, PrivLevel, Spa};
 use std::hint::black_box;
@@ -152,7 +155,29 @@ fn walks_4level(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("default", "4096x4K"), |b| {
         b.iter(|| black_box(run_host(&mut h)))
     });
+    // The same walks with every reference priced through the cache model (default preset,
+    // one CPU), as the engine prices them: the "through the cache model".
+    let mut caches = CacheHierarchy::new(&CacheConfig::default(), 1).expect("preset is valid");
+    run_cached(&mut h, &mut caches);
+    let (w0, r0) = (h.mmu.stats().walks.total(), h.mmu.stats().walk_reads);
+    run_cached(&mut h, &mut caches);
+    assert_eq!(h.mmu.stats().walks.total() - w0, 4096, "every access walks");
+    assert_eq!(h.mmu.stats().walk_reads - r0, 4 * 4096, "4 references each");
+    g.bench_function(BenchmarkId::new("cache", "4096x4K"), |b| {
+        b.iter(|| black_box(run_cached(&mut h, &mut caches)))
+    });
     g.finish();
+}
+
+/// [`run_host`] with walk references priced by CPU 0 of `caches`.
+fn run_cached(h: &mut Host, caches: &mut CacheHierarchy) -> u64 {
+    let mut sum = 0;
+    let mut lat = caches.cpu(0);
+    for r in &h.reqs {
+        h.mmu.access_into(&mut h.tables, &mut NoCheck, &mut lat, r, &mut h.out);
+        sum += h.out.cost.get();
+    }
+    sum
 }
 
 struct Guest {

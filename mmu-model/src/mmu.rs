@@ -8,10 +8,11 @@
 
 use crate::addr::PagedAddr;
 use crate::check::{
-    CheckRequest, CheckTarget, CheckVerdict, CheckWork, MAX_GUEST_CHECK_READS, TranslationCheck,
-    WriteCheck,
+    CheckAllow, CheckRequest, CheckTarget, CheckVerdict, CheckWork, MAX_GUEST_CHECK_READS,
+    TranslationCheck, WriteCheck,
 };
 use crate::config::MmuConfig;
+use crate::entry::PagingEntry;
 use crate::fault::GuestFault;
 use crate::hierarchy::{HierarchyGeometry, TlbHierarchy, TlbLevelId, TlbLookup};
 use crate::inval::PendingInvalidation;
@@ -26,9 +27,9 @@ use crate::pwc::Pwc;
 use crate::tables::PhysMemTables;
 use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
-    AccessKind, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
-    Translation, WalkContext, WalkRefs, WalkRequest, WalkStart, permits, plan_checked_into,
-    walk_checked_functional, walk_functional,
+    AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
+    Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
+    fast_walk_x86, permits, plan_checked_into, walk_checked_functional, walk_functional,
 };
 use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
@@ -434,6 +435,8 @@ pub struct Mmu {
     cpu: CpuId,
     recheck_write_on_read_fill: bool,
     format: PteFormat,
+    /// `format`'s masks for the fast walk.
+    masks: X86Masks,
     controls: PagingControls,
     cr3: Cr3,
     tlbs: TlbHierarchy,
@@ -520,6 +523,7 @@ impl Mmu {
             cpu,
             recheck_write_on_read_fill: cfg.recheck_write_on_read_fill,
             format: cfg.pte_format(),
+            masks: X86Masks::new(cfg.pte_format()),
             controls: PagingControls::default(),
             cr3,
             tlbs: TlbHierarchy::new(&g, &rng.fork(1))?,
@@ -907,6 +911,24 @@ impl Mmu {
         let ctx = self.ctx();
         let start = self.pwc.lookup::<Spa>(req.va.raw(), tag, None, ctx.paging.top());
         out.cost += self.pwc.probe_latency();
+        // The common walk (no check stage, nothing to fault or to set) skips the plan.
+        if checker.allows_everything()
+            && let Some(w) = fast_walk_x86(
+                tables,
+                start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
+                ctx.format,
+                &self.masks,
+                req.va.raw(),
+                req.kind,
+                req.privilege,
+                ctx.controls,
+            )
+        {
+            self.fast_walk_done(req, &w, lat, out);
+            self.oracle_host(tables, req, out);
+            self.finish(out);
+            return;
+        }
         let wreq = WalkRequest {
             va: req.va,
             access: req.kind,
@@ -961,6 +983,57 @@ impl Mmu {
         }
         self.oracle_host(tables, req, out);
         self.finish(out);
+    }
+
+    /// The rest of a walk [`fast_walk_x86`] made: what the general path does for the same
+    /// walk (its references priced, the TLB and PWC fills, the counters), without a plan.
+    fn fast_walk_done<L: CacheLatency + ?Sized>(
+        &mut self,
+        req: &AccessRequest,
+        w: &FastWalk,
+        lat: &mut L,
+        out: &mut AccessOutcome,
+    ) {
+        let (va, tag) = (req.va.raw(), self.cr3.tag);
+        for i in 0..w.n {
+            let addr = Spa::new_truncate(w.addrs[i]);
+            out.refs.push(WalkRef {
+                addr,
+                level: w.level(i),
+                kind: RefKind::Read,
+                stage: Stage::Native,
+            });
+        }
+        self.work.clear();
+        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        let (leaf, size) = (w.leaf(), w.size);
+        let installed = self.tlbs.fill(
+            va,
+            tag,
+            None,
+            req.kind,
+            &TlbFill {
+                frame: Spa::new_truncate(w.pa.raw() & !(size.bytes() - 1)),
+                size,
+                perms: w.perms,
+                nested_perms: Perms::ALL,
+                global: leaf.flags().contains(PteFlags::GLOBAL),
+                dirty: leaf.flags().contains(PteFlags::DIRTY),
+                cache: CheckAllow::WRITE_OK.cache,
+            },
+        );
+        if self.pwc.exists() {
+            // Cache the non-leaf entries, with the rights combined down to each.
+            let mut perms = w.start_perms;
+            for i in 0..w.n - 1 {
+                let e = X86Pte::new(w.entries[i]);
+                perms = perms.and(e.rights());
+                let next: Spa = e.table_addr(self.format);
+                self.pwc.fill(va, tag, None, w.level(i), next.raw(), perms);
+            }
+        }
+        self.stats.walks[size] += 1;
+        out.result = AccessResult::Translated { spa: w.pa, size: installed };
     }
 
     #[inline]
@@ -1608,6 +1681,79 @@ mod tests {
         let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
         let lat = FlatLatency { per_ref: cfg.walk_ref_latency };
         (tables, Mmu::new(0, &cfg, cr3).unwrap(), lat)
+    }
+
+    /// Every access of a mix (hits, cold walks, A/D updates, faults, user and supervisor,
+    /// 4K and 2M pages) on two copies of one machine: one without a check stage (the common
+    /// walk takes the fast path) and one whose check stage allows everything through the
+    /// general path. Outcomes, counters and the tables must agree; with and without
+    /// paging-structure caches.
+    #[test]
+    fn fast_walk_agrees_with_the_general_path() {
+        /// Allows everything, but through the checks (not `allows_everything`).
+        struct AllowByCheck;
+        impl TranslationCheck for AllowByCheck {
+            fn check(&mut self, _req: &CheckRequest, _work: &mut CheckWork) -> CheckVerdict {
+                CheckVerdict::Allow(CheckAllow::WRITE_OK)
+            }
+        }
+        // Kernel 4K (A/D clear, global), kernel 2M, a user 4K page (A/D set), none elsewhere.
+        let machine = |cfg: &MmuConfig| {
+            let mut t = PhysMemTables::new();
+            let mut frames: LinearFrames =
+                LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+            let table = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER;
+            let mut pt: PageTable =
+                PageTable::new(&mut t, &mut frames, Paging::FourLevel, cfg.pte_format(), table)
+                    .unwrap();
+            let rw = LeafAttrs::new(PteFlags::WRITABLE | PteFlags::GLOBAL);
+            let u = LeafAttrs::new(PteFlags::USER | PteFlags::ACCESSED | PteFlags::DIRTY);
+            for (va, pa, size, attrs) in [
+                (VA, 0x5000, PageSize::K4, rw),
+                (0xffff_8880_0020_0000, 0x20_0000, PageSize::M2, rw),
+                (0x40_0000, 0x9000, PageSize::K4, u),
+            ] {
+                pt.map(&mut t, &mut frames, Hva::new(va), Spa::new(pa), size, attrs)
+                    .unwrap()
+                    .ignore(); // fresh mapping
+            }
+            let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+            (t, Mmu::new(0, cfg, cr3).unwrap())
+        };
+        let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
+        for cfg in [MmuConfig::default(), MmuConfig::zen4()] {
+            let (mut t1, mut m1) = machine(&cfg);
+            let (mut t2, mut m2) = machine(&cfg);
+            let user = 0x40_0000;
+            let vas = [VA + 8, 0xffff_8880_0020_0123, VA + 0x1000, user + 16, 0x1234, 1 << 63];
+            for round in 0..3 {
+                for &va in &vas {
+                    for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
+                        for privilege in [Privilege::Supervisor, Privilege::User] {
+                            let req = AccessRequest {
+                                privilege,
+                                ..AccessRequest::kernel(Hva::new(va), kind)
+                            };
+                            let a = m1.access(&mut t1, &mut NoCheck, &mut lat, &req);
+                            let b = m2.access(&mut t2, &mut AllowByCheck, &mut lat, &req);
+                            assert_eq!(a, b, "round {round} {req:?}");
+                            if round > 0 {
+                                // Walk again next time (the PWCs stay).
+                                m1.tlb_mut().flush(FlushScope::All);
+                                m2.tlb_mut().flush(FlushScope::All);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(m1.stats(), m2.stats());
+            assert_eq!(m1.tlb().stats(), m2.tlb().stats());
+            assert_eq!(m1.pwc().stats(), m2.pwc().stats());
+            assert!(m1.stats().walks.total() >= 20, "{:?}", m1.stats());
+            for a in (0x100_0000..0x101_0000).step_by(8) {
+                assert_eq!(t1.read(Spa::new(a)), t2.read(Spa::new(a)));
+            }
+        }
     }
 
     fn kinds(o: &AccessOutcome) -> (usize, usize) {

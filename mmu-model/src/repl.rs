@@ -146,8 +146,17 @@ impl ReplState {
     }
 
     /// The way to replace in a full `set`.
-    #[inline]
+    #[inline(always)]
     pub fn victim(&mut self, set: usize) -> usize {
+        match self.policy {
+            Replacement::Lru => self.ends[set].1 as usize,
+            Replacement::TreePlru | Replacement::Random => self.victim_other(set),
+        }
+    }
+
+    /// [`ReplState::victim`] for the policies other than LRU (kept out of line).
+    #[inline(never)]
+    fn victim_other(&mut self, set: usize) -> usize {
         match self.policy {
             Replacement::Lru => self.ends[set].1 as usize,
             Replacement::TreePlru => {

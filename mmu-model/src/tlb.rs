@@ -423,7 +423,7 @@ fn filter_hash(key: u64, bits: u32) -> usize {
 
 impl Array {
     /// Record that slot `slot` (of set `set`) now holds `e`.
-    #[inline]
+    #[inline(always)]
     fn set_slot(&mut self, set: usize, slot: usize, e: Entry) {
         let old = self.keys[slot];
         let new = if e.valid { key_of(e.vpn, e.size) } else { NO_KEY };
@@ -610,7 +610,24 @@ impl Tlb {
         p
     }
 
+    /// The slot a lookup of `va` finds: the smallest matching entry.
+    #[inline]
     fn find(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
+        // Most searches miss and the presence filters prove it: skip the scan's setup.
+        let maybe = |a: &Array| {
+            PageSize::ALL
+                .into_iter()
+                .any(|s| a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s))
+        };
+        if !self.arrays.iter().any(maybe) {
+            return None;
+        }
+        self.find_scan(va, tag, nroot)
+    }
+
+    /// [`Tlb::find`] past the filters.
+    #[inline(never)]
+    fn find_scan(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
         let mut best: Option<(PageSize, TlbSlot)> = None;
         for (ai, a) in self.arrays.iter().enumerate() {
             let mut want = [NO_WANT; 3];

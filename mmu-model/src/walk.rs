@@ -12,7 +12,7 @@ use crate::entry::PagingEntry;
 pub use crate::entry::Perms;
 use crate::inline::InlineVec;
 use crate::level::{Level, Paging};
-use crate::pte::{LeafAttrs, PteFormat, X86Pte};
+use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
 use crate::tables::PhysMemTables;
 use sim_core::{Agent, PageSize, Spa};
 
@@ -392,6 +392,134 @@ pub(crate) fn core_walk_into<E: PagingEntry, V: PagedAddr, P: PhysAddr>(
         table = e.next_table(fmt);
         level = level.next_lower().expect("PT entries are always leaves");
     }
+}
+
+/// What [`fast_walk_x86`] read: the common walk, every entry present, well formed and already
+/// carrying its A (and, for a write, the leaf's D) bit, and the access permitted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastWalk {
+    /// The level of the first entry read; entry `i` is at level `first.idx() + i`.
+    pub first: Level,
+    /// Entries read, root side first.
+    pub n: usize,
+    /// Address of each entry read.
+    pub addrs: [u64; 5],
+    /// Each entry as read.
+    pub entries: [u64; 5],
+    /// The translation.
+    pub pa: Spa,
+    /// The leaf's size.
+    pub size: PageSize,
+    /// Rights combined over the start and every entry read.
+    pub perms: Perms,
+    /// The rights the walk started with (below a paging-structure-cache hit: those above it).
+    pub start_perms: Perms,
+}
+
+impl FastWalk {
+    /// The level of entry `i`.
+    #[inline]
+    pub fn level(&self, i: usize) -> Level {
+        Level::ALL[self.first.idx() + i]
+    }
+
+    /// The leaf entry.
+    #[inline]
+    pub fn leaf(&self) -> X86Pte {
+        X86Pte::new(self.entries[self.n - 1])
+    }
+}
+
+/// The masks [`fast_walk_x86`] tests entries with, computed once per [`PteFormat`]: the
+/// address bits, and per level (root first) the reserved bits of an entry without and with PS.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct X86Masks {
+    addr: u64,
+    rsvd: [[u64; 2]; 5],
+}
+
+impl X86Masks {
+    /// The masks of `fmt`, probed bit by bit from [`X86Pte::reserved_bits_set`] so that the two
+    /// cannot disagree: bit `b` is in the mask of (`level`, PS) iff an entry with only `b` and
+    /// that PS set is reserved at `level` (all bits when PS itself is reserved there).
+    pub fn new(fmt: PteFormat) -> X86Masks {
+        let huge = PteFlags::HUGE.bits();
+        let mask = |level: Level, ps: u64| {
+            (0..64)
+                .filter(|b| X86Pte::new(1 << b | ps).reserved_bits_set(level, fmt))
+                .fold(0, |m, b| m | 1 << b)
+        };
+        X86Masks { addr: fmt.addr_mask(), rsvd: Level::ALL.map(|l| [mask(l, 0), mask(l, huge)]) }
+    }
+}
+
+/// The common x86 walk of `va` from `start`, without the general path's plan: `None` when
+/// the walk needs it — an entry not present or malformed, an access the rights refuse, or an
+/// A/D bit to set. A `Some` is what [`plan_into`] gives for the same walk (a translation with
+/// no A/D write planned), so the caller may use it in place of a plan. Nothing is written.
+/// `masks` are those of the tables' format `fmt`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the walk request, spelled out
+pub(crate) fn fast_walk_x86(
+    tables: &PhysMemTables<Spa>,
+    start: WalkStart<Spa>,
+    fmt: PteFormat,
+    masks: &X86Masks,
+    va: u64,
+    access: AccessKind,
+    privilege: Privilege,
+    controls: PagingControls,
+) -> Option<FastWalk> {
+    const P: u64 = PteFlags::PRESENT.bits();
+    const HUGE: u64 = PteFlags::HUGE.bits();
+    let mut w = FastWalk {
+        first: start.level,
+        n: 0,
+        addrs: [0; 5],
+        entries: [0; 5],
+        pa: Spa::ZERO,
+        size: PageSize::K4,
+        perms: start.perms,
+        start_perms: start.perms,
+    };
+    let (mut table, mut level) = (start.table.raw(), start.level);
+    // The AND of the entries (R/W, U/S and A over every level) and their OR (XD).
+    let (mut and_all, mut or_all) = (u64::MAX, 0);
+    loop {
+        let addr = table + 8 * ((va >> level.shift()) & 0x1ff);
+        let raw = tables.read(Spa::new_truncate(addr));
+        let huge = raw & HUGE != 0;
+        if raw & P == 0 || raw & masks.rsvd[level.idx()][usize::from(huge)] != 0 {
+            return None;
+        }
+        *w.addrs.get_mut(w.n)? = addr;
+        w.entries[w.n] = raw;
+        w.n += 1;
+        and_all &= raw;
+        or_all |= raw;
+        // PS is reserved (malformed, returned above) at PML4 and PML5.
+        if huge || level == Level::Pt {
+            w.size = level.leaf_size()?;
+            break;
+        }
+        table = raw & masks.addr;
+        level = level.next_lower()?;
+    }
+    w.perms = start.perms.and(Perms {
+        readable: true,
+        writable: and_all & PteFlags::WRITABLE.bits() != 0,
+        user: and_all & PteFlags::USER.bits() != 0,
+        executable: or_all & PteFlags::NO_EXECUTE.bits() == 0,
+    });
+    let leaf = w.leaf();
+    let needs_ad = and_all & PteFlags::ACCESSED.bits() == 0
+        || (access == AccessKind::Write && !leaf.flags().contains(PteFlags::DIRTY));
+    if needs_ad || !permits(w.perms, access, privilege, controls) {
+        return None;
+    }
+    let frame: Spa = leaf.frame(w.size, fmt);
+    w.pa = Spa::new_truncate(frame.raw() | (va & (w.size.bytes() - 1)));
+    Some(w)
 }
 
 /// The x86 walk computed without side effects.

@@ -128,7 +128,13 @@ impl Rmp {
             return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
         }
         let (assigned, read_at) = match size {
-            PageSize::K4 => (self.entry(spa).assigned, spa),
+            // The authoritative entry's Assigned bit (Rmp::entry without decoding it: this runs
+            // for every host page-table reference).
+            PageSize::K4 => {
+                let assigned = self.raw(spa.align_down(PageSize::M2)).assigned_2m()
+                    || self.raw(spa).assigned();
+                (assigned, spa)
+            }
             PageSize::M2 | PageSize::G1 => {
                 let base = spa.align_down(PageSize::M2);
                 (self.region_has_assigned(base), base)

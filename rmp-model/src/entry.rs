@@ -301,6 +301,11 @@ impl RawRmpEntry {
     pub const fn assigned(self) -> bool {
         self.0[0] & Self::ASSIGNED != 0
     }
+
+    /// Assigned with Page_Size = 2 MiB: the entry governs its whole region (spec/snp.md §1.4).
+    pub const fn assigned_2m(self) -> bool {
+        self.0[0] & (Self::ASSIGNED | Self::PAGE_SIZE) == Self::ASSIGNED | Self::PAGE_SIZE
+    }
 }
 
 impl fmt::Debug for RawRmpEntry {
