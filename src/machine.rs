@@ -1470,6 +1470,9 @@ impl Machine {
         let req = AccessRequest { va, kind, privilege, ctx };
         let mut demand_paged = false;
         let mut rmp_handled = false;
+        // A fault host software handled before the access completed: the event reports it
+        // (disposition `handled`), as a guest access reports the exit KVM handled.
+        let mut handled_fault: Option<FaultInfo> = None;
         let mut cost = Cycles::ZERO;
         loop {
             let lookup = self.cfg.rmp.rmp_lookup_latency;
@@ -1502,6 +1505,14 @@ impl Machine {
                             chain += d;
                         }
                     }
+                    if handled_fault.is_some() {
+                        return Outcome {
+                            fault: handled_fault,
+                            cost,
+                            timing: Timing::Serial,
+                            ..Outcome::default()
+                        };
+                    }
                     return Outcome {
                         cost,
                         timing: Timing::Access { chain },
@@ -1523,6 +1534,7 @@ impl Machine {
                         let handled =
                             self.fault(FaultKind::Pf, code, Disposition::Handled, Cycles::ZERO);
                         cost += handled.cost;
+                        handled_fault = handled_fault.or(handled.fault);
                         if self.demand_map(p, va) {
                             continue;
                         }
@@ -1539,6 +1551,7 @@ impl Machine {
                         if action == policy::RmpFaultAction::Retry {
                             let handled = self.fault(FaultKind::Pf, code, Disposition::Handled, c);
                             cost += handled.cost;
+                            handled_fault = handled_fault.or(handled.fault);
                             continue;
                         }
                         cost += c;
@@ -1736,7 +1749,10 @@ impl Machine {
             mmu_model::GuestTranslation::Translated { spa, gpa, .. } => (spa, gpa),
             mmu_model::GuestTranslation::Fault(f) => {
                 let (kind, code) = guest_fault_code(&f);
-                if let GuestFault::Npf(n) = f {
+                if let GuestFault::Npf(mut n) = f {
+                    // PVALIDATE and RMPADJUST name private memory: their exits carry ENC
+                    // whatever the operand's C-bit, so KVM faults the page in as private.
+                    n.info1 |= NpfExitInfo1::ENC;
                     return self.exit_to_kvm(cpu, vm, &n, latency);
                 }
                 return self.fault(kind, code, Disposition::Raised, latency);

@@ -595,10 +595,11 @@ mod guest {
         assert!(o.cost > Cycles::ZERO);
         assert!(report(&m).dtlb.invalidated >= 2);
         // CPU 0 exits (#NPF, which KVM handles by faulting in a fresh guest_memfd page, not
-        // yet validated: the retry takes #VC); CPU 1 then walks to that new page (#VC). No CPU
-        // completes the access through its stale entry.
+        // yet validated: the retry takes #VC, which the event reports); CPU 1 then walks to that
+        // new page (#VC). No CPU completes the access through its stale entry.
         let o = one(&mut m, "c0 vm1/v0 load 0x7f0000000000 8\n");
-        assert_eq!(fault_kind(&o), Some(FaultKind::Npf));
+        assert_eq!(fault_kind(&o), Some(FaultKind::Vc));
+        assert_eq!(report(&m).kvm.private_faultins, 1);
         let o = one(&mut m, "c1 vm1/v1 load 0x7f0000000000 8\n");
         assert_eq!(fault_kind(&o), Some(FaultKind::Vc));
     }

@@ -1896,7 +1896,10 @@ mod tests {
     }
 
     #[test]
-    fn failed_recheck_faults_and_knob_off_trusts_the_fill() {
+    /// A write through a read-filled entry: re-checked on the hit (knob on), or, knob off,
+    /// walked again because the checker's fill-time write decision was not "allowed" — either
+    /// way the denied write faults and never completes.
+    fn failed_recheck_faults_and_knob_off_walks_again() {
         for recheck in [true, false] {
             let (mut t, mut mmu, mut lat) = setup(recheck);
             let target = Spa::new(0x20_0040);
@@ -1916,8 +1919,9 @@ mod tests {
                 // The entry stays for reads.
                 assert!(mmu.tlb().peek(rd.va, TlbTag::HOST).is_some());
             } else {
-                assert_eq!(w.path, AccessPath::TlbHit);
-                assert!(matches!(w.result, AccessResult::Translated { .. }));
+                assert_eq!(w.path, AccessPath::Walk);
+                let AccessResult::Fault(f) = w.result else { panic!("{w:?}") };
+                assert_eq!(f.code.bits(), 0x8000_0003);
             }
         }
     }
