@@ -1171,12 +1171,12 @@ impl Mmu {
             };
             let usable = nested_ok
                 && permits(hit.perms, req.kind, req.privilege, gctx.controls())
-                && (req.kind != AccessKind::Write || hit.dirty)
-                // A write never completes through an entry whose write check has not passed:
-                // the TLB keeps no GPA to re-check on a hit, so it re-walks (with
+                // A write needs D set and a passed write check: the TLB keeps no GPA to
+                // re-check on a hit, so otherwise it re-walks (with
                 // `recheck_write_on_read_fill` off the checker decided writes at fill time,
                 // and `Unchecked` then means they failed).
-                && !(req.kind == AccessKind::Write && hit.cache.write == WriteCheck::Unchecked);
+                && (req.kind != AccessKind::Write
+                    || (hit.dirty && hit.cache.write != WriteCheck::Unchecked));
             if usable {
                 self.count_hit(look.level);
                 out.path = AccessPath::TlbHit;
