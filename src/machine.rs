@@ -355,6 +355,13 @@ fn rmp_context(vm: Option<&VmInfo>, ctx: Context) -> Option<GuestRmpContext> {
     })
 }
 
+/// What a guest access's outcome says, once its buffer went back for reuse.
+struct GuestOutcomeSummary {
+    cost: Cycles,
+    path: AccessPath,
+    result: GuestAccessResult,
+}
+
 /// A guest RMP instruction and its operands.
 #[derive(Clone, Copy, Debug)]
 enum GuestRmpOp {
@@ -582,6 +589,10 @@ pub struct Machine {
     /// KVM's and the VMM's state per VM ([`kvm`]).
     kvm: BTreeMap<VmId, kvm::KvmVm>,
     kvm_counts: KvmCounts,
+    /// Faults by kind and code (the report's `faults.by_code`).
+    fault_codes: BTreeMap<(FaultKind, u64), u64>,
+    /// The outcome buffer guest accesses reuse.
+    guest_out: Option<Box<mmu_model::GuestAccessOutcome>>,
     policy_counts: PolicyCounts,
     /// Allocation events come from a live generator (already applied through
     /// [`MemoryServices`]) rather than from a recorded trace (to be replayed).
@@ -679,6 +690,8 @@ impl Machine {
             guest: report::GuestCounts::default(),
             kvm: BTreeMap::new(),
             kvm_counts: KvmCounts::default(),
+            guest_out: None,
+            fault_codes: BTreeMap::new(),
             policy_counts: PolicyCounts::default(),
             live,
             events: 0,
@@ -1625,7 +1638,8 @@ impl Machine {
             Disposition::Handled => self.faults.handled += 1,
             Disposition::Fatal => self.faults.fatal += 1,
         }
-        *self.faults.by_code.entry(format!("{} {code:#x}", kind.name())).or_insert(0) += 1;
+        // Keyed by value here (no string per fault); named in the report.
+        *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
         let extra = match disposition {
             Disposition::Fatal => self.cfg.host.fatal_fault_cost,
             Disposition::Raised | Disposition::Handled => self.cfg.host.fatal_fault_cost,
@@ -2298,31 +2312,66 @@ impl Machine {
             Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
         // Every guest access of this SNP-enabled host meets the RMP (Table 15-39 guest rows);
         // a TD runs on a TDX host, which has none.
-        let o = match rmp_context(self.vms.get(&vm), ctx) {
-            Some(who) => {
-                let mut chk = RmpCheckStage::guest(
-                    &mut self.rmp,
-                    self.cfg.rmp.rmp_lookup_latency,
-                    who,
-                    self.cfg.rmp.nested_table_check,
-                );
-                self.cpus[cpu].mmu.guest_access(
+        // One outcome buffer reused by every guest access (a 2-D outcome is over 1 KiB;
+        // `Mmu::guest_access_into` fills it in place).
+        let mut o = match self.guest_out.take() {
+            Some(mut b) => {
+                match rmp_context(self.vms.get(&vm), ctx) {
+                    Some(who) => {
+                        let mut chk = RmpCheckStage::guest(
+                            &mut self.rmp,
+                            self.cfg.rmp.rmp_lookup_latency,
+                            who,
+                            self.cfg.rmp.nested_table_check,
+                        );
+                        self.cpus[cpu].mmu.guest_access_into(
+                            &mut self.tables,
+                            gtables,
+                            &gctx,
+                            &mut chk,
+                            &mut lat,
+                            &req,
+                            &mut b,
+                        );
+                    }
+                    None => self.cpus[cpu].mmu.guest_access_into(
+                        &mut self.tables,
+                        gtables,
+                        &gctx,
+                        &mut NoCheck,
+                        &mut lat,
+                        &req,
+                        &mut b,
+                    ),
+                }
+                b
+            }
+            None => Box::new(match rmp_context(self.vms.get(&vm), ctx) {
+                Some(who) => {
+                    let mut chk = RmpCheckStage::guest(
+                        &mut self.rmp,
+                        self.cfg.rmp.rmp_lookup_latency,
+                        who,
+                        self.cfg.rmp.nested_table_check,
+                    );
+                    self.cpus[cpu].mmu.guest_access(
+                        &mut self.tables,
+                        gtables,
+                        &gctx,
+                        &mut chk,
+                        &mut lat,
+                        &req,
+                    )
+                }
+                None => self.cpus[cpu].mmu.guest_access(
                     &mut self.tables,
                     gtables,
                     &gctx,
-                    &mut chk,
+                    &mut NoCheck,
                     &mut lat,
                     &req,
-                )
-            }
-            None => self.cpus[cpu].mmu.guest_access(
-                &mut self.tables,
-                gtables,
-                &gctx,
-                &mut NoCheck,
-                &mut lat,
-                &req,
-            ),
+                ),
+            }),
         };
         let g = &mut self.guest;
         g.accesses += 1;
@@ -2343,6 +2392,10 @@ impl Machine {
             }
         }
         g.refs = g.guest_refs + g.nested_refs;
+        let (o_cost, o_path, o_result) = (o.cost, o.path, o.result);
+        o.refs.clear();
+        self.guest_out = Some(o);
+        let o = GuestOutcomeSummary { cost: o_cost, path: o_path, result: o_result };
         let mut cost = o.cost;
         self.cycles.walk += lat.walk;
         self.cycles.rmp_check += lat.check;
@@ -2596,7 +2649,14 @@ impl Machine {
                 ..self.guest
             },
             rmp,
-            faults: self.faults.clone(),
+            faults: report::FaultCounts {
+                by_code: self
+                    .fault_codes
+                    .iter()
+                    .map(|((k, c), n)| (format!("{} {c:#x}", k.name()), *n))
+                    .collect(),
+                ..self.faults.clone()
+            },
             kvm: self.kvm_counts.clone(),
             policy: self.policy_counts.clone(),
             directmap: report::DirectMapCounts {

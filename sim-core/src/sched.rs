@@ -22,10 +22,12 @@ pub struct ReadyKey {
 }
 
 /// A min-heap of ready streams, ordered by packed integer keys (comparing [`Agent`]s through
-/// their derived `Ord` on every sift was a tenth of a workload run's time).
+/// their derived `Ord` on every sift was a tenth of a workload run's time); each stream's agent
+/// is kept beside the heap, indexed by stream, so heap entries stay small.
 #[derive(Debug, Default, Clone)]
 pub struct Scheduler {
-    heap: BinaryHeap<Reverse<(u64, u128, usize, Agent)>>,
+    heap: BinaryHeap<Reverse<(u64, u128, usize)>>,
+    agents: Vec<Agent>,
 }
 
 /// `agent` as an integer that orders exactly as `Agent`'s derived `Ord` does: variant indices
@@ -76,17 +78,22 @@ impl Scheduler {
         Scheduler::default()
     }
 
-    /// Mark stream `stream` of `agent` ready at cycle `at`.
+    /// Mark stream `stream` of `agent` ready at cycle `at`. A stream is in the scheduler at
+    /// most once (the caller re-adds it after running its event).
     pub fn ready(&mut self, stream: usize, agent: Agent, at: Cycles) {
-        self.heap.push(Reverse((at.get(), agent_rank(agent), stream, agent)));
+        if self.agents.len() <= stream {
+            self.agents.resize(stream + 1, agent);
+        }
+        self.agents[stream] = agent;
+        self.heap.push(Reverse((at.get(), agent_rank(agent), stream)));
     }
 
     /// The next stream to run, removed from the ready set; the caller re-adds it with its new
     /// clock after executing one event.
     pub fn pop(&mut self) -> Option<ReadyKey> {
-        self.heap.pop().map(|Reverse((at, _, stream, agent))| ReadyKey {
+        self.heap.pop().map(|Reverse((at, _, stream))| ReadyKey {
             at: Cycles::new(at),
-            agent,
+            agent: self.agents[stream],
             stream,
         })
     }
