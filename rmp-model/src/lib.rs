@@ -49,6 +49,7 @@ mod check;
 mod config;
 mod entry;
 mod instr;
+mod layout;
 mod stats;
 mod table;
 
@@ -62,6 +63,10 @@ pub use entry::{
     VmplPerms,
 };
 pub use instr::{Executor, RmpReturn, RmpUpdateInput};
+pub use layout::{
+    CONTIGUOUS_SEGMENT_SHIFT, MIN_SEGMENT_SHIFT, MSR_RMP_CFG, RMP_CFG_SEGMENTED, RST_BYTES,
+    RST_MAX_ENTRIES,
+};
 pub use stats::RmpStats;
 pub use table::{
     NotCovered, RMP_ALIGN, RMP_BOOKKEEPING_BYTES, RMP_ENTRY_BYTES, Rmp, RmpLayout, RmpLayoutError,
