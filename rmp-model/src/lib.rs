@@ -50,6 +50,7 @@ mod config;
 mod entry;
 mod instr;
 mod layout;
+mod rmpread;
 mod stats;
 mod table;
 
@@ -67,6 +68,7 @@ pub use layout::{
     CONTIGUOUS_SEGMENT_SHIFT, MIN_SEGMENT_SHIFT, MSR_RMP_CFG, RMP_CFG_SEGMENTED, RST_BYTES,
     RST_MAX_ENTRIES,
 };
+pub use rmpread::RmpReadRecord;
 pub use stats::RmpStats;
 pub use table::{
     NotCovered, RMP_ALIGN, RMP_BOOKKEEPING_BYTES, RMP_ENTRY_BYTES, Rmp, RmpLayout, RmpLayoutError,
