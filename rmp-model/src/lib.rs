@@ -48,6 +48,7 @@
 mod check;
 mod config;
 mod entry;
+mod firmware;
 mod instr;
 mod layout;
 mod rmpread;
@@ -63,6 +64,7 @@ pub use entry::{
     GPA_LIMIT, MAX_ASID, RawRmpEntry, RmpEntry, RmpPageSize, RmpPageState, VMPL_ON_UPDATE,
     VmplPerms,
 };
+pub use firmware::{FwPageState, LaunchPageType, LaunchUpdate, SnpFwStatus, SnpInit};
 pub use instr::{Executor, RmpReturn, RmpUpdateInput};
 pub use layout::{
     CONTIGUOUS_SEGMENT_SHIFT, MIN_SEGMENT_SHIFT, MSR_RMP_CFG, RMP_CFG_SEGMENTED, RST_BYTES,

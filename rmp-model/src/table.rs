@@ -340,6 +340,13 @@ impl Rmp {
         }
     }
 
+    /// Reset every entry to zero (hypervisor-owned, 4 KiB, not in use), as software zeroing
+    /// RMP_BASE..RMP_END does before SNP is enabled (spec/snp.md §1.3).
+    pub(crate) fn clear(&mut self) {
+        self.regions.fill_with(Region::default);
+        self.summary.fill(0);
+    }
+
     /// Recount a region from storage (tests check the maintained count against it).
     #[cfg(test)]
     pub(crate) fn recount(&self, spa: Spa) -> u16 {
