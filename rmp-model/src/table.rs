@@ -79,7 +79,7 @@ struct SegRegions {
 /// Measured (benches/benches/rmp.rs, docs/performance.md "RMP"): the 4 TiB host —
 /// 2,097,152 regions, 419,430 assigned as 2 MiB entries, 41,943 of them PSMASHed and every
 /// 4 KiB page re-assigned at its own GPA — stores 391.6 MiB (64.3 MiB of records and bits,
-/// 327.4 MiB of tails; VmHWM 399 MiB); an 8 KiB chunk per touched region (the previous layout)
+/// 327.4 MiB of tails; VmHWM 398–399 MiB); an 8 KiB chunk per touched region (the previous layout)
 /// would be 3.2 GiB. Separate arrays (entries, tail pointers, counts: 26 B per region) store
 /// 379.4 MiB; random `entry` lookups cost the same within this machine's noise (23–55 ms per
 /// million for either), split-region lookups tended to be faster with the record (46–109 vs
