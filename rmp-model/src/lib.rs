@@ -16,11 +16,23 @@
 //!   it read so the caller prices it through its cache-latency model;
 //! - configuration ([`RmpConfig`], section `[rmp]`) and counters ([`RmpStats`]).
 //!
+//! Also modelled: the segmented RMP (RMP_CFG and the RMP Segment Table,
+//! [`RmpLayout::from_segmented_msrs`], §1.5; storage numbers regions per segment, so holes
+//! cost nothing); RMPREAD ([`Rmp::rmpread`] → [`RmpReadRecord`], §3.6); and the RMP effects of
+//! the SNP firmware commands — SNP_INIT, GCTX_CREATE, LAUNCH_START/UPDATE/FINISH,
+//! DECOMMISSION, PAGE_RECLAIM, PAGE_UNSMASH, DF_FLUSH, the IOMMU part of SHUTDOWN_EX
+//! ([`Rmp::snp_init`], [`Rmp::launch_update`], [`Rmp::page_reclaim`], … → [`SnpFwStatus`],
+//! with the firmware's page states [`FwPageState`]).
+//!
 //! Not modelled yet: guest-side checks (Table 15-39 rows for guests; the causes are already in
-//! [`RmpViolationCause`]), PVALIDATE, RMPADJUST, RMPQUERY, RMPREAD, segmented RMP, RMPOPT, the
-//! in-use erratum of early parts, transient FAIL_INUSE from concurrent updates (the engine's
-//! scheduler sets the in-use flag for that). This crate does not depend on mmu-model: the root
-//! crate plugs [`Rmp::check_host_access`] into mmu-model's check hook.
+//! [`RmpViolationCause`]), PVALIDATE, RMPADJUST, RMPQUERY, RMPOPT, the in-use erratum of early
+//! parts, transient FAIL_INUSE from concurrent updates (the engine's scheduler sets the in-use
+//! flag for that), the firmware's own state (platform and guest states, ASID activation,
+//! SNP_ACTIVATE, the per-ASID page counters the 16 KiB bookkeeping area holds per AMD's
+//! firmware source, amd/AMD-ASPFW `sev_rmp.c` `check_rmp_for_asid`), and the swap and
+//! migration commands (SWAP_OUT/IN, PAGE_MOVE, MD_INIT, PAGE_SET_STATE). This crate does not
+//! depend on mmu-model: the root crate plugs [`Rmp::check_host_access`] into mmu-model's check
+//! hook.
 //!
 //! ```
 //! use rmp_model::{Executor, HostAccess, Rmp, RmpCheck, RmpLayout, RmpPageSize, RmpReturn,
@@ -49,7 +61,10 @@ mod check;
 mod config;
 mod entry;
 mod guest;
+mod firmware;
 mod instr;
+mod layout;
+mod rmpread;
 mod stats;
 mod table;
 
@@ -67,7 +82,13 @@ pub use guest::{
     GuestAccess, GuestAccessKind, GuestCheckOutcome, GuestFaultClass, GuestInstrOutcome,
     GuestRmpContext, GuestViolation, RmpQueryResult, VC_PAGE_NOT_VALIDATED,
 };
+pub use firmware::{FwPageState, LaunchPageType, LaunchUpdate, SnpFwStatus, SnpInit};
 pub use instr::{Executor, RmpReturn, RmpUpdateInput};
+pub use layout::{
+    CONTIGUOUS_SEGMENT_SHIFT, MIN_SEGMENT_SHIFT, MSR_RMP_CFG, RMP_CFG_SEGMENTED, RST_BYTES,
+    RST_MAX_ENTRIES,
+};
+pub use rmpread::RmpReadRecord;
 pub use stats::RmpStats;
 pub use table::{
     NotCovered, RMP_ALIGN, RMP_BOOKKEEPING_BYTES, RMP_ENTRY_BYTES, Rmp, RmpLayout, RmpLayoutError,

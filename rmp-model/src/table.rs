@@ -1,129 +1,21 @@
-//! The RMP table: layout (RMP_BASE/RMP_END), sparse storage, and functional lookups.
+//! The RMP table: storage of the entries, the 2 MiB authoritative-entry rule, and functional
+//! lookups. Where the table sits and what it covers is [`RmpLayout`] (`layout.rs`).
 
-use crate::entry::{RawRmpEntry, RmpEntry, RmpPageSize};
+#[cfg(test)]
+use crate::entry::RmpPageSize;
+use crate::entry::{RawRmpEntry, RmpEntry};
 use crate::stats::RmpStats;
 use sim_core::{PageSize, Spa};
 
-/// Size of the processor bookkeeping area at RMP_BASE, before the first entry (spec/snp.md §1.3).
-pub const RMP_BOOKKEEPING_BYTES: u64 = 0x4000;
-/// Bytes per RMP entry (spec/snp.md §1.2).
-pub const RMP_ENTRY_BYTES: u64 = 16;
-/// Alignment hardware requires of RMP_BASE and RMP_END + 1 (spec/snp.md §1.3, 8 KiB).
-pub const RMP_ALIGN: u64 = 8 << 10;
+pub use crate::layout::{
+    RMP_ALIGN, RMP_BOOKKEEPING_BYTES, RMP_ENTRY_BYTES, RmpLayout, RmpLayoutError,
+};
+
 /// 4 KiB pages per 2 MiB region.
 pub const PAGES_PER_2M: u64 = 512;
 
-/// Where the RMP sits and how much memory it covers (contiguous RMP, spec/snp.md §1.3).
-///
-/// Pages at or beyond [`RmpLayout::covered_end`] are not RMP-covered and always count as
-/// hypervisor-owned for RMP checks (APM §15.36.5, §15.36.10).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RmpLayout {
-    base: Spa,
-    covered_end: Spa,
-}
-
-/// The RMP_BASE/RMP_END values cannot describe an RMP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RmpLayoutError {
-    /// RMP_BASE or RMP_END + 1 is not 8 KiB-aligned.
-    #[error("RMP_BASE {base:#x} / RMP_END {end:#x}: base and end+1 must be 8 KiB-aligned")]
-    Misaligned {
-        /// RMP_BASE.
-        base: u64,
-        /// RMP_END (address of the last byte).
-        end: u64,
-    },
-    /// The range is smaller than the bookkeeping area, or ends below its start.
-    #[error("RMP_BASE {base:#x} / RMP_END {end:#x}: range holds no entries")]
-    Empty {
-        /// RMP_BASE.
-        base: u64,
-        /// RMP_END.
-        end: u64,
-    },
-    /// The covered memory size is not a multiple of 4 KiB.
-    #[error("covered size {bytes:#x} is not a multiple of 4 KiB")]
-    CoverageNotPageAligned {
-        /// The size asked for.
-        bytes: u64,
-    },
-}
-
-impl RmpLayout {
-    /// Layout from the RMP_BASE and RMP_END MSR values (RMP_END is the address of the last
-    /// byte). Coverage is `((RMP_END + 1 − RMP_BASE − 16 KiB) / 16) × 4 KiB` (spec/snp.md §1.3).
-    ///
-    /// # Errors
-    /// [`RmpLayoutError::Misaligned`] or [`RmpLayoutError::Empty`].
-    pub fn from_msrs(rmp_base: Spa, rmp_end: Spa) -> Result<RmpLayout, RmpLayoutError> {
-        let (base, end) = (rmp_base.raw(), rmp_end.raw());
-        let Some(end1) = end.checked_add(1) else {
-            return Err(RmpLayoutError::Misaligned { base, end });
-        };
-        if !base.is_multiple_of(RMP_ALIGN) || !end1.is_multiple_of(RMP_ALIGN) {
-            return Err(RmpLayoutError::Misaligned { base, end });
-        }
-        let bytes = end1
-            .checked_sub(base)
-            .and_then(|b| b.checked_sub(RMP_BOOKKEEPING_BYTES))
-            .filter(|b| *b >= RMP_ENTRY_BYTES)
-            .ok_or(RmpLayoutError::Empty { base, end })?;
-        let covered = (bytes / RMP_ENTRY_BYTES) << PageSize::K4.shift();
-        Ok(RmpLayout { base: rmp_base, covered_end: Spa::new_truncate(covered) })
-    }
-
-    /// Layout covering `[0, covered_bytes)` with the table at `rmp_base`.
-    ///
-    /// # Errors
-    /// [`RmpLayoutError::CoverageNotPageAligned`] if `covered_bytes` is not 4 KiB-aligned.
-    pub fn covering(rmp_base: Spa, covered_bytes: u64) -> Result<RmpLayout, RmpLayoutError> {
-        if !covered_bytes.is_multiple_of(PageSize::K4.bytes()) {
-            return Err(RmpLayoutError::CoverageNotPageAligned { bytes: covered_bytes });
-        }
-        Ok(RmpLayout { base: rmp_base, covered_end: Spa::new_truncate(covered_bytes) })
-    }
-
-    /// RMP_BASE.
-    pub const fn base(&self) -> Spa {
-        self.base
-    }
-
-    /// First SPA that is not covered.
-    pub const fn covered_end(&self) -> Spa {
-        self.covered_end
-    }
-
-    /// Whether the page holding `spa` has an RMP entry.
-    pub const fn is_covered(&self, spa: Spa) -> bool {
-        spa.raw() < self.covered_end.raw()
-    }
-
-    /// SPA of the entry for the page holding `spa`: RMP_BASE + 0x4000 + PFN × 16
-    /// (spec/snp.md §1.3), or `None` if the page is not covered.
-    pub fn entry_addr(&self, spa: Spa) -> Option<Spa> {
-        if !self.is_covered(spa) {
-            return None;
-        }
-        self.base.checked_add(RMP_BOOKKEEPING_BYTES + spa.page_number() * RMP_ENTRY_BYTES)
-    }
-
-    /// RMP_END for this layout (address of the last byte).
-    pub fn rmp_end(&self) -> Spa {
-        Spa::new_truncate(
-            self.base.raw()
-                + RMP_BOOKKEEPING_BYTES
-                + (self.covered_end.raw() >> PageSize::K4.shift()) * RMP_ENTRY_BYTES
-                - 1,
-        )
-    }
-
-    fn regions(&self) -> usize {
-        let r = self.covered_end.raw().div_ceil(PageSize::M2.bytes());
-        usize::try_from(r).expect("region count fits the host's address space")
-    }
-}
+/// Raw low-qword bit 1, Page_Size (spec/snp.md §1.2), tested without decoding the entry.
+const RAW_PAGE_SIZE_2M: u64 = 1 << 1;
 
 /// A page or region outside the RMP's coverage was named where an entry is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -131,37 +23,114 @@ impl RmpLayout {
 pub struct NotCovered {
     /// The address asked for.
     pub spa: Spa,
-    /// The end of coverage.
+    /// The end of coverage (for a segmented RMP: one past the highest covered address).
     pub covered_end: Spa,
+}
+
+/// The 511 entries of a 2 MiB region after its aligned one, and how many of them are non-zero.
+#[derive(Clone, Debug)]
+struct Tail {
+    entries: [RawRmpEntry; TAIL],
+    nonzero: u16,
+}
+
+const TAIL: usize = 511;
+
+/// One 2 MiB region's storage: its aligned entry, the other 511 entries when any of them is
+/// non-zero, and how many of its stored entries have Assigned = 1. 32 B, aligned to 32 so one
+/// cache line holds all of it.
+#[derive(Clone, Debug, Default)]
+#[repr(align(32))]
+struct Region {
+    aligned: RawRmpEntry,
+    tail: Option<Box<Tail>>,
+    assigned: u16,
+}
+
+/// Where one segment's 2 MiB regions start in the per-region arrays.
+#[derive(Clone, Copy, Debug)]
+struct SegRegions {
+    first: usize,
+    count: usize,
 }
 
 /// The RMP table (spec/snp.md §1).
 ///
-/// Storage: entries are kept in 8 KiB chunks of 512 raw entries, one chunk per 2 MiB region,
-/// allocated on the first write of a non-zero entry into that region (`Vec<Option<Box<..>>>`
-/// indexed by region). Why: it is dense where the RMP is used and empty elsewhere, lookups are
-/// two array indexings (no hashing), iteration is naturally in address order (deterministic,
-/// usable for dumps of a region), and the worst case — every page of a 1 TiB host assigned at
-/// 4 KiB — costs 4 GiB, exactly the real RMP's size (16 B per 4 KiB, spec/snp.md §5).
-/// Alongside, `assigned[r]` counts the stored entries of region `r` with Assigned = 1 (the
-/// aligned entry of a 2 MiB entry counts once), so "is any page of this 2 MiB region assigned?"
-/// is O(1). Every write goes through one function that keeps the count exact.
+/// # Storage
+///
+/// One record per covered 2 MiB region (regions are numbered segment by segment, so a
+/// segmented RMP's holes cost nothing), 32 B each:
+///
+/// - the raw entry at the region's 2 MiB-aligned PFN — a 2 MiB entry, or the first 4 KiB entry;
+/// - the other 511 raw entries, boxed (8 KiB), allocated on the first write of a non-zero entry
+///   among them and freed when the last of them becomes zero again (8 B when absent: the
+///   `Option<Box>` niche);
+/// - the number of the region's stored entries with Assigned = 1 (an assigned 2 MiB entry
+///   counts once);
+///
+/// plus one bit per region, set while that count is non-zero.
+///
+/// So a region holding only its aligned entry — a 2 MiB entry, or any region whose only
+/// non-zero entry is the aligned one — costs 32 B and a bit; a region with non-zero 4 KiB
+/// entries after the first costs 8 KiB more. A lookup is one array index (one cache line) plus,
+/// for a non-aligned page of a split region, one pointer dereference; no hashing; iteration is
+/// in address order.
+///
+/// Measured (benches/benches/rmp.rs, docs/performance.md "RMP"): the 4 TiB host —
+/// 2,097,152 regions, 419,430 assigned as 2 MiB entries, 41,943 of them PSMASHed and every
+/// 4 KiB page re-assigned at its own GPA — stores 391.6 MiB (64.3 MiB of records and bits,
+/// 327.4 MiB of tails; VmHWM 398–399 MiB); an 8 KiB chunk per touched region (the previous layout)
+/// would be 3.2 GiB. Separate arrays (entries, tail pointers, counts: 26 B per region) store
+/// 379.4 MiB; random `entry` lookups cost the same within this machine's noise (23–55 ms per
+/// million for either), split-region lookups tended to be faster with the record (46–109 vs
+/// 48–130 ms per million), and the record makes a write touch one line instead of three, so
+/// the 12 MiB buy locality.
+///
+/// # The per-region summary
+///
+/// "Is any page of this 2 MiB region assigned?" reads the bit. The count stays beside it: an
+/// unassign must know whether another assignment is left (a bit alone would need a 512-entry
+/// rescan), and [`Rmp::assigned_in_region`] reports it. Measured over 2^20 random probes of the
+/// 4 TiB host: the bit (256 KiB, L2-resident) answers in 1.7–3.2 ms, a `u16` count array (4 MiB)
+/// in 3.4–8.1 ms. Hardware keeps a count as well: AMD's published SEV firmware
+/// (amd/AMD-ASPFW, `fw/psp_bl_uapps/sev_uapp/src/sev_rmp.h` `rmp_fields_t`) names raw-entry
+/// bits 11:3 `subpage_count` and writes "RMP.Sub_Pages count" of the 2 MiB-aligned entry for the
+/// region's assigned 4 KiB pages (`sev_rmp.c` `set_rmp_sub_page_count`). The model keeps its
+/// count outside the raw entry so [`Rmp::stored_entry`] stays the architectural view. Every
+/// write goes through one function that keeps count and bit exact.
 #[derive(Clone, Debug)]
 pub struct Rmp {
     layout: RmpLayout,
-    chunks: Vec<Option<Box<[RawRmpEntry; 512]>>>,
-    assigned: Vec<u16>,
+    /// `layout.segment_shift()`, kept here for the lookup path.
+    shift: u32,
+    segs: Box<[SegRegions]>,
+    regions: Vec<Region>,
+    /// Bit `r`: `regions[r].assigned != 0`.
+    summary: Vec<u64>,
     pub(crate) stats: RmpStats,
 }
 
 impl Rmp {
     /// An all-zero RMP (every page hypervisor-owned, 4 KiB) with the given layout.
     pub fn new(layout: RmpLayout) -> Rmp {
-        let n = layout.regions();
+        let mut first = 0usize;
+        let segs: Box<[SegRegions]> = layout
+            .segments()
+            .iter()
+            .map(|s| {
+                let count = usize::try_from(s.covered.div_ceil(PageSize::M2.bytes()))
+                    .expect("region count fits the host's address space");
+                let r = SegRegions { first, count };
+                first += count;
+                r
+            })
+            .collect();
         Rmp {
+            shift: layout.segment_shift(),
             layout,
-            chunks: std::iter::repeat_with(|| None).take(n).collect(),
-            assigned: vec![0; n],
+            segs,
+            regions: std::iter::repeat_with(Region::default).take(first).collect(),
+            summary: vec![0; first.div_ceil(64)],
             stats: RmpStats::default(),
         }
     }
@@ -174,6 +143,22 @@ impl Rmp {
     /// Counters since construction.
     pub const fn stats(&self) -> &RmpStats {
         &self.stats
+    }
+
+    /// Bytes of host memory the table's storage holds: the per-region arrays plus the tails of
+    /// split regions (allocator overhead not included).
+    pub fn storage_bytes(&self) -> usize {
+        let dense = self.regions.len() * size_of::<Region>() + self.summary.len() * 8;
+        dense + self.tail_count() * size_of::<Tail>()
+    }
+
+    /// Number of 2 MiB regions whose non-aligned entries are stored (each costs a tail).
+    pub fn split_regions(&self) -> usize {
+        self.tail_count()
+    }
+
+    fn tail_count(&self) -> usize {
+        self.regions.iter().filter(|r| r.tail.is_some()).count()
     }
 
     /// The entry stored at the PFN of `spa` (not the authoritative one: see [`Rmp::entry`]).
@@ -190,26 +175,27 @@ impl Rmp {
     /// Model rule (documented choice): an *unassigned* 2 MiB entry does not override the 4 KiB
     /// entries inside its region. Linux's `rmp_make_shared(pfn, 2M)` leaves such entries, and a
     /// later 4 KiB assignment inside the region must then take effect (spec/snp.md §4.5 flows).
+    #[inline]
     pub fn entry(&self, spa: Spa) -> RmpEntry {
-        let base = self.raw(spa.align_down(PageSize::M2));
-        if base.assigned() {
-            let b = base.decode();
-            if b.page_size == RmpPageSize::M2 {
-                return b;
-            }
+        let Some(r) = self.region_of(spa) else { return RmpEntry::ZERO };
+        let base = self.regions[r].aligned;
+        if base.assigned() && base.0[0] & RAW_PAGE_SIZE_2M != 0 {
+            return base.decode();
         }
-        self.stored_entry(spa)
+        self.raw_in(r, slot(spa)).decode()
     }
 
     /// Whether any page of the 2 MiB region holding `spa` is assigned (any stored entry of the
     /// region with Assigned = 1, including an assigned 2 MiB entry). O(1).
+    #[inline]
     pub fn region_has_assigned(&self, spa: Spa) -> bool {
-        self.assigned_in_region(spa) != 0
+        self.region_of(spa).is_some_and(|r| self.summary[r / 64] >> (r % 64) & 1 != 0)
     }
 
     /// Number of stored entries of the 2 MiB region holding `spa` with Assigned = 1.
+    #[inline]
     pub fn assigned_in_region(&self, spa: Spa) -> u16 {
-        self.assigned.get(region_index(spa)).copied().unwrap_or(0)
+        self.region_of(spa).map_or(0, |r| self.regions[r].assigned)
     }
 
     /// The hidden in-use flag of the page holding `spa` (spec/snp.md §1.1).
@@ -249,80 +235,158 @@ impl Rmp {
     /// order (what Linux dumps after an RMP #PF, spec/snp.md §6 S1).
     pub fn region_entries(&self, spa: Spa) -> Vec<(Spa, RmpEntry)> {
         let base = spa.align_down(PageSize::M2);
-        let Some(Some(chunk)) = self.chunks.get(region_index(spa)) else { return Vec::new() };
-        chunk
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| **r != RawRmpEntry::ZERO)
-            .map(|(i, r)| {
-                (Spa::new_truncate(base.raw() + ((i as u64) << PageSize::K4.shift())), r.decode())
-            })
-            .collect()
+        let Some(r) = self.region_of(spa) else { return Vec::new() };
+        let page = |i: usize| Spa::new_truncate(base.raw() + ((i as u64) << PageSize::K4.shift()));
+        let mut v = Vec::new();
+        let reg = &self.regions[r];
+        if reg.aligned != RawRmpEntry::ZERO {
+            v.push((base, reg.aligned.decode()));
+        }
+        if let Some(t) = &reg.tail {
+            for (i, e) in t.entries.iter().enumerate().filter(|(_, e)| **e != RawRmpEntry::ZERO) {
+                v.push((page(i + 1), e.decode()));
+            }
+        }
+        v
     }
 
     pub(crate) fn require_covered(&self, spa: Spa) -> Result<(), NotCovered> {
         if self.layout.is_covered(spa) {
             Ok(())
         } else {
-            Err(NotCovered { spa, covered_end: self.layout.covered_end })
+            Err(NotCovered { spa, covered_end: self.layout.covered_end() })
         }
     }
 
-    /// Whether the whole 2 MiB region holding `spa` is covered.
+    /// Whether the whole 2 MiB region holding `spa` is covered. Coverage inside a segment is a
+    /// prefix of whole pages, and no region straddles two segments (segments are at least
+    /// 1 GiB), so the region's last page decides.
     pub(crate) fn region_covered(&self, spa: Spa) -> bool {
-        let base = spa.align_down(PageSize::M2);
-        base.raw() + PageSize::M2.bytes() <= self.layout.covered_end.raw()
+        let last = spa.align_down(PageSize::M2).raw() + PageSize::M2.bytes() - PageSize::K4.bytes();
+        Spa::try_new(last).is_ok_and(|l| self.layout.is_covered(l))
     }
 
-    pub(crate) fn raw(&self, spa: Spa) -> RawRmpEntry {
-        match self.chunks.get(region_index(spa)) {
-            Some(Some(c)) => c[slot(spa)],
-            Some(None) | None => RawRmpEntry::ZERO,
+    /// The region index of the 2 MiB region holding `spa`, if any page of it is covered.
+    #[inline]
+    fn region_of(&self, spa: Spa) -> Option<usize> {
+        let pa = spa.raw();
+        let s = self.segs.get(usize::try_from(pa >> self.shift).ok()?)?;
+        let off =
+            usize::try_from((pa & ((1u64 << self.shift) - 1)) >> PageSize::M2.shift()).ok()?;
+        (off < s.count).then_some(s.first + off)
+    }
+
+    #[inline]
+    fn raw_in(&self, r: usize, slot: usize) -> RawRmpEntry {
+        let reg = &self.regions[r];
+        if slot == 0 {
+            return reg.aligned;
+        }
+        match &reg.tail {
+            Some(t) => t.entries[slot - 1],
+            None => RawRmpEntry::ZERO,
         }
     }
 
-    /// The one writer of entries: keeps `assigned` exact. `spa` must be covered.
+    #[inline]
+    pub(crate) fn raw(&self, spa: Spa) -> RawRmpEntry {
+        match self.region_of(spa) {
+            Some(r) => self.raw_in(r, slot(spa)),
+            None => RawRmpEntry::ZERO,
+        }
+    }
+
+    /// The one writer of entries: keeps `assigned` exact and tails allocated exactly where a
+    /// non-aligned entry is non-zero. `spa` must be covered.
     pub(crate) fn store_raw(&mut self, spa: Spa, new: RawRmpEntry) {
-        let r = region_index(spa);
-        let old = self.raw(spa);
+        let r = self.region_of(spa).expect("store_raw on an uncovered page");
+        let slot = slot(spa);
+        let old = self.raw_in(r, slot);
         if old == new {
             return;
         }
+        let reg = &mut self.regions[r];
         match (old.assigned(), new.assigned()) {
-            (false, true) => self.assigned[r] += 1,
-            (true, false) => self.assigned[r] -= 1,
+            (false, true) => reg.assigned += 1,
+            (true, false) => reg.assigned -= 1,
             (false, false) | (true, true) => {}
         }
-        let chunk = self.chunks[r].get_or_insert_with(|| {
-            vec![RawRmpEntry::ZERO; 512].into_boxed_slice().try_into().expect("512 entries")
-        });
-        chunk[slot(spa)] = new;
+        let bit = 1u64 << (r % 64);
+        if reg.assigned == 0 {
+            self.summary[r / 64] &= !bit;
+        } else {
+            self.summary[r / 64] |= bit;
+        }
+        if slot == 0 {
+            reg.aligned = new;
+            return;
+        }
+        let i = slot - 1;
+        if new == RawRmpEntry::ZERO {
+            let t = reg.tail.as_mut().expect("a non-zero old entry lives in a tail");
+            t.entries[i] = RawRmpEntry::ZERO;
+            t.nonzero -= 1;
+            if t.nonzero == 0 {
+                reg.tail = None;
+            }
+        } else {
+            let t = reg.tail.get_or_insert_with(|| {
+                Box::new(Tail { entries: [RawRmpEntry::ZERO; TAIL], nonzero: 0 })
+            });
+            if old == RawRmpEntry::ZERO {
+                t.nonzero += 1;
+            }
+            t.entries[i] = new;
+        }
+    }
+
+    /// Reset every entry to zero (hypervisor-owned, 4 KiB, not in use), as software zeroing
+    /// RMP_BASE..RMP_END does before SNP is enabled (spec/snp.md §1.3).
+    pub(crate) fn clear(&mut self) {
+        self.regions.fill_with(Region::default);
+        self.summary.fill(0);
     }
 
     /// Recount a region from storage (tests check the maintained count against it).
     #[cfg(test)]
     pub(crate) fn recount(&self, spa: Spa) -> u16 {
-        match self.chunks.get(region_index(spa)) {
-            Some(Some(c)) => {
-                u16::try_from(c.iter().filter(|r| r.assigned()).count()).expect("<= 512")
+        let Some(r) = self.region_of(spa) else { return 0 };
+        let reg = &self.regions[r];
+        let tail =
+            reg.tail.as_ref().map_or(0, |t| t.entries.iter().filter(|e| e.assigned()).count());
+        let n = tail + usize::from(reg.aligned.assigned());
+        u16::try_from(n).expect("<= 512")
+    }
+
+    /// Check a region's tail bookkeeping: allocated iff some non-aligned entry is non-zero,
+    /// with an exact non-zero count (tests).
+    #[cfg(test)]
+    pub(crate) fn tail_consistent(&self, spa: Spa) -> bool {
+        let Some(r) = self.region_of(spa) else { return true };
+        let bit = self.summary[r / 64] >> (r % 64) & 1 != 0;
+        if bit != (self.regions[r].assigned != 0) {
+            return false;
+        }
+        match &self.regions[r].tail {
+            None => true,
+            Some(t) => {
+                let n = t.entries.iter().filter(|e| **e != RawRmpEntry::ZERO).count();
+                n != 0 && usize::from(t.nonzero) == n
             }
-            Some(None) | None => 0,
         }
     }
 
     /// Number of 2 MiB regions the table tracks.
     #[cfg(test)]
     pub(crate) fn region_count(&self) -> usize {
-        self.assigned.len()
+        self.regions.len()
     }
 }
 
-fn region_index(spa: Spa) -> usize {
-    usize::try_from(spa.raw() >> PageSize::M2.shift()).unwrap_or(usize::MAX)
-}
-
+/// The page's index inside its 2 MiB region.
+#[inline]
 fn slot(spa: Spa) -> usize {
-    // The page's index inside its 2 MiB region: 9 bits, always fits.
+    // 9 bits: always fits.
     usize::try_from(spa.page_number() % PAGES_PER_2M).expect("9-bit value")
 }
 
@@ -392,5 +456,274 @@ mod tests {
         assert!(rmp.stored_entry(p).assigned);
         rmp.set_in_use(p, false).unwrap();
         assert!(!rmp.in_use(p));
+    }
+}
+
+/// The storage against a naive reference: a flat map from PFN to entry running the documented
+/// rules of RMPUPDATE, PSMASH and `set_entry` directly, on a contiguous layout with a partly
+/// covered last region and on a segmented layout with a hole.
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use crate::entry::{GPA_LIMIT, MAX_ASID, VMPL_ON_UPDATE};
+    use crate::instr::{Executor, RmpReturn, RmpUpdateInput};
+    use proptest::prelude::*;
+    use sim_core::Gpa;
+    use std::collections::BTreeMap;
+
+    const M2: u64 = 2 << 20;
+    const GIB: u64 = 1 << 30;
+
+    /// The naive model: every stored entry by PFN, plus the in-use flags.
+    #[derive(Default)]
+    struct Naive {
+        e: BTreeMap<u64, RmpEntry>,
+        in_use: BTreeMap<u64, bool>,
+    }
+
+    impl Naive {
+        fn stored(&self, pa: u64) -> RmpEntry {
+            self.e.get(&(pa >> 12)).copied().unwrap_or(RmpEntry::ZERO)
+        }
+        fn in_use(&self, pa: u64) -> bool {
+            self.in_use.get(&(pa >> 12)).copied().unwrap_or(false)
+        }
+        fn entry(&self, pa: u64) -> RmpEntry {
+            let b = self.stored(pa & !(M2 - 1));
+            if b.assigned && b.page_size == RmpPageSize::M2 { b } else { self.stored(pa) }
+        }
+        fn count(&self, pa: u64) -> u16 {
+            let base = (pa & !(M2 - 1)) >> 12;
+            let n = self.e.range(base..base + 512).filter(|(_, e)| e.assigned).count();
+            u16::try_from(n).unwrap()
+        }
+        fn put(&mut self, pa: u64, e: RmpEntry) {
+            self.e.insert(pa >> 12, e);
+        }
+
+        fn rmpupdate(&mut self, l: &RmpLayout, pa: u64, i: &RmpUpdateInput) -> RmpReturn {
+            let big = i.page_size == RmpPageSize::M2;
+            let size = if big { M2 } else { 4096 };
+            let region_ok = l.is_covered(Spa::new((pa & !(M2 - 1)) + M2 - 4096));
+            let bad = !pa.is_multiple_of(4096)
+                || !l.is_covered(Spa::new(pa))
+                || (big && (!pa.is_multiple_of(M2) || !region_ok))
+                || i.asid > MAX_ASID
+                || (!i.assigned && i.asid != 0)
+                || !i.gpa.raw().is_multiple_of(size)
+                || i.gpa.raw() >= GPA_LIMIT;
+            if bad {
+                return RmpReturn::FailInput;
+            }
+            let cur = self.stored(pa);
+            if cur.immutable || self.entry(pa).immutable {
+                return RmpReturn::FailPermission;
+            }
+            if self.in_use(pa) {
+                return RmpReturn::FailInuse;
+            }
+            let base = pa & !(M2 - 1);
+            let b = self.stored(base);
+            let overlap = if big {
+                self.count(pa) > u16::from(cur.assigned)
+            } else {
+                pa != base && b.assigned && b.page_size == RmpPageSize::M2
+            };
+            if overlap {
+                return RmpReturn::FailOverlap;
+            }
+            let changed = cur.assigned != i.assigned
+                || cur.page_size != i.page_size
+                || cur.asid != i.asid
+                || cur.gpa != i.gpa;
+            let new = RmpEntry {
+                assigned: i.assigned,
+                page_size: i.page_size,
+                immutable: i.immutable,
+                gpa: i.gpa,
+                asid: i.asid,
+                vmsa: !changed && cur.vmsa,
+                validated: !changed && cur.validated,
+                vmpl: if changed { VMPL_ON_UPDATE } else { cur.vmpl },
+            };
+            self.put(pa, new);
+            self.in_use.insert(pa >> 12, false);
+            RmpReturn::Success
+        }
+
+        fn psmash(&mut self, l: &RmpLayout, pa: u64) -> RmpReturn {
+            if !pa.is_multiple_of(M2) || !l.is_covered(Spa::new(pa + M2 - 4096)) {
+                return RmpReturn::FailInput;
+            }
+            let big = self.stored(pa);
+            if big.immutable {
+                return RmpReturn::FailPermission;
+            }
+            if self.in_use(pa) {
+                return RmpReturn::FailInuse;
+            }
+            if big.page_size != RmpPageSize::M2 {
+                return RmpReturn::FailBadAddr;
+            }
+            for k in 0..512 {
+                let small = RmpEntry {
+                    page_size: RmpPageSize::K4,
+                    gpa: Gpa::new_truncate(big.gpa.raw() + k * 4096),
+                    ..big
+                };
+                self.put(pa + k * 4096, small);
+            }
+            RmpReturn::Success
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Update { page: u64, input: RmpUpdateInput },
+        Psmash,
+        Set { page: u64, e: RmpEntry },
+        InUse { page: u64, on: bool },
+    }
+
+    /// Layout 0: contiguous over 3 regions and 4 pages of a fourth. Layout 1: segmented with
+    /// 1 GiB segments: segment 0 maps 1 GiB, segment 1 nothing, segment 2 maps 1 GiB.
+    fn layout(which: bool) -> (RmpLayout, Vec<u64>) {
+        if which {
+            let rst = [0x1000_0000 | 1, 0, 0x2000_0000 | 1];
+            let l = RmpLayout::from_segmented_msrs(Spa::new(0), 0, (30 << 8) | 1, &rst).unwrap();
+            // Regions: two in segment 0, one in the hole, two in segment 2 (one its last).
+            (l, vec![0, M2, GIB + 4 * M2, 2 * GIB, 3 * GIB - M2])
+        } else {
+            let l = RmpLayout::covering(Spa::new(0x10_0000), 3 * M2 + 4 * 4096).unwrap();
+            (l, vec![0, M2, 2 * M2, 3 * M2])
+        }
+    }
+
+    fn op(regions: usize) -> impl Strategy<Value = (Op, usize)> {
+        let page = (0..regions, prop_oneof![Just(0u64), 0u64..512, Just(1), Just(511)]);
+        let gpa =
+            prop_oneof![Just(0u64), Just(M2), (0u64..4096).prop_map(|p| p << 12), Just(0x800)];
+        let input = (any::<bool>(), any::<bool>(), any::<bool>(), 0u16..4, gpa.clone()).prop_map(
+            |(assigned, big, immutable, asid, gpa)| RmpUpdateInput {
+                assigned,
+                page_size: if big { RmpPageSize::M2 } else { RmpPageSize::K4 },
+                immutable: immutable && assigned && asid == 0,
+                asid: if assigned { asid } else { 0 },
+                gpa: Gpa::new(gpa),
+            },
+        );
+        let entry = (any::<bool>(), any::<bool>(), any::<bool>(), 0u16..3, gpa, any::<bool>())
+            .prop_map(|(assigned, big, validated, asid, gpa, immutable)| RmpEntry {
+                assigned,
+                page_size: if big { RmpPageSize::M2 } else { RmpPageSize::K4 },
+                immutable,
+                gpa: Gpa::new(gpa),
+                asid,
+                validated,
+                vmsa: false,
+                vmpl: VMPL_ON_UPDATE,
+            });
+        prop_oneof![
+            4 => (page.clone(), input).prop_map(|((r, p), input)| (Op::Update { page: p, input }, r)),
+            2 => (0..regions).prop_map(|r| (Op::Psmash, r)),
+            2 => (page.clone(), entry).prop_map(|((r, p), e)| (Op::Set { page: p, e }, r)),
+            1 => (page, any::<bool>()).prop_map(|((r, p), on)| (Op::InUse { page: p, on }, r)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn storage_matches_naive_reference(
+            seg in any::<bool>(),
+            ops in proptest::collection::vec(op(5), 1..150),
+        ) {
+            let (l, regions) = layout(seg);
+            let mut rmp = Rmp::new(l.clone());
+            let mut naive = Naive::default();
+            let hv = Executor::Hypervisor;
+            for (o, r) in ops {
+                let base = regions[r % regions.len()];
+                match o {
+                    Op::Update { page, input } => {
+                        let pa = base + page * 4096;
+                        let got = rmp.rmpupdate(hv, Spa::new(pa), &input);
+                        prop_assert_eq!(got, naive.rmpupdate(&l, pa, &input));
+                    }
+                    Op::Psmash => {
+                        prop_assert_eq!(rmp.psmash(hv, Spa::new(base)), naive.psmash(&l, base));
+                    }
+                    Op::Set { page, e } => {
+                        let pa = base + page * 4096;
+                        let ok = rmp.set_entry(Spa::new(pa), &e).is_ok();
+                        prop_assert_eq!(ok, l.is_covered(Spa::new(pa)));
+                        if ok {
+                            // The raw entry keeps GPA bits 50:12 only.
+                            naive.put(pa, RawRmpEntry::encode(&e, false).decode());
+                        }
+                    }
+                    Op::InUse { page, on } => {
+                        let pa = base + page * 4096;
+                        if rmp.set_in_use(Spa::new(pa), on).is_ok() {
+                            naive.in_use.insert(pa >> 12, on);
+                        }
+                    }
+                }
+                for &b in &regions {
+                    let s = Spa::new(b);
+                    prop_assert_eq!(rmp.assigned_in_region(s), rmp.recount(s));
+                    prop_assert_eq!(rmp.assigned_in_region(s), naive.count(b));
+                    prop_assert_eq!(rmp.region_has_assigned(s), naive.count(b) != 0);
+                    prop_assert!(rmp.tail_consistent(s));
+                    for k in [0u64, 1, 2, 255, 510, 511] {
+                        let pa = b + k * 4096;
+                        prop_assert_eq!(rmp.entry(Spa::new(pa)), naive.entry(pa));
+                        prop_assert_eq!(rmp.stored_entry(Spa::new(pa)), naive.stored(pa));
+                        prop_assert_eq!(rmp.in_use(Spa::new(pa)), naive.in_use(pa));
+                    }
+                }
+            }
+            // Every stored non-zero entry of the naive model is in the region dumps, in order.
+            for &b in &regions {
+                let dump: Vec<u64> =
+                    rmp.region_entries(Spa::new(b)).iter().map(|(s, _)| s.raw()).collect();
+                let mut want: Vec<u64> = (0..512u64)
+                    .map(|k| b + k * 4096)
+                    .filter(|&pa| rmp.raw(Spa::new(pa)) != RawRmpEntry::ZERO)
+                    .collect();
+                want.sort_unstable();
+                prop_assert_eq!(dump, want);
+            }
+        }
+    }
+
+    #[test]
+    fn tails_come_and_go() {
+        let mut rmp = Rmp::new(RmpLayout::covering(Spa::ZERO, 4 * M2).unwrap());
+        let hv = Executor::Hypervisor;
+        assert_eq!(rmp.split_regions(), 0);
+        // A 2 MiB assignment stores only the aligned entry: no tail.
+        let big = RmpUpdateInput::private(Gpa::new(0), RmpPageSize::M2, 1, false);
+        assert_eq!(rmp.rmpupdate(hv, Spa::new(M2), &big), RmpReturn::Success);
+        assert_eq!(rmp.split_regions(), 0);
+        // PSMASH writes 511 non-zero 4 KiB entries after the aligned one: one tail.
+        assert_eq!(rmp.psmash(hv, Spa::new(M2)), RmpReturn::Success);
+        assert_eq!(rmp.split_regions(), 1);
+        assert_eq!(rmp.assigned_in_region(Spa::new(M2)), 512);
+        // Making the pages shared leaves non-zero entries (RMPUPDATE resets the VMPL masks to
+        // VMPL0 full on any change, spec/snp.md §3.2), so the tail stays.
+        for k in 1..512u64 {
+            let sh = RmpUpdateInput::shared(RmpPageSize::K4);
+            assert_eq!(rmp.rmpupdate(hv, Spa::new(M2 + k * 4096), &sh), RmpReturn::Success);
+        }
+        assert_eq!(rmp.split_regions(), 1);
+        assert_eq!(rmp.assigned_in_region(Spa::new(M2)), 1);
+        // Zeroing every non-aligned entry frees it.
+        for k in 1..512u64 {
+            rmp.set_entry(Spa::new(M2 + k * 4096), &RmpEntry::ZERO).unwrap();
+        }
+        assert_eq!(rmp.split_regions(), 0);
+        let dense = 4 * 32 + 8;
+        assert_eq!(rmp.storage_bytes(), dense);
     }
 }
