@@ -42,9 +42,7 @@ use rmp_model::{
     GuestViolation, HostAccess, NestedTableCheck, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize,
     RmpReturn, RmpUpdateInput, RmpViolationCause, TlbOnRmpUpdate, VC_PAGE_NOT_VALIDATED,
 };
-use sim_core::event::{
-    AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, SnpFwCmd, Space, VmKind,
-};
+use sim_core::event::{AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, Space, VmKind};
 use sim_core::{
     Address, Agent, Check, Context, Cycles, Event, Gpa, Gva, Hva, MemoryServices, PageSize,
     PrivLevel, Setting, Spa, StateItem, TimedEvent, VmId,
@@ -903,13 +901,9 @@ impl Machine {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
                 self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (*spa, PageSize::M2.bytes()))
             }
-            (Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: Some(spa), pages, .. }, _) => {
-                self.launch_update(*vm, *spa, *pages)
+            (Event::SnpFw { cmd, vm, spa, gpa, pages }, _) => {
+                self.snp_fw(cpu, *cmd, *vm, *spa, *gpa, *pages)
             }
-            (
-                Event::SnpFw { cmd: SnpFwCmd::LaunchUpdate, vm, spa: None, gpa: Some(gpa), pages },
-                _,
-            ) => self.launch_update_gpa(cpu, *vm, *gpa, *pages),
             (Event::Psc { op, gpa, size, pages }, Some(Context::Guest { vm, .. })) => {
                 self.psc(cpu, vm, *op, *gpa, *size, *pages)
             }
@@ -1862,23 +1856,6 @@ impl Machine {
             timing: Timing::Serial,
             retry: false,
         }
-    }
-
-    fn launch_update(&mut self, vm: u32, spa: Spa, pages: u64) -> Outcome {
-        let Some(info) = self.vms.get(&vm).copied() else {
-            self.not_modelled("snp-fw launch-update for an unknown VM");
-            return Outcome::default();
-        };
-        for i in 0..pages {
-            let Some(p) = spa.checked_add(i * 4096) else { break };
-            let mut e = self.rmp.entry(p);
-            // The firmware validates guest-owned pages it measures (SNP ABI SNP_LAUNCH_UPDATE).
-            if e.assigned && u32::from(e.asid) == info.asid && e.page_size == RmpPageSize::K4 {
-                e.validated = true;
-                let _ = self.rmp.set_entry(p, &e);
-            }
-        }
-        Outcome::default()
     }
 
     /// A `map` event: install a translation (host kernel or process table, a VM's stage 2 or

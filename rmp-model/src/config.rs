@@ -42,6 +42,8 @@ pub const DEFAULT_GLOBAL_FLUSH_LATENCY: u64 = 0;
 pub const DEFAULT_RMPUPDATE_LATENCY: u64 = 1000;
 /// Default of [`RmpConfig::psmash_latency`], cycles.
 pub const DEFAULT_PSMASH_LATENCY: u64 = 1000;
+/// Default of [`RmpConfig::fw_command_latency`], cycles.
+pub const DEFAULT_FW_COMMAND_LATENCY: u64 = 30_000;
 /// Default of [`RmpConfig::pvalidate_latency`] and [`RmpConfig::rmpadjust_latency`], cycles.
 pub const DEFAULT_GUEST_RMP_INSTR_LATENCY: u64 = 1000;
 
@@ -73,6 +75,10 @@ pub struct RmpConfig {
     pub rmpadjust_latency: Cycles,
     /// Whether NPT reads of an SNP guest's 2-D walk are RMP-checked (spec/snp.md §7 item 3).
     pub nested_table_check: NestedTableCheck,
+    /// Cycles the host CPU waits for one SNP firmware command (per page for page commands).
+    /// Unsourced (spec/snp.md §5: no published figure): a mailbox round trip to the AMD-SP,
+    /// about 10 µs at 3 GHz.
+    pub fw_command_latency: Cycles,
 }
 
 impl Default for RmpConfig {
@@ -86,6 +92,7 @@ impl Default for RmpConfig {
             pvalidate_latency: Cycles::new(DEFAULT_GUEST_RMP_INSTR_LATENCY),
             rmpadjust_latency: Cycles::new(DEFAULT_GUEST_RMP_INSTR_LATENCY),
             nested_table_check: NestedTableCheck::None,
+            fw_command_latency: Cycles::new(DEFAULT_FW_COMMAND_LATENCY),
         }
     }
 }
@@ -155,6 +162,14 @@ impl ConfigBlock for RmpConfig {
                 ),
             },
             FieldDoc {
+                key: "fw_command_latency",
+                unit: "cycles",
+                doc: "host wait for one SNP firmware command (per page for page commands)",
+                source: Source::Unsourced(
+                    "no published figure (spec/snp.md §5); a mailbox round trip to the AMD-SP, ~10 µs at 3 GHz",
+                ),
+            },
+            FieldDoc {
                 key: "nested_table_check",
                 unit: "",
                 doc: "RMP check of NPT reads during an SNP guest's 2-D walk: none | hypervisor-owned",
@@ -172,6 +187,7 @@ impl ConfigBlock for RmpConfig {
             ("psmash_latency", self.psmash_latency),
             ("pvalidate_latency", self.pvalidate_latency),
             ("rmpadjust_latency", self.rmpadjust_latency),
+            ("fw_command_latency", self.fw_command_latency),
         ] {
             check_range(&format!("{s}.{k}"), v.get(), 0, MAX_LATENCY)?;
         }

@@ -60,8 +60,8 @@
 mod check;
 mod config;
 mod entry;
-mod guest;
 mod firmware;
+mod guest;
 mod instr;
 mod layout;
 mod rmpread;
@@ -70,19 +70,19 @@ mod table;
 
 pub use check::{HostAccess, RmpCheck, RmpCheckOutcome, RmpViolation, RmpViolationCause};
 pub use config::{
-    DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_GUEST_RMP_INSTR_LATENCY, DEFAULT_PSMASH_LATENCY,
-    DEFAULT_RMP_LOOKUP_LATENCY, DEFAULT_RMPUPDATE_LATENCY, NestedTableCheck, RmpConfig,
-    TlbOnRmpUpdate,
+    DEFAULT_FW_COMMAND_LATENCY, DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_GUEST_RMP_INSTR_LATENCY,
+    DEFAULT_PSMASH_LATENCY, DEFAULT_RMP_LOOKUP_LATENCY, DEFAULT_RMPUPDATE_LATENCY,
+    NestedTableCheck, RmpConfig, TlbOnRmpUpdate,
 };
 pub use entry::{
     GPA_LIMIT, MAX_ASID, RawRmpEntry, RmpEntry, RmpPageSize, RmpPageState, VMPL_ON_UPDATE,
     VmplPerms,
 };
+pub use firmware::{FwPageState, LaunchPageType, LaunchUpdate, SnpFwStatus, SnpInit};
 pub use guest::{
     GuestAccess, GuestAccessKind, GuestCheckOutcome, GuestFaultClass, GuestInstrOutcome,
     GuestRmpContext, GuestViolation, RmpQueryResult, VC_PAGE_NOT_VALIDATED,
 };
-pub use firmware::{FwPageState, LaunchPageType, LaunchUpdate, SnpFwStatus, SnpInit};
 pub use instr::{Executor, RmpReturn, RmpUpdateInput};
 pub use layout::{
     CONTIGUOUS_SEGMENT_SHIFT, MIN_SEGMENT_SHIFT, MSR_RMP_CFG, RMP_CFG_SEGMENTED, RST_BYTES,

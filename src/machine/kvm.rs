@@ -11,8 +11,8 @@
 use super::{Machine, Outcome, TableFrames, Timing, VmInfo};
 use crate::host::config::{KvmFaults, PhysmapPolicy};
 use mmu_model::{NpfExit, NpfExitInfo1, TlbControl};
-use rmp_model::{Executor, RmpPageSize};
-use sim_core::event::{CpaOp, PscOp, VmKind};
+use rmp_model::{Executor, LaunchPageType, LaunchUpdate, RmpPageSize, SnpFwStatus, SnpInit};
+use sim_core::event::{CpaOp, PscOp, SnpFwCmd, VmKind};
 use sim_core::{Cycles, Gpa, PageSize, Spa, VmId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +40,8 @@ struct Folio {
 /// KVM's and the VMM's state of one VM.
 #[derive(Debug, Default)]
 pub(crate) struct KvmVm {
+    /// The guest context page the firmware keeps for the VM (SNP_GCTX_CREATE).
+    gctx: Option<Spa>,
     /// GFNs whose attribute is shared. For an SNP VM every other GFN is private: the VMM (QEMU)
     /// makes all guest RAM private when it creates a confidential guest.
     shared: BTreeSet<u64>,
@@ -83,6 +85,8 @@ pub struct KvmCounts {
     pub gmem_allocs: u64,
     /// See [`KvmCounts::gmem_allocs`].
     pub gmem_frees: u64,
+    /// SNP firmware commands by status name (`SUCCESS`, `INVALID_PAGE_STATE`, …).
+    pub fw_status: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Machine {
@@ -426,8 +430,10 @@ impl Machine {
     }
 
     /// SNP_LAUNCH_UPDATE by GPA: KVM populates the range from guest_memfd
-    /// (`sev_gmem_post_populate`: RMPUPDATE to private at 4K, immutable) and the firmware
-    /// measures each page and leaves it guest-valid (validated, mutable).
+    /// (`sev_gmem_post_populate`: RMPUPDATE to private at 4K, immutable — Pre-Guest) and the
+    /// firmware measures each page and leaves it guest-valid (validated, mutable;
+    /// [`rmp_model::Rmp::launch_update`]). The outcome's return code is the first failing
+    /// firmware status, or SUCCESS.
     pub(super) fn launch_update_gpa(
         &mut self,
         cpu: usize,
@@ -439,7 +445,8 @@ impl Machine {
             self.not_modelled("snp-fw launch-update for an unknown VM");
             return Outcome::default();
         };
-        let mut cost = Cycles::ZERO;
+        let (gctx, mut cost) = self.ensure_gctx(cpu, vm);
+        let mut status = SnpFwStatus::Success;
         for i in 0..pages {
             let gfn = (gpa.raw() >> 12) + i;
             let Some((base, folio, c)) = self.gmem_folio(cpu, vm, gfn) else { break };
@@ -447,14 +454,153 @@ impl Machine {
             let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base) << 12));
             let g = Gpa::new_truncate(gfn << 12);
             cost += self.rmpupdate(cpu, spa, PageSize::K4, true, info.asid, g, true).cost;
-            let mut e = self.rmp.entry(spa);
-            if e.assigned && u32::from(e.asid) == info.asid {
-                e.validated = true;
-                e.immutable = false;
-                let _ = self.rmp.set_entry(spa, &e);
+            let s = self.fw_launch_update(gctx, spa, info.asid);
+            cost += self.cfg.rmp.fw_command_latency;
+            if status == SnpFwStatus::Success {
+                status = s;
             }
         }
-        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+        self.fw_outcome(status, cost)
+    }
+
+    fn fw_launch_update(&mut self, gctx: Spa, page: Spa, asid: u32) -> SnpFwStatus {
+        let asid = u16::try_from(asid).unwrap_or(u16::MAX);
+        self.rmp.launch_update(gctx, page, asid, &LaunchUpdate::page_4k(LaunchPageType::Normal))
+    }
+
+    /// The VM's guest context page, made if it has none: a page from the allocator given to
+    /// the firmware (`rmp_mark_pages_firmware`: RMPUPDATE to Firmware, through the host's
+    /// rmpupdate wrapper and its physmap policy), then SNP_GCTX_CREATE (KVM
+    /// `snp_context_create`).
+    fn ensure_gctx(&mut self, cpu: usize, vm: VmId) -> (Spa, Cycles) {
+        if let Some(g) = self.kvm.get(&vm).and_then(|k| k.gctx) {
+            return (g, Cycles::ZERO);
+        }
+        let Some(page) = self.alloc.alloc(0) else {
+            self.not_modelled("guest context page with host memory exhausted");
+            return (Spa::ZERO, Cycles::ZERO);
+        };
+        let mut cost = self.rmpupdate(cpu, page, PageSize::K4, true, 0, Gpa::ZERO, true).cost;
+        let _ = self.rmp.gctx_create(page);
+        cost += self.cfg.rmp.fw_command_latency;
+        self.kvm.entry(vm).or_default().gctx = Some(page);
+        (page, cost)
+    }
+
+    fn fw_outcome(&mut self, status: SnpFwStatus, cost: Cycles) -> Outcome {
+        *self.kvm_counts.fw_status.entry(status.name()).or_default() += 1;
+        self.cycles.rmp_instr += cost;
+        Outcome {
+            rc: Some((u64::from(status.code()), None)),
+            cost,
+            timing: Timing::Serial,
+            ..Outcome::default()
+        }
+    }
+
+    /// An SNP firmware command (`snp-fw CMD vm= spa= gpa= pages=`), issued by the host through
+    /// the AMD-SP mailbox (Linux `drivers/crypto/ccp/sev-dev.c`), with its RMP effects as
+    /// rmp-model's firmware model gives them ([`rmp_model::Rmp::launch_update`] and its
+    /// siblings). The return code is the firmware status (SUCCESS = 0, INVALID_PAGE_STATE =
+    /// 0x1A, …); each command costs `rmp.fw_command_latency` (per page for page commands).
+    pub(super) fn snp_fw(
+        &mut self,
+        cpu: usize,
+        cmd: SnpFwCmd,
+        vm: VmId,
+        spa: Option<Spa>,
+        gpa: Option<Gpa>,
+        pages: u64,
+    ) -> Outcome {
+        let lat = self.cfg.rmp.fw_command_latency;
+        match (cmd, spa, gpa) {
+            (SnpFwCmd::Init, _, _) => {
+                let s = self.rmp.snp_init(&SnpInit::default());
+                self.fw_outcome(s, lat)
+            }
+            (SnpFwCmd::Shutdown, _, _) => {
+                let s = self.rmp.snp_shutdown_iommu(&[]);
+                self.fw_outcome(s, lat)
+            }
+            (SnpFwCmd::Activate, _, _) => self.fw_outcome(SnpFwStatus::Success, lat),
+            (SnpFwCmd::LaunchStart, _, _) => {
+                let (gctx, c) = self.ensure_gctx(cpu, vm);
+                let s = self.rmp.launch_start(gctx);
+                self.fw_outcome(s, c + lat)
+            }
+            (SnpFwCmd::LaunchUpdate, Some(spa), _) => {
+                let Some(info) = self.vms.get(&vm).copied() else {
+                    self.not_modelled("snp-fw launch-update for an unknown VM");
+                    return Outcome::default();
+                };
+                let (gctx, mut cost) = self.ensure_gctx(cpu, vm);
+                let mut status = SnpFwStatus::Success;
+                for i in 0..pages {
+                    let Some(p) = spa.checked_add(i * 4096) else { break };
+                    let s = self.fw_launch_update(gctx, p, info.asid);
+                    cost += lat;
+                    if status == SnpFwStatus::Success {
+                        status = s;
+                    }
+                }
+                self.fw_outcome(status, cost)
+            }
+            (SnpFwCmd::LaunchUpdate, None, Some(g)) => self.launch_update_gpa(cpu, vm, g, pages),
+            (SnpFwCmd::LaunchUpdate, None, None) => {
+                self.not_modelled("snp-fw launch-update without spa= or gpa=");
+                Outcome::default()
+            }
+            (SnpFwCmd::LaunchFinish, _, _) => {
+                let (gctx, c) = self.ensure_gctx(cpu, vm);
+                let s = self.rmp.launch_finish(gctx);
+                self.fw_outcome(s, c + lat)
+            }
+            (SnpFwCmd::Decommission, _, _) => {
+                // KVM snp_decommission_context: SNP_DECOMMISSION, then the context page is
+                // reclaimed (SNP_PAGE_RECLAIM) and made shared again, and freed.
+                let Some(gctx) = self.kvm.get_mut(&vm).and_then(|k| k.gctx.take()) else {
+                    return self.fw_outcome(SnpFwStatus::InvalidGuest, lat);
+                };
+                let s = self.rmp.decommission(gctx);
+                let mut cost = lat;
+                if s == SnpFwStatus::Success {
+                    let _ = self.rmp.page_reclaim(gctx, RmpPageSize::K4);
+                    cost += lat;
+                    cost +=
+                        self.rmpupdate(cpu, gctx, PageSize::K4, false, 0, Gpa::ZERO, false).cost;
+                    let _ = self.alloc.free(gctx, 0);
+                }
+                self.fw_outcome(s, cost)
+            }
+            (SnpFwCmd::PageReclaim, Some(spa), _) => {
+                let mut status = SnpFwStatus::Success;
+                let mut cost = Cycles::ZERO;
+                for i in 0..pages {
+                    let Some(p) = spa.checked_add(i * 4096) else { break };
+                    let size = if self.rmp.entry(p).page_size == RmpPageSize::M2
+                        && p.is_aligned(PageSize::M2)
+                    {
+                        RmpPageSize::M2
+                    } else {
+                        RmpPageSize::K4
+                    };
+                    let s = self.rmp.page_reclaim(p, size);
+                    cost += lat;
+                    if status == SnpFwStatus::Success {
+                        status = s;
+                    }
+                }
+                self.fw_outcome(status, cost)
+            }
+            (SnpFwCmd::PageUnsmash, Some(spa), _) => {
+                let s = self.rmp.page_unsmash(spa);
+                self.fw_outcome(s, lat)
+            }
+            (SnpFwCmd::PageReclaim | SnpFwCmd::PageUnsmash, None, _) => {
+                self.not_modelled("snp-fw page command without spa=");
+                Outcome::default()
+            }
+        }
     }
 
     /// `mem-attrs`: KVM_SET_MEMORY_ATTRIBUTES from the VMM.

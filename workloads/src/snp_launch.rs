@@ -206,7 +206,13 @@ impl SnpLaunch {
             }
         }
         // sev_gmem_prepare: 2M RMP entry only for an aligned order-9 folio (spec/snp.md §4.5).
-        let rmp_2m = order >= 9 && spa.is_aligned(PageSize::M2) && gpa.is_aligned(PageSize::M2);
+        // Image pages are populated for SNP_LAUNCH_UPDATE instead (`sev_gmem_post_populate`):
+        // private at 4K and immutable (Pre-Guest), which the firmware requires; a folio holding
+        // image pages is therefore made private 4K by 4K.
+        let rmp_2m = image == 0
+            && order >= 9
+            && spa.is_aligned(PageSize::M2)
+            && gpa.is_aligned(PageSize::M2);
         let (step, size) = if rmp_2m { (512, PageSize::M2) } else { (1, PageSize::K4) };
         for i in (0..pages).step_by(step) {
             self.pending.push_back(Event::RmpUpdate {
@@ -215,7 +221,7 @@ impl SnpLaunch {
                 assigned: true,
                 asid: self.asid(),
                 gpa: Gpa::new(gpa.raw() + i * 4096),
-                immutable: false,
+                immutable: i < image,
             });
         }
         if image > 0 {
@@ -279,10 +285,35 @@ mod tests {
         assert!(first_store < first_update);
     }
 
+    /// A 2M folio without image pages becomes one 2M RMP entry; one holding image pages is
+    /// populated 4K by 4K, the image pages immutable (Pre-Guest, as `sev_gmem_post_populate`
+    /// leaves them for SNP_LAUNCH_UPDATE).
     #[test]
     fn order_9_folios_use_2m_rmp_entries() {
         let p = Params::parse(["guests=1", "guest_memory=4M", "folio_order=9", "kernel_cpus=0"])
             .unwrap();
+        let ev = drain(&p, 1);
+        let updates: Vec<_> = ev
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::RmpUpdate { size, immutable, .. } => Some((*size, *immutable)),
+                _ => None,
+            })
+            .collect();
+        // The default 1M image: 256 immutable 4K pages, then the rest of that folio 4K, then
+        // one 2M entry for the second folio.
+        assert_eq!(updates.len(), 512 + 1);
+        assert!(updates[..256].iter().all(|u| *u == (PageSize::K4, true)));
+        assert!(updates[256..512].iter().all(|u| *u == (PageSize::K4, false)));
+        assert_eq!(updates[512], (PageSize::M2, false));
+        let p = Params::parse([
+            "guests=1",
+            "guest_memory=4M",
+            "folio_order=9",
+            "kernel_cpus=0",
+            "image=0",
+        ])
+        .unwrap();
         let ev = drain(&p, 1);
         let sizes: Vec<_> = ev
             .iter()
