@@ -42,7 +42,9 @@ use rmp_model::{
     GuestViolation, HostAccess, NestedTableCheck, Rmp, RmpCheck, RmpEntry, RmpLayout, RmpPageSize,
     RmpReturn, RmpUpdateInput, RmpViolationCause, TlbOnRmpUpdate, VC_PAGE_NOT_VALIDATED,
 };
-use sim_core::event::{AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, Space, VmKind};
+use sim_core::event::{
+    AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, PscOp, Space, VmKind,
+};
 use sim_core::{
     Address, Agent, Check, Context, Cycles, Event, Gpa, Gva, Hva, MemoryServices, PageSize,
     PrivLevel, Setting, Spa, StateItem, TimedEvent, VmId,
@@ -911,6 +913,10 @@ impl Machine {
                 Event::MemAttrs { gpa, bytes, vm, attrs, vtl: 0 },
                 Some(Context::HostKernel | Context::HostProcess(_)),
             ) => self.mem_attrs(cpu, *vm, *gpa, *bytes, attrs.0),
+            (
+                Event::Cpa { op: op @ (CpaOp::Decrypted | CpaOp::Encrypted), addr, pages },
+                Some(c @ Context::Guest { vm, .. }),
+            ) => self.guest_set_memory_enc(cpu, c, vm, *op == CpaOp::Encrypted, *addr, *pages),
             (Event::Cpa { op, addr, pages }, Some(Context::HostKernel)) => {
                 self.cpa_event(cpu, *op, *addr, *pages)
             }
@@ -1824,6 +1830,131 @@ impl Machine {
         }
     }
 
+    /// The SNP guest kernel's `set_memory_decrypted` / `set_memory_encrypted` over `pages` 4K
+    /// pages from a GVA of its own page table (Linux `__set_memory_enc_pgtable` with the SNP
+    /// hooks of `arch/x86/coco/sev/core.c`, spec/snp.md §4.5 "Guest order of operations"):
+    /// - decrypted: each page's PVALIDATE rescind (4K), then one page-state-change request to
+    ///   shared per 253 pages (GHCB), then the C-bit cleared in the guest's PTEs;
+    /// - encrypted: the C-bit set in the PTEs, a page-state-change request to private, then
+    ///   each page's PVALIDATE.
+    ///
+    /// The PTE change splits a larger guest mapping one level at a time (seed "x86: mm: Provide
+    /// support to use memblock when splitting large pages": early in boot the guest's split
+    /// tables come from memblock; here from the guest's table pages, which model both) and
+    /// drops the guest's TLB entries for the pages on every CPU. Counted under
+    /// `guest.cpa_splits` and `guest.cpa_pages`. A fault stops the operation where it is and
+    /// is the event's outcome.
+    fn guest_set_memory_enc(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        enc: bool,
+        addr: Address,
+        pages: u64,
+    ) -> Outcome {
+        let Address::Gva(first) = addr else {
+            self.not_modelled("guest cpa of a non-gva: address");
+            return Outcome::default();
+        };
+        if self.vm_tables(vm, true).is_err() {
+            self.not_modelled("guest cpa: VM without tables");
+            return Outcome::default();
+        }
+        let gvas: Vec<Gva> = (0..pages)
+            .filter_map(|i| first.raw().checked_add(i * 4096))
+            .map(|v| Gva::new_truncate(v & !0xfff))
+            .collect();
+        let mut total = Outcome::default();
+        // Add a step's cost; false if it faulted (and was not handled). The event reports the
+        // fault that stopped it, else the first handled one.
+        let step = |total: &mut Outcome, o: Outcome| -> bool {
+            total.cost += o.cost;
+            match o.fault {
+                Some(f) if f.disposition != Disposition::Handled => {
+                    total.fault = Some(f);
+                    false
+                }
+                Some(f) => {
+                    total.fault = total.fault.or(Some(f));
+                    true
+                }
+                None => true,
+            }
+        };
+        // One GHCB request per run of GPA-contiguous pages, at most 253 entries each.
+        let psc = |m: &mut Machine, shared: bool| -> Outcome {
+            let op = if shared { PscOp::Shared } else { PscOp::Private };
+            let gpas: Vec<u64> = gvas
+                .iter()
+                .filter_map(|g| m.vm_paging.get(&vm).and_then(|p| p.guest_gpa(*g)))
+                .map(|g| g.raw() & !0xfff)
+                .collect();
+            let mut o = Outcome::default();
+            let mut i = 0;
+            while i < gpas.len() {
+                let mut n = 1;
+                while i + n < gpas.len()
+                    && n < kvm::PSC_MAX_ENTRIES as usize
+                    && gpas[i + n] == gpas[i] + (n as u64) * 4096
+                {
+                    n += 1;
+                }
+                let start = Gpa::new_truncate(gpas[i]);
+                o.cost += m.psc(cpu, vm, op, start, PageSize::K4, n as u64).cost;
+                i += n;
+            }
+            o
+        };
+        if !enc {
+            for g in &gvas {
+                let op = GuestRmpOp::Pvalidate { size: PageSize::K4, validate: false };
+                let o = self.guest_rmp_instr(cpu, ctx, vm, Address::Gva(*g), op);
+                if !step(&mut total, o) {
+                    return total;
+                }
+            }
+            let o = psc(self, true);
+            step(&mut total, o);
+        }
+        for g in &gvas {
+            let Some(p) = self.vm_paging.get_mut(&vm) else { break };
+            let asid = p.asid();
+            match p.guest_set_encrypted(vm, &mut self.tables, &mut buddy_frames!(self), *g, enc) {
+                Ok((splits, tok)) => {
+                    self.guest.cpa_splits += u64::from(splits);
+                    self.guest.cpa_pages += 1;
+                    let tag = TlbTag { asid, pcid: 0 };
+                    for c in &mut self.cpus {
+                        self.tlb_invalidated += c.mmu.invalidate(&tok, tag).tlb;
+                    }
+                    tok.ignore();
+                    total.cost += self.cfg.host.invlpg_cost;
+                }
+                Err(e) => {
+                    self.not_modelled(&format!("guest cpa: {}", e.category()));
+                    return total;
+                }
+            }
+            self.own_guest_tables(vm);
+        }
+        if enc {
+            let o = psc(self, false);
+            if !step(&mut total, o) {
+                return total;
+            }
+            for g in &gvas {
+                let op = GuestRmpOp::Pvalidate { size: PageSize::K4, validate: true };
+                let o = self.guest_rmp_instr(cpu, ctx, vm, Address::Gva(*g), op);
+                if !step(&mut total, o) {
+                    return total;
+                }
+            }
+        }
+        total.timing = Timing::Serial;
+        total
+    }
+
     /// Price an RMP instruction and apply what the hardware does to TLBs (`rmp.tlb_on_update`).
     fn after_rmp_change(&mut self, rc: RmpReturn, latency: Cycles, pages: (Spa, u64)) -> Outcome {
         let mut cost = latency;
@@ -1905,9 +2036,15 @@ impl Machine {
                 };
                 self.vm_tables(vm, false).map_err(|e| Refusal::vm("map", e))?;
                 let p = self.vm_paging.get_mut(&vm).expect("built above");
-                p.stage2_map(&mut self.tables, &mut buddy_frames!(self), g, s, size, f)
+                let r = p
+                    .stage2_map(&mut self.tables, &mut buddy_frames!(self), g, s, size, f)
                     .map(|()| None)
-                    .map_err(|e| Refusal::vm("map", e))
+                    .map_err(|e| Refusal::vm("map", e));
+                if r.is_ok() {
+                    // KVM's memory behind this GPA range is the host memory mapped here.
+                    self.kvm_adopt(vm, g, s, size);
+                }
+                r
             }
             Space::Guest(vm) => {
                 let (Address::Gva(v), Address::Gpa(g)) = (va, pa) else {

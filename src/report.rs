@@ -111,6 +111,10 @@ pub struct GuestCounts {
     pub stage2_table_pages: u64,
     /// Guest page-table pages of every VM (guest memory backed by host pages).
     pub guest_table_pages: u64,
+    /// Guest page-table splits made by the guest kernel's `set_memory_{en,de}crypted`.
+    pub cpa_splits: u64,
+    /// Pages whose C-bit the guest kernel changed.
+    pub cpa_pages: u64,
 }
 
 /// RMP activity.

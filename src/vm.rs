@@ -458,6 +458,53 @@ impl VmPaging {
         res.map(PendingInvalidation::ignore).map_err(map_err)
     }
 
+    /// The GPA the guest's page table maps `gva` to, if mapped (functional lookup).
+    pub fn guest_gpa(&self, gva: Gva) -> Option<Gpa> {
+        let gt = self.guest.as_ref()?;
+        gt.pt.lookup(&gt.tables, gva).map(|l| l.pa(gva))
+    }
+
+    /// Set or clear the C-bit of the guest's 4K mapping of `gva`, first splitting a larger
+    /// leaf one level at a time, as the guest kernel's CPA does (`__set_memory_enc_pgtable`;
+    /// split tables come from the guest's table pages, backed in stage 2 like the others).
+    /// Returns the splits made and what must be invalidated.
+    pub fn guest_set_encrypted(
+        &mut self,
+        vm: VmId,
+        host: &mut PhysMemTables,
+        frames: &mut impl FrameSource,
+        gva: Gva,
+        enc: bool,
+    ) -> Result<(u32, PendingInvalidation<Gva>), VmMapError> {
+        let mut splits = 0;
+        let mut inv = PendingInvalidation::none();
+        loop {
+            let gt = self.guest.as_mut().ok_or_else(|| {
+                VmMapError::Table(format!("{gva:?} is not mapped (no guest page table)"))
+            })?;
+            let leaf = gt
+                .pt
+                .lookup(&gt.tables, gva)
+                .ok_or_else(|| VmMapError::Table(format!("{gva:?} is not mapped")))?;
+            if leaf.size == PageSize::K4 {
+                let attrs = LeafAttrs { encrypted: enc, ..leaf.attrs };
+                let tok = gt
+                    .pt
+                    .protect(&mut gt.tables, gva.align_down(PageSize::K4), PageSize::K4, attrs)
+                    .map_err(|e| VmMapError::Table(e.to_string()))?;
+                inv.merge(tok);
+                return Ok((splits, inv));
+            }
+            let mut gf = GuestFrames { next: &mut self.next_table, fresh: Vec::new() };
+            let res = gt.pt.split(&mut gt.tables, &mut gf, gva);
+            let fresh = gf.fresh;
+            self.back_tables(vm, host, frames, &fresh)?;
+            let (_, tok) = res.map_err(|e| VmMapError::Table(e.to_string()))?;
+            inv.merge(tok);
+            splits += 1;
+        }
+    }
+
     /// Remove the guest leaf of `size` at `gva`.
     pub fn guest_unmap(
         &mut self,

@@ -49,6 +49,10 @@ pub(crate) struct KvmVm {
     folios: BTreeMap<u64, Folio>,
     /// The VMM's (shared) backing pages, by GFN.
     vmm: BTreeMap<u64, Spa>,
+    /// Memory a scenario or trace mapped in stage 2 itself (`map`/`state map space=stage2:N`),
+    /// by first GFN: (first SPA, size). KVM treats it as the guest's memory — what it faults
+    /// back in after a zap, and what a conversion to shared invalidates — without owning it.
+    adopted: BTreeMap<u64, (Spa, PageSize)>,
 }
 
 /// What KVM did, for the report.
@@ -159,6 +163,21 @@ impl Machine {
     /// are unassigned, else at 4K), and map it in stage 2 at the smaller of the folio and the
     /// RMP entry (`sev_gmem_max_mapping_level`).
     fn gmem_fault_in(&mut self, cpu: usize, vm: VmId, info: VmInfo, gfn: u64) -> Option<Cycles> {
+        if let Some(spa) = self.adopted(vm, gfn) {
+            // Memory the input mapped itself: prepared at 4K if it is not private yet, mapped
+            // back at 4K.
+            let mut cost = Cycles::ZERO;
+            if !self.rmp.entry(spa).assigned {
+                self.kvm_counts.prepare_4k += 1;
+                let g = Gpa::new_truncate(gfn << 12);
+                cost += self.rmpupdate(cpu, spa, PageSize::K4, true, info.asid, g, false).cost;
+            }
+            if !self.kvm_stage2_map(vm, Gpa::new_truncate(gfn << 12), spa, PageSize::K4) {
+                return None;
+            }
+            self.kvm_counts.private_faultins += 1;
+            return Some(cost);
+        }
         let (base_gfn, folio, mut cost) = self.gmem_folio(cpu, vm, gfn)?;
         let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base_gfn) << 12));
         cost += self.gmem_prepare(cpu, info, base_gfn, folio, gfn);
@@ -194,6 +213,18 @@ impl Machine {
             }
         }
         Some(cost)
+    }
+
+    /// Record a stage-2 mapping made by the input (see [`KvmVm::adopted`]).
+    pub(super) fn kvm_adopt(&mut self, vm: VmId, gpa: Gpa, spa: Spa, size: PageSize) {
+        self.kvm.entry(vm).or_default().adopted.insert(gpa.raw() >> 12, (spa, size));
+    }
+
+    /// The host page an input-made stage-2 mapping gave `gfn`, if any.
+    fn adopted(&self, vm: VmId, gfn: u64) -> Option<Spa> {
+        let (&first, &(spa, size)) = self.kvm.get(&vm)?.adopted.range(..=gfn).next_back()?;
+        (gfn - first < size.pages_4k())
+            .then(|| Spa::new_truncate(spa.raw() + ((gfn - first) << 12)))
     }
 
     /// The folio holding `gfn`, allocated (order `host.gmem_folio_order`) if there is none.
@@ -349,7 +380,11 @@ impl Machine {
         let order = self.cfg.host.gmem_folio_order;
         let base = gfn & !((1u64 << order) - 1);
         let Some(mut f) = self.kvm.get(&vm).and_then(|k| k.folios.get(&base)).copied() else {
-            return Cycles::ZERO;
+            // Input-made memory: made shared, never freed (KVM does not own it).
+            return match self.adopted(vm, gfn) {
+                Some(spa) => self.gmem_invalidate(cpu, spa),
+                None => Cycles::ZERO,
+            };
         };
         let spa = Spa::new_truncate(f.spa.raw() + ((gfn - base) << 12));
         let mut cost = self.gmem_invalidate(cpu, spa);
