@@ -899,6 +899,22 @@ impl Machine {
                     GuestRmpOp::Rmpadjust { size: *size, vmpl: *vmpl, perms: perms.0, vmsa: *vmsa };
                 self.guest_rmp_instr(cpu, c, vm, *addr, op)
             }
+            (Event::RmpRead { spa }, Some(Context::HostKernel)) => {
+                // RMPREAD (Zen 5+; spec/snp.md §3.6): the entry is read from memory, priced
+                // through the caches; the instruction changes nothing.
+                let (rc, _record) = self.rmp.rmpread(Executor::Hypervisor, *spa);
+                let read = self.rmp.layout().entry_addr(*spa).map_or(Cycles::ZERO, |a| {
+                    self.caches.data_access(cpu, a, false)
+                });
+                let cost = self.cfg.rmp.rmp_lookup_latency + read;
+                self.cycles.rmp_instr += cost;
+                Outcome {
+                    rc: Some((u64::from(rc.code()), None)),
+                    cost,
+                    timing: Timing::Serial,
+                    ..Outcome::default()
+                }
+            }
             (Event::Psmash { spa }, Some(Context::HostKernel)) => {
                 let rc = self.rmp.psmash(Executor::Hypervisor, *spa);
                 self.after_rmp_change(rc, self.cfg.rmp.psmash_latency, (*spa, PageSize::M2.bytes()))
