@@ -47,7 +47,7 @@
 //!   rule 14).
 
 use crate::latency::{CacheLatency, MemRefKind};
-use crate::repl::{ReplState, Replacement};
+use crate::repl::{RankLru, ReplState, Replacement};
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source, check_pow2, check_range};
 use sim_core::{Cycles, Rng, Spa};
 use std::ops::Sub;
@@ -434,12 +434,25 @@ pub struct Cache {
     ways: usize,
     line_shift: u32,
     set_mask: u64,
+    /// Bit `w` set for every way `w` of a set.
+    all_ways: u64,
     /// Line address (SPA >> line_shift) per way, set-major; [`INVALID`] if empty.
     tags: Vec<u64>,
     /// Dirty bit and filler class per way.
     meta: Vec<u8>,
-    repl: ReplState,
+    /// Per set, bit `w` set iff way `w` holds a line (the same facts as `tags`, kept so that a
+    /// fill finds the lowest empty way with one `trailing_zeros`).
+    valid: Vec<u64>,
+    repl: CacheRepl,
     stats: CacheStats,
+}
+
+/// A cache's replacement state: LRU (every preset) as byte ranks, compact and cheap to update;
+/// tree-PLRU and random through the crate's shared [`ReplState`].
+#[derive(Clone, Debug)]
+enum CacheRepl {
+    Lru(RankLru),
+    Other(ReplState),
 }
 
 impl Cache {
@@ -457,9 +470,16 @@ impl Cache {
             ways,
             line_shift: geom.line_size.trailing_zeros(),
             set_mask: u64::from(geom.sets) - 1,
+            all_ways: u64::MAX >> (64 - ways),
             tags: vec![INVALID; lines],
             meta: vec![0; lines],
-            repl: ReplState::new(geom.replacement, sets, ways, Rng::new(seed)),
+            valid: vec![0; sets],
+            repl: match geom.replacement {
+                Replacement::Lru => CacheRepl::Lru(RankLru::new(sets, ways)),
+                Replacement::TreePlru | Replacement::Random => {
+                    CacheRepl::Other(ReplState::new(geom.replacement, sets, ways, Rng::new(seed)))
+                }
+            },
             stats: CacheStats::default(),
         })
     }
@@ -486,12 +506,15 @@ impl Cache {
 
     /// Lines currently valid.
     pub fn valid_lines(&self) -> usize {
-        self.tags.iter().filter(|&&t| t != INVALID).count()
+        self.valid.iter().map(|v| v.count_ones() as usize).sum()
     }
 
-    fn slot(&self, spa: Spa) -> (u64, usize) {
+    /// The line address of `spa`, its set, and the index of the set's way 0.
+    #[inline]
+    fn slot(&self, spa: Spa) -> (u64, usize, usize) {
         let line = spa.raw() >> self.line_shift;
-        (line, to_usize(line & self.set_mask) * self.ways)
+        let set = to_usize(line & self.set_mask);
+        (line, set, set * self.ways)
     }
 
     fn find(&self, line: u64, base: usize) -> Option<usize> {
@@ -501,13 +524,13 @@ impl Cache {
     /// Whether the line holding `spa` is present (functional probe: no state changes, no
     /// counters).
     pub fn contains(&self, spa: Spa) -> bool {
-        let (line, base) = self.slot(spa);
+        let (line, _, base) = self.slot(spa);
         self.find(line, base).is_some()
     }
 
     /// Whether the line holding `spa` is present and dirty.
     pub fn is_dirty(&self, spa: Spa) -> bool {
-        let (line, base) = self.slot(spa);
+        let (line, _, base) = self.slot(spa);
         self.find(line, base).is_some_and(|w| self.meta[base + w] & DIRTY != 0)
     }
 
@@ -515,14 +538,14 @@ impl Cache {
     /// (and mark the line dirty if `write`) and return `true`. Counts a hit or a miss. A miss
     /// changes nothing else: the caller decides whether to [`fill`](Self::fill).
     pub fn lookup(&mut self, spa: Spa, class: RefClass, write: bool) -> bool {
-        let (line, base) = self.slot(spa);
+        let (line, set, base) = self.slot(spa);
         match self.find(line, base) {
             Some(w) => {
                 self.stats.class_mut(class).hits += 1;
                 if write {
                     self.meta[base + w] |= DIRTY;
                 }
-                self.touch(base, w);
+                self.touch(set, w);
                 true
             }
             None => {
@@ -536,48 +559,67 @@ impl Cache {
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
     pub fn fill(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
-        let (line, base) = self.slot(spa);
+        let (line, set, base) = self.slot(spa);
         let flag = if dirty { DIRTY } else { 0 };
-        // One pass finds the line if present and the first invalid way.
-        let mut free = None;
-        for (w, &t) in self.tags[base..base + self.ways].iter().enumerate() {
-            if t == line {
-                self.meta[base + w] |= flag;
-                self.touch(base, w);
-                return None;
-            }
-            if t == INVALID && free.is_none() {
-                free = Some(w);
-            }
+        if let Some(w) = self.find(line, base) {
+            self.meta[base + w] |= flag;
+            self.touch(set, w);
+            return None;
         }
-        let (w, evicted) = match free {
-            Some(w) => (w, None),
-            None => {
-                let w = self.victim(base);
-                let ev = self.evicted_at(base + w);
-                let counts = self.stats.class_mut(ev.class);
-                counts.evictions += 1;
-                if ev.dirty {
-                    counts.writebacks += 1;
-                }
-                (w, Some(ev))
+        self.install(line, set, base, class, flag)
+    }
+
+    /// [`Cache::fill`] of a line the caller knows is absent (its lookup just missed and
+    /// nothing has filled this cache since): skips the search for it.
+    fn fill_absent(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
+        debug_assert!(!self.contains(spa), "fill_absent of a present line");
+        let (line, set, base) = self.slot(spa);
+        self.install(line, set, base, class, if dirty { DIRTY } else { 0 })
+    }
+
+    /// Put an absent `line` in the lowest empty way of `set`, else in the policy's victim.
+    #[inline]
+    fn install(
+        &mut self,
+        line: u64,
+        set: usize,
+        base: usize,
+        class: RefClass,
+        flag: u8,
+    ) -> Option<Evicted> {
+        let empty = !self.valid[set] & self.all_ways;
+        let (w, evicted) = if empty != 0 {
+            (empty.trailing_zeros() as usize, None)
+        } else {
+            let w = match &mut self.repl {
+                CacheRepl::Lru(r) => r.victim(set),
+                CacheRepl::Other(r) => r.victim(set),
+            };
+            let ev = self.evicted_at(base + w);
+            let counts = self.stats.class_mut(ev.class);
+            counts.evictions += 1;
+            if ev.dirty {
+                counts.writebacks += 1;
             }
+            (w, Some(ev))
         };
+        self.valid[set] |= 1 << w;
         self.tags[base + w] = line;
         self.meta[base + w] = flag | class.index();
         self.stats.class_mut(class).fills += 1;
-        self.touch(base, w);
+        self.touch(set, w);
         evicted
     }
 
     /// Drop the line holding `spa`, returning it if it was present (the caller writes it back
     /// if dirty). Not counted as an eviction.
     pub fn invalidate(&mut self, spa: Spa) -> Option<Evicted> {
-        let (line, base) = self.slot(spa);
+        let (line, set, base) = self.slot(spa);
         let w = self.find(line, base)?;
         let ev = self.evicted_at(base + w);
         self.tags[base + w] = INVALID;
         self.meta[base + w] = 0;
+        self.valid[set] &= !(1 << w);
         Some(ev)
     }
 
@@ -590,11 +632,13 @@ impl Cache {
         // Replacement state is left as is: invalid ways are filled before it is consulted.
         self.tags.fill(INVALID);
         self.meta.fill(0);
+        self.valid.fill(0);
         dirty
     }
 
     fn evicted_at(&self, i: usize) -> Evicted {
         let m = self.meta[i];
+        debug_assert!(self.tags[i] != INVALID, "a valid way has a tag");
         Evicted {
             line: Spa::new(self.tags[i] << self.line_shift),
             dirty: m & DIRTY != 0,
@@ -602,12 +646,12 @@ impl Cache {
         }
     }
 
-    fn touch(&mut self, base: usize, way: usize) {
-        self.repl.touch(base / self.ways, way);
-    }
-
-    fn victim(&mut self, base: usize) -> usize {
-        self.repl.victim(base / self.ways)
+    #[inline]
+    fn touch(&mut self, set: usize, way: usize) {
+        match &mut self.repl {
+            CacheRepl::Lru(r) => r.touch(set, way),
+            CacheRepl::Other(r) => r.touch(set, way),
+        }
     }
 }
 
@@ -1201,6 +1245,9 @@ impl CacheHierarchy {
         let level = if core.l1d.lookup(spa, class, write) {
             HitLevel::L1d
         } else {
+            // Each level below fills the line only after its own lookup missed, and nothing
+            // but other levels changed in between: `fill_absent` skips the search. (Victims
+            // moving down use `fill`: they may already be there.)
             let (level, llc_dirty) = if core.l2.lookup(spa, class, false) {
                 (HitLevel::L2, false)
             } else if llc.lookup(spa, class, false) {
@@ -1208,17 +1255,17 @@ impl CacheHierarchy {
                 let dirty = victim_llc && llc.invalidate(spa).is_some_and(|e| e.dirty);
                 (HitLevel::Llc, dirty)
             } else {
-                if !victim_llc && let Some(ev) = llc.fill(spa, class, false) {
+                if !victim_llc && let Some(ev) = llc.fill_absent(spa, class, false) {
                     stats.dram_writebacks += u64::from(ev.dirty);
                 }
                 (HitLevel::Dram, false)
             };
             if level != HitLevel::L2
-                && let Some(ev) = core.l2.fill(spa, class, llc_dirty)
+                && let Some(ev) = core.l2.fill_absent(spa, class, llc_dirty)
             {
                 l2_victim(llc, victim_llc, stats, ev);
             }
-            if let Some(ev) = core.l1d.fill(spa, class, write)
+            if let Some(ev) = core.l1d.fill_absent(spa, class, write)
                 && ev.dirty
                 && let Some(ev2) = core.l2.fill(ev.line, ev.class, true)
             {
@@ -1779,6 +1826,11 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(c.valid_lines(), may_hold.len());
+                // The per-set valid bits say what the tags say.
+                for (i, &t) in c.tags.iter().enumerate() {
+                    let bit = c.valid[i / c.ways] >> (i % c.ways) & 1 == 1;
+                    prop_assert_eq!(bit, t != INVALID);
+                }
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
             }
         }

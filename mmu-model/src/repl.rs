@@ -190,6 +190,94 @@ impl ReplState {
     }
 }
 
+/// True LRU for sets of at most 64 ways (the data caches), as one recency rank per way: one
+/// byte per way, 0 = most recently used … `ways − 1` = least, eight ways to a `u64`.
+///
+/// Why not [`ReplState`]: its recency list costs 8 bytes per way plus an 8-byte stamp that only
+/// the TLBs need (to compare victims across arrays), which for a 32 MiB LLC is 8 MiB of
+/// replacement state the host has to miss on. Ranks cost one byte per way, and a use or a
+/// victim choice is a few word operations per eight ways ("SWAR": SIMD within a register).
+/// It makes exactly the choices of [`ReplState`]'s LRU: ways never used rank oldest in index
+/// order (way 0 is the first victim).
+///
+/// Every byte stays at most 0x7f (ranks are below 64; bytes past the last way hold [`PAD`]),
+/// so byte-wise subtraction below never borrows from the next byte.
+#[derive(Clone, Debug)]
+pub(crate) struct RankLru {
+    ways: usize,
+    /// `u64` words per set: `ways.div_ceil(8)`.
+    words: usize,
+    /// Per set, `words` words; byte `w % 8` of word `w / 8` is way `w`'s rank.
+    ranks: Vec<u64>,
+}
+
+/// The byte 0x01 in every lane.
+const LO: u64 = 0x0101_0101_0101_0101;
+/// The byte 0x80 in every lane.
+const HI: u64 = 0x8080_8080_8080_8080;
+/// The rank of a lane past the last way: above every real rank (never ages, never a victim).
+const PAD: u64 = 0x7f;
+
+impl RankLru {
+    /// Most ways a set may have.
+    pub const MAX_WAYS: usize = 64;
+
+    /// `sets` × `ways`, way 0 least recently used … way `ways − 1` most.
+    ///
+    /// # Panics
+    /// If `ways` is 0 or above [`RankLru::MAX_WAYS`].
+    pub fn new(sets: usize, ways: usize) -> RankLru {
+        assert!((1..=Self::MAX_WAYS).contains(&ways), "1..=64 ways");
+        let words = ways.div_ceil(8);
+        let mut set = vec![0u64; words];
+        for (w, word) in set.iter_mut().enumerate() {
+            for lane in 0..8 {
+                let way = w * 8 + lane;
+                let rank = if way < ways { (ways - 1 - way) as u64 } else { PAD };
+                *word |= rank << (8 * lane);
+            }
+        }
+        RankLru { ways, words, ranks: set.repeat(sets) }
+    }
+
+    /// Record a use of `way` in `set`: it becomes rank 0, and every way used more recently
+    /// than it (a smaller rank) ages by one.
+    #[inline]
+    pub fn touch(&mut self, set: usize, way: usize) {
+        let words = &mut self.ranks[set * self.words..(set + 1) * self.words];
+        let (i, shift) = (way / 8, 8 * (way % 8));
+        let r = (words[i] >> shift) & 0xff;
+        if r == 0 {
+            return;
+        }
+        // Per byte x: (0x80 | r) − x has its high bit set iff x ≤ r (x, r ≤ 0x7f: no borrow
+        // crosses a byte). Adding that bit, shifted down to 1, ages those ways; `way` itself
+        // (x = r) is then reset to 0.
+        let rs = HI | (r * LO);
+        for word in words.iter_mut() {
+            *word += ((rs - *word) & HI) >> 7;
+        }
+        words[i] &= !(0xff << shift);
+    }
+
+    /// The least recently used way of `set` (the one ranked `ways − 1`).
+    #[inline]
+    pub fn victim(&self, set: usize) -> usize {
+        let words = &self.ranks[set * self.words..(set + 1) * self.words];
+        let oldest = (self.ways as u64 - 1) * LO;
+        for (i, &word) in words.iter().enumerate() {
+            // Bytes equal to `ways − 1` become zero; (x − 0x01…) & !x & 0x80… flags the lowest
+            // zero byte exactly (a borrow can only flag bytes above a real zero).
+            let x = word ^ oldest;
+            let zero = x.wrapping_sub(LO) & !x & HI;
+            if zero != 0 {
+                return i * 8 + zero.trailing_zeros() as usize / 8;
+            }
+        }
+        unreachable!("the ranks of a set are a permutation of 0..ways")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +339,23 @@ mod tests {
                 r.touch(0, w);
                 let by_stamp = (0..ways).min_by_key(|&x| r.stamp(0, x)).unwrap();
                 proptest::prop_assert_eq!(r.victim(0), by_stamp);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Byte ranks choose exactly what the recency list chooses, for any way count.
+        #[test]
+        fn rank_lru_matches_list(ways in 1usize..=64, touches in proptest::collection::vec(0usize..64, 0..200)) {
+            let mut list = ReplState::new(Replacement::Lru, 2, ways, Rng::new(0));
+            let mut ranks = RankLru::new(2, ways);
+            proptest::prop_assert_eq!(ranks.victim(1), list.victim(1));
+            for t in touches {
+                let w = t % ways;
+                list.touch(1, w);
+                ranks.touch(1, w);
+                proptest::prop_assert_eq!(ranks.victim(1), list.victim(1));
+                proptest::prop_assert_eq!(ranks.victim(0), 0, "other sets untouched");
             }
         }
     }

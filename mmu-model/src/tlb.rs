@@ -392,7 +392,55 @@ struct Array {
     filter_bits: u32,
     /// Valid entries per page size (a size with none skips its probe).
     size_used: [u32; 3],
+    /// Which slots hold a valid entry, so that a flush visits only those.
+    valid: SlotBits,
     repl: ReplState,
+}
+
+/// A set of slot indices as a two-level bitset: bit `i % 64` of `words[i / 64]` says slot `i`
+/// is in the set, and bit `j % 64` of `summary[j / 64]` says `words[j]` is non-zero.
+///
+/// Why: under `rmp.tlb_on_update = global-flush` every RMPUPDATE flushes every TLB of every
+/// CPU, and between two flushes a TLB gains only a few entries. Visiting the set bits costs
+/// one summary word per 4,096 slots plus the valid entries, where a scan of the sets costs
+/// every set (and every way of each non-empty set).
+#[derive(Clone, Debug)]
+struct SlotBits {
+    words: Vec<u64>,
+    summary: Vec<u64>,
+}
+
+impl SlotBits {
+    fn new(slots: usize) -> SlotBits {
+        let words = slots.div_ceil(64);
+        SlotBits { words: vec![0; words], summary: vec![0; words.div_ceil(64)] }
+    }
+
+    #[inline]
+    fn insert(&mut self, i: usize) {
+        self.words[i / 64] |= 1 << (i % 64);
+        self.summary[i / 4096] |= 1 << (i / 64 % 64);
+    }
+
+    #[inline]
+    fn remove(&mut self, i: usize) {
+        let w = &mut self.words[i / 64];
+        *w &= !(1 << (i % 64));
+        if *w == 0 {
+            self.summary[i / 4096] &= !(1 << (i / 64 % 64));
+        }
+    }
+}
+
+/// The positions of the set bits of `w`, lowest first.
+fn bits(mut w: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (w != 0).then(|| {
+            let b = w.trailing_zeros() as usize;
+            w &= w - 1;
+            b
+        })
+    })
 }
 
 /// The key of an invalid slot (no valid key reaches it: vpn < 2^52).
@@ -430,8 +478,14 @@ impl Array {
         self.keys[slot] = new;
         self.keys32[slot] = fold32(new);
         match (old != NO_KEY, e.valid) {
-            (false, true) => self.used[set] += 1,
-            (true, false) => self.used[set] -= 1,
+            (false, true) => {
+                self.used[set] += 1;
+                self.valid.insert(slot);
+            }
+            (true, false) => {
+                self.used[set] -= 1;
+                self.valid.remove(slot);
+            }
             (false, false) | (true, true) => {}
         }
         if old != NO_KEY {
@@ -558,6 +612,7 @@ impl Tlb {
                     keys: vec![NO_KEY; sets * ways],
                     keys32: vec![fold32(NO_KEY); sets * ways],
                     used: vec![0; sets],
+                    valid: SlotBits::new(entries),
                     repl: ReplState::new(cfg.replacement, sets, ways, rng.fork(i as u64)),
                 }
             })
@@ -653,19 +708,34 @@ impl Tlb {
                 probed[s.index()] = set;
                 let base = set * a.ways;
                 let keys = &a.keys32[base..base + a.ways];
-                // A branch-free pass over the folds first (it vectorizes): most lookups that
-                // get here miss.
+                // A branch-free pass over the folds, eight ways at a time (it vectorizes),
+                // gives a bit mask of the candidates; only those are compared in full. Most
+                // lookups that get here miss, and a hit in a 72-way set has one or a few
+                // candidates (other ASIDs' entries for the same page share its key).
+                // Candidates are visited in way order, as a plain scan would.
                 let [w0, w1, w2] = want.map(fold32);
-                if !keys.iter().fold(false, |acc, &k| acc | (k == w0) | (k == w1) | (k == w2)) {
-                    continue;
-                }
-                for (w, &k) in keys.iter().enumerate() {
-                    if k != w0 && k != w1 && k != w2 {
-                        continue;
-                    }
+                let wanted = |k: u32| (k == w0) | (k == w1) | (k == w2);
+                let mut consider = |w: usize| {
                     let e = &a.entries[base + w];
                     if e.matches(va, tag, nroot) && best.is_none_or(|(bs, _)| e.size < bs) {
                         best = Some((e.size, TlbSlot::new(ai, set, w)));
+                    }
+                };
+                let mut groups = keys.chunks_exact(8);
+                for (g, group) in (&mut groups).enumerate() {
+                    if !group.iter().fold(false, |acc, &k| acc | wanted(k)) {
+                        continue;
+                    }
+                    for (i, &k) in group.iter().enumerate() {
+                        if wanted(k) {
+                            consider(g * 8 + i);
+                        }
+                    }
+                }
+                let done = keys.len() - groups.remainder().len();
+                for (i, &k) in groups.remainder().iter().enumerate() {
+                    if wanted(k) {
+                        consider(done + i);
                     }
                 }
             }
@@ -963,26 +1033,29 @@ impl Tlb {
     pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(&Entry) -> bool) -> u64 {
         let mut n = 0;
         for a in &mut self.arrays {
-            let ways = a.ways;
-            // Sets with no valid entry are skipped: after a flush most of a large STLB is
-            // empty, and RMP-update flushes (rmp.tlb_on_update = global-flush) come often.
-            for set in 0..a.sets {
-                if a.used[set] == 0 {
-                    continue;
-                }
-                for i in set * ways..(set + 1) * ways {
-                    let e = &mut a.entries[i];
-                    if e.valid && pred(e) {
-                        e.valid = false;
-                        a.size_used[e.size.index()] -= 1;
-                        if !a.filter.is_empty() {
-                            a.filter[filter_hash(a.keys[i], a.filter_bits)] -= 1;
+            // Only the valid slots are visited, in increasing order: after a flush most of a
+            // large STLB is empty, and RMP-update flushes (rmp.tlb_on_update = global-flush)
+            // come often. `bits` iterates over a copy of each word, so removing is safe.
+            for si in 0..a.valid.summary.len() {
+                for j in bits(a.valid.summary[si]) {
+                    let wi = si * 64 + j;
+                    for b in bits(a.valid.words[wi]) {
+                        let i = wi * 64 + b;
+                        let e = &mut a.entries[i];
+                        debug_assert!(e.valid);
+                        if pred(e) {
+                            e.valid = false;
+                            a.size_used[e.size.index()] -= 1;
+                            if !a.filter.is_empty() {
+                                a.filter[filter_hash(a.keys[i], a.filter_bits)] -= 1;
+                            }
+                            a.keys[i] = NO_KEY;
+                            a.keys32[i] = fold32(NO_KEY);
+                            a.used[i / a.ways] -= 1;
+                            a.valid.remove(i);
+                            self.stats.by_size[e.size].invalidations += 1;
+                            n += 1;
                         }
-                        a.keys[i] = NO_KEY;
-                        a.keys32[i] = fold32(NO_KEY);
-                        a.used[set] -= 1;
-                        self.stats.by_size[e.size].invalidations += 1;
-                        n += 1;
                     }
                 }
             }
@@ -1308,5 +1381,64 @@ mod tests {
         assert_eq!((h.size, h.pa), (PageSize::K4, Spa::new(0x9000)));
         t.invalidate_page(Hva::new(0x20_1000), T);
         assert!(t.lookup(Hva::new(0x20_1000), T).is_none());
+    }
+
+    /// The valid-slot bitset that flushes walk agrees with the entries after any mix of fills,
+    /// invalidations and scoped flushes, over arrays of more than 4,096 slots (several summary
+    /// words), and a flush removes exactly what a scan of every entry would.
+    #[test]
+    fn valid_slot_bits_track_entries() {
+        let cfg = TlbConfig::new(
+            vec![
+                TlbArrayConfig::set_assoc(&[PageSize::K4], 256, 24),
+                TlbArrayConfig::fully_assoc(&[PageSize::M2, PageSize::G1], 72),
+            ],
+            0,
+        );
+        let mut t = Tlb::new(&cfg).unwrap();
+        let mut rng = Rng::new(3);
+        let check = |t: &Tlb| {
+            for a in &t.arrays {
+                for (i, e) in a.entries.iter().enumerate() {
+                    let bit = a.valid.words[i / 64] >> (i % 64) & 1 == 1;
+                    assert_eq!(bit, e.valid, "slot {i}");
+                }
+                for (j, &w) in a.valid.words.iter().enumerate() {
+                    assert_eq!(a.valid.summary[j / 64] >> (j % 64) & 1 == 1, w != 0, "word {j}");
+                }
+            }
+        };
+        for round in 0..40 {
+            for _ in 0..rng.below(400) {
+                let tag = TlbTag { asid: u16::try_from(rng.below(3)).unwrap(), pcid: 0 };
+                let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
+                let va = rng.below(1 << 40) & !(size.bytes() - 1);
+                t.fill(Hva::new(va), tag, &fill(va, size, rng.chance(1, 4)));
+            }
+            if round % 3 == 0 {
+                t.invalidate_range(Hva::new(rng.below(1 << 40)), 1 << 32, T);
+            }
+            check(&t);
+            let scope = match round % 4 {
+                0 => FlushScope::All,
+                1 => FlushScope::Asid(1),
+                2 => FlushScope::AllNonGlobal(2),
+                _ => FlushScope::AllGuests,
+            };
+            let doomed = |e: &Entry| match scope {
+                FlushScope::All => true,
+                FlushScope::Asid(a) => e.tag.asid == a,
+                FlushScope::AllNonGlobal(a) => e.tag.asid == a && !e.global,
+                _ => e.tag.asid != 0,
+            };
+            let expect: u64 = t
+                .arrays
+                .iter()
+                .map(|a| a.entries.iter().filter(|e| e.valid && doomed(e)).count() as u64)
+                .sum();
+            assert_eq!(t.flush(scope), expect, "round {round}");
+            check(&t);
+            assert!(t.arrays.iter().all(|a| a.entries.iter().all(|e| !e.valid || !doomed(e))));
+        }
     }
 }
