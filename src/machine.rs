@@ -903,9 +903,11 @@ impl Machine {
                 // RMPREAD (Zen 5+; spec/snp.md §3.6): the entry is read from memory, priced
                 // through the caches; the instruction changes nothing.
                 let (rc, _record) = self.rmp.rmpread(Executor::Hypervisor, *spa);
-                let read = self.rmp.layout().entry_addr(*spa).map_or(Cycles::ZERO, |a| {
-                    self.caches.data_access(cpu, a, false)
-                });
+                let read = self
+                    .rmp
+                    .layout()
+                    .entry_addr(*spa)
+                    .map_or(Cycles::ZERO, |a| self.caches.data_access(cpu, a, false));
                 let cost = self.cfg.rmp.rmp_lookup_latency + read;
                 self.cycles.rmp_instr += cost;
                 Outcome {
@@ -1907,18 +1909,18 @@ impl Machine {
                 .map(|g| g.raw() & !0xfff)
                 .collect();
             let mut o = Outcome::default();
-            let mut i = 0;
-            while i < gpas.len() {
-                let mut n = 1;
-                while i + n < gpas.len()
-                    && n < kvm::PSC_MAX_ENTRIES as usize
-                    && gpas[i + n] == gpas[i] + (n as u64) * 4096
+            let mut rest = gpas.as_slice();
+            while let Some(&first) = rest.first() {
+                let mut n: u64 = 1;
+                while let Some(&next) = rest.get(usize::try_from(n).unwrap_or(usize::MAX))
+                    && n < kvm::PSC_MAX_ENTRIES
+                    && next == first + n * 4096
                 {
                     n += 1;
                 }
-                let start = Gpa::new_truncate(gpas[i]);
-                o.cost += m.psc(cpu, vm, op, start, PageSize::K4, n as u64).cost;
-                i += n;
+                let start = Gpa::new_truncate(first);
+                o.cost += m.psc(cpu, vm, op, start, PageSize::K4, n).cost;
+                rest = rest.get(usize::try_from(n).unwrap_or(usize::MAX)..).unwrap_or(&[]);
             }
             o
         };
@@ -2444,64 +2446,41 @@ impl Machine {
         // a TD runs on a TDX host, which has none.
         // One outcome buffer reused by every guest access (a 2-D outcome is over 1 KiB;
         // `Mmu::guest_access_into` fills it in place).
+        let mut rmp_stage;
+        let checker: &mut dyn TranslationCheck = match rmp_context(self.vms.get(&vm), ctx) {
+            Some(who) => {
+                rmp_stage = RmpCheckStage::guest(
+                    &mut self.rmp,
+                    self.cfg.rmp.rmp_lookup_latency,
+                    who,
+                    self.cfg.rmp.nested_table_check,
+                );
+                &mut rmp_stage
+            }
+            None => &mut NoCheck,
+        };
+        let mmu = &mut self.cpus[cpu].mmu;
         let mut o = match self.guest_out.take() {
             Some(mut b) => {
-                match rmp_context(self.vms.get(&vm), ctx) {
-                    Some(who) => {
-                        let mut chk = RmpCheckStage::guest(
-                            &mut self.rmp,
-                            self.cfg.rmp.rmp_lookup_latency,
-                            who,
-                            self.cfg.rmp.nested_table_check,
-                        );
-                        self.cpus[cpu].mmu.guest_access_into(
-                            &mut self.tables,
-                            gtables,
-                            &gctx,
-                            &mut chk,
-                            &mut lat,
-                            &req,
-                            &mut b,
-                        );
-                    }
-                    None => self.cpus[cpu].mmu.guest_access_into(
-                        &mut self.tables,
-                        gtables,
-                        &gctx,
-                        &mut NoCheck,
-                        &mut lat,
-                        &req,
-                        &mut b,
-                    ),
-                }
-                b
-            }
-            None => Box::new(match rmp_context(self.vms.get(&vm), ctx) {
-                Some(who) => {
-                    let mut chk = RmpCheckStage::guest(
-                        &mut self.rmp,
-                        self.cfg.rmp.rmp_lookup_latency,
-                        who,
-                        self.cfg.rmp.nested_table_check,
-                    );
-                    self.cpus[cpu].mmu.guest_access(
-                        &mut self.tables,
-                        gtables,
-                        &gctx,
-                        &mut chk,
-                        &mut lat,
-                        &req,
-                    )
-                }
-                None => self.cpus[cpu].mmu.guest_access(
+                mmu.guest_access_into(
                     &mut self.tables,
                     gtables,
                     &gctx,
-                    &mut NoCheck,
+                    checker,
                     &mut lat,
                     &req,
-                ),
-            }),
+                    &mut b,
+                );
+                b
+            }
+            None => Box::new(mmu.guest_access(
+                &mut self.tables,
+                gtables,
+                &gctx,
+                checker,
+                &mut lat,
+                &req,
+            )),
         };
         let g = &mut self.guest;
         g.accesses += 1;

@@ -480,8 +480,9 @@ impl Machine {
             self.not_modelled("snp-fw launch-update for an unknown VM");
             return Outcome::default();
         };
-        let (gctx, mut cost) = self.ensure_gctx(cpu, vm);
-        let mut status = SnpFwStatus::Success;
+        // The context page first (KVM creates it at LAUNCH_START, before populating).
+        let (_, mut cost) = self.ensure_gctx(cpu, vm);
+        let mut pages_4k = Vec::new();
         for i in 0..pages {
             let gfn = (gpa.raw() >> 12) + i;
             let Some((base, folio, c)) = self.gmem_folio(cpu, vm, gfn) else { break };
@@ -489,18 +490,34 @@ impl Machine {
             let spa = Spa::new_truncate(folio.spa.raw() + ((gfn - base) << 12));
             let g = Gpa::new_truncate(gfn << 12);
             cost += self.rmpupdate(cpu, spa, PageSize::K4, true, info.asid, g, true).cost;
-            let s = self.fw_launch_update(gctx, spa, info.asid);
+            pages_4k.push(spa);
+        }
+        self.fw_launch_update(cpu, vm, info.asid, &pages_4k, cost)
+    }
+
+    /// SNP_LAUNCH_UPDATE of each page (4K, normal) under the VM's guest context; the outcome's
+    /// return code is the first failing status, or SUCCESS.
+    fn fw_launch_update(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        asid: u32,
+        pages: &[Spa],
+        mut cost: Cycles,
+    ) -> Outcome {
+        let (gctx, c) = self.ensure_gctx(cpu, vm);
+        cost += c;
+        let asid = u16::try_from(asid).unwrap_or(u16::MAX);
+        let update = LaunchUpdate::page_4k(LaunchPageType::Normal);
+        let mut status = SnpFwStatus::Success;
+        for &p in pages {
+            let s = self.rmp.launch_update(gctx, p, asid, &update);
             cost += self.cfg.rmp.fw_command_latency;
             if status == SnpFwStatus::Success {
                 status = s;
             }
         }
         self.fw_outcome(status, cost)
-    }
-
-    fn fw_launch_update(&mut self, gctx: Spa, page: Spa, asid: u32) -> SnpFwStatus {
-        let asid = u16::try_from(asid).unwrap_or(u16::MAX);
-        self.rmp.launch_update(gctx, page, asid, &LaunchUpdate::page_4k(LaunchPageType::Normal))
     }
 
     /// The VM's guest context page, made if it has none: a page from the allocator given to
@@ -568,17 +585,8 @@ impl Machine {
                     self.not_modelled("snp-fw launch-update for an unknown VM");
                     return Outcome::default();
                 };
-                let (gctx, mut cost) = self.ensure_gctx(cpu, vm);
-                let mut status = SnpFwStatus::Success;
-                for i in 0..pages {
-                    let Some(p) = spa.checked_add(i * 4096) else { break };
-                    let s = self.fw_launch_update(gctx, p, info.asid);
-                    cost += lat;
-                    if status == SnpFwStatus::Success {
-                        status = s;
-                    }
-                }
-                self.fw_outcome(status, cost)
+                let list: Vec<Spa> = (0..pages).map_while(|i| spa.checked_add(i * 4096)).collect();
+                self.fw_launch_update(cpu, vm, info.asid, &list, Cycles::ZERO)
             }
             (SnpFwCmd::LaunchUpdate, None, Some(g)) => self.launch_update_gpa(cpu, vm, g, pages),
             (SnpFwCmd::LaunchUpdate, None, None) => {
