@@ -495,8 +495,15 @@ impl Cpu {
 
     /// Everything flushed, global entries included.
     fn note_full_flush(&mut self) {
-        self.cached.clear();
-        self.keep_current();
+        // Nothing to do when only the loaded space under its PCID is recorded (the common case
+        // of repeated flushes): clearing and re-inserting would allocate each time.
+        let pcid = self.pcid();
+        let only_current = self.cached.len() == 1
+            && self.cached.get(&self.loaded).is_some_and(|p| p.len() == 1 && p.contains(&pcid));
+        if !only_current {
+            self.cached.clear();
+            self.keep_current();
+        }
     }
 
     /// Every non-global entry flushed: process entries are non-global (user pages).
