@@ -218,6 +218,23 @@ pub trait TranslationCheck {
     /// Check one request, recording the memory read and any fixed cost in `work`.
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict;
 
+    /// Check one reference of a native (host, 1-D) walk, or its data access: what
+    /// [`TranslationCheck::check`] gives for [`CheckRequest::native`]`(spa, target, who,
+    /// privilege)`, which the default builds and forwards. The MMU's common walk calls this
+    /// once per reference; a checker may override it with a path that takes only what its
+    /// native rule needs, as long as the verdict and the `work` recorded are the same.
+    #[inline]
+    fn check_native(
+        &mut self,
+        spa: Spa,
+        target: CheckTarget,
+        who: Agent,
+        privilege: Privilege,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        self.check(&CheckRequest::native(spa, target, who, privilege), work)
+    }
+
     /// Whether every check allows everything with the write check passed, reads nothing and
     /// costs nothing (then the walkers skip the calls). Default: false.
     fn allows_everything(&self) -> bool {
@@ -242,6 +259,18 @@ impl TranslationCheck for NoCheck {
 impl<C: TranslationCheck + ?Sized> TranslationCheck for &mut C {
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
         (**self).check(req, work)
+    }
+
+    #[inline]
+    fn check_native(
+        &mut self,
+        spa: Spa,
+        target: CheckTarget,
+        who: Agent,
+        privilege: Privilege,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        (**self).check_native(spa, target, who, privilege, work)
     }
 
     fn allows_everything(&self) -> bool {

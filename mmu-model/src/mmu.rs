@@ -29,7 +29,8 @@ use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
     AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
     Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
-    fast_walk_x86, permits, plan_checked_into, walk_checked_functional, walk_functional,
+    base_code, check_fast_walk, fast_walk_x86, permits, plan_checked_into, walk_checked_functional,
+    walk_functional,
 };
 use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
@@ -919,31 +920,30 @@ impl Mmu {
         let ctx = self.ctx();
         let start = self.pwc.lookup::<Spa>(req.va.raw(), tag, None, ctx.paging.top());
         out.cost += self.pwc.probe_latency();
-        // The common walk (no check stage, nothing to fault or to set) skips the plan.
-        if checker.allows_everything()
-            && let Some(w) = fast_walk_x86(
-                tables,
-                start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
-                ctx.format,
-                &self.masks,
-                req.va.raw(),
-                req.kind,
-                req.privilege,
-                ctx.controls,
-            )
-        {
-            self.fast_walk_done(req, &w, lat, out);
+        // The common walk (nothing to fault on or to set before the checks) skips the plan.
+        self.work.clear();
+        let who = self.agent(req.ctx);
+        if let Some(w) = fast_walk_x86(
+            tables,
+            start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
+            ctx.format,
+            &self.masks,
+            req.va.raw(),
+            req.kind,
+            req.privilege,
+            ctx.controls,
+        ) {
+            let verdict = if checker.allows_everything() {
+                Ok(CheckAllow::WRITE_OK)
+            } else {
+                check_fast_walk(&w, req.kind, req.privilege, who, checker, &mut self.work)
+            };
+            self.fast_walk_done(req, &w, verdict, lat, out);
             self.oracle_host(tables, req, out);
             self.finish(out);
             return;
         }
-        let wreq = WalkRequest {
-            va: req.va,
-            access: req.kind,
-            privilege: req.privilege,
-            who: self.agent(req.ctx),
-        };
-        self.work.clear();
+        let wreq = WalkRequest { va: req.va, access: req.kind, privilege: req.privilege, who };
         let p = &mut *self.plan1d;
         let allow = plan_checked_into(p, tables, &ctx, &wreq, checker, &mut self.work, start);
         p.commit(tables);
@@ -993,12 +993,16 @@ impl Mmu {
         self.finish(out);
     }
 
-    /// The rest of a walk [`fast_walk_x86`] made: what the general path does for the same
-    /// walk (its references priced, the TLB and PWC fills, the counters), without a plan.
+    /// The rest of a walk [`fast_walk_x86`] made, after its checks (`verdict`: what the
+    /// checker allowed, or the extra #PF bits of the check that failed, with what the checks
+    /// read in `self.work`): what the general path does for the same walk (its references and
+    /// the checks' reads priced, then the TLB and PWC fills, or the fault's invalidations, and
+    /// the counters), without a plan.
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,
         w: &FastWalk,
+        verdict: Result<CheckAllow, PfErrorCode>,
         lat: &mut L,
         out: &mut AccessOutcome,
     ) {
@@ -1012,22 +1016,34 @@ impl Mmu {
                 stage: Stage::Native,
             });
         }
-        self.work.clear();
         out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        let allow = match verdict {
+            Ok(allow) => allow,
+            Err(bits) => {
+                // As `walk_checked` reports a failed check: a protection #PF.
+                let code = base_code(req.kind, req.privilege) | PfErrorCode::PRESENT | bits;
+                self.stats.walks_faulted += 1;
+                self.tlbs.invalidate_range_raw(va, 1, tag);
+                self.pwc.remove_addr(va, tag, None);
+                out.result = AccessResult::Fault(PageFault { code, addr: req.va });
+                return;
+            }
+        };
         let (leaf, size) = (w.leaf(), w.size);
+        let fill_size = allow.fill_size.unwrap_or(size).min(size);
         let installed = self.tlbs.fill(
             va,
             tag,
             None,
             req.kind,
             &TlbFill {
-                frame: Spa::new_truncate(w.pa.raw() & !(size.bytes() - 1)),
-                size,
+                frame: Spa::new_truncate(w.pa.raw() & !(fill_size.bytes() - 1)),
+                size: fill_size,
                 perms: w.perms,
                 nested_perms: Perms::ALL,
                 global: leaf.flags().contains(PteFlags::GLOBAL),
                 dirty: leaf.flags().contains(PteFlags::DIRTY),
-                cache: CheckAllow::WRITE_OK.cache,
+                cache: allow.cache,
             },
         );
         if self.pwc.exists() {

@@ -5,9 +5,7 @@
 //! paging-structure cache supplied) down to a leaf, a not-present or a malformed entry.
 
 use crate::addr::{PagedAddr, PhysAddr};
-use crate::check::{
-    CheckAllow, CheckRequest, CheckTarget, CheckVerdict, CheckWork, TranslationCheck,
-};
+use crate::check::{CheckAllow, CheckTarget, CheckVerdict, CheckWork, TranslationCheck};
 use crate::entry::PagingEntry;
 pub use crate::entry::Perms;
 use crate::inline::InlineVec;
@@ -805,25 +803,63 @@ fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
         let read = CheckTarget::TableRead { level: s.level };
         let write = (s.set != 0).then_some(CheckTarget::TableWrite { level: s.level });
         for target in std::iter::once(read).chain(write) {
-            let req = CheckRequest::native(s.addr, target, who, privilege);
-            if let Some(bits) = checker.check(&req, work).host_fault_bits() {
+            if let Some(bits) =
+                checker.check_native(s.addr, target, who, privilege, work).host_fault_bits()
+            {
                 p.outcome = deny(bits);
                 return None;
             }
         }
     }
-    let req = CheckRequest::native(pa, CheckTarget::Data { access, mapping: size }, who, privilege);
-    match checker.check(&req, work) {
-        CheckVerdict::Allow(a) => {
-            Some(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
-        }
-        v @ (CheckVerdict::Fault { .. }
-        | CheckVerdict::NestedFault { .. }
-        | CheckVerdict::GuestVc { .. }) => {
-            p.outcome = deny(v.host_fault_bits().unwrap_or_default());
+    let data = CheckTarget::Data { access, mapping: size };
+    match data_verdict(checker.check_native(pa, data, who, privilege, work), size) {
+        Ok(allow) => Some(allow),
+        Err(bits) => {
+            p.outcome = deny(bits);
             None
         }
     }
+}
+
+/// The data check's verdict on a translation of `size`: what the TLB entry keeps (a fill size
+/// only when smaller than the translation), or the extra #PF error bits.
+#[inline]
+fn data_verdict(v: CheckVerdict, size: PageSize) -> Result<CheckAllow, PfErrorCode> {
+    match v {
+        CheckVerdict::Allow(a) => {
+            Ok(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
+        }
+        v @ (CheckVerdict::Fault { .. }
+        | CheckVerdict::NestedFault { .. }
+        | CheckVerdict::GuestVc { .. }) => Err(v.host_fault_bits().unwrap_or_default()),
+    }
+}
+
+/// The check stage on a walk [`fast_walk_x86`] made, in [`walk_checked`]'s order: one check
+/// per entry read (the fast walk plans no A/D write, so there are no write checks), then the
+/// data access at `w.pa`. The same calls, verdict and `work` as the general path for that
+/// walk, without a plan. `Ok`: what the checker allowed; `Err`: the first failing check's
+/// extra #PF error bits (the caller adds the access's own bits and P).
+#[inline]
+pub(crate) fn check_fast_walk<C: TranslationCheck + ?Sized>(
+    w: &FastWalk,
+    access: AccessKind,
+    privilege: Privilege,
+    who: Agent,
+    checker: &mut C,
+    work: &mut CheckWork,
+) -> Result<CheckAllow, PfErrorCode> {
+    for i in 0..w.n {
+        let target = CheckTarget::TableRead { level: w.level(i) };
+        let spa = Spa::new_truncate(w.addrs[i]);
+        if let Some(bits) =
+            checker.check_native(spa, target, who, privilege, work).host_fault_bits()
+        {
+            return Err(bits);
+        }
+    }
+    let data = CheckTarget::Data { access, mapping: w.size };
+    data_verdict(checker.check_native(w.pa, data, who, privilege, work), w.size)
 }
 
 #[cfg(test)]
