@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::Rmp;
+use crate::table::{RMP_ENTRY_BYTES, Rmp, RmpLayout};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -74,6 +74,7 @@ pub struct RmpCheckOutcome {
 impl Rmp {
     /// The host RMP check (spec/snp.md §2.1–§2.2), recording statistics.
     /// See [`Rmp::peek_host_access`] for the rules.
+    #[inline(always)] // one branch-light path per check after the constants fold
     pub fn check_host_access(
         &mut self,
         spa: Spa,
@@ -91,9 +92,16 @@ impl Rmp {
             s.entry_reads += 1;
         }
         if let RmpCheck::Violation(v) = out.check {
-            *s.violations.entry(v.cause).or_default() += 1;
+            self.count_violation(v.cause);
         }
         out
+    }
+
+    /// One more failed check of `cause` (kept out of line: the checks' common case passes).
+    #[cold]
+    #[inline(never)]
+    fn count_violation(&mut self, cause: RmpViolationCause) {
+        *self.stats.violations.entry(cause).or_default() += 1;
     }
 
     /// The host RMP check, functional (no statistics, no side effects).
@@ -111,42 +119,67 @@ impl Rmp {
     ///   spec/snp.md §2.4 (hardware is said to verify a 2 MiB TLB fill from the aligned entry;
     ///   the summary mechanism is UNCONFIRMED). The decision itself is exact: any assigned
     ///   4 KiB entry in the region (or an assigned 2 MiB entry) fails.
+    #[inline(always)]
     pub fn peek_host_access(
         &self,
         spa: Spa,
         mapping: PageSize,
         access: HostAccess,
     ) -> RmpCheckOutcome {
-        let size = match access {
-            HostAccess::DataRead => {
-                return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+        match (access, mapping) {
+            (HostAccess::DataRead, _) => UNREAD,
+            (HostAccess::PageTable, _) | (HostAccess::DataWrite, PageSize::K4) => {
+                self.peek_host_4k(spa)
             }
-            HostAccess::PageTable => PageSize::K4,
-            HostAccess::DataWrite => mapping,
-        };
-        if !self.layout().is_covered(spa) {
-            return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+            (HostAccess::DataWrite, PageSize::M2 | PageSize::G1) => self.peek_host_2m(spa),
         }
-        let (assigned, read_at) = match size {
-            // The authoritative entry's Assigned bit (Rmp::entry without decoding it: this runs
-            // for every host page-table reference).
-            PageSize::K4 => {
-                let assigned = self.raw(spa.align_down(PageSize::M2)).assigned_2m()
-                    || self.raw(spa).assigned();
-                (assigned, spa)
-            }
-            PageSize::M2 | PageSize::G1 => {
-                let base = spa.align_down(PageSize::M2);
-                (self.region_has_assigned(base), base)
-            }
-        };
-        let check = if assigned {
-            RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
-        } else {
-            RmpCheck::Ok
-        };
-        RmpCheckOutcome { check, entry_read: self.layout().entry_addr(read_at) }
     }
+
+    /// The Hypervisor-Owned check at 4 KiB: the page's authoritative entry, read at the page's
+    /// own entry. Small enough to inline into the walk's checks, which run it for every host
+    /// page-table reference.
+    #[inline(always)]
+    fn peek_host_4k(&self, spa: Spa) -> RmpCheckOutcome {
+        // One lookup of the segment serves the coverage test and the entry's address.
+        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
+        // The authoritative entry's Assigned bit, without decoding it. A region with no
+        // assigned entry, the common case, answers from its count without reading one.
+        let assigned = self.assigned_in_region(spa) != 0
+            && (self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned());
+        host_outcome(assigned, spa, entry_in(self.layout(), seg, off))
+    }
+
+    /// The Hypervisor-Owned check through a 2 MiB or 1 GiB mapping: the 2 MiB region holding
+    /// `spa`, read at its aligned entry (a segment is at least 1 GiB, so the region lies in
+    /// `spa`'s segment).
+    fn peek_host_2m(&self, spa: Spa) -> RmpCheckOutcome {
+        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
+        let aligned = off & !(PageSize::M2.bytes() - 1);
+        host_outcome(self.region_has_assigned(spa), spa, entry_in(self.layout(), seg, aligned))
+    }
+}
+
+/// A host check's outcome: `NotHypervisorOwned` if `assigned`, with the entry read.
+#[inline]
+fn host_outcome(assigned: bool, spa: Spa, entry_read: Option<Spa>) -> RmpCheckOutcome {
+    let check = if assigned {
+        RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
+    } else {
+        RmpCheck::Ok
+    };
+    RmpCheckOutcome { check, entry_read }
+}
+
+/// A host check that reads nothing and passes: data reads, pages beyond coverage.
+const UNREAD: RmpCheckOutcome = RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+
+/// [`RmpLayout::entry_addr`] for a page already located (`RmpLayout::locate` gave `seg` and
+/// `off`): the segment's first entry + (`off` >> 12) × 16, `None` past 2^52.
+#[inline]
+fn entry_in(layout: &RmpLayout, seg: usize, off: u64) -> Option<Spa> {
+    let first = layout.segments()[seg].entries;
+    let addr = first.checked_add((off >> PageSize::K4.shift()) * RMP_ENTRY_BYTES)?;
+    Spa::try_new(addr).ok()
 }
 
 #[cfg(test)]
@@ -236,6 +269,20 @@ mod tests {
         assert_eq!(ok.check, RmpCheck::Ok);
         let bad = r.peek_host_access(Spa::new(0x1_0001_0ff8), PageSize::M2, HostAccess::PageTable);
         assert!(matches!(bad.check, RmpCheck::Violation(_)));
+    }
+
+    #[test]
+    fn located_entry_address_is_entry_addr() {
+        let contiguous = RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap();
+        let segmented = RmpLayout::segmented_covering(Spa::new(0x4000_0000), 8 << 30, 31).unwrap();
+        for l in [contiguous, segmented] {
+            for pa in [0, 0x1000, 0x1f_f000, 0x7fff_f123, 0x8000_0000, 0x1_0001_0008, (8 << 30) - 1]
+            {
+                let spa = Spa::new(pa);
+                let (seg, off) = l.locate(spa).unwrap();
+                assert_eq!(entry_in(&l, seg, off), l.entry_addr(spa), "{pa:#x}");
+            }
+        }
     }
 
     #[test]
