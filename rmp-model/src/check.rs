@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::{RMP_ENTRY_BYTES, Rmp, RmpLayout};
+use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, RmpLayout};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -95,6 +95,63 @@ impl Rmp {
             self.count_violation(v.cause);
         }
         out
+    }
+
+    /// The host checks of a walk's table reads: [`Rmp::check_host_access`] with
+    /// [`HostAccess::PageTable`] for each of `tables` in order, stopping at the first violation,
+    /// which it returns; each entry read is appended to `reads`. The same verdicts, reads and
+    /// statistics as those calls one by one, in one pass: once a table's 2 MiB region is found
+    /// wholly covered and without an assigned entry, a next table in that region (the tables of
+    /// a walk often share one) needs only its entry's address.
+    pub fn check_host_tables(
+        &mut self,
+        tables: &[Spa],
+        reads: &mut Vec<Spa>,
+    ) -> Option<RmpViolation> {
+        // The 2 MiB region (SPA >> 21) last found clean, and the address of its first entry.
+        let mut clean = (u64::MAX, 0);
+        let (mut checks, mut entry_reads, mut failed) = (0, 0, None);
+        for &spa in tables {
+            checks += 1;
+            let region = spa.raw() >> PageSize::M2.shift();
+            if region == clean.0 {
+                // Covered and unassigned; the entry lies `slot` entries after the region's
+                // first, with `entry_in`'s bound (the sum cannot overflow).
+                let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
+                if let Ok(entry) = Spa::try_new(clean.1 + page * RMP_ENTRY_BYTES) {
+                    reads.push(entry);
+                    entry_reads += 1;
+                }
+                continue;
+            }
+            // `peek_host_4k`, remembering a clean region.
+            let Some((seg, off)) = self.layout().locate(spa) else { continue };
+            let assigned = if self.assigned_in_region(spa) == 0 {
+                let first = off & !(PageSize::M2.bytes() - 1);
+                if let (true, Some(e)) =
+                    (self.region_covered(spa), entry_in(self.layout(), seg, first))
+                {
+                    clean = (region, e.raw());
+                }
+                false
+            } else {
+                self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned()
+            };
+            if let Some(entry) = entry_in(self.layout(), seg, off) {
+                reads.push(entry);
+                entry_reads += 1;
+            }
+            if assigned {
+                failed = Some(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa });
+                break;
+            }
+        }
+        self.stats.host_table_checks += checks;
+        self.stats.entry_reads += entry_reads;
+        if let Some(v) = failed {
+            self.count_violation(v.cause);
+        }
+        failed
     }
 
     /// One more failed check of `cause` (kept out of line: the checks' common case passes).
@@ -269,6 +326,52 @@ mod tests {
         assert_eq!(ok.check, RmpCheck::Ok);
         let bad = r.peek_host_access(Spa::new(0x1_0001_0ff8), PageSize::M2, HostAccess::PageTable);
         assert!(matches!(bad.check, RmpCheck::Violation(_)));
+    }
+
+    /// `check_host_tables` against `check_host_access` one table at a time: the same
+    /// violation, entry reads and statistics, for tables in clean regions (remembered), in a
+    /// region with an assigned page, on a firmware page (stopping there), in an assigned 2 MiB
+    /// region, in a partly covered region and beyond coverage.
+    #[test]
+    fn table_checks_in_one_pass_match_one_by_one() {
+        let mut full = s1_rmp();
+        let fw = RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::K4, 0, true);
+        assert_eq!(full.rmpupdate(Executor::Hypervisor, Spa::new(0x2000), &fw).code(), 0);
+        let big = RmpUpdateInput::private(Gpa::new(0x4000_0000), RmpPageSize::M2, 3, false);
+        assert_eq!(full.rmpupdate(Executor::Hypervisor, Spa::new(0x40_0000), &big).code(), 0);
+        // Coverage ends three pages into the second 2 MiB region.
+        let partial =
+            Rmp::new(RmpLayout::covering(Spa::new(RMP_BASE), (2 << 20) + 0x3000).unwrap());
+        let lists: [(&Rmp, &[u64]); 8] = [
+            (&full, &[0x1_0000_0000, 0x1_0000_1008, 0x1_0000_2ff8, 0x1_0000_f000]),
+            (&full, &[0x1_0000_0000, 0x1_0001_0ff8, 0x1_0000_2000]),
+            (&full, &[0x8000, 0x9ff8, 0xa000, 0x1ff000]),
+            (&full, &[0x5000, 0x2008, 0x3000]),
+            (&full, &[0x41_2000, 0x41_3000]),
+            (&full, &[0x60_0000, 0x40_0000, 0x60_1000]),
+            (&partial, &[0x20_1000, 0x20_2ff8, 0x20_3000, 0x20_4000, 0x1000]),
+            (&full, &[9 << 30, (9 << 30) + 0x1000, 0x1000]),
+        ];
+        let mut violations = 0;
+        for (rmp, list) in lists {
+            let spas: Vec<Spa> = list.iter().map(|&a| Spa::new(a)).collect();
+            let (mut one_pass, mut one_by_one) = (rmp.clone(), rmp.clone());
+            let mut reads = Vec::new();
+            let got = one_pass.check_host_tables(&spas, &mut reads);
+            let (mut want_reads, mut want) = (Vec::new(), None);
+            for &spa in &spas {
+                let out = one_by_one.check_host_access(spa, PageSize::K4, HostAccess::PageTable);
+                want_reads.extend(out.entry_read);
+                if let RmpCheck::Violation(v) = out.check {
+                    want = Some(v);
+                    break;
+                }
+            }
+            assert_eq!((got, &reads), (want, &want_reads), "{list:x?}");
+            assert_eq!(one_pass.stats(), one_by_one.stats(), "{list:x?}");
+            violations += usize::from(got.is_some());
+        }
+        assert_eq!(violations, 4);
     }
 
     #[test]
