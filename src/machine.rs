@@ -322,6 +322,26 @@ impl TranslationCheck for RmpCheckStage<'_> {
     ) -> CheckVerdict {
         self.host(spa, target, work)
     }
+
+    /// The table reads in one pass through [`Rmp::check_host_tables`] (each a hypervisor
+    /// page-table access, as `host` checks it), then the data access by `host`.
+    #[inline]
+    fn check_native_walk(
+        &mut self,
+        tables: &[Spa],
+        _first: mmu_model::Level,
+        data: &CheckRequest,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        let before = work.reads.len();
+        let failed = self.rmp.check_host_tables(tables, &mut work.reads);
+        // `host` charges the lookup once per entry read.
+        work.fixed += self.lookup.times((work.reads.len() - before) as u64);
+        if failed.is_some() {
+            return CheckVerdict::Fault { error_bits: PfErrorCode::RMP };
+        }
+        self.host(data.spa, data.target, work)
+    }
 }
 
 /// The architectural report of a failed guest RMP check (spec/snp.md §2.3): #VMEXIT(NPF) with

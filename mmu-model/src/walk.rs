@@ -5,7 +5,9 @@
 //! paging-structure cache supplied) down to a leaf, a not-present or a malformed entry.
 
 use crate::addr::{PagedAddr, PhysAddr};
-use crate::check::{CheckAllow, CheckTarget, CheckVerdict, CheckWork, TranslationCheck};
+use crate::check::{
+    CheckAllow, CheckRequest, CheckTarget, CheckVerdict, CheckWork, TranslationCheck,
+};
 use crate::entry::PagingEntry;
 pub use crate::entry::Perms;
 use crate::inline::InlineVec;
@@ -401,7 +403,7 @@ pub(crate) struct FastWalk {
     /// Entries read, root side first.
     pub n: usize,
     /// Address of each entry read.
-    pub addrs: [u64; 5],
+    pub addrs: [Spa; 5],
     /// Each entry as read.
     pub entries: [u64; 5],
     /// The translation.
@@ -473,7 +475,7 @@ pub(crate) fn fast_walk_x86(
     let mut w = FastWalk {
         first: start.level,
         n: 0,
-        addrs: [0; 5],
+        addrs: [Spa::ZERO; 5],
         entries: [0; 5],
         pa: Spa::ZERO,
         size: PageSize::K4,
@@ -484,8 +486,8 @@ pub(crate) fn fast_walk_x86(
     // The AND of the entries (R/W, U/S and A over every level) and their OR (XD).
     let (mut and_all, mut or_all) = (u64::MAX, 0);
     loop {
-        let addr = table + 8 * ((va >> level.shift()) & 0x1ff);
-        let raw = tables.read(Spa::new_truncate(addr));
+        let addr = Spa::new_truncate(table + 8 * ((va >> level.shift()) & 0x1ff));
+        let raw = tables.read(addr);
         let huge = raw & HUGE != 0;
         if raw & P == 0 || raw & masks.rsvd[level.idx()][usize::from(huge)] != 0 {
             return None;
@@ -837,9 +839,10 @@ fn data_verdict(v: CheckVerdict, size: PageSize) -> Result<CheckAllow, PfErrorCo
 
 /// The check stage on a walk [`fast_walk_x86`] made, in [`walk_checked`]'s order: one check
 /// per entry read (the fast walk plans no A/D write, so there are no write checks), then the
-/// data access at `w.pa`. The same calls, verdict and `work` as the general path for that
-/// walk, without a plan. `Ok`: what the checker allowed; `Err`: the first failing check's
-/// extra #PF error bits (the caller adds the access's own bits and P).
+/// data access at `w.pa`, through [`TranslationCheck::check_native_walk`]. The same checks,
+/// verdict and `work` as the general path for that walk, without a plan. `Ok`: what the
+/// checker allowed; `Err`: the first failing check's extra #PF error bits (the caller adds the
+/// access's own bits and P).
 #[inline]
 pub(crate) fn check_fast_walk<C: TranslationCheck + ?Sized>(
     w: &FastWalk,
@@ -849,17 +852,9 @@ pub(crate) fn check_fast_walk<C: TranslationCheck + ?Sized>(
     checker: &mut C,
     work: &mut CheckWork,
 ) -> Result<CheckAllow, PfErrorCode> {
-    for i in 0..w.n {
-        let target = CheckTarget::TableRead { level: w.level(i) };
-        let spa = Spa::new_truncate(w.addrs[i]);
-        if let Some(bits) =
-            checker.check_native(spa, target, who, privilege, work).host_fault_bits()
-        {
-            return Err(bits);
-        }
-    }
-    let data = CheckTarget::Data { access, mapping: w.size };
-    data_verdict(checker.check_native(w.pa, data, who, privilege, work), w.size)
+    let data =
+        CheckRequest::native(w.pa, CheckTarget::Data { access, mapping: w.size }, who, privilege);
+    data_verdict(checker.check_native_walk(&w.addrs[..w.n], w.first, &data, work), w.size)
 }
 
 #[cfg(test)]
