@@ -211,8 +211,10 @@ impl<'a> RmpCheckStage<'a> {
         RmpCheckStage { rmp, lookup, guest: Some((who, nested_tables)), writes_at_fill: true }
     }
 
-    fn host(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
-        let (access, mapping) = match req.target {
+    /// The host rule for an access to `spa`.
+    #[inline(always)] // into `check_native`: the walk's table checks fold to the 4K rule
+    fn host(&mut self, spa: Spa, target: CheckTarget, work: &mut CheckWork) -> CheckVerdict {
+        let (access, mapping) = match target {
             CheckTarget::Data { access: AccessKind::Write, mapping } => {
                 (HostAccess::DataWrite, mapping)
             }
@@ -223,7 +225,7 @@ impl<'a> RmpCheckStage<'a> {
                 (HostAccess::PageTable, PageSize::K4)
             }
         };
-        let out = self.rmp.check_host_access(req.spa, mapping, access);
+        let out = self.rmp.check_host_access(spa, mapping, access);
         if let Some(a) = out.entry_read {
             work.reads.push(a);
             work.fixed += self.lookup;
@@ -234,10 +236,7 @@ impl<'a> RmpCheckStage<'a> {
                     write: if access == HostAccess::DataWrite
                         || (self.writes_at_fill
                             && access == HostAccess::DataRead
-                            && self
-                                .rmp
-                                .peek_host_access(req.spa, mapping, HostAccess::DataWrite)
-                                .check
+                            && self.rmp.peek_host_access(spa, mapping, HostAccess::DataWrite).check
                                 == RmpCheck::Ok)
                     {
                         WriteCheck::Allowed
@@ -256,14 +255,15 @@ impl<'a> RmpCheckStage<'a> {
 impl TranslationCheck for RmpCheckStage<'_> {
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
         let (Some((who, nested_tables)), Some(info)) = (self.guest, req.guest) else {
-            return self.host(req, work);
+            return self.host(req.spa, req.target, work);
         };
         let kind = match (req.stage, req.target) {
             (Stage::Nested | Stage::Native, _) => {
                 // The NPT is host memory: a hypervisor page-table access when checked at all.
                 return match nested_tables {
                     NestedTableCheck::None => CheckVerdict::Allow(CheckAllow::WRITE_OK),
-                    NestedTableCheck::HypervisorOwned => match self.host(req, work) {
+                    NestedTableCheck::HypervisorOwned => match self.host(req.spa, req.target, work)
+                    {
                         CheckVerdict::Fault { error_bits } => CheckVerdict::NestedFault {
                             exit_bits: NpfExitInfo1::from_bits_retain(u64::from(error_bits.bits())),
                         },
@@ -309,6 +309,40 @@ impl TranslationCheck for RmpCheckStage<'_> {
             None => CheckVerdict::Allow(CheckAllow::WRITE_OK),
             Some(v) => guest_verdict(v),
         }
+    }
+
+    /// A native request carries no guest context, so `check` gives it the host rule: go there
+    /// directly.
+    #[inline(always)] // into the walk's check loop
+    fn check_native(
+        &mut self,
+        spa: Spa,
+        target: CheckTarget,
+        _who: Agent,
+        _privilege: Privilege,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        self.host(spa, target, work)
+    }
+
+    /// The table reads in one pass through [`Rmp::check_host_tables`] (each a hypervisor
+    /// page-table access, as `host` checks it), then the data access by `host`.
+    #[inline]
+    fn check_native_walk(
+        &mut self,
+        tables: &[Spa],
+        _first: mmu_model::Level,
+        data: &CheckRequest,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        let before = work.reads.len();
+        let failed = self.rmp.check_host_tables(tables, &mut work.reads);
+        // `host` charges the lookup once per entry read.
+        work.fixed += self.lookup.times((work.reads.len() - before) as u64);
+        if failed.is_some() {
+            return CheckVerdict::Fault { error_bits: PfErrorCode::RMP };
+        }
+        self.host(data.spa, data.target, work)
     }
 }
 

@@ -218,6 +218,47 @@ pub trait TranslationCheck {
     /// Check one request, recording the memory read and any fixed cost in `work`.
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict;
 
+    /// Check one reference of a native (host, 1-D) walk, or its data access: what
+    /// [`TranslationCheck::check`] gives for [`CheckRequest::native`]`(spa, target, who,
+    /// privilege)`, which the default builds and forwards. The MMU's common walk calls this
+    /// once per reference; a checker may override it with a path that takes only what its
+    /// native rule needs, as long as the verdict and the `work` recorded are the same.
+    #[inline]
+    fn check_native(
+        &mut self,
+        spa: Spa,
+        target: CheckTarget,
+        who: Agent,
+        privilege: Privilege,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        self.check(&CheckRequest::native(spa, target, who, privilege), work)
+    }
+
+    /// Check a native walk that sets no A/D bit: a table read of each entry at `tables` (root
+    /// side first; the first at level `first`, each next one a level lower), then the data
+    /// access `data` (a native request), stopping at the first check that fails. Returns the
+    /// failing check's verdict, or the data check's. The default makes these checks through
+    /// [`TranslationCheck::check_native`]; a checker may make them in one pass, as long as the
+    /// checks made, their order, the verdict and the `work` recorded are the same.
+    #[inline]
+    fn check_native_walk(
+        &mut self,
+        tables: &[Spa],
+        first: Level,
+        data: &CheckRequest,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        for (&spa, &level) in tables.iter().zip(&Level::ALL[first.idx()..]) {
+            let target = CheckTarget::TableRead { level };
+            let v = self.check_native(spa, target, data.who, data.privilege, work);
+            if !matches!(v, CheckVerdict::Allow(_)) {
+                return v;
+            }
+        }
+        self.check_native(data.spa, data.target, data.who, data.privilege, work)
+    }
+
     /// Whether every check allows everything with the write check passed, reads nothing and
     /// costs nothing (then the walkers skip the calls). Default: false.
     fn allows_everything(&self) -> bool {
@@ -242,6 +283,29 @@ impl TranslationCheck for NoCheck {
 impl<C: TranslationCheck + ?Sized> TranslationCheck for &mut C {
     fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
         (**self).check(req, work)
+    }
+
+    #[inline]
+    fn check_native(
+        &mut self,
+        spa: Spa,
+        target: CheckTarget,
+        who: Agent,
+        privilege: Privilege,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        (**self).check_native(spa, target, who, privilege, work)
+    }
+
+    #[inline]
+    fn check_native_walk(
+        &mut self,
+        tables: &[Spa],
+        first: Level,
+        data: &CheckRequest,
+        work: &mut CheckWork,
+    ) -> CheckVerdict {
+        (**self).check_native_walk(tables, first, data, work)
     }
 
     fn allows_everything(&self) -> bool {

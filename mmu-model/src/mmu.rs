@@ -29,7 +29,8 @@ use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
     AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
     Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
-    fast_walk_x86, permits, plan_checked_into, walk_checked_functional, walk_functional,
+    base_code, check_fast_walk, fast_walk_x86, permits, plan_checked_into, walk_checked_functional,
+    walk_functional,
 };
 use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
@@ -669,11 +670,13 @@ impl Mmu {
         for r in refs {
             cost += self.price_ref(r.addr, r.level, r.kind, lat);
         }
-        cost += self.price_checks(lat);
-        for &r in &self.work.reads {
-            reads.push(r);
+        // `price_checks`, copying each read on the way.
+        self.stats.check_reads += self.work.reads.len() as u64;
+        for &a in &self.work.reads {
+            cost += lat.latency(a, MemRefKind::CheckRead);
+            reads.push(a);
         }
-        cost
+        cost + self.work.fixed
     }
 
     fn price_checks<L: CacheLatency + ?Sized>(&mut self, lat: &mut L) -> Cycles {
@@ -919,31 +922,30 @@ impl Mmu {
         let ctx = self.ctx();
         let start = self.pwc.lookup::<Spa>(req.va.raw(), tag, None, ctx.paging.top());
         out.cost += self.pwc.probe_latency();
-        // The common walk (no check stage, nothing to fault or to set) skips the plan.
-        if checker.allows_everything()
-            && let Some(w) = fast_walk_x86(
-                tables,
-                start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
-                ctx.format,
-                &self.masks,
-                req.va.raw(),
-                req.kind,
-                req.privilege,
-                ctx.controls,
-            )
-        {
-            self.fast_walk_done(req, &w, lat, out);
+        // The common walk (nothing to fault on or to set before the checks) skips the plan.
+        self.work.clear();
+        let who = self.agent(req.ctx);
+        if let Some(w) = fast_walk_x86(
+            tables,
+            start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
+            ctx.format,
+            &self.masks,
+            req.va.raw(),
+            req.kind,
+            req.privilege,
+            ctx.controls,
+        ) {
+            let verdict = if checker.allows_everything() {
+                Ok(CheckAllow::WRITE_OK)
+            } else {
+                check_fast_walk(&w, req.kind, req.privilege, who, checker, &mut self.work)
+            };
+            self.fast_walk_done(req, &w, verdict, lat, out);
             self.oracle_host(tables, req, out);
             self.finish(out);
             return;
         }
-        let wreq = WalkRequest {
-            va: req.va,
-            access: req.kind,
-            privilege: req.privilege,
-            who: self.agent(req.ctx),
-        };
-        self.work.clear();
+        let wreq = WalkRequest { va: req.va, access: req.kind, privilege: req.privilege, who };
         let p = &mut *self.plan1d;
         let allow = plan_checked_into(p, tables, &ctx, &wreq, checker, &mut self.work, start);
         p.commit(tables);
@@ -993,41 +995,56 @@ impl Mmu {
         self.finish(out);
     }
 
-    /// The rest of a walk [`fast_walk_x86`] made: what the general path does for the same
-    /// walk (its references priced, the TLB and PWC fills, the counters), without a plan.
+    /// The rest of a walk [`fast_walk_x86`] made, after its checks (`verdict`: what the
+    /// checker allowed, or the extra #PF bits of the check that failed, with what the checks
+    /// read in `self.work`): what the general path does for the same walk (its references and
+    /// the checks' reads priced, then the TLB and PWC fills, or the fault's invalidations, and
+    /// the counters), without a plan.
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,
         w: &FastWalk,
+        verdict: Result<CheckAllow, PfErrorCode>,
         lat: &mut L,
         out: &mut AccessOutcome,
     ) {
         let (va, tag) = (req.va.raw(), self.cr3.tag);
         for i in 0..w.n {
-            let addr = Spa::new_truncate(w.addrs[i]);
             out.refs.push(WalkRef {
-                addr,
+                addr: w.addrs[i],
                 level: w.level(i),
                 kind: RefKind::Read,
                 stage: Stage::Native,
             });
         }
-        self.work.clear();
         out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        let allow = match verdict {
+            Ok(allow) => allow,
+            Err(bits) => {
+                // As `walk_checked` reports a failed check: a protection #PF.
+                let code = base_code(req.kind, req.privilege) | PfErrorCode::PRESENT | bits;
+                self.stats.walks_faulted += 1;
+                self.tlbs.invalidate_range_raw(va, 1, tag);
+                self.pwc.remove_addr(va, tag, None);
+                out.result = AccessResult::Fault(PageFault { code, addr: req.va });
+                return;
+            }
+        };
         let (leaf, size) = (w.leaf(), w.size);
+        let fill_size = allow.fill_size.unwrap_or(size).min(size);
         let installed = self.tlbs.fill(
             va,
             tag,
             None,
             req.kind,
             &TlbFill {
-                frame: Spa::new_truncate(w.pa.raw() & !(size.bytes() - 1)),
-                size,
+                frame: Spa::new_truncate(w.pa.raw() & !(fill_size.bytes() - 1)),
+                size: fill_size,
                 perms: w.perms,
                 nested_perms: Perms::ALL,
                 global: leaf.flags().contains(PteFlags::GLOBAL),
                 dirty: leaf.flags().contains(PteFlags::DIRTY),
-                cache: CheckAllow::WRITE_OK.cache,
+                cache: allow.cache,
             },
         );
         if self.pwc.exists() {
@@ -1764,6 +1781,107 @@ mod tests {
                 assert_eq!(t1.read(Spa::new(a)), t2.read(Spa::new(a)));
             }
         }
+    }
+
+    /// The common walk through a check stage (the fast walk, then `check_fast_walk` through
+    /// the default `check_native_walk`) against the general path's answer for the same walk
+    /// (`translate_functional`): the same checks in the same order, the same result,
+    /// references and check reads, for walks that pass and walks whose table-read or data
+    /// check fails; the cost is the check-less walk's plus the reads and fixed cycles; a failed
+    /// walk counts as faulted and installs nothing.
+    #[test]
+    fn checked_fast_walk_agrees_with_the_general_path() {
+        /// Reads one "entry" per check, at an address derived from the one checked; denies
+        /// `deny`; read-only for data reads.
+        struct Recorder {
+            deny: Option<Spa>,
+            calls: Vec<(Spa, CheckTarget)>,
+        }
+        impl TranslationCheck for Recorder {
+            fn check(&mut self, req: &CheckRequest, work: &mut CheckWork) -> CheckVerdict {
+                self.calls.push((req.spa, req.target));
+                work.reads.push(Spa::new(0xdead_0000 + (req.spa.raw() >> 12) * 16));
+                work.fixed += Cycles::new(1);
+                match req.target {
+                    _ if self.deny == Some(req.spa) => {
+                        CheckVerdict::Fault { error_bits: PfErrorCode::RMP }
+                    }
+                    CheckTarget::Data { access: AccessKind::Read, .. } => {
+                        CheckVerdict::Allow(CheckAllow::READ_ONLY)
+                    }
+                    _ => CheckVerdict::Allow(CheckAllow::WRITE_OK),
+                }
+            }
+        }
+        const BIG: u64 = 0xffff_8880_0020_0000;
+        // Every entry with A (and the leaves D): every walk is the common one.
+        let machine = || {
+            let mut t = PhysMemTables::new();
+            let mut frames: LinearFrames =
+                LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+            let cfg = MmuConfig { walk_ref_latency: Cycles::new(REF), ..MmuConfig::default() };
+            let mut pt: PageTable = PageTable::new(
+                &mut t,
+                &mut frames,
+                Paging::FourLevel,
+                cfg.pte_format(),
+                PteFlags::KERNEL_TABLE,
+            )
+            .unwrap();
+            let ad = PteFlags::WRITABLE | PteFlags::ACCESSED | PteFlags::DIRTY;
+            for (va, pa, size) in [(VA, 0x5000, PageSize::K4), (BIG, 0x20_0000, PageSize::M2)] {
+                pt.map(&mut t, &mut frames, Hva::new(va), Spa::new(pa), size, LeafAttrs::new(ad))
+                    .unwrap()
+                    .ignore(); // fresh mapping
+            }
+            let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+            (t, Mmu::new(0, &cfg, cr3).unwrap())
+        };
+        let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
+        let mut faulted = 0;
+        for va in [VA + 8, BIG + 0x1238] {
+            for kind in [AccessKind::Read, AccessKind::Write] {
+                let req = AccessRequest::kernel(Hva::new(va), kind);
+                let (t, m) = machine();
+                let plain = m.translate_functional(&t, &mut NoCheck, &req);
+                let AccessResult::Translated { spa: data, .. } = plain.result else { panic!() };
+                let denials = std::iter::once(None)
+                    .chain(plain.refs.iter().map(|r| Some(r.addr)))
+                    .chain([Some(data)]);
+                for deny in denials {
+                    let (mut t, mut m) = machine();
+                    let mut f = Recorder { deny, calls: vec![] };
+                    let want = m.translate_functional(&t, &mut f, &req);
+                    let base = m.access(&mut t, &mut NoCheck, &mut lat, &req).cost;
+                    let (mut t, mut m) = machine();
+                    let mut c = Recorder { deny, calls: vec![] };
+                    let got = m.access(&mut t, &mut c, &mut lat, &req);
+                    assert_eq!(got.path, AccessPath::Walk);
+                    assert!(got.refs.iter().all(|r| r.kind == RefKind::Read), "the common walk");
+                    let ctx = format!("{req:?} deny {deny:x?}");
+                    assert_eq!(
+                        (got.result, got.refs, got.check_reads),
+                        (want.result, want.refs, want.check_reads),
+                        "{ctx}"
+                    );
+                    assert_eq!(c.calls, f.calls, "{ctx}");
+                    let n = got.check_reads.len() as u64;
+                    assert_eq!(got.cost, base + Cycles::new(n * (REF + 1)), "{ctx}");
+                    let again = m.access(&mut t, &mut c, &mut lat, &req);
+                    if let AccessResult::Fault(f) = got.result {
+                        assert!(f.code.contains(PfErrorCode::RMP | PfErrorCode::PRESENT), "{ctx}");
+                        assert_eq!(m.stats().walks_faulted, 2, "{ctx}");
+                        assert_eq!(again.path, AccessPath::Walk, "{ctx}");
+                        faulted += 1;
+                    } else {
+                        assert_eq!(m.stats().walks.total(), 1, "{ctx}");
+                        assert!(matches!(again.path, AccessPath::TlbHit), "{ctx}");
+                    }
+                }
+            }
+        }
+        // 4 + 3 table reads and the data, each denied once, for a read and a write.
+        assert_eq!(faulted, 2 * (4 + 1) + 2 * (3 + 1));
     }
 
     fn kinds(o: &AccessOutcome) -> (usize, usize) {

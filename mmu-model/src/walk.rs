@@ -403,7 +403,7 @@ pub(crate) struct FastWalk {
     /// Entries read, root side first.
     pub n: usize,
     /// Address of each entry read.
-    pub addrs: [u64; 5],
+    pub addrs: [Spa; 5],
     /// Each entry as read.
     pub entries: [u64; 5],
     /// The translation.
@@ -475,7 +475,7 @@ pub(crate) fn fast_walk_x86(
     let mut w = FastWalk {
         first: start.level,
         n: 0,
-        addrs: [0; 5],
+        addrs: [Spa::ZERO; 5],
         entries: [0; 5],
         pa: Spa::ZERO,
         size: PageSize::K4,
@@ -486,8 +486,8 @@ pub(crate) fn fast_walk_x86(
     // The AND of the entries (R/W, U/S and A over every level) and their OR (XD).
     let (mut and_all, mut or_all) = (u64::MAX, 0);
     loop {
-        let addr = table + 8 * ((va >> level.shift()) & 0x1ff);
-        let raw = tables.read(Spa::new_truncate(addr));
+        let addr = Spa::new_truncate(table + 8 * ((va >> level.shift()) & 0x1ff));
+        let raw = tables.read(addr);
         let huge = raw & HUGE != 0;
         if raw & P == 0 || raw & masks.rsvd[level.idx()][usize::from(huge)] != 0 {
             return None;
@@ -805,25 +805,56 @@ fn run_checks<V: PagedAddr, C: TranslationCheck + ?Sized>(
         let read = CheckTarget::TableRead { level: s.level };
         let write = (s.set != 0).then_some(CheckTarget::TableWrite { level: s.level });
         for target in std::iter::once(read).chain(write) {
-            let req = CheckRequest::native(s.addr, target, who, privilege);
-            if let Some(bits) = checker.check(&req, work).host_fault_bits() {
+            if let Some(bits) =
+                checker.check_native(s.addr, target, who, privilege, work).host_fault_bits()
+            {
                 p.outcome = deny(bits);
                 return None;
             }
         }
     }
-    let req = CheckRequest::native(pa, CheckTarget::Data { access, mapping: size }, who, privilege);
-    match checker.check(&req, work) {
-        CheckVerdict::Allow(a) => {
-            Some(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
-        }
-        v @ (CheckVerdict::Fault { .. }
-        | CheckVerdict::NestedFault { .. }
-        | CheckVerdict::GuestVc { .. }) => {
-            p.outcome = deny(v.host_fault_bits().unwrap_or_default());
+    let data = CheckTarget::Data { access, mapping: size };
+    match data_verdict(checker.check_native(pa, data, who, privilege, work), size) {
+        Ok(allow) => Some(allow),
+        Err(bits) => {
+            p.outcome = deny(bits);
             None
         }
     }
+}
+
+/// The data check's verdict on a translation of `size`: what the TLB entry keeps (a fill size
+/// only when smaller than the translation), or the extra #PF error bits.
+#[inline]
+fn data_verdict(v: CheckVerdict, size: PageSize) -> Result<CheckAllow, PfErrorCode> {
+    match v {
+        CheckVerdict::Allow(a) => {
+            Ok(CheckAllow { cache: a.cache, fill_size: a.fill_size.filter(|f| *f < size) })
+        }
+        v @ (CheckVerdict::Fault { .. }
+        | CheckVerdict::NestedFault { .. }
+        | CheckVerdict::GuestVc { .. }) => Err(v.host_fault_bits().unwrap_or_default()),
+    }
+}
+
+/// The check stage on a walk [`fast_walk_x86`] made, in [`walk_checked`]'s order: one check
+/// per entry read (the fast walk plans no A/D write, so there are no write checks), then the
+/// data access at `w.pa`, through [`TranslationCheck::check_native_walk`]. The same checks,
+/// verdict and `work` as the general path for that walk, without a plan. `Ok`: what the
+/// checker allowed; `Err`: the first failing check's extra #PF error bits (the caller adds the
+/// access's own bits and P).
+#[inline]
+pub(crate) fn check_fast_walk<C: TranslationCheck + ?Sized>(
+    w: &FastWalk,
+    access: AccessKind,
+    privilege: Privilege,
+    who: Agent,
+    checker: &mut C,
+    work: &mut CheckWork,
+) -> Result<CheckAllow, PfErrorCode> {
+    let data =
+        CheckRequest::native(w.pa, CheckTarget::Data { access, mapping: w.size }, who, privilege);
+    data_verdict(checker.check_native_walk(&w.addrs[..w.n], w.first, &data, work), w.size)
 }
 
 #[cfg(test)]

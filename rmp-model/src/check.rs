@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::Rmp;
+use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, RmpLayout};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -74,6 +74,7 @@ pub struct RmpCheckOutcome {
 impl Rmp {
     /// The host RMP check (spec/snp.md §2.1–§2.2), recording statistics.
     /// See [`Rmp::peek_host_access`] for the rules.
+    #[inline(always)] // one branch-light path per check after the constants fold
     pub fn check_host_access(
         &mut self,
         spa: Spa,
@@ -91,9 +92,73 @@ impl Rmp {
             s.entry_reads += 1;
         }
         if let RmpCheck::Violation(v) = out.check {
-            *s.violations.entry(v.cause).or_default() += 1;
+            self.count_violation(v.cause);
         }
         out
+    }
+
+    /// The host checks of a walk's table reads: [`Rmp::check_host_access`] with
+    /// [`HostAccess::PageTable`] for each of `tables` in order, stopping at the first violation,
+    /// which it returns; each entry read is appended to `reads`. The same verdicts, reads and
+    /// statistics as those calls one by one, in one pass: once a table's 2 MiB region is found
+    /// wholly covered and without an assigned entry, a next table in that region (the tables of
+    /// a walk often share one) needs only its entry's address.
+    pub fn check_host_tables(
+        &mut self,
+        tables: &[Spa],
+        reads: &mut Vec<Spa>,
+    ) -> Option<RmpViolation> {
+        // The 2 MiB region (SPA >> 21) last found clean, and the address of its first entry.
+        let mut clean = (u64::MAX, 0);
+        let (mut checks, mut entry_reads, mut failed) = (0, 0, None);
+        for &spa in tables {
+            checks += 1;
+            let region = spa.raw() >> PageSize::M2.shift();
+            if region == clean.0 {
+                // Covered and unassigned; the entry lies `slot` entries after the region's
+                // first, with `entry_in`'s bound (the sum cannot overflow).
+                let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
+                if let Ok(entry) = Spa::try_new(clean.1 + page * RMP_ENTRY_BYTES) {
+                    reads.push(entry);
+                    entry_reads += 1;
+                }
+                continue;
+            }
+            // `peek_host_4k`, remembering a clean region.
+            let Some((seg, off)) = self.layout().locate(spa) else { continue };
+            let assigned = if self.assigned_in_region(spa) == 0 {
+                let first = off & !(PageSize::M2.bytes() - 1);
+                if let (true, Some(e)) =
+                    (self.region_covered(spa), entry_in(self.layout(), seg, first))
+                {
+                    clean = (region, e.raw());
+                }
+                false
+            } else {
+                self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned()
+            };
+            if let Some(entry) = entry_in(self.layout(), seg, off) {
+                reads.push(entry);
+                entry_reads += 1;
+            }
+            if assigned {
+                failed = Some(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa });
+                break;
+            }
+        }
+        self.stats.host_table_checks += checks;
+        self.stats.entry_reads += entry_reads;
+        if let Some(v) = failed {
+            self.count_violation(v.cause);
+        }
+        failed
+    }
+
+    /// One more failed check of `cause` (kept out of line: the checks' common case passes).
+    #[cold]
+    #[inline(never)]
+    fn count_violation(&mut self, cause: RmpViolationCause) {
+        *self.stats.violations.entry(cause).or_default() += 1;
     }
 
     /// The host RMP check, functional (no statistics, no side effects).
@@ -111,42 +176,67 @@ impl Rmp {
     ///   spec/snp.md §2.4 (hardware is said to verify a 2 MiB TLB fill from the aligned entry;
     ///   the summary mechanism is UNCONFIRMED). The decision itself is exact: any assigned
     ///   4 KiB entry in the region (or an assigned 2 MiB entry) fails.
+    #[inline(always)]
     pub fn peek_host_access(
         &self,
         spa: Spa,
         mapping: PageSize,
         access: HostAccess,
     ) -> RmpCheckOutcome {
-        let size = match access {
-            HostAccess::DataRead => {
-                return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+        match (access, mapping) {
+            (HostAccess::DataRead, _) => UNREAD,
+            (HostAccess::PageTable, _) | (HostAccess::DataWrite, PageSize::K4) => {
+                self.peek_host_4k(spa)
             }
-            HostAccess::PageTable => PageSize::K4,
-            HostAccess::DataWrite => mapping,
-        };
-        if !self.layout().is_covered(spa) {
-            return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+            (HostAccess::DataWrite, PageSize::M2 | PageSize::G1) => self.peek_host_2m(spa),
         }
-        let (assigned, read_at) = match size {
-            // The authoritative entry's Assigned bit (Rmp::entry without decoding it: this runs
-            // for every host page-table reference).
-            PageSize::K4 => {
-                let assigned = self.raw(spa.align_down(PageSize::M2)).assigned_2m()
-                    || self.raw(spa).assigned();
-                (assigned, spa)
-            }
-            PageSize::M2 | PageSize::G1 => {
-                let base = spa.align_down(PageSize::M2);
-                (self.region_has_assigned(base), base)
-            }
-        };
-        let check = if assigned {
-            RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
-        } else {
-            RmpCheck::Ok
-        };
-        RmpCheckOutcome { check, entry_read: self.layout().entry_addr(read_at) }
     }
+
+    /// The Hypervisor-Owned check at 4 KiB: the page's authoritative entry, read at the page's
+    /// own entry. Small enough to inline into the walk's checks, which run it for every host
+    /// page-table reference.
+    #[inline(always)]
+    fn peek_host_4k(&self, spa: Spa) -> RmpCheckOutcome {
+        // One lookup of the segment serves the coverage test and the entry's address.
+        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
+        // The authoritative entry's Assigned bit, without decoding it. A region with no
+        // assigned entry, the common case, answers from its count without reading one.
+        let assigned = self.assigned_in_region(spa) != 0
+            && (self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned());
+        host_outcome(assigned, spa, entry_in(self.layout(), seg, off))
+    }
+
+    /// The Hypervisor-Owned check through a 2 MiB or 1 GiB mapping: the 2 MiB region holding
+    /// `spa`, read at its aligned entry (a segment is at least 1 GiB, so the region lies in
+    /// `spa`'s segment).
+    fn peek_host_2m(&self, spa: Spa) -> RmpCheckOutcome {
+        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
+        let aligned = off & !(PageSize::M2.bytes() - 1);
+        host_outcome(self.region_has_assigned(spa), spa, entry_in(self.layout(), seg, aligned))
+    }
+}
+
+/// A host check's outcome: `NotHypervisorOwned` if `assigned`, with the entry read.
+#[inline]
+fn host_outcome(assigned: bool, spa: Spa, entry_read: Option<Spa>) -> RmpCheckOutcome {
+    let check = if assigned {
+        RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
+    } else {
+        RmpCheck::Ok
+    };
+    RmpCheckOutcome { check, entry_read }
+}
+
+/// A host check that reads nothing and passes: data reads, pages beyond coverage.
+const UNREAD: RmpCheckOutcome = RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
+
+/// [`RmpLayout::entry_addr`] for a page already located (`RmpLayout::locate` gave `seg` and
+/// `off`): the segment's first entry + (`off` >> 12) × 16, `None` past 2^52.
+#[inline]
+fn entry_in(layout: &RmpLayout, seg: usize, off: u64) -> Option<Spa> {
+    let first = layout.segments()[seg].entries;
+    let addr = first.checked_add((off >> PageSize::K4.shift()) * RMP_ENTRY_BYTES)?;
+    Spa::try_new(addr).ok()
 }
 
 #[cfg(test)]
@@ -236,6 +326,66 @@ mod tests {
         assert_eq!(ok.check, RmpCheck::Ok);
         let bad = r.peek_host_access(Spa::new(0x1_0001_0ff8), PageSize::M2, HostAccess::PageTable);
         assert!(matches!(bad.check, RmpCheck::Violation(_)));
+    }
+
+    /// `check_host_tables` against `check_host_access` one table at a time: the same
+    /// violation, entry reads and statistics, for tables in clean regions (remembered), in a
+    /// region with an assigned page, on a firmware page (stopping there), in an assigned 2 MiB
+    /// region, in a partly covered region and beyond coverage.
+    #[test]
+    fn table_checks_in_one_pass_match_one_by_one() {
+        let mut full = s1_rmp();
+        let fw = RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::K4, 0, true);
+        assert_eq!(full.rmpupdate(Executor::Hypervisor, Spa::new(0x2000), &fw).code(), 0);
+        let big = RmpUpdateInput::private(Gpa::new(0x4000_0000), RmpPageSize::M2, 3, false);
+        assert_eq!(full.rmpupdate(Executor::Hypervisor, Spa::new(0x40_0000), &big).code(), 0);
+        // Coverage ends three pages into the second 2 MiB region.
+        let partial =
+            Rmp::new(RmpLayout::covering(Spa::new(RMP_BASE), (2 << 20) + 0x3000).unwrap());
+        let lists: [(&Rmp, &[u64]); 8] = [
+            (&full, &[0x1_0000_0000, 0x1_0000_1008, 0x1_0000_2ff8, 0x1_0000_f000]),
+            (&full, &[0x1_0000_0000, 0x1_0001_0ff8, 0x1_0000_2000]),
+            (&full, &[0x8000, 0x9ff8, 0xa000, 0x1ff000]),
+            (&full, &[0x5000, 0x2008, 0x3000]),
+            (&full, &[0x41_2000, 0x41_3000]),
+            (&full, &[0x60_0000, 0x40_0000, 0x60_1000]),
+            (&partial, &[0x20_1000, 0x20_2ff8, 0x20_3000, 0x20_4000, 0x1000]),
+            (&full, &[9 << 30, (9 << 30) + 0x1000, 0x1000]),
+        ];
+        let mut violations = 0;
+        for (rmp, list) in lists {
+            let spas: Vec<Spa> = list.iter().map(|&a| Spa::new(a)).collect();
+            let (mut one_pass, mut one_by_one) = (rmp.clone(), rmp.clone());
+            let mut reads = Vec::new();
+            let got = one_pass.check_host_tables(&spas, &mut reads);
+            let (mut want_reads, mut want) = (Vec::new(), None);
+            for &spa in &spas {
+                let out = one_by_one.check_host_access(spa, PageSize::K4, HostAccess::PageTable);
+                want_reads.extend(out.entry_read);
+                if let RmpCheck::Violation(v) = out.check {
+                    want = Some(v);
+                    break;
+                }
+            }
+            assert_eq!((got, &reads), (want, &want_reads), "{list:x?}");
+            assert_eq!(one_pass.stats(), one_by_one.stats(), "{list:x?}");
+            violations += usize::from(got.is_some());
+        }
+        assert_eq!(violations, 4);
+    }
+
+    #[test]
+    fn located_entry_address_is_entry_addr() {
+        let contiguous = RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap();
+        let segmented = RmpLayout::segmented_covering(Spa::new(0x4000_0000), 8 << 30, 31).unwrap();
+        for l in [contiguous, segmented] {
+            for pa in [0, 0x1000, 0x1f_f000, 0x7fff_f123, 0x8000_0000, 0x1_0001_0008, (8 << 30) - 1]
+            {
+                let spa = Spa::new(pa);
+                let (seg, off) = l.locate(spa).unwrap();
+                assert_eq!(entry_in(&l, seg, off), l.entry_addr(spa), "{pa:#x}");
+            }
+        }
     }
 
     #[test]
