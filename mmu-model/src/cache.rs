@@ -87,6 +87,17 @@ impl RefClass {
         }
     }
 
+    /// The class of [`RefClass::index`] `i` (a line's `meta` bits; any other value is Data,
+    /// never stored).
+    const fn from_index(i: u8) -> RefClass {
+        match i {
+            1 => RefClass::TableRead,
+            2 => RefClass::TableAdWrite,
+            3 => RefClass::CheckRead,
+            _ => RefClass::Data,
+        }
+    }
+
     /// The class and whether the reference writes the line.
     pub const fn of(kind: MemRefKind) -> (RefClass, bool) {
         match kind {
@@ -408,11 +419,27 @@ pub struct Evicted {
     pub class: RefClass,
 }
 
-/// Tag-array value of an empty way. Line addresses are SPA >> line bits < 2^52, never this.
-const INVALID: u64 = u64::MAX;
+/// High half of the tag of an empty way (and of the padding past a set's last way). A tag is a
+/// line address without its set bits, below 2^49 (SPAs are below 2^52, lines at least 8 bytes),
+/// so a real tag's high half is below 2^17: never this.
+const EMPTY_HI: u32 = u32::MAX;
 /// `meta` bit: the line is dirty. The low bits hold the filler's `RefClass::index`.
 const DIRTY: u8 = 0x80;
 const CLASS_BITS: u8 = 0x07;
+/// Ways a set scan compares at once. Each set's tag block is padded to a multiple of it, so the
+/// scan has no remainder loop.
+const GROUP: usize = 8;
+
+/// Where one line lives in one cache: its set, and its tag (the line address without the set
+/// bits) split into halves as the tag array stores them. Computed once per reference and level,
+/// then used by the lookup and by the fill that follows a miss (and, for a write, once for every
+/// other CPU's L1D and L2, which share the geometry).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    set: usize,
+    lo: u32,
+    hi: u32,
+}
 
 /// One set-associative cache, physically indexed and tagged by [`Spa`] (functional state only:
 /// no latencies).
@@ -431,17 +458,24 @@ const CLASS_BITS: u8 = 0x07;
 #[derive(Clone, Debug)]
 pub struct Cache {
     geom: CacheGeometry,
-    ways: usize,
+    /// Ways rounded up to a multiple of [`GROUP`]: the per-set stride of `tags` and `meta`.
+    stride: usize,
     line_shift: u32,
+    set_bits: u32,
     set_mask: u64,
     /// Bit `w` set for every way `w` of a set.
     all_ways: u64,
-    /// Line address (SPA >> line_shift) per way, set-major; [`INVALID`] if empty.
-    tags: Vec<u64>,
-    /// Dirty bit and filler class per way.
+    /// Per set, one block of `2 × stride` words: the low halves of the ways' tags, then the high
+    /// halves ([`EMPTY_HI`] for an empty way or padding). Why halves: a scan compares the low
+    /// halves eight at a time (32-bit lanes vectorize with the baseline SSE2; 64-bit equality
+    /// does not), and only a candidate's high half is then checked, which also rules out an
+    /// empty way whose stale low half matched. One block keeps a set's tags in one or two host
+    /// cache lines.
+    tags: Vec<u32>,
+    /// Dirty bit and filler class per way (`stride` per set).
     meta: Vec<u8>,
-    /// Per set, bit `w` set iff way `w` holds a line (the same facts as `tags`, kept so that a
-    /// fill finds the lowest empty way with one `trailing_zeros`).
+    /// Per set, bit `w` set iff way `w` holds a line (the same facts as the high halves, kept so
+    /// that a fill finds the lowest empty way with one `trailing_zeros`).
     valid: Vec<u64>,
     repl: CacheRepl,
     stats: CacheStats,
@@ -464,15 +498,18 @@ impl Cache {
         geom.check()?;
         let ways = to_usize(u64::from(geom.ways));
         let sets = to_usize(u64::from(geom.sets));
-        let lines = sets * ways;
+        let stride = ways.next_multiple_of(GROUP);
+        let mut block = vec![0; stride];
+        block.resize(2 * stride, EMPTY_HI);
         Ok(Cache {
             geom,
-            ways,
+            stride,
             line_shift: geom.line_size.trailing_zeros(),
+            set_bits: geom.sets.trailing_zeros(),
             set_mask: u64::from(geom.sets) - 1,
             all_ways: u64::MAX >> (64 - ways),
-            tags: vec![INVALID; lines],
-            meta: vec![0; lines],
+            tags: block.repeat(sets),
+            meta: vec![0; sets * stride],
             valid: vec![0; sets],
             repl: match geom.replacement {
                 Replacement::Lru => CacheRepl::Lru(RankLru::new(sets, ways)),
@@ -509,140 +546,181 @@ impl Cache {
         self.valid.iter().map(|v| v.count_ones() as usize).sum()
     }
 
-    /// The line address of `spa`, its set, and the index of the set's way 0.
+    /// The set and tag halves of the line holding `spa`.
     #[inline]
-    fn slot(&self, spa: Spa) -> (u64, usize, usize) {
+    #[allow(clippy::cast_possible_truncation)] // `lo` is the low half, by design
+    fn slot(&self, spa: Spa) -> Slot {
         let line = spa.raw() >> self.line_shift;
-        let set = to_usize(line & self.set_mask);
-        (line, set, set * self.ways)
+        let tag = line >> self.set_bits;
+        Slot {
+            set: to_usize(line & self.set_mask),
+            lo: tag as u32,
+            hi: u32::try_from(tag >> 32).expect("tags are below 2^49"),
+        }
     }
 
-    fn find(&self, line: u64, base: usize) -> Option<usize> {
-        self.tags[base..base + self.ways].iter().position(|&t| t == line)
+    /// The way of `s.set` holding the line, if any.
+    #[inline(always)]
+    fn find(&self, s: Slot) -> Option<usize> {
+        let block = &self.tags[2 * s.set * self.stride..2 * (s.set + 1) * self.stride];
+        let (lo, hi) = block.split_at(self.stride);
+        for (g, group) in lo.as_chunks::<GROUP>().0.iter().enumerate() {
+            // Eight low halves compared at once, branch-free (it vectorizes). Most lookups and
+            // nearly all remote probes miss, and a miss costs only this.
+            if !group.iter().fold(false, |any, &t| any | (t == s.lo)) {
+                continue;
+            }
+            for (i, &t) in group.iter().enumerate() {
+                let w = g * GROUP + i;
+                if t == s.lo && hi[w] == s.hi {
+                    return Some(w);
+                }
+            }
+        }
+        None
     }
 
     /// Whether the line holding `spa` is present (functional probe: no state changes, no
     /// counters).
     pub fn contains(&self, spa: Spa) -> bool {
-        let (line, _, base) = self.slot(spa);
-        self.find(line, base).is_some()
+        self.find(self.slot(spa)).is_some()
     }
 
     /// Whether the line holding `spa` is present and dirty.
     pub fn is_dirty(&self, spa: Spa) -> bool {
-        let (line, _, base) = self.slot(spa);
-        self.find(line, base).is_some_and(|w| self.meta[base + w] & DIRTY != 0)
+        let s = self.slot(spa);
+        self.find(s).is_some_and(|w| self.meta[s.set * self.stride + w] & DIRTY != 0)
     }
 
     /// Look `spa` up for a reference of class `class`: on a hit, update the replacement state
     /// (and mark the line dirty if `write`) and return `true`. Counts a hit or a miss. A miss
     /// changes nothing else: the caller decides whether to [`fill`](Self::fill).
     pub fn lookup(&mut self, spa: Spa, class: RefClass, write: bool) -> bool {
-        let (line, set, base) = self.slot(spa);
-        match self.find(line, base) {
+        self.lookup_at(self.slot(spa), class, write).is_some()
+    }
+
+    /// [`Cache::lookup`] of a computed slot; returns the way hit.
+    #[inline]
+    fn lookup_at(&mut self, s: Slot, class: RefClass, write: bool) -> Option<usize> {
+        let hit = self.find(s);
+        match hit {
             Some(w) => {
                 self.stats.class_mut(class).hits += 1;
                 if write {
-                    self.meta[base + w] |= DIRTY;
+                    self.meta[s.set * self.stride + w] |= DIRTY;
                 }
-                self.touch(set, w);
-                true
+                self.touch(s.set, w);
             }
-            None => {
-                self.stats.class_mut(class).misses += 1;
-                false
-            }
+            None => self.stats.class_mut(class).misses += 1,
         }
+        hit
     }
 
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
     pub fn fill(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
-        let (line, set, base) = self.slot(spa);
+        let s = self.slot(spa);
         let flag = if dirty { DIRTY } else { 0 };
-        if let Some(w) = self.find(line, base) {
-            self.meta[base + w] |= flag;
-            self.touch(set, w);
+        if let Some(w) = self.find(s) {
+            self.meta[s.set * self.stride + w] |= flag;
+            self.touch(s.set, w);
             return None;
         }
-        self.install(line, set, base, class, flag)
+        self.install(s, class, flag)
     }
 
     /// [`Cache::fill`] of a line the caller knows is absent (its lookup just missed and
     /// nothing has filled this cache since): skips the search for it.
-    fn fill_absent(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
-        debug_assert!(!self.contains(spa), "fill_absent of a present line");
-        let (line, set, base) = self.slot(spa);
-        self.install(line, set, base, class, if dirty { DIRTY } else { 0 })
+    fn fill_absent(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
+        debug_assert!(self.find(s).is_none(), "fill_absent of a present line");
+        self.install(s, class, if dirty { DIRTY } else { 0 })
     }
 
-    /// Put an absent `line` in the lowest empty way of `set`, else in the policy's victim.
+    /// Put an absent line in the lowest empty way of its set, else in the policy's victim.
     #[inline]
-    fn install(
-        &mut self,
-        line: u64,
-        set: usize,
-        base: usize,
-        class: RefClass,
-        flag: u8,
-    ) -> Option<Evicted> {
-        let empty = !self.valid[set] & self.all_ways;
+    fn install(&mut self, s: Slot, class: RefClass, flag: u8) -> Option<Evicted> {
+        let empty = !self.valid[s.set] & self.all_ways;
         let (w, evicted) = if empty != 0 {
             (empty.trailing_zeros() as usize, None)
         } else {
             let w = match &mut self.repl {
-                CacheRepl::Lru(r) => r.victim(set),
-                CacheRepl::Other(r) => r.victim(set),
+                CacheRepl::Lru(r) => r.victim(s.set),
+                CacheRepl::Other(r) => r.victim(s.set),
             };
-            let ev = self.evicted_at(base + w);
+            let ev = self.evicted_at(s.set, w);
             let counts = self.stats.class_mut(ev.class);
             counts.evictions += 1;
-            if ev.dirty {
-                counts.writebacks += 1;
-            }
+            counts.writebacks += u64::from(ev.dirty);
             (w, Some(ev))
         };
-        self.valid[set] |= 1 << w;
-        self.tags[base + w] = line;
-        self.meta[base + w] = flag | class.index();
+        self.valid[s.set] |= 1 << w;
+        let b = 2 * s.set * self.stride;
+        self.tags[b + w] = s.lo;
+        self.tags[b + self.stride + w] = s.hi;
+        self.meta[s.set * self.stride + w] = flag | class.index();
         self.stats.class_mut(class).fills += 1;
-        self.touch(set, w);
+        self.touch(s.set, w);
         evicted
     }
 
     /// Drop the line holding `spa`, returning it if it was present (the caller writes it back
     /// if dirty). Not counted as an eviction.
     pub fn invalidate(&mut self, spa: Spa) -> Option<Evicted> {
-        let (line, set, base) = self.slot(spa);
-        let w = self.find(line, base)?;
-        let ev = self.evicted_at(base + w);
-        self.tags[base + w] = INVALID;
-        self.meta[base + w] = 0;
+        self.invalidate_at(self.slot(spa))
+    }
+
+    /// [`Cache::invalidate`] of a computed slot.
+    #[inline]
+    fn invalidate_at(&mut self, s: Slot) -> Option<Evicted> {
+        let w = self.find(s)?;
+        Some(self.invalidate_way(s.set, w))
+    }
+
+    /// Empty way `w` of `set` (which holds a line) and return what it held.
+    fn invalidate_way(&mut self, set: usize, w: usize) -> Evicted {
+        let ev = self.evicted_at(set, w);
+        self.tags[(2 * set + 1) * self.stride + w] = EMPTY_HI;
+        self.meta[set * self.stride + w] = 0;
         self.valid[set] &= !(1 << w);
-        Some(ev)
+        ev
     }
 
     /// Drop every line; return the dirty ones, in set-then-way order.
     pub fn invalidate_all(&mut self) -> Vec<Evicted> {
-        let dirty: Vec<Evicted> = (0..self.tags.len())
-            .filter(|&i| self.tags[i] != INVALID && self.meta[i] & DIRTY != 0)
-            .map(|i| self.evicted_at(i))
-            .collect();
+        let mut dirty = Vec::new();
+        for set in 0..self.valid.len() {
+            let mut v = self.valid[set];
+            while v != 0 {
+                let w = v.trailing_zeros() as usize;
+                v &= v - 1;
+                if self.meta[set * self.stride + w] & DIRTY != 0 {
+                    dirty.push(self.evicted_at(set, w));
+                }
+            }
+            let hi = (2 * set + 1) * self.stride;
+            self.tags[hi..hi + self.stride].fill(EMPTY_HI);
+        }
         // Replacement state is left as is: invalid ways are filled before it is consulted.
-        self.tags.fill(INVALID);
         self.meta.fill(0);
         self.valid.fill(0);
         dirty
     }
 
-    fn evicted_at(&self, i: usize) -> Evicted {
-        let m = self.meta[i];
-        debug_assert!(self.tags[i] != INVALID, "a valid way has a tag");
+    /// The line held by way `w` of `set`.
+    #[inline]
+    fn evicted_at(&self, set: usize, w: usize) -> Evicted {
+        let b = 2 * set * self.stride;
+        let (lo, hi) = (self.tags[b + w], self.tags[b + self.stride + w]);
+        debug_assert!(hi != EMPTY_HI, "a valid way has a tag");
+        let tag = u64::from(hi) << 32 | u64::from(lo);
+        let line = tag << self.set_bits | set as u64;
+        let m = self.meta[set * self.stride + w];
         Evicted {
-            line: Spa::new(self.tags[i] << self.line_shift),
+            // The line came from an `Spa`, so it is in range: no check needed.
+            line: Spa::new_truncate(line << self.line_shift),
             dirty: m & DIRTY != 0,
-            class: RefClass::ALL[usize::from(m & CLASS_BITS)],
+            class: RefClass::from_index(m & CLASS_BITS),
         }
     }
 
@@ -1236,36 +1314,41 @@ impl CacheHierarchy {
             };
             return Served { level: None, latency };
         }
-        if write && self.cfg.write_invalidate {
-            self.invalidate_others(cpu, spa);
-        }
-        let victim_llc = self.cfg.llc_fill == LlcFill::Victim;
         let Self { cfg, cores, llc, stats } = self;
+        // Each level's set and tag, computed once: every CPU's L1D (and L2) has one geometry.
+        let (s1, s2) = (cores[cpu].l1d.slot(spa), cores[cpu].l2.slot(spa));
+        if write && cfg.write_invalidate {
+            invalidate_others(cores, cpu, s1, s2, stats);
+        }
+        let victim_llc = cfg.llc_fill == LlcFill::Victim;
         let core = &mut cores[cpu];
-        let level = if core.l1d.lookup(spa, class, write) {
+        let level = if core.l1d.lookup_at(s1, class, write).is_some() {
             HitLevel::L1d
         } else {
             // Each level below fills the line only after its own lookup missed, and nothing
             // but other levels changed in between: `fill_absent` skips the search. (Victims
             // moving down use `fill`: they may already be there.)
-            let (level, llc_dirty) = if core.l2.lookup(spa, class, false) {
+            let (level, llc_dirty) = if core.l2.lookup_at(s2, class, false).is_some() {
                 (HitLevel::L2, false)
-            } else if llc.lookup(spa, class, false) {
-                // A victim LLC hands the line (and its dirty bit) back to the L2.
-                let dirty = victim_llc && llc.invalidate(spa).is_some_and(|e| e.dirty);
-                (HitLevel::Llc, dirty)
             } else {
-                if !victim_llc && let Some(ev) = llc.fill_absent(spa, class, false) {
-                    stats.dram_writebacks += u64::from(ev.dirty);
+                let s3 = llc.slot(spa);
+                match llc.lookup_at(s3, class, false) {
+                    // A victim LLC hands the line (and its dirty bit) back to the L2.
+                    Some(w) => (HitLevel::Llc, victim_llc && llc.invalidate_way(s3.set, w).dirty),
+                    None => {
+                        if !victim_llc && let Some(ev) = llc.fill_absent(s3, class, false) {
+                            stats.dram_writebacks += u64::from(ev.dirty);
+                        }
+                        (HitLevel::Dram, false)
+                    }
                 }
-                (HitLevel::Dram, false)
             };
             if level != HitLevel::L2
-                && let Some(ev) = core.l2.fill_absent(spa, class, llc_dirty)
+                && let Some(ev) = core.l2.fill_absent(s2, class, llc_dirty)
             {
                 l2_victim(llc, victim_llc, stats, ev);
             }
-            if let Some(ev) = core.l1d.fill_absent(spa, class, write)
+            if let Some(ev) = core.l1d.fill_absent(s1, class, write)
                 && ev.dirty
                 && let Some(ev2) = core.l2.fill(ev.line, ev.class, true)
             {
@@ -1281,19 +1364,6 @@ impl CacheHierarchy {
             HitLevel::Dram => cfg.dram_latency,
         };
         Served { level: Some(level), latency }
-    }
-
-    fn invalidate_others(&mut self, cpu: usize, spa: Spa) {
-        for (i, core) in self.cores.iter_mut().enumerate() {
-            if i == cpu {
-                continue;
-            }
-            // The writer takes the line over; a remote dirty copy's data moves with it, so it is
-            // not a DRAM write-back.
-            let dropped = u64::from(core.l1d.invalidate(spa).is_some())
-                + u64::from(core.l2.invalidate(spa).is_some());
-            self.stats.remote_invalidations += dropped;
-        }
     }
 
     /// Where a reference by CPU `cpu` to `spa` would be served, with no side effects (the
@@ -1318,9 +1388,10 @@ impl CacheHierarchy {
     /// any copy was dirty (counted as one DRAM write-back).
     pub fn flush_line(&mut self, spa: Spa) -> bool {
         let mut dirty = self.llc.invalidate(spa).is_some_and(|e| e.dirty);
+        let (s1, s2) = (self.cores[0].l1d.slot(spa), self.cores[0].l2.slot(spa));
         for core in &mut self.cores {
-            dirty |= core.l1d.invalidate(spa).is_some_and(|e| e.dirty);
-            dirty |= core.l2.invalidate(spa).is_some_and(|e| e.dirty);
+            dirty |= core.l1d.invalidate_at(s1).is_some_and(|e| e.dirty);
+            dirty |= core.l2.invalidate_at(s2).is_some_and(|e| e.dirty);
         }
         self.stats.dram_writebacks += u64::from(dirty);
         dirty
@@ -1335,6 +1406,27 @@ impl CacheHierarchy {
             dirty.extend(core.l2.invalidate_all());
         }
         self.stats.dram_writebacks += u64::try_from(dirty.len()).expect("bounded by cache sizes");
+    }
+}
+
+/// A write by CPU `cpu` drops the line (at `s1` in an L1D, `s2` in an L2) from every other
+/// CPU's L1D and L2.
+fn invalidate_others(
+    cores: &mut [CoreCaches],
+    cpu: usize,
+    s1: Slot,
+    s2: Slot,
+    stats: &mut HierarchyStats,
+) {
+    for (i, core) in cores.iter_mut().enumerate() {
+        if i == cpu {
+            continue;
+        }
+        // The writer takes the line over; a remote dirty copy's data moves with it, so it is
+        // not a DRAM write-back.
+        let dropped = u64::from(core.l1d.invalidate_at(s1).is_some())
+            + u64::from(core.l2.invalidate_at(s2).is_some());
+        stats.remote_invalidations += dropped;
     }
 }
 
@@ -1525,6 +1617,32 @@ mod tests {
         let before = *c.stats();
         c.lookup(a, RefClass::Data, false);
         assert_eq!((*c.stats() - before).data.misses, 1);
+    }
+
+    /// Tags whose low halves are equal (lines 2^32 tags apart in one set) are told apart by
+    /// their high halves, and an emptied way's stale low half never hits.
+    #[test]
+    fn tag_halves_collide_only_in_the_scan() {
+        let mut c = cache(4, 12, Replacement::Lru);
+        // Tag t of set 1: line (t << 2) | 1. Same low half, different high halves.
+        let at = |tag: u64| Spa::new(((tag << 2) | 1) * LINE);
+        let (a, b, d) = (at(5), at(5 + (1 << 32)), at(5 + (2 << 32)));
+        c.fill(a, RefClass::Data, false);
+        c.fill(b, RefClass::TableRead, true);
+        assert!(c.contains(a) && c.contains(b) && !c.contains(d));
+        assert_eq!(
+            c.invalidate(b),
+            Some(Evicted { line: b, dirty: true, class: RefClass::TableRead }),
+            "the full line address is rebuilt from the halves and the set"
+        );
+        assert!(!c.contains(b), "stale low half, empty way");
+        assert!(c.contains(a));
+        // Ways past the first group of eight (12 ways: one padded group of 16).
+        for i in 0..12 {
+            c.fill(at(100 + i), RefClass::Data, false);
+        }
+        assert!(c.contains(at(111)) && !c.contains(a), "LRU: `a` went first");
+        assert_eq!(c.valid_lines(), 12);
     }
 
     /// A small hierarchy with distinctive latencies: L1D 4 sets × 2 ways, L2 16 × 2, LLC
@@ -1826,10 +1944,14 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(c.valid_lines(), may_hold.len());
-                // The per-set valid bits say what the tags say.
-                for (i, &t) in c.tags.iter().enumerate() {
-                    let bit = c.valid[i / c.ways] >> (i % c.ways) & 1 == 1;
-                    prop_assert_eq!(bit, t != INVALID);
+                // The per-set valid bits say what the tags' high halves say; padding stays empty.
+                for set in 0..c.valid.len() {
+                    let hi = &c.tags[(2 * set + 1) * c.stride..(2 * set + 2) * c.stride];
+                    for (w, &h) in hi.iter().enumerate() {
+                        let bit = c.valid[set] >> w & 1 == 1;
+                        prop_assert_eq!(bit, h != EMPTY_HI);
+                        prop_assert!(c.all_ways >> w & 1 == 1 || !bit);
+                    }
                 }
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
             }
