@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, RmpLayout};
+use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, entry_spa};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -108,46 +108,37 @@ impl Rmp {
         tables: &[Spa],
         reads: &mut Vec<Spa>,
     ) -> Option<RmpViolation> {
-        // The 2 MiB region (SPA >> 21) last found clean, and the address of its first entry.
+        let before = reads.len();
+        // The 2 MiB region (SPA >> 21) last found clean — wholly covered, no assigned entry, and
+        // every entry's address below 2^52 — and the address of its first entry.
         let mut clean = (u64::MAX, 0);
-        let (mut checks, mut entry_reads, mut failed) = (0, 0, None);
+        let (mut checks, mut failed) = (0u64, None);
         for &spa in tables {
             checks += 1;
-            let region = spa.raw() >> PageSize::M2.shift();
-            if region == clean.0 {
-                // Covered and unassigned; the entry lies `slot` entries after the region's
-                // first, with `entry_in`'s bound (the sum cannot overflow).
-                let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
-                if let Ok(entry) = Spa::try_new(clean.1 + page * RMP_ENTRY_BYTES) {
-                    reads.push(entry);
-                    entry_reads += 1;
-                }
+            let pa = spa.raw();
+            // The page's entry lies `page` entries after its region's first.
+            let page = pa >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
+            if pa >> PageSize::M2.shift() == clean.0 {
+                // Covered and unassigned; the address is below 2^52, so truncation keeps it.
+                reads.push(Spa::new_truncate(clean.1 + page * RMP_ENTRY_BYTES));
                 continue;
             }
             // `peek_host_4k`, remembering a clean region.
-            let Some((seg, off)) = self.layout().locate(spa) else { continue };
-            let assigned = if self.assigned_in_region(spa) == 0 {
-                let first = off & !(PageSize::M2.bytes() - 1);
-                if let (true, Some(e)) =
-                    (self.region_covered(spa), entry_in(self.layout(), seg, first))
-                {
-                    clean = (region, e.raw());
+            let Some(p) = self.locate_page(spa) else { continue };
+            reads.extend(entry_spa(p.entry));
+            if self.assigned_count(p.region) == 0 {
+                let first = p.entry - page * RMP_ENTRY_BYTES;
+                let last = first + (PAGES_PER_2M - 1) * RMP_ENTRY_BYTES;
+                if p.whole_region && entry_spa(last).is_some() {
+                    clean = (pa >> PageSize::M2.shift(), first);
                 }
-                false
-            } else {
-                self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned()
-            };
-            if let Some(entry) = entry_in(self.layout(), seg, off) {
-                reads.push(entry);
-                entry_reads += 1;
-            }
-            if assigned {
-                failed = Some(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa });
+            } else if self.page_assigned(p.region, spa) {
+                failed = Some(RmpViolation { cause: NOT_HV_OWNED, spa });
                 break;
             }
         }
         self.stats.host_table_checks += checks;
-        self.stats.entry_reads += entry_reads;
+        self.stats.entry_reads += (reads.len() - before) as u64;
         if let Some(v) = failed {
             self.count_violation(v.cause);
         }
@@ -197,22 +188,19 @@ impl Rmp {
     /// page-table reference.
     #[inline(always)]
     fn peek_host_4k(&self, spa: Spa) -> RmpCheckOutcome {
-        // One lookup of the segment serves the coverage test and the entry's address.
-        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
-        // The authoritative entry's Assigned bit, without decoding it. A region with no
-        // assigned entry, the common case, answers from its count without reading one.
-        let assigned = self.assigned_in_region(spa) != 0
-            && (self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned());
-        host_outcome(assigned, spa, entry_in(self.layout(), seg, off))
+        // One lookup serves the coverage test, the region and the entry's address.
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        host_outcome(self.page_assigned(p.region, spa), spa, entry_spa(p.entry))
     }
 
     /// The Hypervisor-Owned check through a 2 MiB or 1 GiB mapping: the 2 MiB region holding
     /// `spa`, read at its aligned entry (a segment is at least 1 GiB, so the region lies in
     /// `spa`'s segment).
     fn peek_host_2m(&self, spa: Spa) -> RmpCheckOutcome {
-        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
-        let aligned = off & !(PageSize::M2.bytes() - 1);
-        host_outcome(self.region_has_assigned(spa), spa, entry_in(self.layout(), seg, aligned))
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
+        let aligned = entry_spa(p.entry - page * RMP_ENTRY_BYTES);
+        host_outcome(self.region_assigned(p.region), spa, aligned)
     }
 }
 
@@ -220,24 +208,18 @@ impl Rmp {
 #[inline]
 fn host_outcome(assigned: bool, spa: Spa, entry_read: Option<Spa>) -> RmpCheckOutcome {
     let check = if assigned {
-        RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
+        RmpCheck::Violation(RmpViolation { cause: NOT_HV_OWNED, spa })
     } else {
         RmpCheck::Ok
     };
     RmpCheckOutcome { check, entry_read }
 }
 
+/// The one cause a host check can fail with.
+const NOT_HV_OWNED: RmpViolationCause = RmpViolationCause::NotHypervisorOwned;
+
 /// A host check that reads nothing and passes: data reads, pages beyond coverage.
 const UNREAD: RmpCheckOutcome = RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
-
-/// [`RmpLayout::entry_addr`] for a page already located (`RmpLayout::locate` gave `seg` and
-/// `off`): the segment's first entry + (`off` >> 12) × 16, `None` past 2^52.
-#[inline]
-fn entry_in(layout: &RmpLayout, seg: usize, off: u64) -> Option<Spa> {
-    let first = layout.segments()[seg].entries;
-    let addr = first.checked_add((off >> PageSize::K4.shift()) * RMP_ENTRY_BYTES)?;
-    Spa::try_new(addr).ok()
-}
 
 #[cfg(test)]
 mod tests {
@@ -372,20 +354,6 @@ mod tests {
             violations += usize::from(got.is_some());
         }
         assert_eq!(violations, 4);
-    }
-
-    #[test]
-    fn located_entry_address_is_entry_addr() {
-        let contiguous = RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap();
-        let segmented = RmpLayout::segmented_covering(Spa::new(0x4000_0000), 8 << 30, 31).unwrap();
-        for l in [contiguous, segmented] {
-            for pa in [0, 0x1000, 0x1f_f000, 0x7fff_f123, 0x8000_0000, 0x1_0001_0008, (8 << 30) - 1]
-            {
-                let spa = Spa::new(pa);
-                let (seg, off) = l.locate(spa).unwrap();
-                assert_eq!(entry_in(&l, seg, off), l.entry_addr(spa), "{pa:#x}");
-            }
-        }
     }
 
     #[test]
