@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, entry_spa};
+use crate::table::{PAGES_PER_2M, PageSlot, RMP_ENTRY_BYTES, Rmp, entry_spa};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -81,7 +81,12 @@ impl Rmp {
         mapping: PageSize,
         access: HostAccess,
     ) -> RmpCheckOutcome {
-        let out = self.peek_host_access(spa, mapping, access);
+        let out = match access {
+            HostAccess::DataWrite => self.check_host_write(spa, mapping),
+            HostAccess::DataRead | HostAccess::PageTable => {
+                self.peek_host_access(spa, mapping, access)
+            }
+        };
         let s = &mut self.stats;
         match access {
             HostAccess::DataRead => s.host_reads_unchecked += 1,
@@ -101,48 +106,85 @@ impl Rmp {
     /// [`HostAccess::PageTable`] for each of `tables` in order, stopping at the first violation,
     /// which it returns; each entry read is appended to `reads`. The same verdicts, reads and
     /// statistics as those calls one by one, in one pass: once a table's 2 MiB region is found
-    /// wholly covered and without an assigned entry, a next table in that region (the tables of
-    /// a walk often share one) needs only its entry's address.
+    /// wholly covered and without an assigned entry, a table in that region (the tables of a
+    /// walk often share one, and the next walks' tables too) needs only its entry's address,
+    /// until the next write to the table.
+    #[inline] // the common case, every table in the remembered region, into the walk's check
     pub fn check_host_tables(
         &mut self,
         tables: &[Spa],
         reads: &mut Vec<Spa>,
     ) -> Option<RmpViolation> {
+        let clean = self.clean_tables;
+        for (i, &spa) in tables.iter().enumerate() {
+            if spa.raw() >> PageSize::M2.shift() != clean.number {
+                // The checks so far passed, each reading one entry: the rest one by one.
+                self.stats.host_table_checks += i as u64;
+                self.stats.entry_reads += i as u64;
+                return self.check_host_tables_one_by_one(&tables[i..], reads);
+            }
+            reads.push(clean.entry(spa));
+        }
+        self.stats.host_table_checks += tables.len() as u64;
+        self.stats.entry_reads += tables.len() as u64;
+        None
+    }
+
+    /// [`Rmp::check_host_tables`] from the first table outside the remembered region: each
+    /// through the 4 KiB check, remembering the last clean region met.
+    #[inline(never)]
+    fn check_host_tables_one_by_one(
+        &mut self,
+        tables: &[Spa],
+        reads: &mut Vec<Spa>,
+    ) -> Option<RmpViolation> {
         let before = reads.len();
-        // The 2 MiB region (SPA >> 21) last found clean — wholly covered, no assigned entry, and
-        // every entry's address below 2^52 — and the address of its first entry.
-        let mut clean = (u64::MAX, 0);
+        let mut clean = self.clean_tables;
         let (mut checks, mut failed) = (0u64, None);
         for &spa in tables {
             checks += 1;
             let pa = spa.raw();
-            // The page's entry lies `page` entries after its region's first.
-            let page = pa >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
-            if pa >> PageSize::M2.shift() == clean.0 {
-                // Covered and unassigned; the address is below 2^52, so truncation keeps it.
-                reads.push(Spa::new_truncate(clean.1 + page * RMP_ENTRY_BYTES));
+            if pa >> PageSize::M2.shift() == clean.number {
+                reads.push(clean.entry(spa));
                 continue;
             }
             // `peek_host_4k`, remembering a clean region.
             let Some(p) = self.locate_page(spa) else { continue };
             reads.extend(entry_spa(p.entry));
-            if self.assigned_count(p.region) == 0 {
-                let first = p.entry - page * RMP_ENTRY_BYTES;
-                let last = first + (PAGES_PER_2M - 1) * RMP_ENTRY_BYTES;
-                if p.whole_region && entry_spa(last).is_some() {
-                    clean = (pa >> PageSize::M2.shift(), first);
-                }
+            if let Some(c) = self.clean_region(&p, spa) {
+                clean = c;
             } else if self.page_assigned(p.region, spa) {
                 failed = Some(RmpViolation { cause: NOT_HV_OWNED, spa });
                 break;
             }
         }
+        self.clean_tables = clean;
         self.stats.host_table_checks += checks;
         self.stats.entry_reads += (reads.len() - before) as u64;
         if let Some(v) = failed {
             self.count_violation(v.cause);
         }
         failed
+    }
+
+    /// A host data write's check ([`Rmp::peek_host_access`]): in the region remembered clean
+    /// for writes it passes, reading the page's entry (4 KiB mapping) or the region's aligned
+    /// one; elsewhere the 4 KiB or 2 MiB rule, remembering the region if clean.
+    #[inline(always)]
+    fn check_host_write(&mut self, spa: Spa, mapping: PageSize) -> RmpCheckOutcome {
+        let clean = self.clean_writes;
+        if spa.raw() >> PageSize::M2.shift() == clean.number {
+            let entry = if mapping == PageSize::K4 { clean.entry(spa) } else { clean.first() };
+            return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: Some(entry) };
+        }
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        if let Some(c) = self.clean_region(&p, spa) {
+            self.clean_writes = c;
+        }
+        match mapping {
+            PageSize::K4 => self.host_4k_at(&p, spa),
+            PageSize::M2 | PageSize::G1 => self.host_2m_at(&p, spa),
+        }
     }
 
     /// One more failed check of `cause` (kept out of line: the checks' common case passes).
@@ -184,12 +226,17 @@ impl Rmp {
     }
 
     /// The Hypervisor-Owned check at 4 KiB: the page's authoritative entry, read at the page's
-    /// own entry. Small enough to inline into the walk's checks, which run it for every host
-    /// page-table reference.
+    /// own entry. Small enough to inline into the walk's checks.
     #[inline(always)]
     fn peek_host_4k(&self, spa: Spa) -> RmpCheckOutcome {
         // One lookup serves the coverage test, the region and the entry's address.
         let Some(p) = self.locate_page(spa) else { return UNREAD };
+        self.host_4k_at(&p, spa)
+    }
+
+    /// [`Rmp::peek_host_4k`] for a page located at `p`.
+    #[inline(always)]
+    fn host_4k_at(&self, p: &PageSlot, spa: Spa) -> RmpCheckOutcome {
         host_outcome(self.page_assigned(p.region, spa), spa, entry_spa(p.entry))
     }
 
@@ -198,6 +245,12 @@ impl Rmp {
     /// `spa`'s segment).
     fn peek_host_2m(&self, spa: Spa) -> RmpCheckOutcome {
         let Some(p) = self.locate_page(spa) else { return UNREAD };
+        self.host_2m_at(&p, spa)
+    }
+
+    /// [`Rmp::peek_host_2m`] for a page located at `p`.
+    #[inline]
+    fn host_2m_at(&self, p: &PageSlot, spa: Spa) -> RmpCheckOutcome {
         let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
         let aligned = entry_spa(p.entry - page * RMP_ENTRY_BYTES);
         host_outcome(self.region_assigned(p.region), spa, aligned)
@@ -227,6 +280,7 @@ mod tests {
     use crate::entry::{RmpEntry, RmpPageSize};
     use crate::instr::{Executor, RmpUpdateInput};
     use crate::table::RmpLayout;
+    use proptest::prelude::*;
     use sim_core::Gpa;
 
     const RMP_BASE: u64 = 0x10_0000;
@@ -354,6 +408,90 @@ mod tests {
             violations += usize::from(got.is_some());
         }
         assert_eq!(violations, 4);
+    }
+
+    /// One step of [`remembered_regions_change_no_answer`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// RMPUPDATE of one page: 4 KiB private to ASID 1 (`assign`) or shared.
+        Update4k { page: u64, assign: bool },
+        /// RMPUPDATE of a region's aligned page to a 2 MiB private entry.
+        Update2m { region: u64 },
+        /// A walk's table checks.
+        Tables(Vec<u64>),
+        /// A host data write through a mapping of the given size.
+        Write { page: u64, size: PageSize },
+    }
+
+    /// Five regions, coverage ending three pages into the fifth; pages anywhere in them and one
+    /// beyond coverage.
+    fn page() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (0u64..5, prop_oneof![Just(0u64), Just(1), Just(511), 0u64..512])
+                .prop_map(|(r, p)| (r << 21) + (p << 12)),
+            Just(64 << 20),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let size = prop_oneof![Just(PageSize::K4), Just(PageSize::M2), Just(PageSize::G1)];
+        prop_oneof![
+            2 => (page(), any::<bool>()).prop_map(|(page, assign)| Step::Update4k { page, assign }),
+            1 => (0u64..5).prop_map(|region| Step::Update2m { region }),
+            4 => proptest::collection::vec(page(), 1..6).prop_map(Step::Tables),
+            4 => (page(), size).prop_map(|(page, size)| Step::Write { page, size }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The regions remembered clean across calls change no answer: host checks interleaved
+        /// with RMP updates give the same verdicts, reads and statistics as on a copy that
+        /// forgets them before every check.
+        #[test]
+        fn remembered_regions_change_no_answer(
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let layout = RmpLayout::covering(Spa::new(RMP_BASE), (8 << 20) + 0x3000).unwrap();
+            let (mut rmp, mut fresh) = (Rmp::new(layout.clone()), Rmp::new(layout));
+            let hv = Executor::Hypervisor;
+            for step in steps {
+                match step {
+                    Step::Update4k { page, assign } => {
+                        let input = if assign {
+                            RmpUpdateInput::private(Gpa::new(page), RmpPageSize::K4, 1, false)
+                        } else {
+                            RmpUpdateInput::shared(RmpPageSize::K4)
+                        };
+                        let got = rmp.rmpupdate(hv, Spa::new(page), &input);
+                        prop_assert_eq!(got, fresh.rmpupdate(hv, Spa::new(page), &input));
+                    }
+                    Step::Update2m { region } => {
+                        let input =
+                            RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::M2, 2, false);
+                        let spa = Spa::new(region << 21);
+                        prop_assert_eq!(rmp.rmpupdate(hv, spa, &input), fresh.rmpupdate(hv, spa, &input));
+                    }
+                    Step::Tables(pages) => {
+                        let spas: Vec<Spa> = pages.iter().map(|&p| Spa::new(p + 8)).collect();
+                        let (mut got, mut want) = (Vec::new(), Vec::new());
+                        fresh.forget_clean();
+                        let v = rmp.check_host_tables(&spas, &mut got);
+                        prop_assert_eq!(v, fresh.check_host_tables(&spas, &mut want));
+                        prop_assert_eq!(got, want);
+                    }
+                    Step::Write { page, size } => {
+                        let spa = Spa::new(page + 0x10);
+                        fresh.forget_clean();
+                        let got = rmp.check_host_access(spa, size, HostAccess::DataWrite);
+                        let want = fresh.check_host_access(spa, size, HostAccess::DataWrite);
+                        prop_assert_eq!(got, want);
+                        prop_assert_eq!(got, rmp.peek_host_access(spa, size, HostAccess::DataWrite));
+                    }
+                }
+                prop_assert_eq!(rmp.stats(), fresh.stats());
+            }
+        }
     }
 
     #[test]

@@ -142,6 +142,46 @@ pub struct Rmp {
     /// Bit `r`: `regions[r].assigned != 0`.
     summary: Vec<u64>,
     pub(crate) stats: RmpStats,
+    /// The last 2 MiB region [`Rmp::check_host_tables`] found clean, kept across calls: a
+    /// host's page tables lie in few regions, so the next walk's tables are mostly in it. Every
+    /// write ([`Rmp::store_raw`], [`Rmp::clear`]) forgets it, so it never describes a table
+    /// other than the current one. A cache of the table's content: it changes no answer.
+    pub(crate) clean_tables: CleanRegion,
+    /// The same for host data writes ([`Rmp::check_host_access`]), kept apart: a walk's data
+    /// lies elsewhere than its tables.
+    pub(crate) clean_writes: CleanRegion,
+}
+
+/// A 2 MiB region found clean for the host checks: wholly covered, without an assigned entry,
+/// and with every entry's address below 2^52 — so a page in it passes a 4 KiB host check and
+/// reads the entry `first_entry` + (page index in the region) × 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CleanRegion {
+    /// The region's number (SPA >> 21); [`CleanRegion::NONE`]'s matches no SPA.
+    pub(crate) number: u64,
+    /// Address of the region's first entry.
+    pub(crate) first_entry: u64,
+}
+
+impl CleanRegion {
+    /// No region.
+    pub(crate) const NONE: CleanRegion = CleanRegion { number: u64::MAX, first_entry: 0 };
+
+    /// The region's aligned entry (the one a 2 MiB or 1 GiB host check reads).
+    #[inline(always)]
+    pub(crate) fn first(self) -> Spa {
+        Spa::new_truncate(self.first_entry)
+    }
+
+    /// The entry of the page holding `spa`, which must lie in the region.
+    #[inline(always)]
+    pub(crate) fn entry(self, spa: Spa) -> Spa {
+        debug_assert_eq!(spa.raw() >> PageSize::M2.shift(), self.number);
+        // Below 2^52 (the region's last entry is), so truncation keeps it.
+        Spa::new_truncate(
+            self.first_entry + u64::try_from(slot(spa)).expect("9 bits") * RMP_ENTRY_BYTES,
+        )
+    }
 }
 
 impl Rmp {
@@ -168,6 +208,8 @@ impl Rmp {
             regions: std::iter::repeat_with(Region::default).take(first).collect(),
             summary: vec![0; first.div_ceil(64)],
             stats: RmpStats::default(),
+            clean_tables: CleanRegion::NONE,
+            clean_writes: CleanRegion::NONE,
         }
     }
 
@@ -352,6 +394,16 @@ impl Rmp {
         self.regions[r].assigned
     }
 
+    /// The region of the page `p` located for `spa` as a [`CleanRegion`], if it is clean.
+    #[inline(always)]
+    pub(crate) fn clean_region(&self, p: &PageSlot, spa: Spa) -> Option<CleanRegion> {
+        let first_entry = p.entry - u64::try_from(slot(spa)).expect("9 bits") * RMP_ENTRY_BYTES;
+        let last = first_entry + (PAGES_PER_2M - 1) * RMP_ENTRY_BYTES;
+        let clean = p.whole_region && self.assigned_count(p.region) == 0;
+        (clean && entry_spa(last).is_some())
+            .then_some(CleanRegion { number: spa.raw() >> PageSize::M2.shift(), first_entry })
+    }
+
     /// Whether region `r` has an assigned entry (its summary bit).
     #[inline]
     pub(crate) fn region_assigned(&self, r: usize) -> bool {
@@ -381,6 +433,7 @@ impl Rmp {
     /// The one writer of entries: keeps `assigned` exact and tails allocated exactly where a
     /// non-aligned entry is non-zero. `spa` must be covered.
     pub(crate) fn store_raw(&mut self, spa: Spa, new: RawRmpEntry) {
+        self.forget_clean();
         let r = self.region_of(spa).expect("store_raw on an uncovered page");
         let slot = slot(spa);
         let old = self.raw_in(r, slot);
@@ -422,9 +475,16 @@ impl Rmp {
         }
     }
 
+    /// Forget the regions remembered clean (before any write; tests also check without them).
+    pub(crate) fn forget_clean(&mut self) {
+        self.clean_tables = CleanRegion::NONE;
+        self.clean_writes = CleanRegion::NONE;
+    }
+
     /// Reset every entry to zero (hypervisor-owned, 4 KiB, not in use), as software zeroing
     /// RMP_BASE..RMP_END does before SNP is enabled (spec/snp.md §1.3).
     pub(crate) fn clear(&mut self) {
+        self.forget_clean();
         self.regions.fill_with(Region::default);
         self.summary.fill(0);
     }
