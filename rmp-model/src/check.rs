@@ -1,7 +1,7 @@
 //! The RMP check stage for host accesses (spec/snp.md §2.1–§2.4), and the violation causes of
 //! every RMP check (host and guest) so that statistics can key on them.
 
-use crate::table::{PAGES_PER_2M, RMP_ENTRY_BYTES, Rmp, RmpLayout};
+use crate::table::{PAGES_PER_2M, PageSlot, RMP_ENTRY_BYTES, Rmp, entry_spa};
 use sim_core::{PageSize, Spa};
 
 /// The named RMP checks that can fail (AMD APM Vol. 2 §15.36.10; spec/snp.md §2.1). Guest-side
@@ -81,7 +81,12 @@ impl Rmp {
         mapping: PageSize,
         access: HostAccess,
     ) -> RmpCheckOutcome {
-        let out = self.peek_host_access(spa, mapping, access);
+        let out = match access {
+            HostAccess::DataWrite => self.check_host_write(spa, mapping),
+            HostAccess::DataRead | HostAccess::PageTable => {
+                self.peek_host_access(spa, mapping, access)
+            }
+        };
         let s = &mut self.stats;
         match access {
             HostAccess::DataRead => s.host_reads_unchecked += 1,
@@ -101,57 +106,85 @@ impl Rmp {
     /// [`HostAccess::PageTable`] for each of `tables` in order, stopping at the first violation,
     /// which it returns; each entry read is appended to `reads`. The same verdicts, reads and
     /// statistics as those calls one by one, in one pass: once a table's 2 MiB region is found
-    /// wholly covered and without an assigned entry, a next table in that region (the tables of
-    /// a walk often share one) needs only its entry's address.
+    /// wholly covered and without an assigned entry, a table in that region (the tables of a
+    /// walk often share one, and the next walks' tables too) needs only its entry's address,
+    /// until the next write to the table.
+    #[inline] // the common case, every table in the remembered region, into the walk's check
     pub fn check_host_tables(
         &mut self,
         tables: &[Spa],
         reads: &mut Vec<Spa>,
     ) -> Option<RmpViolation> {
-        // The 2 MiB region (SPA >> 21) last found clean, and the address of its first entry.
-        let mut clean = (u64::MAX, 0);
-        let (mut checks, mut entry_reads, mut failed) = (0, 0, None);
+        let clean = self.clean_tables;
+        for (i, &spa) in tables.iter().enumerate() {
+            if spa.raw() >> PageSize::M2.shift() != clean.number {
+                // The checks so far passed, each reading one entry: the rest one by one.
+                self.stats.host_table_checks += i as u64;
+                self.stats.entry_reads += i as u64;
+                return self.check_host_tables_one_by_one(&tables[i..], reads);
+            }
+            reads.push(clean.entry(spa));
+        }
+        self.stats.host_table_checks += tables.len() as u64;
+        self.stats.entry_reads += tables.len() as u64;
+        None
+    }
+
+    /// [`Rmp::check_host_tables`] from the first table outside the remembered region: each
+    /// through the 4 KiB check, remembering the last clean region met.
+    #[inline(never)]
+    fn check_host_tables_one_by_one(
+        &mut self,
+        tables: &[Spa],
+        reads: &mut Vec<Spa>,
+    ) -> Option<RmpViolation> {
+        let before = reads.len();
+        let mut clean = self.clean_tables;
+        let (mut checks, mut failed) = (0u64, None);
         for &spa in tables {
             checks += 1;
-            let region = spa.raw() >> PageSize::M2.shift();
-            if region == clean.0 {
-                // Covered and unassigned; the entry lies `slot` entries after the region's
-                // first, with `entry_in`'s bound (the sum cannot overflow).
-                let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
-                if let Ok(entry) = Spa::try_new(clean.1 + page * RMP_ENTRY_BYTES) {
-                    reads.push(entry);
-                    entry_reads += 1;
-                }
+            let pa = spa.raw();
+            if pa >> PageSize::M2.shift() == clean.number {
+                reads.push(clean.entry(spa));
                 continue;
             }
             // `peek_host_4k`, remembering a clean region.
-            let Some((seg, off)) = self.layout().locate(spa) else { continue };
-            let assigned = if self.assigned_in_region(spa) == 0 {
-                let first = off & !(PageSize::M2.bytes() - 1);
-                if let (true, Some(e)) =
-                    (self.region_covered(spa), entry_in(self.layout(), seg, first))
-                {
-                    clean = (region, e.raw());
-                }
-                false
-            } else {
-                self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned()
-            };
-            if let Some(entry) = entry_in(self.layout(), seg, off) {
-                reads.push(entry);
-                entry_reads += 1;
-            }
-            if assigned {
-                failed = Some(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa });
+            let Some(p) = self.locate_page(spa) else { continue };
+            reads.extend(entry_spa(p.entry));
+            if let Some(c) = self.clean_region(&p, spa) {
+                clean = c;
+            } else if self.page_assigned(p.region, spa) {
+                failed = Some(RmpViolation { cause: NOT_HV_OWNED, spa });
                 break;
             }
         }
+        self.clean_tables = clean;
         self.stats.host_table_checks += checks;
-        self.stats.entry_reads += entry_reads;
+        self.stats.entry_reads += (reads.len() - before) as u64;
         if let Some(v) = failed {
             self.count_violation(v.cause);
         }
         failed
+    }
+
+    /// A host data write's check ([`Rmp::peek_host_access`]): in the region remembered clean
+    /// for writes it passes, reading the page's entry (4 KiB mapping) or the region's aligned
+    /// one; elsewhere the 4 KiB or 2 MiB rule, remembering the region if clean.
+    #[inline(always)]
+    fn check_host_write(&mut self, spa: Spa, mapping: PageSize) -> RmpCheckOutcome {
+        let clean = self.clean_writes;
+        if spa.raw() >> PageSize::M2.shift() == clean.number {
+            let entry = if mapping == PageSize::K4 { clean.entry(spa) } else { clean.first() };
+            return RmpCheckOutcome { check: RmpCheck::Ok, entry_read: Some(entry) };
+        }
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        if let Some(c) = self.clean_region(&p, spa) {
+            self.clean_writes = c;
+        }
+        match mapping {
+            PageSize::K4 => self.host_4k_at(&p, spa),
+            PageSize::M2 | PageSize::G1 => self.host_2m_at(&p, spa),
+        }
     }
 
     /// One more failed check of `cause` (kept out of line: the checks' common case passes).
@@ -193,26 +226,34 @@ impl Rmp {
     }
 
     /// The Hypervisor-Owned check at 4 KiB: the page's authoritative entry, read at the page's
-    /// own entry. Small enough to inline into the walk's checks, which run it for every host
-    /// page-table reference.
+    /// own entry. Small enough to inline into the walk's checks.
     #[inline(always)]
     fn peek_host_4k(&self, spa: Spa) -> RmpCheckOutcome {
-        // One lookup of the segment serves the coverage test and the entry's address.
-        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
-        // The authoritative entry's Assigned bit, without decoding it. A region with no
-        // assigned entry, the common case, answers from its count without reading one.
-        let assigned = self.assigned_in_region(spa) != 0
-            && (self.raw(spa.align_down(PageSize::M2)).assigned_2m() || self.raw(spa).assigned());
-        host_outcome(assigned, spa, entry_in(self.layout(), seg, off))
+        // One lookup serves the coverage test, the region and the entry's address.
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        self.host_4k_at(&p, spa)
+    }
+
+    /// [`Rmp::peek_host_4k`] for a page located at `p`.
+    #[inline(always)]
+    fn host_4k_at(&self, p: &PageSlot, spa: Spa) -> RmpCheckOutcome {
+        host_outcome(self.page_assigned(p.region, spa), spa, entry_spa(p.entry))
     }
 
     /// The Hypervisor-Owned check through a 2 MiB or 1 GiB mapping: the 2 MiB region holding
     /// `spa`, read at its aligned entry (a segment is at least 1 GiB, so the region lies in
     /// `spa`'s segment).
     fn peek_host_2m(&self, spa: Spa) -> RmpCheckOutcome {
-        let Some((seg, off)) = self.layout().locate(spa) else { return UNREAD };
-        let aligned = off & !(PageSize::M2.bytes() - 1);
-        host_outcome(self.region_has_assigned(spa), spa, entry_in(self.layout(), seg, aligned))
+        let Some(p) = self.locate_page(spa) else { return UNREAD };
+        self.host_2m_at(&p, spa)
+    }
+
+    /// [`Rmp::peek_host_2m`] for a page located at `p`.
+    #[inline]
+    fn host_2m_at(&self, p: &PageSlot, spa: Spa) -> RmpCheckOutcome {
+        let page = spa.raw() >> PageSize::K4.shift() & (PAGES_PER_2M - 1);
+        let aligned = entry_spa(p.entry - page * RMP_ENTRY_BYTES);
+        host_outcome(self.region_assigned(p.region), spa, aligned)
     }
 }
 
@@ -220,24 +261,18 @@ impl Rmp {
 #[inline]
 fn host_outcome(assigned: bool, spa: Spa, entry_read: Option<Spa>) -> RmpCheckOutcome {
     let check = if assigned {
-        RmpCheck::Violation(RmpViolation { cause: RmpViolationCause::NotHypervisorOwned, spa })
+        RmpCheck::Violation(RmpViolation { cause: NOT_HV_OWNED, spa })
     } else {
         RmpCheck::Ok
     };
     RmpCheckOutcome { check, entry_read }
 }
 
+/// The one cause a host check can fail with.
+const NOT_HV_OWNED: RmpViolationCause = RmpViolationCause::NotHypervisorOwned;
+
 /// A host check that reads nothing and passes: data reads, pages beyond coverage.
 const UNREAD: RmpCheckOutcome = RmpCheckOutcome { check: RmpCheck::Ok, entry_read: None };
-
-/// [`RmpLayout::entry_addr`] for a page already located (`RmpLayout::locate` gave `seg` and
-/// `off`): the segment's first entry + (`off` >> 12) × 16, `None` past 2^52.
-#[inline]
-fn entry_in(layout: &RmpLayout, seg: usize, off: u64) -> Option<Spa> {
-    let first = layout.segments()[seg].entries;
-    let addr = first.checked_add((off >> PageSize::K4.shift()) * RMP_ENTRY_BYTES)?;
-    Spa::try_new(addr).ok()
-}
 
 #[cfg(test)]
 mod tests {
@@ -245,6 +280,7 @@ mod tests {
     use crate::entry::{RmpEntry, RmpPageSize};
     use crate::instr::{Executor, RmpUpdateInput};
     use crate::table::RmpLayout;
+    use proptest::prelude::*;
     use sim_core::Gpa;
 
     const RMP_BASE: u64 = 0x10_0000;
@@ -374,16 +410,86 @@ mod tests {
         assert_eq!(violations, 4);
     }
 
-    #[test]
-    fn located_entry_address_is_entry_addr() {
-        let contiguous = RmpLayout::covering(Spa::new(RMP_BASE), 8 << 30).unwrap();
-        let segmented = RmpLayout::segmented_covering(Spa::new(0x4000_0000), 8 << 30, 31).unwrap();
-        for l in [contiguous, segmented] {
-            for pa in [0, 0x1000, 0x1f_f000, 0x7fff_f123, 0x8000_0000, 0x1_0001_0008, (8 << 30) - 1]
-            {
-                let spa = Spa::new(pa);
-                let (seg, off) = l.locate(spa).unwrap();
-                assert_eq!(entry_in(&l, seg, off), l.entry_addr(spa), "{pa:#x}");
+    /// One step of [`remembered_regions_change_no_answer`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// RMPUPDATE of one page: 4 KiB private to ASID 1 (`assign`) or shared.
+        Update4k { page: u64, assign: bool },
+        /// RMPUPDATE of a region's aligned page to a 2 MiB private entry.
+        Update2m { region: u64 },
+        /// A walk's table checks.
+        Tables(Vec<u64>),
+        /// A host data write through a mapping of the given size.
+        Write { page: u64, size: PageSize },
+    }
+
+    /// Five regions, coverage ending three pages into the fifth; pages anywhere in them and one
+    /// beyond coverage.
+    fn page() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (0u64..5, prop_oneof![Just(0u64), Just(1), Just(511), 0u64..512])
+                .prop_map(|(r, p)| (r << 21) + (p << 12)),
+            Just(64 << 20),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let size = prop_oneof![Just(PageSize::K4), Just(PageSize::M2), Just(PageSize::G1)];
+        prop_oneof![
+            2 => (page(), any::<bool>()).prop_map(|(page, assign)| Step::Update4k { page, assign }),
+            1 => (0u64..5).prop_map(|region| Step::Update2m { region }),
+            4 => proptest::collection::vec(page(), 1..6).prop_map(Step::Tables),
+            4 => (page(), size).prop_map(|(page, size)| Step::Write { page, size }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The regions remembered clean across calls change no answer: host checks interleaved
+        /// with RMP updates give the same verdicts, reads and statistics as on a copy that
+        /// forgets them before every check.
+        #[test]
+        fn remembered_regions_change_no_answer(
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            let layout = RmpLayout::covering(Spa::new(RMP_BASE), (8 << 20) + 0x3000).unwrap();
+            let (mut rmp, mut fresh) = (Rmp::new(layout.clone()), Rmp::new(layout));
+            let hv = Executor::Hypervisor;
+            for step in steps {
+                match step {
+                    Step::Update4k { page, assign } => {
+                        let input = if assign {
+                            RmpUpdateInput::private(Gpa::new(page), RmpPageSize::K4, 1, false)
+                        } else {
+                            RmpUpdateInput::shared(RmpPageSize::K4)
+                        };
+                        let got = rmp.rmpupdate(hv, Spa::new(page), &input);
+                        prop_assert_eq!(got, fresh.rmpupdate(hv, Spa::new(page), &input));
+                    }
+                    Step::Update2m { region } => {
+                        let input =
+                            RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::M2, 2, false);
+                        let spa = Spa::new(region << 21);
+                        prop_assert_eq!(rmp.rmpupdate(hv, spa, &input), fresh.rmpupdate(hv, spa, &input));
+                    }
+                    Step::Tables(pages) => {
+                        let spas: Vec<Spa> = pages.iter().map(|&p| Spa::new(p + 8)).collect();
+                        let (mut got, mut want) = (Vec::new(), Vec::new());
+                        fresh.forget_clean();
+                        let v = rmp.check_host_tables(&spas, &mut got);
+                        prop_assert_eq!(v, fresh.check_host_tables(&spas, &mut want));
+                        prop_assert_eq!(got, want);
+                    }
+                    Step::Write { page, size } => {
+                        let spa = Spa::new(page + 0x10);
+                        fresh.forget_clean();
+                        let got = rmp.check_host_access(spa, size, HostAccess::DataWrite);
+                        let want = fresh.check_host_access(spa, size, HostAccess::DataWrite);
+                        prop_assert_eq!(got, want);
+                        prop_assert_eq!(got, rmp.peek_host_access(spa, size, HostAccess::DataWrite));
+                    }
+                }
+                prop_assert_eq!(rmp.stats(), fresh.stats());
             }
         }
     }

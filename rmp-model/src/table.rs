@@ -47,11 +47,42 @@ struct Region {
     assigned: u16,
 }
 
-/// Where one segment's 2 MiB regions start in the per-region arrays.
+/// One segment of the layout as the lookups need it: where its entries lie and which of its
+/// pages they cover (copied from [`RmpLayout`]), and where its 2 MiB regions start in the
+/// per-region arrays. One lookup of this record answers coverage, the region and the entry's
+/// address together.
 #[derive(Clone, Copy, Debug)]
-struct SegRegions {
+struct SegIndex {
+    /// SPA of the entry of the segment's first page (below 2^52 + 16 KiB: an RST base field,
+    /// or RMP_BASE + 16 KiB).
+    entries: u64,
+    /// Bytes from the segment's first address that have entries (a multiple of 4 KiB).
+    covered: u64,
+    /// Index of the segment's first region in the per-region arrays.
     first: usize,
+    /// Regions of the segment with at least one covered page.
     count: usize,
+}
+
+/// A covered page, located by [`Rmp::locate_page`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageSlot {
+    /// Index of the page's 2 MiB region in the per-region arrays.
+    pub(crate) region: usize,
+    /// Address of the page's entry ([`RmpLayout::entry_addr`]), unchecked: a segment whose
+    /// entries run past the 52-bit space gives an address no [`Spa`] can hold, and then the
+    /// page has no entry read ([`entry_spa`]). Below 2^53, so sums with an offset within a
+    /// 2 MiB region's entries do not overflow.
+    pub(crate) entry: u64,
+    /// Whether every page of the region is covered.
+    pub(crate) whole_region: bool,
+}
+
+/// The SPA of an entry at `addr`, if there is one (`None` past 2^52, as
+/// [`RmpLayout::entry_addr`] gives).
+#[inline]
+pub(crate) fn entry_spa(addr: u64) -> Option<Spa> {
+    Spa::try_new(addr).ok()
 }
 
 /// The RMP table (spec/snp.md §1).
@@ -103,35 +134,82 @@ pub struct Rmp {
     layout: RmpLayout,
     /// `layout.segment_shift()`, kept here for the lookup path.
     shift: u32,
-    segs: Box<[SegRegions]>,
+    /// Bits of an address below the segment shift: the offset inside its segment.
+    offset_mask: u64,
+    /// Indexed by segment number (`pa >> shift`), as the layout's segments.
+    segs: Box<[SegIndex]>,
     regions: Vec<Region>,
     /// Bit `r`: `regions[r].assigned != 0`.
     summary: Vec<u64>,
     pub(crate) stats: RmpStats,
+    /// The last 2 MiB region [`Rmp::check_host_tables`] found clean, kept across calls: a
+    /// host's page tables lie in few regions, so the next walk's tables are mostly in it. Every
+    /// write ([`Rmp::store_raw`], [`Rmp::clear`]) forgets it, so it never describes a table
+    /// other than the current one. A cache of the table's content: it changes no answer.
+    pub(crate) clean_tables: CleanRegion,
+    /// The same for host data writes ([`Rmp::check_host_access`]), kept apart: a walk's data
+    /// lies elsewhere than its tables.
+    pub(crate) clean_writes: CleanRegion,
+}
+
+/// A 2 MiB region found clean for the host checks: wholly covered, without an assigned entry,
+/// and with every entry's address below 2^52 — so a page in it passes a 4 KiB host check and
+/// reads the entry `first_entry` + (page index in the region) × 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CleanRegion {
+    /// The region's number (SPA >> 21); [`CleanRegion::NONE`]'s matches no SPA.
+    pub(crate) number: u64,
+    /// Address of the region's first entry.
+    pub(crate) first_entry: u64,
+}
+
+impl CleanRegion {
+    /// No region.
+    pub(crate) const NONE: CleanRegion = CleanRegion { number: u64::MAX, first_entry: 0 };
+
+    /// The region's aligned entry (the one a 2 MiB or 1 GiB host check reads).
+    #[inline(always)]
+    pub(crate) fn first(self) -> Spa {
+        Spa::new_truncate(self.first_entry)
+    }
+
+    /// The entry of the page holding `spa`, which must lie in the region.
+    #[inline(always)]
+    pub(crate) fn entry(self, spa: Spa) -> Spa {
+        debug_assert_eq!(spa.raw() >> PageSize::M2.shift(), self.number);
+        // Below 2^52 (the region's last entry is), so truncation keeps it.
+        Spa::new_truncate(
+            self.first_entry + u64::try_from(slot(spa)).expect("9 bits") * RMP_ENTRY_BYTES,
+        )
+    }
 }
 
 impl Rmp {
     /// An all-zero RMP (every page hypervisor-owned, 4 KiB) with the given layout.
     pub fn new(layout: RmpLayout) -> Rmp {
         let mut first = 0usize;
-        let segs: Box<[SegRegions]> = layout
+        let segs: Box<[SegIndex]> = layout
             .segments()
             .iter()
             .map(|s| {
                 let count = usize::try_from(s.covered.div_ceil(PageSize::M2.bytes()))
                     .expect("region count fits the host's address space");
-                let r = SegRegions { first, count };
+                let r = SegIndex { entries: s.entries, covered: s.covered, first, count };
                 first += count;
                 r
             })
             .collect();
+        let shift = layout.segment_shift();
         Rmp {
-            shift: layout.segment_shift(),
+            shift,
+            offset_mask: (1u64 << shift) - 1,
             layout,
             segs,
             regions: std::iter::repeat_with(Region::default).take(first).collect(),
             summary: vec![0; first.div_ceil(64)],
             stats: RmpStats::default(),
+            clean_tables: CleanRegion::NONE,
+            clean_writes: CleanRegion::NONE,
         }
     }
 
@@ -189,7 +267,7 @@ impl Rmp {
     /// region with Assigned = 1, including an assigned 2 MiB entry). O(1).
     #[inline]
     pub fn region_has_assigned(&self, spa: Spa) -> bool {
-        self.region_of(spa).is_some_and(|r| self.summary[r / 64] >> (r % 64) & 1 != 0)
+        self.region_of(spa).is_some_and(|r| self.region_assigned(r))
     }
 
     /// Number of stored entries of the 2 MiB region holding `spa` with Assigned = 1.
@@ -266,14 +344,70 @@ impl Rmp {
         Spa::try_new(last).is_ok_and(|l| self.layout.is_covered(l))
     }
 
+    /// The segment holding `pa` and the offset of `pa` inside it, if the layout has that
+    /// segment.
+    #[inline(always)] // two instructions and a bounds check on the checks' path
+    fn segment_of(&self, pa: u64) -> Option<(&SegIndex, u64)> {
+        // `pa >> shift` is below 2^22 (an SPA has 52 bits, the shift is at least 30).
+        let s = self.segs.get(usize::try_from(pa >> self.shift).ok()?)?;
+        Some((s, pa & self.offset_mask))
+    }
+
     /// The region index of the 2 MiB region holding `spa`, if any page of it is covered.
     #[inline]
     fn region_of(&self, spa: Spa) -> Option<usize> {
-        let pa = spa.raw();
-        let s = self.segs.get(usize::try_from(pa >> self.shift).ok()?)?;
-        let off =
-            usize::try_from((pa & ((1u64 << self.shift) - 1)) >> PageSize::M2.shift()).ok()?;
-        (off < s.count).then_some(s.first + off)
+        let (s, off) = self.segment_of(spa.raw())?;
+        let r = usize::try_from(off >> PageSize::M2.shift()).ok()?;
+        (r < s.count).then_some(s.first + r)
+    }
+
+    /// The page holding `spa`, if it is covered: one segment lookup for coverage, its region
+    /// and its entry's address ([`RmpLayout::locate`] and [`RmpLayout::entry_addr`] in one).
+    #[inline(always)] // the checks' lookup: folds into them
+    pub(crate) fn locate_page(&self, spa: Spa) -> Option<PageSlot> {
+        let (s, off) = self.segment_of(spa.raw())?;
+        if off >= s.covered {
+            return None;
+        }
+        Some(PageSlot {
+            // A covered page's region is one of the segment's `count`.
+            region: s.first + usize::try_from(off >> PageSize::M2.shift()).ok()?,
+            // Below 2^52 + 16 KiB plus below 2^44 (`off` < 2^52): no overflow.
+            entry: s.entries + (off >> PageSize::K4.shift()) * RMP_ENTRY_BYTES,
+            // `covered` is page-granular: the region's last byte is covered iff its last page.
+            whole_region: (off | (PageSize::M2.bytes() - 1)) < s.covered,
+        })
+    }
+
+    /// Whether the authoritative entry of the page holding `spa`, in region `r`, is assigned.
+    /// A region with no assigned entry, the common case, answers from its count without
+    /// reading an entry.
+    #[inline(always)] // the checks' common case is one load and a test
+    pub(crate) fn page_assigned(&self, r: usize, spa: Spa) -> bool {
+        let reg = &self.regions[r];
+        reg.assigned != 0 && (reg.aligned.assigned_2m() || self.raw_in(r, slot(spa)).assigned())
+    }
+
+    /// Number of stored entries of region `r` with Assigned = 1.
+    #[inline(always)]
+    pub(crate) fn assigned_count(&self, r: usize) -> u16 {
+        self.regions[r].assigned
+    }
+
+    /// The region of the page `p` located for `spa` as a [`CleanRegion`], if it is clean.
+    #[inline(always)]
+    pub(crate) fn clean_region(&self, p: &PageSlot, spa: Spa) -> Option<CleanRegion> {
+        let first_entry = p.entry - u64::try_from(slot(spa)).expect("9 bits") * RMP_ENTRY_BYTES;
+        let last = first_entry + (PAGES_PER_2M - 1) * RMP_ENTRY_BYTES;
+        let clean = p.whole_region && self.assigned_count(p.region) == 0;
+        (clean && entry_spa(last).is_some())
+            .then_some(CleanRegion { number: spa.raw() >> PageSize::M2.shift(), first_entry })
+    }
+
+    /// Whether region `r` has an assigned entry (its summary bit).
+    #[inline]
+    pub(crate) fn region_assigned(&self, r: usize) -> bool {
+        self.summary[r / 64] >> (r % 64) & 1 != 0
     }
 
     #[inline]
@@ -299,6 +433,7 @@ impl Rmp {
     /// The one writer of entries: keeps `assigned` exact and tails allocated exactly where a
     /// non-aligned entry is non-zero. `spa` must be covered.
     pub(crate) fn store_raw(&mut self, spa: Spa, new: RawRmpEntry) {
+        self.forget_clean();
         let r = self.region_of(spa).expect("store_raw on an uncovered page");
         let slot = slot(spa);
         let old = self.raw_in(r, slot);
@@ -340,9 +475,16 @@ impl Rmp {
         }
     }
 
+    /// Forget the regions remembered clean (before any write; tests also check without them).
+    pub(crate) fn forget_clean(&mut self) {
+        self.clean_tables = CleanRegion::NONE;
+        self.clean_writes = CleanRegion::NONE;
+    }
+
     /// Reset every entry to zero (hypervisor-owned, 4 KiB, not in use), as software zeroing
     /// RMP_BASE..RMP_END does before SNP is enabled (spec/snp.md §1.3).
     pub(crate) fn clear(&mut self) {
+        self.forget_clean();
         self.regions.fill_with(Region::default);
         self.summary.fill(0);
     }
@@ -444,6 +586,52 @@ mod tests {
         assert_eq!(rmp.region_entries(base).len(), 2);
         assert!(rmp.set_entry(Spa::new(8 << 20), &g).is_err());
         assert_eq!(rmp.entry(Spa::new(1 << 40)), RmpEntry::ZERO);
+    }
+
+    /// `locate_page` against the layout's own answers: coverage, the entry's address, the
+    /// region, and whether the region is wholly covered, on a contiguous layout whose last
+    /// region is partly covered, a segmented one, one with a partly mapped segment and a hole,
+    /// and one whose shift is 52.
+    #[test]
+    fn located_page_agrees_with_layout() {
+        const GIB: u64 = 1 << 30;
+        let layouts = [
+            RmpLayout::covering(Spa::new(0x10_0000), (8 << 30) + 0x3000).unwrap(),
+            RmpLayout::segmented_covering(Spa::new(0x4000_0000), 8 << 30, 31).unwrap(),
+            RmpLayout::from_segmented_msrs(
+                Spa::new(0x10_0000),
+                0,
+                (32 << 8) | 1,
+                &[0x100_0000 | 2, 0, 0x200_0000 | 1],
+            )
+            .unwrap(),
+            RmpLayout::from_segmented_msrs(
+                Spa::new(0x10_0000),
+                0,
+                (52 << 8) | 1,
+                &[0x100_0000 | 3],
+            )
+            .unwrap(),
+        ];
+        for l in layouts {
+            let rmp = Rmp::new(l.clone());
+            let mut pas = vec![0, 0x1000, 0x1f_f000, 0x7fff_f123, 0x8000_0000, 0x1_0001_0008];
+            for edge in
+                [GIB, 2 * GIB, 3 * GIB, 4 * GIB, 5 * GIB, 8 * GIB, 9 * GIB, (8 << 30) + 0x3000]
+            {
+                pas.extend([edge - 0x20_0000, edge - 0x1000, edge - 1, edge, edge + 0x1000]);
+            }
+            pas.extend([(1 << 40) + 5, (1 << 52) - 1]);
+            for pa in pas {
+                let spa = Spa::new(pa);
+                let p = rmp.locate_page(spa);
+                assert_eq!(p.is_some(), l.is_covered(spa), "{pa:#x}");
+                let Some(p) = p else { continue };
+                assert_eq!(entry_spa(p.entry), l.entry_addr(spa), "{pa:#x}");
+                assert_eq!(Some(p.region), rmp.region_of(spa), "{pa:#x}");
+                assert_eq!(p.whole_region, rmp.region_covered(spa), "{pa:#x}");
+            }
+        }
     }
 
     #[test]
