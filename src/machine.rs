@@ -477,6 +477,8 @@ struct Cpu {
     cached: BTreeMap<SpaceId, BTreeSet<u16>>,
     /// The guest VM and VMPL whose VMSA this CPU last ran (for the flush on a VMPL switch).
     vmsa: Option<(VmId, u8)>,
+    /// The VMSA page VMRUN marked in use on this CPU, until the vCPU exits.
+    running_vmsa: Option<Spa>,
 }
 
 impl Cpu {
@@ -710,6 +712,7 @@ impl Machine {
                 loaded: None,
                 cached: BTreeMap::new(),
                 vmsa: None,
+                running_vmsa: None,
             };
             cpu.keep_current();
             cpus.push(cpu);
@@ -965,6 +968,8 @@ impl Machine {
             (Event::SnpFw { cmd, vm, spa, gpa, pages }, _) => {
                 self.snp_fw(cpu, *cmd, *vm, *spa, *gpa, *pages)
             }
+            (Event::VmRun { vm, vcpu }, Some(Context::HostKernel)) => self.vmrun(cpu, *vm, *vcpu),
+            (Event::VmExit { .. }, Some(Context::HostKernel)) => self.vmexit(cpu),
             (Event::Psc { op, gpa, size, pages }, Some(Context::Guest { vm, .. })) => {
                 self.psc(cpu, vm, *op, *gpa, *size, *pages)
             }

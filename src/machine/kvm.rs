@@ -42,6 +42,8 @@ struct Folio {
 pub(crate) struct KvmVm {
     /// The guest context page the firmware keeps for the VM (SNP_GCTX_CREATE).
     gctx: Option<Spa>,
+    /// Each vCPU's VMSA page (made at its first VMRUN).
+    vmsa: BTreeMap<u32, Spa>,
     /// GFNs whose attribute is shared. For an SNP VM every other GFN is private: the VMM (QEMU)
     /// makes all guest RAM private when it creates a confidential guest.
     shared: BTreeSet<u64>,
@@ -91,7 +93,15 @@ pub struct KvmCounts {
     pub gmem_frees: u64,
     /// SNP firmware commands by status name (`SUCCESS`, `INVALID_PAGE_STATE`, …).
     pub fw_status: std::collections::BTreeMap<&'static str, u64>,
+    /// VMRUNs of SNP vCPUs, and those that failed the VMSA check (VMEXIT_INVALID).
+    pub vmruns: u64,
+    /// See [`KvmCounts::vmruns`].
+    pub vmrun_invalid: u64,
 }
+
+/// The GPA KVM gives a VMSA page in the RMP (`INITIAL_VMSA_GPA` in arch/x86/kvm/svm/sev.c: the
+/// VMSA has no guest mapping).
+const INITIAL_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 
 impl Machine {
     /// The attribute of `gfn`: private for an SNP VM unless set shared.
@@ -644,6 +654,76 @@ impl Machine {
                 Outcome::default()
             }
         }
+    }
+
+    /// VMRUN of vCPU `vcpu` of an SNP VM on CPU `cpu` (APM Vol. 2 §15.36.12, Table 15-41;
+    /// spec/snp.md §2.5). The first VMRUN of a vCPU makes its VMSA page as KVM does
+    /// (`snp_safe_alloc_page` — a page that is not 2M-aligned, the in-use erratum's workaround
+    /// — made private with GPA `INITIAL_VMSA_GPA`, immutable, then SNP_LAUNCH_UPDATE of type
+    /// VMSA). VMRUN checks the VMSA (RMP-covered, guest-owned, mutable, VMSA = 1; a failure is
+    /// VMEXIT_INVALID, counted) and marks it in use, so that RMPUPDATE of it returns FAIL_INUSE
+    /// until the vCPU exits: at its `vmexit`, or when the CPU runs another VMSA (the stream
+    /// then left the guest). VMCB and AVIC pages are not modelled.
+    pub(super) fn vmrun(&mut self, cpu: usize, vm: VmId, vcpu: u32) -> Outcome {
+        let Some(info) = self.vms.get(&vm).copied().filter(|i| i.kind == VmKind::Snp) else {
+            return Outcome { timing: Timing::Serial, ..Outcome::default() };
+        };
+        let mut cost = Cycles::ZERO;
+        let vmsa = match self.kvm.get(&vm).and_then(|k| k.vmsa.get(&vcpu)).copied() {
+            Some(p) => p,
+            None => {
+                let Some(mut page) = self.alloc.alloc(0) else {
+                    self.not_modelled("VMSA page with host memory exhausted");
+                    return Outcome::default();
+                };
+                if page.is_aligned(PageSize::M2) {
+                    // snp_safe_alloc_page: never a 2M-aligned page.
+                    let Some(other) = self.alloc.alloc(0) else {
+                        self.not_modelled("VMSA page with host memory exhausted");
+                        return Outcome::default();
+                    };
+                    let _ = self.alloc.free(page, 0);
+                    page = other;
+                }
+                let gpa = Gpa::new_truncate(INITIAL_VMSA_GPA);
+                cost += self.rmpupdate(cpu, page, PageSize::K4, true, info.asid, gpa, true).cost;
+                let (gctx, c) = self.ensure_gctx(cpu, vm);
+                cost += c + self.cfg.rmp.fw_command_latency;
+                let asid = u16::try_from(info.asid).unwrap_or(u16::MAX);
+                let update = LaunchUpdate::page_4k(LaunchPageType::Vmsa);
+                let s = self.rmp.launch_update(gctx, page, asid, &update);
+                *self.kvm_counts.fw_status.entry(s.name()).or_default() += 1;
+                self.kvm.entry(vm).or_default().vmsa.insert(vcpu, page);
+                page
+            }
+        };
+        // The CPU left whatever guest it ran before.
+        if let Some(prev) = self.cpus[cpu].running_vmsa.take() {
+            let _ = self.rmp.set_in_use(prev, false);
+        }
+        self.kvm_counts.vmruns += 1;
+        let e = self.rmp.entry(vmsa);
+        let ok = self.rmp.layout().is_covered(vmsa)
+            && e.assigned
+            && u32::from(e.asid) == info.asid
+            && !e.immutable
+            && e.vmsa;
+        if ok {
+            let _ = self.rmp.set_in_use(vmsa, true);
+            self.cpus[cpu].running_vmsa = Some(vmsa);
+        } else {
+            self.kvm_counts.vmrun_invalid += 1;
+        }
+        self.cycles.kvm += cost;
+        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// #VMEXIT of a vCPU on CPU `cpu`: its VMSA is no longer in use.
+    pub(super) fn vmexit(&mut self, cpu: usize) -> Outcome {
+        if let Some(prev) = self.cpus[cpu].running_vmsa.take() {
+            let _ = self.rmp.set_in_use(prev, false);
+        }
+        Outcome { timing: Timing::Serial, ..Outcome::default() }
     }
 
     /// `mem-attrs`: KVM_SET_MEMORY_ATTRIBUTES from the VMM.
