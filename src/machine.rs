@@ -1395,10 +1395,15 @@ impl Machine {
     /// Run a CPA request from CPU `cpu` and price it: split and collapse work, then the
     /// flushes Linux issues, each as a shootdown.
     fn cpa(&mut self, cpu: usize, op: CpaOp, spa: Spa, pages: u64) -> Cycles {
+        self.cpa_marked(cpu, op, spa, pages, self.cfg.host.set_memory_4k_marks)
+    }
+
+    /// [`Machine::cpa`] with `set_memory_4k()`'s `_PAGE_KERNEL_4K` marking on or off.
+    fn cpa_marked(&mut self, cpu: usize, op: CpaOp, spa: Spa, pages: u64, marks: bool) -> Cycles {
         let env = CpaEnv {
             count: if self.in_boot { Count::Boot } else { Count::Running },
             flush_ceiling: self.cfg.host.tlb_single_page_flush_ceiling,
-            kernel_4k_marks: self.cfg.host.set_memory_4k_marks,
+            kernel_4k_marks: marks,
         };
         let res = cpa::change_page_attr(
             &mut self.dm,

@@ -201,13 +201,4 @@ impl Machine {
             Err(_) => (RmpFaultAction::Unhandled, cost),
         }
     }
-
-    /// [`Machine::cpa`] with `_PAGE_KERNEL_4K` marking forced on or off.
-    fn cpa_marked(&mut self, cpu: usize, op: CpaOp, spa: Spa, pages: u64, marks: bool) -> Cycles {
-        let keep = self.cfg.host.set_memory_4k_marks;
-        self.cfg.host.set_memory_4k_marks = marks;
-        let c = self.cpa(cpu, op, spa, pages);
-        self.cfg.host.set_memory_4k_marks = keep;
-        c
-    }
 }
