@@ -388,3 +388,102 @@ pub(crate) fn access_event(op: u8, addr: Address, size: u32) -> Event {
         _ => Event::Store { addr, size, mt: MemType::Wb },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(text: &str) -> PageMap {
+        PageMap::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("host-process".parse::<Role>().unwrap(), Role::HostProcess { pid: 1 });
+        assert_eq!("host-process:42".parse::<Role>().unwrap(), Role::HostProcess { pid: 42 });
+        assert_eq!("host-kernel".parse::<Role>().unwrap(), Role::HostKernel);
+        assert_eq!("guest:3".parse::<Role>().unwrap(), Role::Guest { vm: 3, kind: VmKind::Snp });
+        assert_eq!(
+            "guest:2:tdx".parse::<Role>().unwrap(),
+            Role::Guest { vm: 2, kind: VmKind::Tdx }
+        );
+        for bad in ["guest", "guest:0", "guest:1:sev", "host-kernel:1", "proc:1", "host-process:x"]
+        {
+            assert!(bad.parse::<Role>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vapa_keeps_earliest_pfn_and_detects_pmd_thp() {
+        // 0x4c00000 is 2M-aligned; pfn 0x200200 agrees in its low 9 bits: PMD-mapped THP.
+        // 0x4e01000 with pfn 0x300000 is a THP page mapped with PTEs (bits disagree).
+        let m = map("# hdr\n108000 160f33 142 40000086c 3 10\n108000 150000 142 40000086c 1 2\n\
+                     4c00000 200200 102 40240d828 1 10\n4c01000 200201 102 402415828 1 10\n\
+                     4e01000 300000 102 402415828 1 10\n");
+        assert_eq!((m.len(), m.superseded()), (4, 1));
+        let mut p = Placer::new(Role::HostProcess { pid: 9 }, 0, Some(m));
+        let mut pre = Vec::new();
+        assert_eq!(p.place(0x108010, &mut pre), Some(Address::Hva(Hva::new(0x108010))));
+        let Record::Event(TimedEvent { event: Event::Map { pa, size, .. }, .. }) = &pre[0] else {
+            panic!("{pre:?}")
+        };
+        assert_eq!((*pa, *size), (Address::Spa(Spa::new(0x1_5000_0000)), PageSize::K4));
+        pre.clear();
+        p.place(0x4c01008, &mut pre);
+        p.place(0x4c00000, &mut pre);
+        p.place(0x4e01000, &mut pre);
+        let sizes: Vec<_> = pre
+            .iter()
+            .map(|r| match r {
+                Record::Event(TimedEvent { event: Event::Map { va, pa, size, .. }, .. }) => {
+                    (va.raw(), pa.raw(), *size)
+                }
+                r => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            [(0x4c0_0000, 0x2_0020_0000, PageSize::M2), (0x4e0_1000, 0x3_0000_0000, PageSize::K4)]
+        );
+        assert_eq!(p.stats().maps_2m, 1);
+        assert_eq!(p.stats().pages_touched, 4);
+    }
+
+    #[test]
+    fn guest_snp_maps_private_and_validates_kernel_drops_unmapped() {
+        let m = "108000 160f33 142 40000086c 1 10\n";
+        let mut g = Placer::new(Role::Guest { vm: 1, kind: VmKind::Snp }, 0, Some(map(m)));
+        let mut pre = Vec::new();
+        assert_eq!(g.place(0x108abc, &mut pre), Some(Address::Gva(Gva::new(0x108abc))));
+        assert_eq!(g.place(0x108abd, &mut pre), Some(Address::Gva(Gva::new(0x108abd))));
+        assert!(matches!(
+            pre.as_slice(),
+            [
+                Record::Event(TimedEvent {
+                    event: Event::Map { enc: true, user: false, space: Space::Guest(1), .. },
+                    ..
+                }),
+                Record::Event(TimedEvent { event: Event::Pvalidate { validate: true, .. }, .. })
+            ]
+        ));
+        assert_eq!(g.place(0x200000, &mut pre), None);
+        assert_eq!(g.stats().unmapped, 1);
+        let mut k = Placer::new(Role::HostKernel, 0, Some(map(m)));
+        assert_eq!(k.place(0x108abc, &mut pre), Some(Address::Spa(Spa::new(0x1_60f3_3abc))));
+    }
+
+    #[test]
+    fn malformed_vapa_names_the_line() {
+        for (text, line, what) in [
+            ("# h\n108000 160f33 142 40000086c 1\n", 2, "expected 6 fields"),
+            ("108000 16zz33 142 40000086c 1 10\n", 1, "bad hexadecimal PFN"),
+            ("\n108001 160f33 142 40000086c 1 10\n", 2, "not 4 KiB-aligned"),
+            ("108000 0 142 40000086c 1 10\n", 1, "PFN 0"),
+            ("108000 160f33 142 40000086c x 10\n", 1, "bad decimal snapshot"),
+        ] {
+            let e = PageMap::parse(text.as_bytes()).unwrap_err();
+            let s = e.to_string();
+            assert!(s.starts_with(&format!("line {line}: ")) && s.contains(what), "{text:?}: {s}");
+        }
+    }
+}
