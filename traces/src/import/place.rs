@@ -317,27 +317,26 @@ impl Placer {
 
     fn first_touch(&mut self, e: PageEntry, pre: &mut Vec<Record>) {
         self.stats.pages_touched += 1;
-        let (space, va, pa, user, enc): (Space, fn(u64) -> Address, fn(u64) -> Address, _, _) =
-            match self.role {
-                Role::HostKernel => return,
-                Role::HostProcess { pid } => (
-                    Space::Process(pid),
-                    |a| Address::Hva(Hva::new_truncate(a)),
-                    |a| Address::Spa(Spa::new_truncate(a)),
-                    true,
-                    false,
-                ),
-                // The model runs guest accesses as the guest kernel's (CPL 0, SMAP on), so
-                // the pages are supervisor pages; private (C-bit / shared bit clear) in SNP
-                // and TDX guests.
-                Role::Guest { vm, kind } => (
-                    Space::Guest(vm),
-                    |a| Address::Gva(Gva::new_truncate(a)),
-                    |a| Address::Gpa(sim_core::Gpa::new_truncate(a)),
-                    false,
-                    kind != VmKind::Plain,
-                ),
-            };
+        let (space, va, pa, user, enc): (Space, AddrOf, AddrOf, _, _) = match self.role {
+            Role::HostKernel => return,
+            Role::HostProcess { pid } => (
+                Space::Process(pid),
+                |a| Address::Hva(Hva::new_truncate(a)),
+                |a| Address::Spa(Spa::new_truncate(a)),
+                true,
+                false,
+            ),
+            // The model runs guest accesses as the guest kernel's (CPL 0, SMAP on), so
+            // the pages are supervisor pages; private (C-bit / shared bit clear) in SNP
+            // and TDX guests.
+            Role::Guest { vm, kind } => (
+                Space::Guest(vm),
+                |a| Address::Gva(Gva::new_truncate(a)),
+                |a| Address::Gpa(sim_core::Gpa::new_truncate(a)),
+                false,
+                kind != VmKind::Plain,
+            ),
+        };
         let (vbase, pbase, size) = if e.pmd {
             let v = (e.vpn << 12) & !0x1f_ffff;
             if !self.mapped_2m.insert(v) {
@@ -379,6 +378,9 @@ impl Placer {
         }
     }
 }
+
+/// Builds an address of one kind from its raw value.
+type AddrOf = fn(u64) -> Address;
 
 /// The access event for op code 0 fetch, 1 load, 2 store.
 pub(crate) fn access_event(op: u8, addr: Address, size: u32) -> Event {
