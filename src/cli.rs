@@ -146,6 +146,26 @@ enum TraceCmd {
         #[arg(long, default_value_t = 1)]
         pid: u32,
     },
+    /// Import a capture (plain or `.zst`) as a role of the simulated machine, streaming.
+    #[command(
+        after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nhost-kernel and guest need --vapa. See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct"
+    )]
+    Import {
+        /// The capture.
+        trace: PathBuf,
+        /// Capture format: lackey.
+        #[arg(long)]
+        from: String,
+        /// The VA→PA page map captured with it (`vapa.txt`, plain or `.zst`).
+        #[arg(long)]
+        vapa: Option<PathBuf>,
+        /// What the stream is in the simulated machine.
+        #[arg(long = "as", value_name = "ROLE")]
+        role: String,
+        /// Output trace (`.cct`, or `.ccs` text).
+        #[arg(short = 'o', long = "output", value_name = "OUT.cct")]
+        output: PathBuf,
+    },
 }
 
 /// Entry point: parse, run, map errors to exit status 2 with one line on stderr.
@@ -322,6 +342,10 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
         TraceCmd::Convert { input: i, output, encoding, from, pid } => {
             let n = input::convert(&i, &output, &encoding, from.as_deref(), pid)?;
             eprintln!("wrote {n} records to {}", output.display());
+        }
+        TraceCmd::Import { trace, from, vapa, role, output } => {
+            let s = input::import(&from, &trace, vapa.as_deref(), &role, &output)?;
+            eprintln!("wrote {}: {s}", output.display());
         }
     }
     Ok(ExitCode::SUCCESS)

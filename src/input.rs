@@ -210,3 +210,149 @@ fn zstd_reader(f: std::fs::File) -> anyhow::Result<impl Read> {
     d.window_log_max(27)?;
     Ok(d)
 }
+
+/// What `ccsim trace import` did, for its stderr summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Records written (header settings, placement events and accesses).
+    pub records: u64,
+    /// What the lackey reader read.
+    pub lackey: traces::import::lackey::LackeyStats,
+    /// What the placer added or left out.
+    pub placed: traces::import::place::PlaceStats,
+    /// Pages in the VA→PA map and lines superseded by an earlier PFN of the same page.
+    pub map_pages: (u64, u64),
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (l, p) = (&self.lackey, &self.placed);
+        write!(
+            f,
+            "{} records: {} accesses from {} lines ({} skipped: Valgrind `=` and blank lines; {} split at 4 KiB; {} host-kernel fetches as `work 1`), {} maps 4K, {} maps 2M, {} pvalidates, {} pages touched, {} access pieces left out (page not in the map); map: {} pages, {} superseded lines",
+            self.records,
+            l.records,
+            l.lines,
+            l.skipped,
+            l.split,
+            l.fetches_as_work,
+            p.maps_4k,
+            p.maps_2m,
+            p.pvalidates,
+            p.pages_touched,
+            l.unmapped,
+            self.map_pages.0,
+            self.map_pages.1
+        )
+    }
+}
+
+/// A plain or zstd-compressed (`.zst`) input, buffered.
+fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    Ok(if path.extension().is_some_and(|x| x == "zst") {
+        Box::new(BufReader::with_capacity(1 << 16, zstd_reader(f)?))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    })
+}
+
+/// `ccsim trace import --from lackey TRACE [--vapa VAPA] --as ROLE -o OUT.cct`: stream the
+/// capture into a `.cct` (or `.ccs`) trace with the role's header and placement records.
+///
+/// # Errors
+/// Unknown format or role, a role that needs `--vapa` without one, unreadable or malformed
+/// input (naming the file and line), or an unwritable output.
+pub fn import(
+    from: &str,
+    trace: &Path,
+    vapa: Option<&Path>,
+    role: &str,
+    output: &Path,
+) -> anyhow::Result<ImportSummary> {
+    use traces::import::{lackey, place};
+    if from != "lackey" {
+        bail!("unknown input format {from:?} (known: lackey)");
+    }
+    let role: place::Role = role.parse().map_err(|e| anyhow!("--as: {e}"))?;
+    if vapa.is_none() && !matches!(role, place::Role::HostProcess { .. }) {
+        bail!("--as {role:?} needs --vapa: without captured frames its accesses have no address");
+    }
+    let map = match vapa {
+        None => None,
+        Some(p) => Some(
+            place::PageMap::parse(open_text(p)?).map_err(|e| anyhow!("{}: {e}", p.display()))?,
+        ),
+    };
+    let map_pages = map.as_ref().map_or((0, 0), |m| (m.len() as u64, m.superseded()));
+    let header = role.header(map.is_some());
+    let mut reader = lackey::LackeyReader::with_placer(
+        open_text(trace)?,
+        lackey::LackeyOptions::new(0),
+        place::Placer::new(role, 0, map),
+    );
+    let name = trace.display().to_string();
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = output.with_extension(format!("{ext}.tmp{}", std::process::id()));
+    let mut n = 0u64;
+    let result = (|| -> anyhow::Result<()> {
+        match ext {
+            "cct" => {
+                let f =
+                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+                let mut extra = std::collections::BTreeMap::new();
+                extra.insert("source".to_owned(), name.clone());
+                extra.insert("role".to_owned(), format!("{role:?}"));
+                if let Some(p) = vapa {
+                    extra.insert("vapa".to_owned(), p.display().to_string());
+                    extra.insert("vapa_pages".to_owned(), map_pages.0.to_string());
+                    extra.insert("vapa_superseded".to_owned(), map_pages.1.to_string());
+                }
+                let meta = cct::Metadata {
+                    captured_by: "valgrind lackey, imported by ccsim trace import".to_owned(),
+                    extra,
+                    ..Default::default()
+                };
+                let mut w =
+                    cct::Writer::new(std::io::BufWriter::new(f), &meta, cct::Encoding::default())?;
+                for r in &header {
+                    w.write(r)?;
+                    n += 1;
+                }
+                for r in reader.by_ref() {
+                    w.write(&r.map_err(|e| anyhow!("{name}: {e}"))?)?;
+                    n += 1;
+                }
+                w.finish()?;
+            }
+            "ccs" => {
+                use std::io::Write as _;
+                let f =
+                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+                let mut out = std::io::BufWriter::new(f);
+                writeln!(out, "version {}.{}", sim_core::FORMAT_MAJOR, sim_core::FORMAT_MINOR)?;
+                let mut line = String::new();
+                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
+                    line.clear();
+                    ccs::write_record(&r.map_err(|e| anyhow!("{name}: {e}"))?, &mut line);
+                    out.write_all(line.as_bytes())?;
+                    n += 1;
+                }
+                out.flush()?;
+            }
+            _ => bail!("{}: output must end in .cct or .ccs", output.display()),
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
+    Ok(ImportSummary {
+        records: n,
+        lackey: reader.stats(),
+        placed: reader.placer().map(|p| p.stats()).unwrap_or_default(),
+        map_pages,
+    })
+}

@@ -652,6 +652,11 @@ pub struct Machine {
     dm_series: sim_core::stats::Series,
     not_modelled: BTreeMap<String, u64>,
     program_steps: u64,
+    /// `host.captured_phys`: the host page backing each captured 4 KiB page, by captured
+    /// frame number, filled on first touch in record order (so a replay backs identically).
+    captured_4k: BTreeMap<u64, Spa>,
+    /// The same for captured 2 MiB pages (PMD-mapped THPs), by captured 2 MiB frame number.
+    captured_2m: BTreeMap<u64, Spa>,
 }
 
 impl Machine {
@@ -750,6 +755,8 @@ impl Machine {
             dm_series: sim_core::stats::Series::default(),
             not_modelled: BTreeMap::new(),
             program_steps: 0,
+            captured_4k: BTreeMap::new(),
+            captured_2m: BTreeMap::new(),
             cfg,
         };
         for (origin, s) in settings.iter().filter(|(_, s)| s.section == "vm") {
@@ -1508,6 +1515,11 @@ impl Machine {
             AccessKind::Fetch => self.accesses.fetches += 1,
         }
         let (va, pid, privilege) = match (ctx, addr) {
+            (Context::HostKernel | Context::HostProcess(_), Address::Spa(s))
+                if self.cfg.host.captured_phys =>
+            {
+                return self.captured_access(cpu, ctx, s, size, kind);
+            }
             (Context::HostKernel, Address::Spa(s)) if s.raw() < self.dm.end() => {
                 self.accesses.kernel += 1;
                 (dm_va(s), None, Privilege::Supervisor)
@@ -1538,6 +1550,66 @@ impl Machine {
         self.per_page(va.raw(), size, |m, at| {
             m.access_page(cpu, pid, Hva::new_truncate(at), kind, privilege, ctx)
         })
+    }
+
+    /// A host access to a captured physical address (`host.captured_phys`): each 4 KiB piece
+    /// goes through the direct map to the host page backing its captured page.
+    fn captured_access(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        pa: Spa,
+        size: u32,
+        kind: AccessKind,
+    ) -> Outcome {
+        if matches!(ctx, Context::HostKernel) {
+            self.accesses.kernel += 1;
+        }
+        self.load_context(cpu, None);
+        self.per_page(pa.raw(), size, |m, at| {
+            match m.back_captured(Spa::new_truncate(at), PageSize::K4) {
+                Some(spa) if spa.raw() < m.dm.end() => {
+                    m.access_page(cpu, None, dm_va(spa), kind, Privilege::Supervisor, ctx)
+                }
+                _ => {
+                    m.not_modelled(CAPTURE_UNBACKED);
+                    Outcome::default()
+                }
+            }
+        })
+    }
+
+    /// The host address backing captured physical address `pa` in a page of `size`,
+    /// allocating the host page (order 0, or order 9 for a 2 MiB page) on first touch. `None`
+    /// when the allocator is out of memory, for a 1 GiB page, or for a 2 MiB page some of
+    /// whose 4 KiB pages were already backed one by one.
+    fn back_captured(&mut self, pa: Spa, size: PageSize) -> Option<Spa> {
+        let raw = pa.raw();
+        if let Some(&b) = self.captured_2m.get(&(raw >> 21)) {
+            return (size != PageSize::G1)
+                .then_some(b)
+                .and_then(|b| b.checked_add(raw & 0x1f_ffff));
+        }
+        match size {
+            PageSize::K4 => {
+                if let Some(&b) = self.captured_4k.get(&(raw >> 12)) {
+                    return b.checked_add(raw & 0xfff);
+                }
+                let b = self.alloc.alloc(0)?;
+                self.captured_4k.insert(raw >> 12, b);
+                b.checked_add(raw & 0xfff)
+            }
+            PageSize::M2 => {
+                let first = (raw >> 21) << 9;
+                if self.captured_4k.range(first..first + 512).next().is_some() {
+                    return None;
+                }
+                let b = self.alloc.alloc(9)?;
+                self.captured_2m.insert(raw >> 21, b);
+                b.checked_add(raw & 0x1f_ffff)
+            }
+            PageSize::G1 => None,
+        }
     }
 
     fn access_page(
@@ -2144,9 +2216,12 @@ impl Machine {
         size: PageSize,
         f: MapFlags,
     ) -> Result<(SpaceId, PendingInvalidation<Hva>), &'static str> {
-        let (Address::Hva(v), Address::Spa(p)) = (va, pa) else {
+        let (Address::Hva(v), Address::Spa(mut p)) = (va, pa) else {
             return Err("map (non-host addresses)");
         };
+        if self.cfg.host.captured_phys {
+            p = self.back_captured(p, size).ok_or(CAPTURE_UNBACKED)?;
+        }
         let attrs = LeafAttrs {
             flags: f.x86_flags(PteFlags::empty()),
             encrypted: f.enc,
@@ -2845,6 +2920,8 @@ impl Machine {
                 page_tables_kb: 4
                     * (self.dm.table_pages()
                         + self.procs.values().map(PageTable::table_pages).sum::<u64>()),
+                captured_4k: self.captured_4k.len() as u64,
+                captured_2m: self.captured_2m.len() as u64,
             },
             cycles,
             derived,
@@ -2852,6 +2929,10 @@ impl Machine {
         }
     }
 }
+
+/// The not-modelled key of a captured page that could not be backed.
+const CAPTURE_UNBACKED: &str =
+    "captured page not backed (host out of memory, a 1G page, or a 2M page over backed 4K pages)";
 
 fn proc_tag(pid: u32) -> TlbTag {
     // PCID 0 is the kernel's; processes get 1..4095 (CR3[11:0], Intel SDM Vol. 3A §4.10.1).

@@ -205,6 +205,10 @@ pub struct MemoryCounts {
     pub free_kb: u64,
     /// Page tables of every host address space (kernel and processes), kB.
     pub page_tables_kb: u64,
+    /// Captured 4 KiB pages backed by host pages (`host.captured_phys`).
+    pub captured_4k: u64,
+    /// Captured 2 MiB pages backed by host 2 MiB blocks (`host.captured_phys`).
+    pub captured_2m: u64,
 }
 
 /// Where the cycles went, summed over agents.
@@ -443,8 +447,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "Memory free {} kB   page tables {} kB",
-            self.memory.free_kb, self.memory.page_tables_kb
+            "Memory free {} kB   page tables {} kB   captured pages backed 4K {} 2M {}",
+            self.memory.free_kb,
+            self.memory.page_tables_kb,
+            self.memory.captured_4k,
+            self.memory.captured_2m
         );
         let c = &self.cycles;
         let _ = writeln!(

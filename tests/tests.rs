@@ -1117,3 +1117,155 @@ mod workloads_run {
         assert!(e.contains("c3 host") && e.contains("machine.cpus = 3"), "{e}");
     }
 }
+
+/// `ccsim trace import --from lackey` on the real sample in each role, replayed. See: #5
+mod import {
+    use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn sample(f: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("traces/samples/lackey-sort")
+            .join(f)
+            .display()
+            .to_string()
+    }
+
+    fn out(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ccsim-import-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn ccsim(args: &[&str]) -> (i32, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_ccsim")).args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into())
+    }
+
+    /// Import the sample as `role`; the stderr summary.
+    fn import(role: &str, file: &str) -> (PathBuf, String) {
+        let p = out(file);
+        let (trace, vapa) = (sample("trace.lackey.zst"), sample("vapa.txt"));
+        let args =
+            ["trace", "import", "--from", "lackey", &trace, "--vapa", &vapa, "--as", role, "-o"];
+        let (code, err) = ccsim(&[&args[..], &[p.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{err}");
+        (p, err)
+    }
+
+    fn replay(p: &Path) -> ccsim::report::Report {
+        run(&ConfigLayers::default(), &Input::File(p.to_owned()), &RunOptions::default())
+            .unwrap()
+            .report
+    }
+
+    // What the sample holds: 100,000 lines, 5 Valgrind lines, 27 accesses split at 4 KiB,
+    // 101,345 access pieces (79,026 fetches, 16,010 loads, 6,309 stores), 97 pages touched
+    // (65 by data), 9 map lines superseded.
+    const PIECES: u64 = 101_345;
+
+    #[test]
+    fn host_process_backs_each_captured_page_once() {
+        let (p, err) = import("host-process:7", "p.cct");
+        assert!(err.contains("5 skipped") && err.contains("97 maps 4K"), "{err}");
+        let r = replay(&p);
+        assert_eq!(r.accesses.total(), PIECES);
+        assert_eq!(
+            (r.accesses.fetches, r.accesses.loads, r.accesses.stores),
+            (79_026, 16_010, 6_309)
+        );
+        assert_eq!(r.memory.captured_4k, 97, "pages backed = distinct pages touched");
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        // Deterministic: a second replay gives the same report.
+        assert_eq!(r.to_json().unwrap(), replay(&p).to_json().unwrap());
+    }
+
+    #[test]
+    fn host_kernel_reaches_backed_pages_through_the_direct_map() {
+        let (p, err) = import("host-kernel", "k.cct");
+        assert!(err.contains("79001 host-kernel fetches as `work 1`"), "{err}");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores, r.accesses.fetches), (16_010, 6_309, 0));
+        assert_eq!(r.accesses.kernel, 16_010 + 6_309);
+        assert_eq!(r.memory.captured_4k, 65, "pages backed = distinct data pages");
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
+    #[test]
+    fn snp_guest_pages_are_faulted_in_validated_and_pass_the_rmp_check() {
+        let (p, err) = import("guest:1:snp", "g.cct");
+        assert!(err.contains("97 pvalidates"), "{err}");
+        let r = replay(&p);
+        assert_eq!(r.accesses.total(), PIECES);
+        assert_eq!(r.rmp.pvalidate.get("success"), Some(&97));
+        assert_eq!(r.rmp.violations.values().sum::<u64>(), 0, "{:?}", r.rmp.violations);
+        assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
+        assert_eq!(r.faults.handled, 97, "one #NPF fault-in per page, at its PVALIDATE");
+        assert!(r.rmp.guest_checks > 0);
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
+    #[test]
+    fn malformed_input_names_file_and_line() {
+        let bad = |name: &str, text: &str| {
+            let p = out(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let vapa = bad("v.txt", "108000 160f33 142 40000086c 1 10\n");
+        let o = out("bad.cct").display().to_string();
+        // A truncated line, bad hex, a bad size: each names the file and line 2.
+        for text in [
+            "I  00108000,4\n L 0010",
+            "I  00108000,4\n L 00108zz0,4\n",
+            "I  00108000,4\n L 00108000,x\n",
+        ] {
+            let t = bad("t.lackey", text);
+            let (code, err) = ccsim(&[
+                "trace",
+                "import",
+                "--from",
+                "lackey",
+                &t,
+                "--as",
+                "host-process",
+                "-o",
+                &o,
+            ]);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(&t) && err.contains("line 2") && !err.contains("panicked"),
+                "{err}"
+            );
+        }
+        let t = bad("ok.lackey", "I  00108000,4\n");
+        let v2 = bad("v2.txt", "# h\n108000 160f33 14x 40000086c 1 10\n");
+        let (code, err) = ccsim(&[
+            "trace", "import", "--from", "lackey", &t, "--vapa", &v2, "--as", "guest:1", "-o", &o,
+        ]);
+        assert_eq!(code, 2);
+        assert!(err.contains(&v2) && err.contains("line 2: bad hexadecimal pagemap bits"), "{err}");
+        let (code, err) =
+            ccsim(&["trace", "import", "--from", "lackey", &t, "--as", "host-kernel", "-o", &o]);
+        assert_eq!(code, 2);
+        assert!(err.contains("needs --vapa"), "{err}");
+        let (code, _) = ccsim(&[
+            "trace",
+            "import",
+            "--from",
+            "lackey",
+            &t,
+            "--vapa",
+            &vapa,
+            "--as",
+            "host-kernel",
+            "-o",
+            &o,
+        ]);
+        assert_eq!(code, 0);
+        assert!(!Path::new(&format!("{o}.tmp")).exists());
+    }
+}

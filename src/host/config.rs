@@ -163,6 +163,11 @@ pub struct HostConfig {
     /// Extra cost of an exit that KVM forwards to the VMM (KVM_EXIT_MEMORY_FAULT,
     /// KVM_HC_MAP_GPA_RANGE) and the ioctl that answers it (KVM_SET_MEMORY_ATTRIBUTES).
     pub user_exit_cost: Cycles,
+    /// The input's `phys:` addresses are physical addresses of the machine a capture was taken
+    /// on, not of the simulated host: each captured page is backed by a fresh host page from
+    /// the allocator the first time a host-kernel or host-process access or a host `map`
+    /// event names it (docs/importers.md). Set by `ccsim trace import` in the trace header.
+    pub captured_phys: bool,
 }
 
 /// Default `split_cost`.
@@ -214,6 +219,7 @@ impl Default for HostConfig {
             gmem_folio_order: 0,
             vmexit_cost: DEFAULT_VMEXIT_COST,
             user_exit_cost: DEFAULT_USER_EXIT_COST,
+            captured_phys: false,
         }
     }
 }
@@ -370,6 +376,12 @@ const DOCS: &[FieldDoc] = &[
         source: Source::Unsourced(
             "no source in spec/; a return to user space, the VMM's handling and an ioctl back, ~5 µs at 3 GHz",
         ),
+    },
+    FieldDoc {
+        key: "captured_phys",
+        unit: "",
+        doc: "phys: addresses of host accesses and host map events are a capture's physical addresses, backed by host pages from the allocator on first touch (docs/importers.md)",
+        source: Source::Choice,
     },
 ];
 

@@ -15,11 +15,13 @@
 //! into one access per page, since the simulator translates page by page. The reader streams:
 //! it holds one line.
 //!
-//! This is the minimal importer; backing the addresses with a VA→PA map (pagemap) comes later
-//! through new fields of [`LackeyOptions`].
+//! [`LackeyReader::with_placer`] gives the stream another role (host kernel, guest vCPU) and the
+//! captured VA→PA map through a [`Placer`], which adds `map` (and `pvalidate`) records before
+//! the first access to each page; see `docs/importers.md`.
 
-use sim_core::event::MemType;
+use crate::import::place::{Placer, Role, access_event};
 use sim_core::{Address, Agent, Context, CpuId, Event, Hva, Record, TimedEvent};
+use std::collections::VecDeque;
 use std::io::{self, BufRead};
 
 /// The page size at which accesses are split (x86 base page).
@@ -88,6 +90,13 @@ pub struct LackeyStats {
     pub records: u64,
     /// Accesses that crossed a page boundary and were split.
     pub split: u64,
+    /// Access pieces the placer left out (no captured frame for their page in a role that
+    /// needs one); not in `records`.
+    pub unmapped: u64,
+    /// Instruction fetches of a host-kernel stream emitted as `work 1` (the kernel's code is
+    /// not in the direct map, where the captured frames are placed, and the direct map is NX);
+    /// in `records`.
+    pub fetches_as_work: u64,
 }
 
 /// The access being emitted, possibly in page-sized pieces.
@@ -112,6 +121,13 @@ pub struct LackeyReader<R: BufRead> {
     cur: Option<Pending>,
     stats: LackeyStats,
     failed: bool,
+    agent: Agent,
+    placer: Option<Placer>,
+    /// Instruction fetches become `work 1` (host-kernel role).
+    fetch_as_work: bool,
+    /// Records a placer put before the current access, then the access.
+    queue: VecDeque<Record>,
+    pre: Vec<Record>,
 }
 
 impl<R: BufRead> LackeyReader<R> {
@@ -125,7 +141,21 @@ impl<R: BufRead> LackeyReader<R> {
             cur: None,
             stats: LackeyStats::default(),
             failed: false,
+            agent: Agent::Cpu { cpu: opts.cpu, ctx: Context::HostProcess(opts.pid) },
+            placer: None,
+            fetch_as_work: false,
+            queue: VecDeque::new(),
+            pre: Vec::new(),
         }
+    }
+
+    /// A reader whose accesses `placer` places (its role's agent on `opts.cpu`; `opts.pid` is
+    /// not used). `opts.split_pages` must be `true` for the placer to see one page per piece.
+    pub fn with_placer(r: R, opts: LackeyOptions, placer: Placer) -> Self {
+        let agent = placer.role().agent(opts.cpu);
+        let opts = LackeyOptions { split_pages: true, ..opts };
+        let fetch_as_work = placer.role() == Role::HostKernel;
+        LackeyReader { agent, placer: Some(placer), fetch_as_work, ..LackeyReader::new(r, opts) }
     }
 
     /// What has been read so far.
@@ -133,11 +163,13 @@ impl<R: BufRead> LackeyReader<R> {
         self.stats
     }
 
-    fn agent(&self) -> Agent {
-        Agent::Cpu { cpu: self.opts.cpu, ctx: Context::HostProcess(self.opts.pid) }
+    /// The placer, if any (for its statistics).
+    pub fn placer(&self) -> Option<&Placer> {
+        self.placer.as_ref()
     }
 
-    fn emit(&mut self, p: &mut Pending) -> Record {
+    /// The next piece of `p`; `None` if the placer left it out.
+    fn emit(&mut self, p: &mut Pending) -> Option<Record> {
         let addr = p.addr + p.done;
         let left = p.size - p.done;
         let chunk = if self.opts.split_pages { left.min(PAGE - (addr % PAGE)) } else { left };
@@ -147,16 +179,31 @@ impl<R: BufRead> LackeyReader<R> {
             p.op += 1;
             p.done = 0;
         }
-        let a = Address::Hva(Hva::new_truncate(addr));
+        if op == 0 && self.fetch_as_work {
+            // One instruction: its base CPI, once per record (not per split piece).
+            if addr == p.addr {
+                self.stats.fetches_as_work += 1;
+                self.stats.records += 1;
+                let event = Event::Work { count: 1 };
+                return Some(Record::Event(TimedEvent { time: None, agent: self.agent, event }));
+            }
+            return None;
+        }
+        let a = match &mut self.placer {
+            None => Address::Hva(Hva::new_truncate(addr)),
+            Some(pl) => match pl.place(addr, &mut self.pre) {
+                Some(a) => a,
+                None => {
+                    self.stats.unmapped += 1;
+                    return None;
+                }
+            },
+        };
         // chunk <= size, which came from a u32.
         let size = u32::try_from(chunk).unwrap_or(u32::MAX);
-        let event = match op {
-            0 => Event::Fetch { addr: a, size },
-            1 => Event::Load { addr: a, size },
-            _ => Event::Store { addr: a, size, mt: MemType::Wb },
-        };
+        let event = access_event(op, a, size);
         self.stats.records += 1;
-        Record::Event(TimedEvent { time: None, agent: self.agent(), event })
+        Some(Record::Event(TimedEvent { time: None, agent: self.agent, event }))
     }
 
     /// Parse the line in `self.line`: `Ok(None)` for a skipped line.
@@ -234,12 +281,21 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
             return None;
         }
         loop {
+            if let Some(r) = self.queue.pop_front() {
+                return Some(Ok(r));
+            }
             if let Some(mut p) = self.cur.take()
                 && p.op < p.nops
             {
                 let r = self.emit(&mut p);
                 self.cur = Some(p);
-                return Some(Ok(r));
+                let Some(r) = r else { continue };
+                if self.pre.is_empty() {
+                    return Some(Ok(r));
+                }
+                self.queue.extend(self.pre.drain(..));
+                self.queue.push_back(r);
+                continue;
             }
             self.line.clear();
             self.line_no += 1;
@@ -272,6 +328,7 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sim_core::event::MemType;
 
     fn read(text: &str) -> Vec<Result<Record, LackeyError>> {
         LackeyReader::new(text.as_bytes(), LackeyOptions::new(77)).collect()
