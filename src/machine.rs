@@ -732,7 +732,11 @@ impl Machine {
             dm,
             procs: BTreeMap::new(),
             cpus,
-            rmp: Rmp::new(layout),
+            rmp: {
+                let mut r = Rmp::new(layout);
+                r.set_overlap_rule(cfg.rmp.overlap_rule);
+                r
+            },
             caches,
             vms: BTreeMap::new(),
             vm_paging: BTreeMap::new(),

@@ -34,6 +34,20 @@ pub enum NestedTableCheck {
     HypervisorOwned,
 }
 
+/// What makes RMPUPDATE return FAIL_OVERLAP (4). Only "4K/2M overlap detected" is documented
+/// (Microsoft's `__rmpupdate` page; spec/snp.md §3.2, §7 item 4); both readings are offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlapRule {
+    /// Both directions: a 2 MiB update while another page of the region has an assigned
+    /// 4 KiB entry, and a 4 KiB update of a page inside an assigned 2 MiB entry.
+    BothWays,
+    /// Only the first: a 2 MiB update over assigned 4 KiB entries. A 4 KiB update inside an
+    /// assigned 2 MiB entry succeeds and writes the 4 KiB entry, which stays shadowed by the
+    /// 2 MiB entry (the authoritative one, §1.4) until that is PSMASHed or unassigned.
+    TwoMegOnly,
+}
+
 /// Default of [`RmpConfig::rmp_lookup_latency`], cycles.
 pub const DEFAULT_RMP_LOOKUP_LATENCY: u64 = 0;
 /// Default of [`RmpConfig::global_flush_latency`], cycles.
@@ -75,6 +89,8 @@ pub struct RmpConfig {
     pub rmpadjust_latency: Cycles,
     /// Whether NPT reads of an SNP guest's 2-D walk are RMP-checked (spec/snp.md §7 item 3).
     pub nested_table_check: NestedTableCheck,
+    /// What triggers RMPUPDATE's FAIL_OVERLAP (spec/snp.md §7 item 4).
+    pub overlap_rule: OverlapRule,
     /// Cycles the host CPU waits for one SNP firmware command (per page for page commands).
     /// Unsourced (spec/snp.md §5: no published figure): a mailbox round trip to the AMD-SP,
     /// about 10 µs at 3 GHz.
@@ -93,6 +109,7 @@ impl Default for RmpConfig {
             rmpadjust_latency: Cycles::new(DEFAULT_GUEST_RMP_INSTR_LATENCY),
             nested_table_check: NestedTableCheck::None,
             fw_command_latency: Cycles::new(DEFAULT_FW_COMMAND_LATENCY),
+            overlap_rule: OverlapRule::BothWays,
         }
     }
 }
@@ -160,6 +177,12 @@ impl ConfigBlock for RmpConfig {
                 source: Source::Unsourced(
                     "no published latency (spec/snp.md §5); placeholder equal to rmpupdate_latency",
                 ),
+            },
+            FieldDoc {
+                key: "overlap_rule",
+                unit: "",
+                doc: "what makes RMPUPDATE return FAIL_OVERLAP: both-ways (2M over assigned 4K, and 4K inside an assigned 2M) | two-meg-only",
+                source: Source::Choice,
             },
             FieldDoc {
                 key: "fw_command_latency",

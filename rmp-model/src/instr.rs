@@ -121,8 +121,9 @@ impl Rmp {
     ///    field.
     /// 3. `FAIL_PERMISSION` if the page's stored or authoritative entry is immutable.
     /// 4. `FAIL_INUSE` if the target entry carries the hidden in-use flag.
-    /// 5. `FAIL_OVERLAP` — **model rule; the exact trigger is UNCONFIRMED** (spec/snp.md §3.2,
-    ///    "4K/2M overlap detected"):
+    /// 5. `FAIL_OVERLAP` — **the exact trigger is UNCONFIRMED** (spec/snp.md §3.2, "4K/2M
+    ///    overlap detected"); [`crate::OverlapRule`] chooses between the readings, by default
+    ///    both of these:
     ///    - a 2 MiB update (either Assigned value) while any *other* page of the region has an
     ///      assigned stored entry; or
     ///    - a 4 KiB update of a non-aligned page inside a region whose aligned entry is an
@@ -168,6 +169,7 @@ impl Rmp {
         let base = spa.align_down(PageSize::M2);
         let overlap = match input.page_size {
             RmpPageSize::M2 => self.assigned_in_region(spa) > u16::from(cur.assigned),
+            RmpPageSize::K4 if self.overlap_rule == crate::OverlapRule::TwoMegOnly => false,
             RmpPageSize::K4 => {
                 let b = self.stored_entry(base);
                 spa != base && b.assigned && b.page_size == RmpPageSize::M2
@@ -493,6 +495,42 @@ mod tests {
                     if b.assigned && b.page_size == RmpPageSize::M2 {
                         prop_assert_eq!(r.assigned_in_region(pfn(reg * 512)), 1);
                     }
+                }
+            }
+        }
+    }
+    /// The two readings of FAIL_OVERLAP (spec/snp.md §7 item 4): a 2M assignment over an
+    /// assigned 4K page fails under both; a 4K update inside an assigned 2M entry fails only
+    /// under `BothWays`, and under `TwoMegOnly` writes a 4K entry the 2M entry shadows.
+    #[test]
+    fn overlap_rule_readings() {
+        for rule in [crate::OverlapRule::BothWays, crate::OverlapRule::TwoMegOnly] {
+            let mut r = Rmp::new(crate::RmpLayout::covering(Spa::new(0x10_0000), 1 << 30).unwrap());
+            r.set_overlap_rule(rule);
+            let four_k = RmpUpdateInput::private(Gpa::new(0x1000), RmpPageSize::K4, 5, false);
+            assert_eq!(
+                r.rmpupdate(Executor::Hypervisor, Spa::new(0x20_1000), &four_k),
+                RmpReturn::Success
+            );
+            let big = RmpUpdateInput::private(Gpa::ZERO, RmpPageSize::M2, 5, false);
+            assert_eq!(
+                r.rmpupdate(Executor::Hypervisor, Spa::new(0x20_0000), &big),
+                RmpReturn::FailOverlap
+            );
+            // A fresh region with a 2M entry, then a 4K update inside it.
+            assert_eq!(
+                r.rmpupdate(Executor::Hypervisor, Spa::new(0x40_0000), &big),
+                RmpReturn::Success
+            );
+            let inside = RmpUpdateInput::private(Gpa::new(0x5000), RmpPageSize::K4, 6, false);
+            let rc = r.rmpupdate(Executor::Hypervisor, Spa::new(0x40_5000), &inside);
+            match rule {
+                crate::OverlapRule::BothWays => assert_eq!(rc, RmpReturn::FailOverlap),
+                crate::OverlapRule::TwoMegOnly => {
+                    assert_eq!(rc, RmpReturn::Success);
+                    // Shadowed: the 2M entry still governs the page.
+                    assert_eq!(r.entry(Spa::new(0x40_5000)).asid, 5);
+                    assert_eq!(r.stored_entry(Spa::new(0x40_5000)).asid, 6);
                 }
             }
         }

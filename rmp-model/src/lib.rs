@@ -72,7 +72,7 @@ pub use check::{HostAccess, RmpCheck, RmpCheckOutcome, RmpViolation, RmpViolatio
 pub use config::{
     DEFAULT_FW_COMMAND_LATENCY, DEFAULT_GLOBAL_FLUSH_LATENCY, DEFAULT_GUEST_RMP_INSTR_LATENCY,
     DEFAULT_PSMASH_LATENCY, DEFAULT_RMP_LOOKUP_LATENCY, DEFAULT_RMPUPDATE_LATENCY,
-    NestedTableCheck, RmpConfig, TlbOnRmpUpdate,
+    NestedTableCheck, OverlapRule, RmpConfig, TlbOnRmpUpdate,
 };
 pub use entry::{
     GPA_LIMIT, MAX_ASID, RawRmpEntry, RmpEntry, RmpPageSize, RmpPageState, VMPL_ON_UPDATE,

@@ -150,6 +150,8 @@ pub struct Rmp {
     /// The same for host data writes ([`Rmp::check_host_access`]), kept apart: a walk's data
     /// lies elsewhere than its tables.
     pub(crate) clean_writes: CleanRegion,
+    /// What makes RMPUPDATE return FAIL_OVERLAP ([`crate::OverlapRule`]).
+    pub(crate) overlap_rule: crate::OverlapRule,
 }
 
 /// A 2 MiB region found clean for the host checks: wholly covered, without an assigned entry,
@@ -210,7 +212,14 @@ impl Rmp {
             stats: RmpStats::default(),
             clean_tables: CleanRegion::NONE,
             clean_writes: CleanRegion::NONE,
+            overlap_rule: crate::OverlapRule::BothWays,
         }
+    }
+
+    /// Choose what makes RMPUPDATE return FAIL_OVERLAP (`rmp.overlap_rule`; default
+    /// [`crate::OverlapRule::BothWays`]).
+    pub fn set_overlap_rule(&mut self, rule: crate::OverlapRule) {
+        self.overlap_rule = rule;
     }
 
     /// The layout.
