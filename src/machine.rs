@@ -673,10 +673,24 @@ impl Machine {
         let mem = cfg.machine.memory.0;
         // RMP: 16 KiB bookkeeping + 16 B per 4 KiB page (spec/snp.md §1.3), 1 MiB-aligned as
         // SEV firmware requires, at the top of memory.
-        let rmp_bytes = (0x4000 + (mem >> 12) * 16).next_multiple_of(1 << 20);
-        let rmp_base = (mem - rmp_bytes) & !((1 << 20) - 1);
-        let layout = RmpLayout::covering(Spa::new(rmp_base), mem)
-            .map_err(|e| MachineError::Setup(e.to_string()))?;
+        let setup = |e: rmp_model::RmpLayoutError| MachineError::Setup(e.to_string());
+        let layout = if cfg.rmp.segmented {
+            // Segmented (spec/snp.md §1.5): the RST counts GiB, so memory is covered rounded up
+            // to 1 GiB; laid out once at 0 to learn its size, then placed at the top.
+            let covered = mem.next_multiple_of(1 << 30);
+            let shift = cfg.rmp.segment_shift;
+            let probe = RmpLayout::segmented_covering(Spa::ZERO, covered, shift).map_err(setup)?;
+            let size = probe.table_ranges().iter().map(|(_, e)| e.raw()).max().unwrap_or(0);
+            let base = mem.checked_sub(size.next_multiple_of(1 << 20)).ok_or_else(|| {
+                MachineError::Setup("memory too small for the segmented RMP".into())
+            })? & !((1 << 20) - 1);
+            RmpLayout::segmented_covering(Spa::new(base), covered, shift).map_err(setup)?
+        } else {
+            let rmp_bytes = (0x4000 + (mem >> 12) * 16).next_multiple_of(1 << 20);
+            let rmp_base = (mem - rmp_bytes) & !((1 << 20) - 1);
+            RmpLayout::covering(Spa::new(rmp_base), mem).map_err(setup)?
+        };
+        let rmp_base = layout.table_ranges().first().map_or(mem, |(b, _)| b.raw());
         let low = cfg.host.reserved_low.0;
         // Early boot: the boot pool sits at the bottom of allocatable memory and the buddy
         // allocator starts above it (Unsourced placement: memblock allocates top-down in Linux,

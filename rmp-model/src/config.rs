@@ -91,6 +91,14 @@ pub struct RmpConfig {
     pub nested_table_check: NestedTableCheck,
     /// What triggers RMPUPDATE's FAIL_OVERLAP (spec/snp.md §7 item 4).
     pub overlap_rule: OverlapRule,
+    /// Lay the RMP out as a segmented RMP (RMP_CFG bit 0; spec/snp.md §1.5): a segment table
+    /// (RST) after the bookkeeping area, each segment's entries 1 MiB-aligned after it, covering
+    /// memory rounded up to 1 GiB. `false`: the contiguous RMP of §1.3.
+    pub segmented: bool,
+    /// log2 of the memory one segment covers (RMP_CFG bits 13:8; Linux's example: 36, 64 GiB).
+    /// Checked against 30..=52 (the real bounds come from CPUID 8000_0025, which the model
+    /// does not have).
+    pub segment_shift: u32,
     /// Cycles the host CPU waits for one SNP firmware command (per page for page commands).
     /// Unsourced (spec/snp.md §5: no published figure): a mailbox round trip to the AMD-SP,
     /// about 10 µs at 3 GHz.
@@ -110,6 +118,8 @@ impl Default for RmpConfig {
             nested_table_check: NestedTableCheck::None,
             fw_command_latency: Cycles::new(DEFAULT_FW_COMMAND_LATENCY),
             overlap_rule: OverlapRule::BothWays,
+            segmented: false,
+            segment_shift: 36,
         }
     }
 }
@@ -185,6 +195,18 @@ impl ConfigBlock for RmpConfig {
                 source: Source::Choice,
             },
             FieldDoc {
+                key: "segmented",
+                unit: "",
+                doc: "segmented RMP (RST + per-segment tables) instead of the contiguous one",
+                source: Source::Cited("Linux Documentation/arch/x86/amd-memory-encryption.rst \"Segmented RMP\" (spec/snp.md §1.5)"),
+            },
+            FieldDoc {
+                key: "segment_shift",
+                unit: "log2 bytes",
+                doc: "memory covered by one RMP segment (RMP_CFG bits 13:8)",
+                source: Source::Cited("Linux Documentation/arch/x86/amd-memory-encryption.rst example RMP_CFG 0x2401: shift 36 (spec/snp.md §1.5)"),
+            },
+            FieldDoc {
                 key: "fw_command_latency",
                 unit: "cycles",
                 doc: "host wait for one SNP firmware command (per page for page commands)",
@@ -203,6 +225,7 @@ impl ConfigBlock for RmpConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = Self::SECTION;
+        check_range(&format!("{s}.segment_shift"), u64::from(self.segment_shift), 30, 52)?;
         for (k, v) in [
             ("rmp_lookup_latency", self.rmp_lookup_latency),
             ("global_flush_latency", self.global_flush_latency),
