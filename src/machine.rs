@@ -2187,12 +2187,19 @@ impl Machine {
                 self.host_map(space, va, pa, size, f).map(Some).map_err(Refusal::fixed)
             }
             Space::Stage2(vm) => {
-                let (Address::Gpa(g), Address::Spa(s)) = (va, pa) else {
+                let (Address::Gpa(g), Address::Spa(mut s)) = (va, pa) else {
                     return Err(Refusal::vm(
                         "map",
                         VmMapError::Addresses("space=stage2:N maps a gpa: address to a phys: one"),
                     ));
                 };
+                if self.cfg.host.captured_phys {
+                    // A captured host frame (e.g. the PFN of a KVM trace's SPTE) gets its
+                    // simulated host page on first use, as captured data accesses do.
+                    s = self
+                        .back_captured(s, size)
+                        .ok_or_else(|| Refusal::fixed(CAPTURE_UNBACKED))?;
+                }
                 self.vm_tables(vm, false).map_err(|e| Refusal::vm("map", e))?;
                 let p = self.vm_paging.get_mut(&vm).expect("built above");
                 let r = p

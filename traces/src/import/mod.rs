@@ -4,5 +4,6 @@
 //! * [`place`]: the role an imported stream plays in the simulated machine and its captured
 //!   VA→PA page map (`vapa.txt`), shared by importers.
 
+pub mod kvmtrace;
 pub mod lackey;
 pub mod place;
