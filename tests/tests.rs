@@ -1108,6 +1108,29 @@ mod workloads_run {
         }
     }
 
+    /// `ccsim run --workload host-kernel` with small parameters completes under both physmap
+    /// policies, counts every access, faults nowhere and leaves nothing not modelled. See: #5
+    #[test]
+    fn host_kernel_runs_clean() {
+        let params = workloads::Params::parse([
+            "accesses=30000",
+            "cache_pages=256",
+            "slab_pages=32",
+            "w_zero=2",
+        ])
+        .unwrap();
+        for policy in ["none", "split-on-assign"] {
+            let layers =
+                ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
+            let input = Input::Workload { name: "host-kernel".into(), params: params.clone() };
+            let r = run(&layers, &input, &RunOptions { seed: 3, record: None }).unwrap().report;
+            assert_eq!(r.accesses.total(), 2 * 30000, "policy {policy}");
+            assert_eq!(r.accesses.kernel, 2 * 30000);
+            assert_eq!((r.faults.raised, r.faults.fatal), (0, 0), "policy {policy}");
+            assert!(r.not_modelled.is_empty(), "{policy}: {:?}", r.not_modelled);
+        }
+    }
+
     /// Guests beyond `machine.cpus` are an error naming the agent, not a panic.
     #[test]
     fn snp_churn_needs_its_cpus() {

@@ -9,7 +9,10 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod host_kernel;
 mod kernel;
+#[cfg(test)]
+mod locality;
 mod pagebits;
 mod params;
 mod snp_churn;
@@ -122,7 +125,7 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO, snp_churn::INFO]
+    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO]
 }
 
 /// Find a workload by name.
