@@ -1131,6 +1131,26 @@ mod workloads_run {
         }
     }
 
+    /// `ccsim run --workload qemu-process`: every access goes through a 2M user mapping of
+    /// an order-9 block, with no fault and nothing not modelled. See: #5
+    #[test]
+    fn qemu_process_runs_clean() {
+        let params = workloads::Params::parse([
+            "accesses=20000",
+            "threads=2",
+            "guest_memory=64M",
+            "new_page=0.01",
+        ])
+        .unwrap();
+        let input = Input::Workload { name: "qemu-process".into(), params };
+        let r = run(&ConfigLayers::default(), &input, &RunOptions { seed: 2, record: None })
+            .unwrap()
+            .report;
+        assert_eq!(r.accesses.total(), 2 * 20000);
+        assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
     /// Guests beyond `machine.cpus` are an error naming the agent, not a panic.
     #[test]
     fn snp_churn_needs_its_cpus() {

@@ -15,6 +15,7 @@ mod kernel;
 mod locality;
 mod pagebits;
 mod params;
+mod qemu_process;
 mod snp_churn;
 mod snp_launch;
 #[cfg(test)]
@@ -125,7 +126,7 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO]
+    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO, qemu_process::INFO]
 }
 
 /// Find a workload by name.
