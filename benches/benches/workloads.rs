@@ -54,6 +54,8 @@ fn generators(c: &mut Criterion) {
         ("host-kernel", host_kernel),
         // qemu-process: its defaults (1 thread × 1 M accesses over 1 GiB of THP guest RAM).
         ("qemu-process", workloads::Params::default()),
+        // multi-tenant: its defaults (8 guests of 64M/256M/128M, validated in full).
+        ("multi-tenant", workloads::Params::default()),
     ] {
         let (events, accesses) = generate(name, &params);
         eprintln!("{name}: {events} events, {accesses} accesses per iteration");

@@ -13,6 +13,7 @@ mod host_kernel;
 mod kernel;
 #[cfg(test)]
 mod locality;
+mod multi_tenant;
 mod pagebits;
 mod params;
 mod qemu_process;
@@ -126,7 +127,7 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO, qemu_process::INFO]
+    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO, qemu_process::INFO, multi_tenant::INFO]
 }
 
 /// Find a workload by name.
