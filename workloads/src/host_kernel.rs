@@ -50,7 +50,7 @@ const PARAMS: &[ParamDoc] = &[
         name: "w_zero",
         default: "1",
         doc: "weight of a zeroing operation (per operation drawn). Unsourced: with the other \
-              defaults, zeroing 2M blocks is about half of the accesses",
+              defaults, zeroing 2M blocks is about two thirds of the accesses",
     },
     ParamDoc {
         name: "w_copy",

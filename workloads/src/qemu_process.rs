@@ -119,14 +119,11 @@ struct Config {
     /// `stay_below + new_page` of 2^64 (saturating).
     new_below: u64,
     region_stay_below: u64,
-    write_below: u64,
+    /// A store when 20 random bits are below this (`write_fraction` of 2^20).
+    write_below_20: u64,
     /// Cumulative depth thresholds for depths 1..=window, as fractions of 2^64.
     depth_cum: Vec<u64>,
     work: u64,
-}
-
-fn threshold(ppm: u64) -> u64 {
-    u64::try_from((u128::from(ppm) << 64) / 1_000_000).unwrap_or(u64::MAX)
 }
 
 fn fraction(p: &Params, name: &str) -> Result<f64, ParamError> {
@@ -192,7 +189,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         stay_below: of_2_64(stay),
         new_below: of_2_64(stay + new_page),
         region_stay_below: of_2_64(fraction(p, "region_stay")?),
-        write_below: threshold(p.fraction_ppm(PARAMS, "write_fraction")?),
+        write_below_20: (p.fraction_ppm(PARAMS, "write_fraction")? << 20).div_ceil(1_000_000),
         depth_cum,
         work: p.u64_in(PARAMS, "work", 0, 1 << 20)?,
     };
@@ -234,10 +231,10 @@ struct Thread {
 }
 
 impl Thread {
-    /// The page of the next access, updating the stack.
+    /// The page of the next access, updating the stack; `r` is a fresh draw (its high bits
+    /// decide stay / fresh / reuse).
     #[inline]
-    fn next_page(&mut self, cfg: &Config) -> u64 {
-        let r = self.rng.next_u64();
+    fn next_page(&mut self, cfg: &Config, r: u64) -> u64 {
         let cur = match self.page {
             Some(p) if r < cfg.stay_below => return p,
             Some(p) => p,
@@ -265,6 +262,17 @@ impl Thread {
         };
         self.touch(p, cfg);
         p
+    }
+
+    /// The queued map, then the access that needed it.
+    #[inline(never)]
+    fn queued(&mut self, cfg: &Config) -> Option<Event> {
+        if let Some(e) = self.pending.take() {
+            return Some(e);
+        }
+        let e = self.pending_access.take();
+        self.pending_work = cfg.work > 0;
+        e
     }
 
     /// Make `p` the most recent page.
@@ -301,26 +309,27 @@ impl Workload for QemuProcess {
     fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
         let cfg = &self.cfg;
         let t = &mut self.threads[stream];
-        if let Some(e) = t.pending.take() {
-            return Some(e);
-        }
-        if let Some(e) = t.pending_access.take() {
-            t.pending_work = cfg.work > 0;
-            return Some(e);
-        }
+        // The `work` after an access comes first: it is half of the events, and nothing else
+        // is queued while it is pending.
         if t.pending_work {
             t.pending_work = false;
             return Some(Event::Work { count: cfg.work });
+        }
+        if t.pending.is_some() || t.pending_access.is_some() {
+            return t.queued(cfg);
         }
         if t.left == 0 {
             return None;
         }
         t.left -= 1;
-        let page = t.next_page(cfg);
+        // One draw serves the common case: its high bits choose the page (stay, fresh, reuse),
+        // its low 9 bits the offset and the next 20 the store decision (independent of the
+        // page choice but for a 2^-35 bias).
         let r = t.rng.next_u64();
-        let va = cfg.hva_base + page * PAGE + ((r >> 55) << 3);
+        let page = t.next_page(cfg, r);
+        let va = cfg.hva_base + page * PAGE + ((r & 0x1ff) << 3);
         let addr = Address::Hva(Hva::new(va));
-        let access = if (r << 9) < cfg.write_below {
+        let access = if ((r >> 9) & 0xf_ffff) < cfg.write_below_20 {
             Event::Store { addr, size: 8, mt: MemType::Wb }
         } else {
             Event::Load { addr, size: 8 }
