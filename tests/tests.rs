@@ -195,6 +195,10 @@ mod cli {
         assert_eq!(code, 0);
         assert!(out.contains("snp-launch (default)"));
         assert!(out.contains("snp-churn") && out.contains("psc_interval"), "{out}");
+        // The issue #5 generators, each with a fitted parameter. See: #5
+        for w in ["host-kernel", "qemu-process", "multi-tenant", "zero_order", "reuse_decay"] {
+            assert!(out.contains(w), "{w} missing: {out}");
+        }
         let (code, out, _) = ccsim(&["presets"]);
         assert_eq!(code, 0);
         assert!(out.contains("UNSOURCED") && out.contains("zen4"), "{out}");
