@@ -74,6 +74,35 @@ fn recorded_snp_churn_replays_identically() {
     assert_eq!(live.accesses.total(), 3 * 3000 + 2 * 3000);
 }
 
+/// The issue #5 generators record and replay to the same counters too. See: #5
+#[test]
+fn recorded_issue5_workloads_replay_identically() {
+    let p = |items: &[&str]| workloads::Params::parse(items.iter().copied()).unwrap();
+    let hk = record_and_replay(
+        "host-kernel",
+        p(&["accesses=20000", "cache_pages=128", "slab_pages=16", "w_zero=4", "zero_order=4"]),
+    );
+    assert_eq!(hk.accesses.total(), 2 * 20000);
+    let qp = record_and_replay(
+        "qemu-process",
+        p(&["accesses=10000", "threads=2", "guest_memory=32M", "new_page=0.01"]),
+    );
+    assert_eq!(qp.accesses.total(), 2 * 10000);
+    record_and_replay(
+        "multi-tenant",
+        p(&[
+            "guests=4",
+            "sizes=1M,2M",
+            "image=64K",
+            "arrival_mean=500",
+            "lifetime=1500",
+            "slice=600",
+            "kernel_accesses=2000",
+            "slab_pages=16",
+        ]),
+    );
+}
+
 /// Report and recorded-trace bytes do not depend on the thread count (the `.cct` writer
 /// compresses frames in parallel) or on the locale and time zone.
 #[test]

@@ -46,7 +46,17 @@ fn generators(c: &mut Criterion) {
     // The performance target's shape (issue #4): 16 guests × 4 GiB, on the default 4 CPUs.
     let churn =
         workloads::Params::parse(["guests=16", "guest_memory=4G", "accesses=250000"]).unwrap();
-    for (name, params) in [("snp-churn", churn), ("snp-launch", workloads::Params::default())] {
+    // host-kernel: its defaults (2 CPUs × 1 M direct-map accesses).
+    let host_kernel = workloads::Params::default();
+    for (name, params) in [
+        ("snp-churn", churn),
+        ("snp-launch", workloads::Params::default()),
+        ("host-kernel", host_kernel),
+        // qemu-process: its defaults (1 thread × 1 M accesses over 1 GiB of THP guest RAM).
+        ("qemu-process", workloads::Params::default()),
+        // multi-tenant: its defaults (8 guests of 64M/256M/128M, validated in full).
+        ("multi-tenant", workloads::Params::default()),
+    ] {
         let (events, accesses) = generate(name, &params);
         eprintln!("{name}: {events} events, {accesses} accesses per iteration");
         g.throughput(Throughput::Elements(events));

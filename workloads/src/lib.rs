@@ -9,9 +9,14 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod host_kernel;
 mod kernel;
+#[cfg(test)]
+mod locality;
+mod multi_tenant;
 mod pagebits;
 mod params;
+mod qemu_process;
 mod snp_churn;
 mod snp_launch;
 #[cfg(test)]
@@ -122,7 +127,7 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO, snp_churn::INFO]
+    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO, qemu_process::INFO, multi_tenant::INFO]
 }
 
 /// Find a workload by name.

@@ -63,7 +63,7 @@ use std::collections::VecDeque;
 const PAGE: u64 = 4096;
 
 /// Most entries of one GHCB NAE page-state-change request (spec/snp.md §4.5).
-const PSC_MAX_PAGES: u64 = 253;
+pub(crate) const PSC_MAX_PAGES: u64 = 253;
 
 const PARAMS: &[ParamDoc] = &[
     ParamDoc {
@@ -224,10 +224,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     let guest_cpus = p.u64_in(PARAMS, "guest_cpus", 1, 255)?.min(guests);
     let kcfg = KernelConfig::parse(p, PARAMS)?;
     let cfg = GuestConfig {
-        guest_memory,
-        ws_bytes: working_set,
         image_pages,
-        target_shared,
         accesses: p.u64_in(PARAMS, "accesses", 0, 1 << 40)?,
         psc_interval: p.u64_in(PARAMS, "psc_interval", 0, 1 << 40)?,
         psc_batch: p.u64_in(PARAMS, "psc_batch", 1, PSC_MAX_PAGES)?,
@@ -236,6 +233,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         write_below: write_threshold(kcfg.write_ppm),
         work: kcfg.work,
         cbit: 1 << cbit_pos,
+        destroy: false,
     };
     let first_asid = p.u64_in(PARAMS, "first_asid", 1, 1 << 20)?;
     let cpu_of = |i: u64| u32::try_from(i).unwrap_or(u32::MAX);
@@ -250,58 +248,55 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
             .step_by(usize::try_from(guest_cpus).unwrap_or(1))
             .map(|g| {
                 let vm = cpu_of(g + 1);
-                Guest {
+                Guest::new(
                     vm,
-                    asid: cpu_of(first_asid + g),
-                    agent: Agent::guest(cpu_of(kernel_cpus + i), vm, 0),
-                    phase: Phase::Unlaunched,
-                    left: cfg.accesses,
-                    since_psc: 0,
-                    shared: PageBits::new(usize::try_from(convertible).unwrap_or(0)),
-                    shared_count: 0,
-                    addr: 0,
-                    run_left: 0,
-                    rng: rng.fork((1 << 32) | g),
-                }
+                    cpu_of(first_asid + g),
+                    Agent::guest(cpu_of(kernel_cpus + i), vm, 0),
+                    Sizes { memory: guest_memory, ws_bytes: working_set, target_shared },
+                    0,
+                    &cfg,
+                    rng.fork((1 << 32) | g),
+                )
             })
             .collect();
-        cpus.push(GuestCpu {
-            host,
-            guests,
-            cur: 0,
-            slice_left: cfg.slice,
-            budget: 0,
-            // A conversion or a launch queues at most PSC_MAX_PAGES + 1 events.
-            pending: VecDeque::with_capacity(usize::try_from(PSC_MAX_PAGES).unwrap_or(0) + 8),
-            pending_work: false,
-        });
+        cpus.push(GuestCpu::new(host, guests, &cfg));
     }
     Ok(Box::new(SnpChurn { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
 }
 
 /// `ppm` millionths of 2^64, saturating at `u64::MAX` (a store always, bar one value in 2^64).
-fn write_threshold(ppm: u64) -> u64 {
+pub(crate) fn write_threshold(ppm: u64) -> u64 {
     u64::try_from((u128::from(ppm) << 64) / 1_000_000).unwrap_or(u64::MAX)
 }
 
-/// What every guest does.
+/// What every guest does (shared with `multi-tenant`).
 #[derive(Debug, Clone, Copy)]
-struct GuestConfig {
-    guest_memory: u64,
-    ws_bytes: u64,
-    image_pages: u64,
-    /// Shared pages kept (the target of the conversions' direction).
-    target_shared: u64,
-    accesses: u64,
-    psc_interval: u64,
-    psc_batch: u64,
-    seq_lines: u64,
-    slice: u64,
+pub(crate) struct GuestConfig {
+    pub(crate) image_pages: u64,
+    /// Accesses of a guest (`multi-tenant` draws each guest's own).
+    pub(crate) accesses: u64,
+    pub(crate) psc_interval: u64,
+    pub(crate) psc_batch: u64,
+    pub(crate) seq_lines: u64,
+    pub(crate) slice: u64,
     /// A store when a random `u64` is below this (`write_fraction` of 2^64).
-    write_below: u64,
-    work: u64,
+    pub(crate) write_below: u64,
+    pub(crate) work: u64,
     /// The C-bit, as a mask.
-    cbit: u64,
+    pub(crate) cbit: u64,
+    /// Destroy a guest (`vm-destroy`) when it has made its accesses.
+    pub(crate) destroy: bool,
+}
+
+/// The sizes of one guest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    /// Guest memory (bytes), given to `vm-create`.
+    pub(crate) memory: u64,
+    /// Bytes accessed from GPA 0 (a multiple of 4K, above the image).
+    pub(crate) ws_bytes: u64,
+    /// Shared pages kept (the target of the conversions' direction).
+    pub(crate) target_shared: u64,
 }
 
 /// Where a guest is in its life.
@@ -315,11 +310,16 @@ enum Phase {
     Sharing(u64),
     /// Making its accesses (done when none are left).
     Running,
+    /// Destroyed after its accesses (`GuestConfig::destroy`).
+    Gone,
 }
 
 #[derive(Debug)]
-struct Guest {
+pub(crate) struct Guest {
     vm: u32,
+    sizes: Sizes,
+    /// When it arrives, in accesses made by its CPU (0: at once).
+    arrive: u64,
     asid: u32,
     agent: Agent,
     phase: Phase,
@@ -337,8 +337,42 @@ struct Guest {
 }
 
 impl Guest {
+    /// Guest VM `vm` with `asid`, issuing as `agent`, arriving when its CPU has made `arrive`
+    /// accesses, making `accesses` accesses.
+    pub(crate) fn new(
+        vm: u32,
+        asid: u32,
+        agent: Agent,
+        sizes: Sizes,
+        arrive: u64,
+        cfg: &GuestConfig,
+        rng: Rng,
+    ) -> Guest {
+        let convertible = sizes.ws_bytes / PAGE - cfg.image_pages;
+        Guest {
+            vm,
+            sizes,
+            arrive,
+            asid,
+            agent,
+            phase: Phase::Unlaunched,
+            left: cfg.accesses,
+            since_psc: 0,
+            shared: PageBits::new(usize::try_from(convertible).unwrap_or(0)),
+            shared_count: 0,
+            addr: 0,
+            run_left: 0,
+            rng,
+        }
+    }
+
+    /// Set the accesses it makes (before it starts).
+    pub(crate) fn set_accesses(&mut self, n: u64) {
+        self.left = n;
+    }
+
     fn done(&self) -> bool {
-        self.phase == Phase::Running && self.left == 0
+        self.phase == Phase::Gone || (self.phase == Phase::Running && self.left == 0)
     }
 
     /// The GPA of convertible page `i`.
@@ -389,7 +423,8 @@ impl Guest {
     /// One conversion of up to `psc_batch` contiguous pages, towards the shared target.
     fn convert(&mut self, cfg: &GuestConfig, out: &mut VecDeque<(Agent, Event)>) {
         let conv = self.shared.len();
-        let to_shared = self.shared_count <= cfg.target_shared && self.shared_count < conv as u64;
+        let to_shared =
+            self.shared_count <= self.sizes.target_shared && self.shared_count < conv as u64;
         // Pages in the state being left: private (clear) to go shared, shared (set) to go private.
         let from_state = !to_shared;
         let start = usize::try_from(self.rng.below(conv as u64)).unwrap_or(0);
@@ -407,14 +442,14 @@ impl Guest {
     #[inline(always)]
     fn access(&mut self, cfg: &GuestConfig) -> Event {
         if self.run_left == 0 {
-            self.addr = self.rng.below(cfg.ws_bytes / 8) * 8;
+            self.addr = self.rng.below(self.sizes.ws_bytes / 8) * 8;
             self.run_left = 1 + self.rng.below(2 * cfg.seq_lines - 1);
         }
         let a = self.addr;
         self.run_left -= 1;
         self.addr = a + 64;
-        if self.addr >= cfg.ws_bytes {
-            self.addr -= cfg.ws_bytes;
+        if self.addr >= self.sizes.ws_bytes {
+            self.addr -= self.sizes.ws_bytes;
         }
         let page = a / PAGE;
         let shared = page >= cfg.image_pages
@@ -430,7 +465,7 @@ impl Guest {
 
 /// One guest CPU: its guests, time-sliced, and the events decided ahead.
 #[derive(Debug)]
-struct GuestCpu {
+pub(crate) struct GuestCpu {
     host: Agent,
     guests: Vec<Guest>,
     /// The guest running (or being launched).
@@ -444,9 +479,26 @@ struct GuestCpu {
     pending: VecDeque<(Agent, Event)>,
     /// A `work` event follows the access just returned.
     pending_work: bool,
+    /// Accesses made on this CPU, plus the time it idled waiting for an arrival.
+    clock: u64,
 }
 
 impl GuestCpu {
+    /// A CPU running `guests` (in arrival order) as `host`; it starts when the first arrives.
+    pub(crate) fn new(host: Agent, guests: Vec<Guest>, cfg: &GuestConfig) -> GuestCpu {
+        GuestCpu {
+            host,
+            clock: guests.first().map_or(0, |g| g.arrive),
+            guests,
+            cur: 0,
+            slice_left: cfg.slice,
+            budget: 0,
+            // A conversion or a launch queues at most PSC_MAX_PAGES + 1 events.
+            pending: VecDeque::with_capacity(usize::try_from(PSC_MAX_PAGES).unwrap_or(0) + 8),
+            pending_work: false,
+        }
+    }
+
     /// Queue the launch of the current guest, ending with its first `vmrun`.
     fn launch(&mut self, cfg: &GuestConfig) {
         let g = &mut self.guests[self.cur];
@@ -454,7 +506,7 @@ impl GuestCpu {
         let fw = |cmd, gpa, pages| (h, Event::SnpFw { cmd, vm, spa: None, gpa, pages });
         self.pending.push_back((
             h,
-            Event::VmCreate { kind: VmKind::Snp, vm, asid: g.asid, memory: cfg.guest_memory },
+            Event::VmCreate { kind: VmKind::Snp, vm, asid: g.asid, memory: g.sizes.memory },
         ));
         self.pending.push_back(fw(SnpFwCmd::LaunchStart, None, 1));
         if cfg.image_pages > 0 {
@@ -465,14 +517,24 @@ impl GuestCpu {
         g.phase = Phase::Validating(cfg.image_pages);
     }
 
-    /// Turn to the next unfinished guest (round-robin, the current one last), with a fresh
-    /// slice; queue its `vmrun` if it is launched and not the current one. False when every
-    /// guest is done.
+    /// Turn to the next unfinished guest that has arrived (round-robin, the current one last),
+    /// with a fresh slice; queue its `vmrun` if it is launched and not the current one. With
+    /// none arrived, idle until the earliest arrival. False when every guest is done.
     fn switch(&mut self, cfg: &GuestConfig) -> bool {
         let n = self.guests.len();
-        let Some(next) = (1..=n).map(|k| (self.cur + k) % n).find(|&j| !self.guests[j].done())
-        else {
-            return false;
+        let ready = |g: &Guest| !g.done() && g.arrive <= self.clock;
+        let next = match (1..=n).map(|k| (self.cur + k) % n).find(|&j| ready(&self.guests[j])) {
+            Some(j) => j,
+            None => {
+                let Some(j) = (0..n)
+                    .filter(|&j| !self.guests[j].done())
+                    .min_by_key(|&j| (self.guests[j].arrive, j))
+                else {
+                    return false;
+                };
+                self.clock = self.guests[j].arrive;
+                j
+            }
         };
         self.slice_left = cfg.slice;
         if next != self.cur {
@@ -488,7 +550,7 @@ impl GuestCpu {
     /// The next event, setting `last` to its issuer when that changes. The fast path (an access of the current budget, or the `work` after
     /// one) is kept small; everything else is [`GuestCpu::control`].
     #[inline]
-    fn next(&mut self, cfg: &GuestConfig, last: &mut Agent) -> Option<Event> {
+    pub(crate) fn next(&mut self, cfg: &GuestConfig, last: &mut Agent) -> Option<Event> {
         // After an access nothing is pending, and the issuer is still the guest.
         if self.pending_work {
             self.pending_work = false;
@@ -516,13 +578,13 @@ impl GuestCpu {
             let g = self.guests.get_mut(self.cur)?;
             match g.phase {
                 Phase::Unlaunched => self.launch(cfg),
-                Phase::Validating(p) if p < cfg.ws_bytes / PAGE => {
+                Phase::Validating(p) if p < g.sizes.ws_bytes / PAGE => {
                     g.phase = Phase::Validating(p + 1);
                     *last = g.agent;
                     return Some(g.pvalidate(Gpa::new(p * PAGE), true).1);
                 }
                 Phase::Validating(_) => {
-                    g.phase = Phase::Sharing(g.shared.len() as u64 - cfg.target_shared);
+                    g.phase = Phase::Sharing(g.shared.len() as u64 - g.sizes.target_shared);
                 }
                 Phase::Sharing(i) if i < g.shared.len() as u64 => {
                     let n = PSC_MAX_PAGES.min(g.shared.len() as u64 - i);
@@ -530,6 +592,18 @@ impl GuestCpu {
                     g.phase = Phase::Sharing(i + n);
                 }
                 Phase::Sharing(_) => g.phase = Phase::Running,
+                Phase::Running if g.left == 0 && cfg.destroy => {
+                    g.phase = Phase::Gone;
+                    self.pending.push_back((self.host, Event::VmDestroy { vm: g.vm }));
+                }
+                Phase::Gone => {
+                    if !self.switch(cfg) {
+                        // Its `vm-destroy` may still be queued.
+                        let (a, e) = self.pending.pop_front()?;
+                        *last = a;
+                        return Some(e);
+                    }
+                }
                 Phase::Running if g.left == 0 || self.slice_left == 0 => {
                     if !self.switch(cfg) {
                         return None;
@@ -549,6 +623,7 @@ impl GuestCpu {
                     g.left -= k;
                     g.since_psc += k;
                     self.slice_left -= k;
+                    self.clock += k;
                     self.budget = k - 1;
                     self.pending_work = cfg.work > 0;
                     *last = g.agent;
