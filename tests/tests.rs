@@ -1188,13 +1188,12 @@ mod workloads_run {
         assert!(r.accesses.total() >= 6 * 1000 + 3000);
         let alone = go("guests=0");
         assert_eq!(alone.accesses.total(), 3000);
-        // Guest memory (6 guests of 1-4 MiB, validated in full) is back. What remains is the
-        // direct map's split page tables (the policy keeps them) and 8 KiB per guest that the
-        // engine's vm-destroy does not return (measured: 8, 16, 24, 48 KiB for 1, 2, 3, 6
-        // guests; an engine matter, not the generator's).
+        // Guest memory (6 guests of 1-4 MiB, validated in full), their VMSA and guest context
+        // pages are all back after vm-destroy; what remains is the direct map's split page
+        // tables (the policy keeps them).
         let held = |m: &ccsim::report::MemoryCounts| m.free_kb + m.page_tables_kb;
-        let lost = held(&alone.memory) - held(&r.memory);
-        assert!(lost <= 6 * 8, "{lost} KiB not returned: {:?} vs {:?}", r.memory, alone.memory);
+        let lost = held(&alone.memory).abs_diff(held(&r.memory));
+        assert_eq!(lost, 0, "{lost} KiB not returned: {:?} vs {:?}", r.memory, alone.memory);
     }
 
     /// Guests beyond `machine.cpus` are an error naming the agent, not a panic.

@@ -759,6 +759,27 @@ impl Machine {
         for (_, spa) in k.vmm {
             let _ = self.alloc.free(spa, 0);
         }
+        // The vCPUs' VMSA pages (sev_free_vcpu: made shared again, freed), no longer in use on
+        // any CPU.
+        for (_, page) in k.vmsa {
+            for c in &mut self.cpus {
+                if c.running_vmsa == Some(page) {
+                    c.running_vmsa = None;
+                }
+            }
+            let _ = self.rmp.set_in_use(page, false);
+            let _ = self.rmpupdate(cpu, page, PageSize::K4, false, 0, Gpa::ZERO, false);
+            let _ = self.alloc.free(page, 0);
+        }
+        // The guest context page (snp_decommission_context: SNP_DECOMMISSION, reclaim, shared,
+        // freed).
+        if let Some(gctx) = k.gctx
+            && self.rmp.decommission(gctx) == SnpFwStatus::Success
+        {
+            let _ = self.rmp.page_reclaim(gctx, RmpPageSize::K4);
+            let _ = self.rmpupdate(cpu, gctx, PageSize::K4, false, 0, Gpa::ZERO, false);
+            let _ = self.alloc.free(gctx, 0);
+        }
     }
 
     /// A kernel-range flush of `pages` direct-map pages from `spa` on every CPU
