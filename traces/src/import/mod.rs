@@ -4,10 +4,12 @@
 //! * [`place`]: the role an imported stream plays in the simulated machine and its captured
 //!   VA→PA page map (`vapa.txt`), shared by importers.
 //! * [`qemu`]: QEMU TCG plugin traces (`memtrace`), with a VA→PA pair on every access.
+//! * [`perf`]: `perf script` samples with `addr` and `phys_addr` (validation, not replay).
 //! * [`pairs`]: placing accesses that carry their own VA→PA pair, and the line driver of the
 //!   text importers.
 
 pub mod lackey;
 pub mod pairs;
+pub mod perf;
 pub mod place;
 pub mod qemu;

@@ -26,6 +26,9 @@ pub const DIRECT_MAP_END: u64 = 0xffff_c880_0000_0000;
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 /// End of the canonical lower (user) half (exclusive).
 const USER_END: u64 = 0x0000_8000_0000_0000;
+/// Frame of a host user page left to the model's demand paging (not a real PFN: PFNs are
+/// below 2^40).
+const DEMAND_PAGED: u64 = u64::MAX;
 /// The page size at which accesses are split.
 const PAGE: u64 = 4096;
 
@@ -93,8 +96,8 @@ pub struct PairStats {
     /// Direct-map accesses whose line PA differs from `va - DIRECT_MAP_BASE` (the line's PA
     /// is used).
     pub direct_map_pa_mismatch: u64,
-    /// Host user accesses with no physical address and no known frame: emitted without a
-    /// `map`, so the model demand-pages them.
+    /// Host user pages first touched with no physical address: their accesses are emitted
+    /// without a `map`, so the model demand-pages them (a later PA for the page remaps it).
     pub demand_paged: u64,
     /// Skipped: accesses to device memory (QEMU `io` flag, execlog region other than RAM).
     pub skipped_io: u64,
@@ -305,8 +308,15 @@ impl PairPlacer {
             (Role::HostProcess { .. } | Role::HostKernel, Class::User) => {
                 let vpn = va >> 12;
                 match pa.map(|p| p >> 12).or_else(|| self.known(vpn)) {
+                    Some(DEMAND_PAGED) => {}
                     Some(pfn) => self.ensure_map(cpu, vpn, pfn, out),
-                    None => self.stats.demand_paged += 1,
+                    None => {
+                        // The model demand-pages it; a later PA for the page replaces that
+                        // page (`unmap` + `map`, counted in `remaps`).
+                        self.stats.demand_paged += 1;
+                        self.frames.insert(vpn, DEMAND_PAGED);
+                        self.last = Some((vpn, DEMAND_PAGED));
+                    }
                 }
                 self.stats.user += 1;
                 Address::Hva(Hva::new_truncate(va))
