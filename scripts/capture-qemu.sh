@@ -8,8 +8,9 @@
 # PLUGIN_ARG are the plugin's options, comma-separated: limit=N, skip=N, insn=on,
 # trig_lo=0x...,trig_hi=0x... (start logging when the guest first executes in [lo,hi)).
 # Debian's qemu-system-x86 (7.2) accepts -plugin but ships no plugin and no qemu-plugin.h: the
-# header is taken from $QEMU_SRC/include/qemu if set, else from `apt-get source qemu` (needs
-# deb-src lines) for the installed version, else from QEMU's git tag of that version.
+# header is taken from $QEMU_SRC/include/qemu if set, else from `apt-get source qemu` (the
+# system's deb-src lines, else a private deb-src list for deb.debian.org; the orig tarball is
+# ~90 MB), else from QEMU's git tag of that version on gitlab.com.
 # The guest runs with -cpu max,la57=off,erms=off: 4-level paging (direct map at
 # 0xffff888000000000, what the importer classifies) and clear_page by 8-byte stores.
 # Keep -m at 1G or less: QEMU 7.2 reports ramblock offsets, not GPAs, above 3 GiB.
@@ -34,8 +35,15 @@ if [ -n "${QEMU_SRC:-}" ] && [ -f "$QEMU_SRC/include/qemu/qemu-plugin.h" ]; then
 elif [ -f "$out/src/qemu-plugin.h" ]; then
     inc=$out/src
 else
-    mkdir -p "$out/src"
-    if (cd "$out/src" && apt-get source --download-only qemu >/dev/null 2>&1); then
+    mkdir -p "$out/src/apt/lists/partial"
+    # deb-src lines in a private list, so the system's apt configuration is left alone.
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    printf 'deb-src http://deb.debian.org/debian %s main\ndeb-src http://deb.debian.org/debian-security %s-security main\n' \
+        "$codename" "$codename" > "$out/src/apt/sources.list"
+    aptsrc="-o Dir::Etc::SourceList=$out/src/apt/sources.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$out/src/apt/lists"
+    if (cd "$out/src" && { apt-get source --download-only qemu >/dev/null 2>&1 ||
+            { apt-get $aptsrc update >/dev/null 2>&1 &&
+              apt-get $aptsrc source --download-only qemu >/dev/null 2>&1; }; }); then
         tarball=$(ls "$out"/src/qemu_*.orig.tar.* | head -n 1)
         member=$(tar -tf "$tarball" | grep '/include/qemu/qemu-plugin.h$' | head -n 1)
         tar -xf "$tarball" -O "$member" > "$out/src/qemu-plugin.h"
