@@ -258,7 +258,7 @@ fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 }
 
 /// The formats `ccsim trace import --from` knows.
-pub const KNOWN_FORMATS: &str = "lackey, qemu-memtrace, perf-script";
+pub const KNOWN_FORMATS: &str = "lackey, qemu-memtrace, qemu-execlog, perf-script";
 
 /// A text importer that carries its VA→PA pairs on each line, by `--from` name.
 fn pair_reader(
@@ -266,10 +266,15 @@ fn pair_reader(
     r: Box<dyn BufRead>,
     role: traces::import::place::Role,
 ) -> anyhow::Result<Box<dyn PairIter>> {
-    use traces::import::{pairs::PairPlacer, perf::PerfScript, qemu::Memtrace};
+    use traces::import::{
+        pairs::PairPlacer,
+        perf::PerfScript,
+        qemu::{Execlog, Memtrace},
+    };
     let pl = PairPlacer::new(role);
     Ok(match from {
         "qemu-memtrace" => Box::new(Memtrace::reader(r, pl)),
+        "qemu-execlog" => Box::new(Execlog::reader(r, pl)),
         "perf-script" => Box::new(PerfScript::reader(r, pl)),
         _ => bail!("unknown input format {from:?} (known: {KNOWN_FORMATS})"),
     })
@@ -290,10 +295,10 @@ impl<R: BufRead, F: traces::import::pairs::LineFormat> PairIter
 
 /// Whether `--from` names a format whose lines carry their own VA→PA pairs.
 pub fn is_pair_format(from: &str) -> bool {
-    matches!(from, "qemu-memtrace" | "perf-script")
+    matches!(from, "qemu-memtrace" | "qemu-execlog" | "perf-script")
 }
 
-/// `ccsim trace import --from qemu-memtrace|perf-script TRACE --as ROLE -o OUT.cct`: read the
+/// `ccsim trace import --from qemu-memtrace|qemu-execlog|perf-script TRACE --as ROLE -o OUT.cct`: read the
 /// capture once to count (so every count, skips included, is in the trace's metadata), then
 /// stream it into the output with the role's header.
 ///

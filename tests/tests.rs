@@ -1380,6 +1380,26 @@ mod import_pairs {
     }
 
     #[test]
+    fn execlog_physical_accesses_replay_on_the_host_and_in_a_plain_guest() {
+        // 2,000 SeaBIOS instructions, 621 loads and 142 stores, all RAM, on 4 frames.
+        let f = "qemu/execlog_head2000.txt";
+        let (p, err) = import("qemu-execlog", f, "host-kernel", "ek.cct");
+        assert!(err.contains("work 2000") && err.contains("accesses_physical 763"), "{err}");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores, r.accesses.kernel), (621, 142, 763));
+        assert_eq!(r.memory.captured_4k, 4);
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let (p, _) = import("qemu-execlog", f, "guest:1:plain", "eg.cct");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores), (621, 142));
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 4, 0), "4 fault-ins");
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let (_, err) = import("qemu-execlog", f, "host-process:3", "ep.cct");
+        assert!(err.contains("skipped_physical 763"), "{err}");
+    }
+
+    #[test]
     fn malformed_input_names_file_and_line_of_the_decompressed_text() {
         let o = out("bad.cct").display().to_string();
         for (from, name, text, line) in [

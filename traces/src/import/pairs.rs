@@ -106,12 +106,18 @@ pub struct PairStats {
     pub skipped_no_pa: u64,
     /// Skipped: kernel accesses and instructions in the `host-process` role.
     pub skipped_kernel: u64,
+    /// Accesses given by physical address only (execlog in system mode): `gpa:` in a guest,
+    /// `phys:` on the host.
+    pub physical: u64,
+    /// Skipped: accesses by physical address only in the `host-process` role (no VA to put
+    /// them at).
+    pub skipped_physical: u64,
 }
 
 impl PairStats {
     /// Lines or access pieces that produced nothing (the sum of the `skipped_*` counts).
     pub fn skipped(&self) -> u64 {
-        self.skipped_io + self.skipped_no_pa + self.skipped_kernel
+        self.skipped_io + self.skipped_no_pa + self.skipped_kernel + self.skipped_physical
     }
 
     /// The counts as `key=value` pairs for trace metadata, in a fixed order.
@@ -134,6 +140,8 @@ impl PairStats {
             ("skipped_io", self.skipped_io),
             ("skipped_no_pa", self.skipped_no_pa),
             ("skipped_kernel", self.skipped_kernel),
+            ("accesses_physical", self.physical),
+            ("skipped_physical", self.skipped_physical),
         ]
     }
 }
@@ -233,6 +241,47 @@ impl PairPlacer {
         self.stats.work += 1;
         let agent = self.agent(cpu, class);
         self.push(out, agent, Event::Work { count: 1 });
+    }
+
+    /// A data access of `size` bytes (≥ 1, within one 4 KiB page) known only by its
+    /// physical address `pa` (< 2^52): `gpa:` in a guest role (SNP: PVALIDATE of the frame on
+    /// its first touch), `phys:` by the host kernel, skipped in the `host-process` role.
+    pub(crate) fn physical(
+        &mut self,
+        cpu: CpuId,
+        op: Op,
+        pa: u64,
+        size: u32,
+        out: &mut Vec<Record>,
+    ) {
+        let code = match op {
+            Op::Load => 1,
+            Op::Store => 2,
+        };
+        let agent = self.agent(cpu, Class::KernelOther);
+        let addr = match self.role {
+            Role::HostProcess { .. } => {
+                self.stats.skipped_physical += 1;
+                return;
+            }
+            Role::HostKernel => Address::Spa(Spa::new_truncate(pa)),
+            Role::Guest { kind, .. } => {
+                let page = pa & !(PAGE - 1);
+                if kind == VmKind::Snp && self.validated.insert(pa >> 12) {
+                    self.stats.pvalidates += 1;
+                    let addr = Address::Gpa(Gpa::new_truncate(page));
+                    self.push(
+                        out,
+                        agent,
+                        Event::Pvalidate { addr, size: PageSize::K4, validate: true },
+                    );
+                }
+                Address::Gpa(Gpa::new_truncate(pa))
+            }
+        };
+        self.stats.physical += 1;
+        self.stats.accesses += 1;
+        self.push(out, agent, access_event(code, addr, size));
     }
 
     /// A data access of `size` bytes (≥ 1) at canonical `va`, with the physical address of its

@@ -17,6 +17,7 @@
 //! `docs/importers.md`.
 
 use crate::import::pairs::{LineFormat, Op, PairPlacer, TextImporter, classify, dec, fields, hex};
+use sim_core::CpuId;
 use sim_core::Record;
 use std::io::BufRead;
 
@@ -96,6 +97,99 @@ impl LineFormat for Memtrace {
             return Ok(true);
         }
         pl.access(cpu, op, va, pa, size, out);
+        Ok(true)
+    }
+}
+
+/// QEMU's upstream `execlog` plugin output (`contrib/plugins/execlog.c`, QEMU 7.2), stateless:
+///
+/// ```text
+/// 0, 0xfe05b, 0x3e83662e, "cmpl $0, %cs:0x61c8", load, 0x11fff61c8, RAM
+/// <cpu>, 0x<pc>, 0x<first 4 opcode bytes>, "<disassembly>"[, load|store, 0x<addr>[, <region>]]...
+/// ```
+///
+/// With a region (system mode) the address is physical; without (user mode) it is virtual.
+/// Each line is one `work 1`; each access is 1 byte (execlog gives no size).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Execlog;
+
+/// Streams records from an execlog log.
+pub type ExeclogReader<R> = TextImporter<R, Execlog>;
+
+impl Execlog {
+    /// A reader of the execlog output `r`, placing with `placer`.
+    pub fn reader<R: BufRead>(r: R, placer: PairPlacer) -> ExeclogReader<R> {
+        TextImporter::new(r, Execlog, placer)
+    }
+}
+
+/// The `", "`-separated item of `l` starting at `at`: (item, index after it and its separator).
+fn item(l: &[u8], at: usize) -> (&[u8], usize) {
+    let rest = &l[at.min(l.len())..];
+    match rest.windows(2).position(|w| w == b", ") {
+        Some(p) => (&rest[..p], at + p + 2),
+        None => (rest, l.len()),
+    }
+}
+
+impl LineFormat for Execlog {
+    fn parse(
+        &mut self,
+        l: &[u8],
+        pl: &mut PairPlacer,
+        out: &mut Vec<Record>,
+    ) -> Result<bool, (usize, &'static str)> {
+        if l.iter().all(u8::is_ascii_whitespace) {
+            return Ok(false);
+        }
+        let (cpu, i) = item(l, 0);
+        let cpu: CpuId = dec(cpu).ok_or((0, "`CPU, 0xPC, 0xOPCODE, \"DISASSEMBLY\"`"))?;
+        let (pc, j) = item(l, i);
+        let pc = pc.strip_prefix(b"0x").and_then(hex).ok_or((i, "a `0x` hexadecimal pc"))?;
+        let (op, k) = item(l, j);
+        op.strip_prefix(b"0x").and_then(hex).ok_or((j, "`0x` hexadecimal opcode bytes"))?;
+        if l.get(k) != Some(&b'"') {
+            return Err((k, "a quoted disassembly"));
+        }
+        let close = l.iter().rposition(|&c| c == b'"').filter(|&c| c > k);
+        let close = close.ok_or((k, "a closing `\"` of the disassembly"))?;
+        pl.instruction(cpu, pc, out);
+        let mut at = close + 1;
+        while at < l.len() {
+            if l.get(at..at + 2) != Some(b", ") {
+                return Err((at, "`, load|store, 0xADDR[, REGION]` or end of line"));
+            }
+            at += 2;
+            let (kind, a) = item(l, at);
+            let op = match kind {
+                b"load" => Op::Load,
+                b"store" => Op::Store,
+                _ => return Err((at, "`load` or `store`")),
+            };
+            let (addr, b) = item(l, a);
+            let addr =
+                addr.strip_prefix(b"0x").and_then(hex).ok_or((a, "a `0x` hexadecimal address"))?;
+            // A region name follows in system mode (the address is then physical).
+            let (region, c) = item(l, b);
+            let has_region = b < l.len() && region != b"load" && region != b"store";
+            if has_region {
+                if addr >> 52 != 0 {
+                    return Err((a, "a physical address below 2^52"));
+                }
+                if region == b"RAM" {
+                    pl.physical(cpu, op, addr, 1, out);
+                } else {
+                    pl.skip_io();
+                }
+                at = if c >= l.len() { l.len() } else { c - 2 };
+            } else {
+                if classify(addr).is_none() {
+                    return Err((a, "a canonical 4-level virtual address"));
+                }
+                pl.access(cpu, op, addr, None, 1, out);
+                at = if b >= l.len() { l.len() } else { b - 2 };
+            }
+        }
         Ok(true)
     }
 }
@@ -196,6 +290,55 @@ mod tests {
             "guest:2:plain".parse::<Role>(),
             Ok(Role::Guest { kind: VmKind::Plain, .. })
         ));
+    }
+
+    #[test]
+    fn execlog_physical_ram_accesses_by_role() {
+        let t = "0, 0xfffffff0, 0xe05bea, \"ljmpw $0xf000:$0xe05b\"\n\
+                 0, 0xfec23, 0x1e010f2e, \"lidtw %cs:0x61b8\", load, 0x11fff61b8, RAM, store, 0xfee00000, lapic\n\
+                 1, 0x401000, 0x8b48, \"movq (%rax), %rcx\", load, 0x7ffd1000\n";
+        let run = |role: &str| -> (Vec<String>, crate::import::pairs::PairStats) {
+            let mut r = Execlog::reader(t.as_bytes(), PairPlacer::new(role.parse().unwrap()));
+            let v = r
+                .by_ref()
+                .map(|x| {
+                    let mut s = String::new();
+                    crate::ccs::write_record(&x.unwrap(), &mut s);
+                    s.trim_end().to_owned()
+                })
+                .collect();
+            (v, r.stats())
+        };
+        let (v, s) = run("guest:1:snp");
+        assert_eq!(
+            v,
+            [
+                "c0 vm1/v0 work 1",
+                "c0 vm1/v0 work 1",
+                "c0 vm1/v0 pvalidate gpa:0x11fff6000 validate",
+                "c0 vm1/v0 load gpa:0x11fff61b8 1",
+                "c1 vm1/v1 work 1",
+            ]
+        );
+        assert_eq!((s.physical, s.skipped_io, s.skipped_no_pa, s.work), (1, 1, 1, 3));
+        let (v, _) = run("host-kernel");
+        assert_eq!(v[2], "c0 host load phys:0x11fff61b8 1");
+        assert_eq!(v[4], "c1 proc:1 load hva:0x7ffd1000 1");
+        for (text, col) in [
+            ("x, 0x1, 0x2, \"nop\"", 1),
+            ("0, 1, 0x2, \"nop\"", 4),
+            ("0, 0x1, 0x2, nop", 14),
+            ("0, 0x1, 0x2, \"nop\", fetch, 0x1", 21),
+            ("0, 0x1, 0x2, \"nop\", load, 12", 27),
+            ("0, 0x1, 0x2, \"nop\" load", 19),
+        ] {
+            let mut r = Execlog::reader(text.as_bytes(), PairPlacer::new(Role::HostKernel));
+            let e = r.find_map(Result::err);
+            let Some(TextError::Malformed { line: 1, col: c, .. }) = e else {
+                panic!("{text:?}: {e:?}")
+            };
+            assert_eq!(c, col, "{text:?}");
+        }
     }
 
     #[test]
