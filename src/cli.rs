@@ -148,12 +148,12 @@ enum TraceCmd {
     },
     /// Import a capture (plain or `.zst`) as a role of the simulated machine, streaming.
     #[command(
-        after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nhost-kernel and guest need --vapa. See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct"
+        after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nlackey: host-kernel and guest need --vapa. qemu-memtrace, qemu-execlog and perf-script carry their own addresses (no --vapa). See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from qemu-memtrace memtrace.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from perf-script pf.txt --as host-kernel -o pf.cct"
     )]
     Import {
         /// The capture.
         trace: PathBuf,
-        /// Capture format: lackey.
+        /// Capture format: lackey, qemu-memtrace, qemu-execlog, perf-script.
         #[arg(long)]
         from: String,
         /// The VA→PA page map captured with it (`vapa.txt`, plain or `.zst`).
@@ -344,8 +344,18 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {n} records to {}", output.display());
         }
         TraceCmd::Import { trace, from, vapa, role, output } => {
-            let s = input::import(&from, &trace, vapa.as_deref(), &role, &output)?;
-            eprintln!("wrote {}: {s}", output.display());
+            if input::is_pair_format(&from) {
+                if vapa.is_some() {
+                    anyhow::bail!(
+                        "--vapa is for lackey: {from} lines carry their own physical addresses"
+                    );
+                }
+                let s = input::import_pairs(&from, &trace, &role, &output)?;
+                eprintln!("wrote {}: {} records; {s}", output.display(), s.records);
+            } else {
+                let s = input::import(&from, &trace, vapa.as_deref(), &role, &output)?;
+                eprintln!("wrote {}: {s}", output.display());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

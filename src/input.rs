@@ -257,6 +257,122 @@ fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     })
 }
 
+/// The formats `ccsim trace import --from` knows.
+pub const KNOWN_FORMATS: &str = "lackey, qemu-memtrace, qemu-execlog, perf-script";
+
+/// A text importer that carries its VA→PA pairs on each line, by `--from` name.
+fn pair_reader(
+    from: &str,
+    r: Box<dyn BufRead>,
+    role: traces::import::place::Role,
+) -> anyhow::Result<Box<dyn PairIter>> {
+    use traces::import::{
+        pairs::PairPlacer,
+        perf::PerfScript,
+        qemu::{Execlog, Memtrace},
+    };
+    let pl = PairPlacer::new(role);
+    Ok(match from {
+        "qemu-memtrace" => Box::new(Memtrace::reader(r, pl)),
+        "qemu-execlog" => Box::new(Execlog::reader(r, pl)),
+        "perf-script" => Box::new(PerfScript::reader(r, pl)),
+        _ => bail!("unknown input format {from:?} (known: {KNOWN_FORMATS})"),
+    })
+}
+
+/// A streaming text importer with its counts.
+trait PairIter: Iterator<Item = Result<sim_core::Record, traces::import::pairs::TextError>> {
+    fn stats(&self) -> traces::import::pairs::PairStats;
+}
+
+impl<R: BufRead, F: traces::import::pairs::LineFormat> PairIter
+    for traces::import::pairs::TextImporter<R, F>
+{
+    fn stats(&self) -> traces::import::pairs::PairStats {
+        traces::import::pairs::TextImporter::stats(self)
+    }
+}
+
+/// Whether `--from` names a format whose lines carry their own VA→PA pairs.
+pub fn is_pair_format(from: &str) -> bool {
+    matches!(from, "qemu-memtrace" | "qemu-execlog" | "perf-script")
+}
+
+/// `ccsim trace import --from qemu-memtrace|qemu-execlog|perf-script TRACE --as ROLE -o OUT.cct`: read the
+/// capture once to count (so every count, skips included, is in the trace's metadata), then
+/// stream it into the output with the role's header.
+///
+/// # Errors
+/// Unknown format or role, unreadable or malformed input (naming the file and the line of the
+/// decompressed text), or an unwritable output.
+pub fn import_pairs(
+    from: &str,
+    trace: &Path,
+    role: &str,
+    output: &Path,
+) -> anyhow::Result<traces::import::pairs::PairStats> {
+    let role: traces::import::place::Role = role.parse().map_err(|e| anyhow!("--as: {e}"))?;
+    let name = trace.display().to_string();
+    let mut counter = pair_reader(from, open_text(trace)?, role)?;
+    for r in counter.by_ref() {
+        r.map_err(|e| anyhow!("{name}: {e}"))?;
+    }
+    let counts = counter.stats();
+    let header = role.header(true);
+    let mut reader = pair_reader(from, open_text(trace)?, role)?;
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = output.with_extension(format!("{ext}.tmp{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        match ext {
+            "cct" => {
+                let f =
+                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+                let mut extra = std::collections::BTreeMap::new();
+                extra.insert("source".to_owned(), name.clone());
+                extra.insert("format".to_owned(), from.to_owned());
+                extra.insert("role".to_owned(), format!("{role:?}"));
+                for (k, v) in counts.pairs() {
+                    extra.insert(format!("import.{k}"), v.to_string());
+                }
+                let meta = cct::Metadata {
+                    captured_by: format!("{from}, imported by ccsim trace import"),
+                    extra,
+                    ..Default::default()
+                };
+                let mut w =
+                    cct::Writer::new(std::io::BufWriter::new(f), &meta, cct::Encoding::default())?;
+                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
+                    w.write(&r.map_err(|e| anyhow!("{name}: {e}"))?)?;
+                }
+                w.finish()?;
+            }
+            "ccs" => {
+                use std::io::Write as _;
+                let f =
+                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+                let mut out = std::io::BufWriter::new(f);
+                writeln!(out, "version {}.{}", sim_core::FORMAT_MAJOR, sim_core::FORMAT_MINOR)?;
+                writeln!(out, "# imported from {name} ({from}) as {role:?}: {counts}")?;
+                let mut line = String::new();
+                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
+                    line.clear();
+                    ccs::write_record(&r.map_err(|e| anyhow!("{name}: {e}"))?, &mut line);
+                    out.write_all(line.as_bytes())?;
+                }
+                out.flush()?;
+            }
+            _ => bail!("{}: output must end in .cct or .ccs", output.display()),
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
+    Ok(reader.stats())
+}
+
 /// `ccsim trace import --from lackey TRACE [--vapa VAPA] --as ROLE -o OUT.cct`: stream the
 /// capture into a `.cct` (or `.ccs`) trace with the role's header and placement records.
 ///
@@ -272,7 +388,7 @@ pub fn import(
 ) -> anyhow::Result<ImportSummary> {
     use traces::import::{lackey, place};
     if from != "lackey" {
-        bail!("unknown input format {from:?} (known: lackey)");
+        bail!("unknown input format {from:?} (known: {KNOWN_FORMATS})");
     }
     let role: place::Role = role.parse().map_err(|e| anyhow!("--as: {e}"))?;
     if vapa.is_none() && !matches!(role, place::Role::HostProcess { .. }) {

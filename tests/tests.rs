@@ -1357,3 +1357,183 @@ mod import {
         assert!(!Path::new(&format!("{o}.tmp")).exists());
     }
 }
+
+/// `ccsim trace import --from qemu-memtrace|perf-script` on the real samples in each role,
+/// replayed. See: #5
+mod import_pairs {
+    use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn sample(f: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/samples").join(f).display().to_string()
+    }
+
+    fn out(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ccsim-import-pairs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn ccsim(args: &[&str]) -> (i32, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_ccsim")).args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into())
+    }
+
+    fn import(from: &str, file: &str, role: &str, name: &str) -> (PathBuf, String) {
+        let p = out(name);
+        let (code, err) = ccsim(&[
+            "trace",
+            "import",
+            "--from",
+            from,
+            &sample(file),
+            "--as",
+            role,
+            "-o",
+            p.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        (p, err)
+    }
+
+    fn replay(p: &Path) -> ccsim::report::Report {
+        run(&ConfigLayers::default(), &Input::File(p.to_owned()), &RunOptions::default())
+            .unwrap()
+            .report
+    }
+
+    // The memtrace sample: 40,003 lines (3 `#`), 27,733 instructions, 1,233 loads and 11,034
+    // stores: 9,839 through the direct map, 2,352 user, 76 other kernel; 557 user pages, 577
+    // distinct guest frames.
+    const MT: &str = "qemu/memtrace.txt.zst";
+
+    #[test]
+    fn memtrace_guest_maps_pairs_validates_frames_and_passes_the_rmp() {
+        let (p, err) = import("qemu-memtrace", MT, "guest:1:snp", "g.cct");
+        assert!(err.contains("maps_4k 579") && err.contains("pvalidates 577"), "{err}");
+        assert!(err.contains("work 27733") && err.contains("skipped_no_pa 0"), "{err}");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores), (1_233, 11_034));
+        assert_eq!(r.rmp.pvalidate.get("success"), Some(&577));
+        assert_eq!(r.rmp.violations.values().sum::<u64>(), 0, "{:?}", r.rmp.violations);
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 577, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let info = ccsim::input::trace_info(&p).unwrap();
+        let meta = serde_json::to_string(&info).unwrap();
+        assert!(meta.contains("import.skipped_io") && meta.contains("qemu-memtrace"), "{meta}");
+    }
+
+    #[test]
+    fn memtrace_host_kernel_direct_map_accesses_back_captured_pages() {
+        let (p, err) = import("qemu-memtrace", MT, "host-kernel", "k.cct");
+        assert!(err.contains("accesses_direct_map 9839") && err.contains("maps_4k 557"), "{err}");
+        assert!(err.contains("direct_map_pa_mismatch 0"), "{err}");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores), (1_233, 11_034));
+        assert_eq!(r.accesses.kernel, 9_839 + 76);
+        assert_eq!(r.memory.captured_4k, 577, "pages backed = distinct captured frames");
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        assert_eq!(r.to_json().unwrap(), replay(&p).to_json().unwrap(), "deterministic");
+    }
+
+    #[test]
+    fn memtrace_host_process_keeps_user_accesses_and_counts_kernel_lines() {
+        let (p, err) = import("qemu-memtrace", MT, "host-process:7", "p.cct");
+        assert!(err.contains("skipped_kernel 20000") && err.contains("accesses 2352"), "{err}");
+        let r = replay(&p);
+        assert_eq!(r.accesses.total(), 2_352);
+        assert_eq!(r.memory.captured_4k, 557);
+        assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
+    #[test]
+    fn perf_samples_replay_in_host_and_guest_roles() {
+        let f = "perf/pagefaults_phys.txt";
+        let (p, err) = import("perf-script", f, "host-kernel", "pk.cct");
+        assert!(err.contains("accesses 89") && err.contains("demand_paged 66"), "{err}");
+        let r = replay(&p);
+        assert_eq!(r.accesses.loads, 89);
+        assert_eq!(r.memory.captured_4k, 6, "the 6 samples with a phys_addr");
+        assert_eq!((r.faults.handled, r.faults.fatal), (66, 0), "one fault-in per page without PA");
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let (p, err) = import("perf-script", f, "guest:1:snp", "pg.cct");
+        assert!(err.contains("accesses 6") && err.contains("skipped_no_pa 83"), "{err}");
+        let r = replay(&p);
+        assert_eq!(r.rmp.pvalidate.get("success"), Some(&6));
+        assert_eq!((r.accesses.loads, r.faults.fatal), (6, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
+    #[test]
+    fn execlog_physical_accesses_replay_on_the_host_and_in_a_plain_guest() {
+        // 2,000 SeaBIOS instructions, 621 loads and 142 stores, all RAM, on 4 frames.
+        let f = "qemu/execlog_head2000.txt";
+        let (p, err) = import("qemu-execlog", f, "host-kernel", "ek.cct");
+        assert!(err.contains("work 2000") && err.contains("accesses_physical 763"), "{err}");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores, r.accesses.kernel), (621, 142, 763));
+        assert_eq!(r.memory.captured_4k, 4);
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let (p, _) = import("qemu-execlog", f, "guest:1:plain", "eg.cct");
+        let r = replay(&p);
+        assert_eq!((r.accesses.loads, r.accesses.stores), (621, 142));
+        assert_eq!((r.faults.raised, r.faults.handled, r.faults.fatal), (0, 4, 0), "4 fault-ins");
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        let (_, err) = import("qemu-execlog", f, "host-process:3", "ep.cct");
+        assert!(err.contains("skipped_physical 763"), "{err}");
+    }
+
+    #[test]
+    fn malformed_input_names_file_and_line_of_the_decompressed_text() {
+        let o = out("bad.cct").display().to_string();
+        for (from, name, text, line) in [
+            ("qemu-memtrace", "m.txt", "# h\n0 L 8 1 1000 1000\n0 L 8 1 1000 zz\n", "line 3,"),
+            (
+                "perf-script",
+                "p.txt",
+                "a 1 1.5: e: 1000 s 2000 s 0\na 1 1.5: e: 1000 s 2000\n",
+                "line 2,",
+            ),
+        ] {
+            let t = out(name).display().to_string();
+            std::fs::write(&t, text).unwrap();
+            let z = format!("{t}.zst");
+            std::fs::write(&z, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+            for input in [&t, &z] {
+                let (code, err) = ccsim(&[
+                    "trace",
+                    "import",
+                    "--from",
+                    from,
+                    input,
+                    "--as",
+                    "host-kernel",
+                    "-o",
+                    &o,
+                ]);
+                assert_eq!(code, 2, "{err}");
+                assert!(err.contains(input.as_str()) && err.contains(line), "{err}");
+                assert!(!err.contains("panicked"), "{err}");
+            }
+        }
+        let (code, err) = ccsim(&[
+            "trace",
+            "import",
+            "--from",
+            "qemu-memtrace",
+            &sample(MT),
+            "--vapa",
+            "v",
+            "--as",
+            "guest:1",
+            "-o",
+            &o,
+        ]);
+        assert_eq!(code, 2);
+        assert!(err.contains("--vapa is for lackey"), "{err}");
+    }
+}
