@@ -280,12 +280,13 @@ fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 /// (zstd), anything else raw. Concatenated streams are read on, as the `xz` and `gzip` tools do.
 fn open_binary(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let r = BufReader::with_capacity(1 << 16, f);
+    let buffered = |f| BufReader::with_capacity(1 << 16, f);
     Ok(match path.extension().and_then(|x| x.to_str()) {
-        Some("xz") => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-        Some("gz") => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Some("zst") => Box::new(zstd_reader(r.into_inner())?),
-        _ => Box::new(r),
+        Some("xz") => Box::new(liblzma::read::XzDecoder::new_multi_decoder(buffered(f))),
+        Some("gz") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered(f))),
+        Some("zst") => Box::new(zstd_reader(f)?),
+        // The ChampSim reader reads whole buffers of records itself.
+        _ => Box::new(f),
     })
 }
 
