@@ -58,7 +58,7 @@ fn generated(n: u64) -> Vec<u8> {
         } else {
             ip += 4;
         }
-        if rng.next() % 64 == 0 {
+        if rng.next().is_multiple_of(64) {
             data = 0x7f00_0000_0000 + (rng.next() & 0x3fff_fff8);
         }
         data += 8;
