@@ -146,16 +146,20 @@ enum TraceCmd {
         #[arg(long, default_value_t = 1)]
         pid: u32,
     },
-    /// Import a capture (plain or `.zst`) as a role of the simulated machine, streaming.
+    /// Import a capture as a role of the simulated machine, streaming. lackey: plain or
+    /// `.zst`; champsim: raw, `.xz`, `.gz` or `.zst`.
     #[command(
-        after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nlackey: host-kernel and guest need --vapa. qemu-memtrace, qemu-execlog and perf-script carry their own addresses (no --vapa). See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from qemu-memtrace memtrace.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from perf-script pf.txt --as host-kernel -o pf.cct"
+        after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nlackey: host-kernel and guest need --vapa. qemu-memtrace, qemu-execlog and perf-script carry their own addresses (no --vapa). ChampSim files have no header: give --format cloudsuite for 96-byte records. See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from qemu-memtrace memtrace.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from perf-script pf.txt --as host-kernel -o pf.cct\n  ccsim trace import --from champsim 600.perlbench_s-210B.champsimtrace.xz --as host-process -o perl.cct"
     )]
     Import {
         /// The capture.
         trace: PathBuf,
-        /// Capture format: lackey, qemu-memtrace, qemu-execlog, perf-script.
+        /// Capture format: lackey, champsim, qemu-memtrace, qemu-execlog, perf-script.
         #[arg(long)]
         from: String,
+        /// ChampSim record layout: input (64-byte input_instr, default) or cloudsuite (96 bytes).
+        #[arg(long)]
+        format: Option<String>,
         /// The VA→PA page map captured with it (`vapa.txt`, plain or `.zst`).
         #[arg(long)]
         vapa: Option<PathBuf>,
@@ -164,6 +168,20 @@ enum TraceCmd {
         role: String,
         /// Output trace (`.cct`, or `.ccs` text).
         #[arg(short = 'o', long = "output", value_name = "OUT.cct")]
+        output: PathBuf,
+    },
+    /// Export a trace's fetches, loads and stores to another simulator's format.
+    #[command(
+        after_help = "ChampSim: 64-byte input_instr records, raw or compressed by the output's extension (.xz, .gz). See docs/importers.md.\n\nExample:\n  ccsim trace export --to champsim p.cct -o p.champsimtrace.xz"
+    )]
+    Export {
+        /// Output format: champsim.
+        #[arg(long)]
+        to: String,
+        /// Input trace (`.cct` or `.ccs`).
+        input: PathBuf,
+        /// Output file.
+        #[arg(short = 'o', long = "output", value_name = "OUT.champsimtrace.xz")]
         output: PathBuf,
     },
 }
@@ -343,7 +361,7 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
             let n = input::convert(&i, &output, &encoding, from.as_deref(), pid)?;
             eprintln!("wrote {n} records to {}", output.display());
         }
-        TraceCmd::Import { trace, from, vapa, role, output } => {
+        TraceCmd::Import { trace, from, format, vapa, role, output } => {
             if input::is_pair_format(&from) {
                 if vapa.is_some() {
                     anyhow::bail!(
@@ -353,9 +371,33 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
                 let s = input::import_pairs(&from, &trace, &role, &output)?;
                 eprintln!("wrote {}: {} records; {s}", output.display(), s.records);
             } else {
-                let s = input::import(&from, &trace, vapa.as_deref(), &role, &output)?;
+                let s = input::import(
+                    &from,
+                    &trace,
+                    vapa.as_deref(),
+                    &role,
+                    &output,
+                    format.as_deref(),
+                )?;
                 eprintln!("wrote {}: {s}", output.display());
             }
+        }
+        TraceCmd::Export { to, input: i, output } => {
+            let s = input::export(&to, &i, &output)?;
+            eprintln!(
+                "wrote {}: {} ChampSim records from {} fetches, {} loads, {} stores ({} spill records with a repeated ip, {} with the synthetic ip {:#x}); left out: {} accesses at address 0, {} other records; {} accesses by other agents, interleaved",
+                output.display(),
+                s.instrs,
+                s.fetches,
+                s.loads,
+                s.stores,
+                s.spills,
+                s.synthetic,
+                traces::import::champsim::SYNTHETIC_IP,
+                s.zero_dropped,
+                s.skipped,
+                s.other_agents
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -216,31 +216,50 @@ fn zstd_reader(f: std::fs::File) -> anyhow::Result<impl Read> {
 pub struct ImportSummary {
     /// Records written (header settings, placement events and accesses).
     pub records: u64,
-    /// What the lackey reader read.
-    pub lackey: traces::import::lackey::LackeyStats,
+    /// What the format's reader read.
+    pub source: SourceStats,
     /// What the placer added or left out.
     pub placed: traces::import::place::PlaceStats,
     /// Pages in the VA→PA map and lines superseded by an earlier PFN of the same page.
     pub map_pages: (u64, u64),
 }
 
+/// The counts of the reader of one capture format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStats {
+    /// Valgrind lackey.
+    Lackey(traces::import::lackey::LackeyStats),
+    /// ChampSim binary trace.
+    ChampSim(traces::import::champsim::ChampSimStats),
+}
+
 impl std::fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (l, p) = (&self.lackey, &self.placed);
+        let p = &self.placed;
+        match &self.source {
+            SourceStats::Lackey(l) => write!(
+                f,
+                "{} records: {} accesses from {} lines ({} skipped: Valgrind `=` and blank lines; {} split at 4 KiB; {} host-kernel fetches as `work 1`)",
+                self.records, l.records, l.lines, l.skipped, l.split, l.fetches_as_work,
+            )?,
+            SourceStats::ChampSim(c) => write!(
+                f,
+                "{} records: {} accesses from {} ChampSim records ({} loads, {} stores; {} host-kernel fetches as `work 1`)",
+                self.records, c.records, c.instrs, c.loads, c.stores, c.fetches_as_work,
+            )?,
+        }
+        let unmapped = match &self.source {
+            SourceStats::Lackey(l) => l.unmapped,
+            SourceStats::ChampSim(c) => c.unmapped,
+        };
         write!(
             f,
-            "{} records: {} accesses from {} lines ({} skipped: Valgrind `=` and blank lines; {} split at 4 KiB; {} host-kernel fetches as `work 1`), {} maps 4K, {} maps 2M, {} pvalidates, {} pages touched, {} access pieces left out (page not in the map); map: {} pages, {} superseded lines",
-            self.records,
-            l.records,
-            l.lines,
-            l.skipped,
-            l.split,
-            l.fetches_as_work,
+            ", {} maps 4K, {} maps 2M, {} pvalidates, {} pages touched, {} access pieces left out (page not in the map); map: {} pages, {} superseded lines",
             p.maps_4k,
             p.maps_2m,
             p.pvalidates,
             p.pages_touched,
-            l.unmapped,
+            unmapped,
             self.map_pages.0,
             self.map_pages.1
         )
@@ -258,7 +277,7 @@ fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 }
 
 /// The formats `ccsim trace import --from` knows.
-pub const KNOWN_FORMATS: &str = "lackey, qemu-memtrace, qemu-execlog, perf-script";
+pub const KNOWN_FORMATS: &str = "lackey, champsim, qemu-memtrace, qemu-execlog, perf-script";
 
 /// A text importer that carries its VA→PA pairs on each line, by `--from` name.
 fn pair_reader(
@@ -373,22 +392,45 @@ pub fn import_pairs(
     Ok(reader.stats())
 }
 
-/// `ccsim trace import --from lackey TRACE [--vapa VAPA] --as ROLE -o OUT.cct`: stream the
+/// A binary input, decompressed by extension: `.xz` (liblzma), `.gz` (flate2), `.zst`
+/// (zstd), anything else raw. Concatenated streams are read on, as the `xz` and `gzip` tools do.
+fn open_binary(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let buffered = |f| BufReader::with_capacity(1 << 16, f);
+    Ok(match path.extension().and_then(|x| x.to_str()) {
+        Some("xz") => Box::new(liblzma::read::XzDecoder::new_multi_decoder(buffered(f))),
+        Some("gz") => Box::new(flate2::bufread::MultiGzDecoder::new(buffered(f))),
+        Some("zst") => Box::new(zstd_reader(f)?),
+        // The ChampSim reader reads whole buffers of records itself.
+        _ => Box::new(f),
+    })
+}
+
+fn is_compressed(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "xz" || x == "gz" || x == "zst")
+}
+
+/// `ccsim trace import --from FORMAT TRACE [--vapa VAPA] --as ROLE -o OUT.cct`: stream the
 /// capture into a `.cct` (or `.ccs`) trace with the role's header and placement records.
+/// `format` is the ChampSim record layout (`input` by default, `cloudsuite`).
 ///
 /// # Errors
 /// Unknown format or role, a role that needs `--vapa` without one, unreadable or malformed
-/// input (naming the file and line), or an unwritable output.
+/// input (naming the file and line, or byte offset), or an unwritable output.
 pub fn import(
     from: &str,
     trace: &Path,
     vapa: Option<&Path>,
     role: &str,
     output: &Path,
+    format: Option<&str>,
 ) -> anyhow::Result<ImportSummary> {
-    use traces::import::{lackey, place};
-    if from != "lackey" {
+    use traces::import::{champsim, lackey, place};
+    if from != "lackey" && from != "champsim" {
         bail!("unknown input format {from:?} (known: {KNOWN_FORMATS})");
+    }
+    if from != "champsim" && format.is_some() {
+        bail!("--format is for --from champsim");
     }
     let role: place::Role = role.parse().map_err(|e| anyhow!("--as: {e}"))?;
     if vapa.is_none() && !matches!(role, place::Role::HostProcess { .. }) {
@@ -402,12 +444,57 @@ pub fn import(
     };
     let map_pages = map.as_ref().map_or((0, 0), |m| (m.len() as u64, m.superseded()));
     let header = role.header(map.is_some());
-    let mut reader = lackey::LackeyReader::with_placer(
-        open_text(trace)?,
-        lackey::LackeyOptions::new(0),
-        place::Placer::new(role, 0, map),
-    );
+    let placer = place::Placer::new(role, 0, map);
     let name = trace.display().to_string();
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("source".to_owned(), name.clone());
+    extra.insert("role".to_owned(), format!("{role:?}"));
+    if let Some(p) = vapa {
+        extra.insert("vapa".to_owned(), p.display().to_string());
+        extra.insert("vapa_pages".to_owned(), map_pages.0.to_string());
+        extra.insert("vapa_superseded".to_owned(), map_pages.1.to_string());
+    }
+    if from == "lackey" {
+        let mut reader = lackey::LackeyReader::with_placer(
+            open_text(trace)?,
+            lackey::LackeyOptions::new(0),
+            placer,
+        );
+        let it = reader.by_ref().map(|r| r.map_err(|e| anyhow!("{name}: {e}")));
+        let by = "valgrind lackey, imported by ccsim trace import";
+        let records = write_imported(it, &header, output, by, extra)?;
+        return Ok(ImportSummary {
+            records,
+            source: SourceStats::Lackey(reader.stats()),
+            placed: reader.placer().map(|p| p.stats()).unwrap_or_default(),
+            map_pages,
+        });
+    }
+    let format: champsim::ChampSimFormat =
+        format.unwrap_or("input").parse().map_err(|e| anyhow!("--format: {e}"))?;
+    extra.insert("champsim_format".to_owned(), format!("{format:?}"));
+    let note = if is_compressed(trace) { " (of the decompressed stream)" } else { "" };
+    let mut reader = champsim::ChampSimReader::new(open_binary(trace)?, format, 0, placer);
+    let it = reader.by_ref().map(|r| r.map_err(|e| anyhow!("{name}: {e}{note}")));
+    let by = "ChampSim trace, imported by ccsim trace import";
+    let records = write_imported(it, &header, output, by, extra)?;
+    Ok(ImportSummary {
+        records,
+        source: SourceStats::ChampSim(reader.stats()),
+        placed: reader.placer().stats(),
+        map_pages,
+    })
+}
+
+/// Write `header` then `records` to `output` (`.cct` or `.ccs`) through a temporary file that
+/// is renamed at the end (removed on error). Returns the number of records written.
+fn write_imported(
+    records: impl Iterator<Item = anyhow::Result<Record>>,
+    header: &[Record],
+    output: &Path,
+    captured_by: &str,
+    extra: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<u64> {
     let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
     let tmp = output.with_extension(format!("{ext}.tmp{}", std::process::id()));
     let mut n = 0u64;
@@ -416,27 +503,19 @@ pub fn import(
             "cct" => {
                 let f =
                     std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-                let mut extra = std::collections::BTreeMap::new();
-                extra.insert("source".to_owned(), name.clone());
-                extra.insert("role".to_owned(), format!("{role:?}"));
-                if let Some(p) = vapa {
-                    extra.insert("vapa".to_owned(), p.display().to_string());
-                    extra.insert("vapa_pages".to_owned(), map_pages.0.to_string());
-                    extra.insert("vapa_superseded".to_owned(), map_pages.1.to_string());
-                }
                 let meta = cct::Metadata {
-                    captured_by: "valgrind lackey, imported by ccsim trace import".to_owned(),
+                    captured_by: captured_by.to_owned(),
                     extra,
                     ..Default::default()
                 };
                 let mut w =
                     cct::Writer::new(std::io::BufWriter::new(f), &meta, cct::Encoding::default())?;
-                for r in &header {
+                for r in header {
                     w.write(r)?;
                     n += 1;
                 }
-                for r in reader.by_ref() {
-                    w.write(&r.map_err(|e| anyhow!("{name}: {e}"))?)?;
+                for r in records {
+                    w.write(&r?)?;
                     n += 1;
                 }
                 w.finish()?;
@@ -448,9 +527,9 @@ pub fn import(
                 let mut out = std::io::BufWriter::new(f);
                 writeln!(out, "version {}.{}", sim_core::FORMAT_MAJOR, sim_core::FORMAT_MINOR)?;
                 let mut line = String::new();
-                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
+                for r in header.iter().cloned().map(Ok).chain(records) {
                     line.clear();
-                    ccs::write_record(&r.map_err(|e| anyhow!("{name}: {e}"))?, &mut line);
+                    ccs::write_record(&r?, &mut line);
                     out.write_all(line.as_bytes())?;
                     n += 1;
                 }
@@ -465,10 +544,93 @@ pub fn import(
         return Err(e);
     }
     std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
-    Ok(ImportSummary {
-        records: n,
-        lackey: reader.stats(),
-        placed: reader.placer().map(|p| p.stats()).unwrap_or_default(),
-        map_pages,
-    })
+    Ok(n)
+}
+
+/// A ChampSim output, compressed by extension.
+enum ChampSimOut {
+    Raw(std::io::BufWriter<std::fs::File>),
+    Xz(liblzma::write::XzEncoder<std::io::BufWriter<std::fs::File>>),
+    Gz(flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>),
+}
+
+impl std::io::Write for ChampSimOut {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ChampSimOut::Raw(w) => w.write(b),
+            ChampSimOut::Xz(w) => w.write(b),
+            ChampSimOut::Gz(w) => w.write(b),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ChampSimOut::Raw(w) => w.flush(),
+            ChampSimOut::Xz(w) => w.flush(),
+            ChampSimOut::Gz(w) => w.flush(),
+        }
+    }
+}
+
+impl ChampSimOut {
+    /// End the compressed stream and flush the file.
+    fn finish(self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = match self {
+            ChampSimOut::Raw(w) => w,
+            ChampSimOut::Xz(w) => w.finish()?,
+            ChampSimOut::Gz(w) => w.finish()?,
+        };
+        f.flush()
+    }
+}
+
+/// `ccsim trace export --to champsim IN -o OUT[.xz|.gz]`: the fetches, loads and stores of a
+/// `.cct`/`.ccs` trace as ChampSim `input_instr` records (grouping rules in
+/// [`traces::import::champsim::ChampSimWriter`]), compressed by the output's extension
+/// (`.xz`: xz preset 6; `.gz`: gzip level 6; otherwise raw).
+///
+/// # Errors
+/// Unknown target format, unreadable or corrupt input, unwritable output.
+pub fn export(
+    to: &str,
+    input: &Path,
+    output: &Path,
+) -> anyhow::Result<traces::import::champsim::ExportStats> {
+    use traces::import::champsim::ChampSimWriter;
+    if to != "champsim" {
+        bail!("unknown output format {to:?} (known: champsim)");
+    }
+    let (_, records) = open(input)?;
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| -> anyhow::Result<traces::import::champsim::ExportStats> {
+        let f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
+        let f = std::io::BufWriter::with_capacity(1 << 16, f);
+        let out = match output.extension().and_then(|x| x.to_str()) {
+            Some("xz") => ChampSimOut::Xz(liblzma::write::XzEncoder::new(f, 6)),
+            Some("gz") => {
+                ChampSimOut::Gz(flate2::write::GzEncoder::new(f, flate2::Compression::new(6)))
+            }
+            _ => ChampSimOut::Raw(f),
+        };
+        let mut w = ChampSimWriter::new(out);
+        for r in records {
+            w.push(&r?.record).with_context(|| format!("{}", output.display()))?;
+        }
+        let (out, stats) = w.finish().with_context(|| format!("{}", output.display()))?;
+        out.finish().with_context(|| format!("{}", output.display()))?;
+        Ok(stats)
+    })();
+    match result {
+        Ok(stats) => {
+            std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
+            Ok(stats)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }

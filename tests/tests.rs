@@ -1537,3 +1537,215 @@ mod import_pairs {
         assert!(err.contains("--vapa is for lackey"), "{err}");
     }
 }
+
+/// `ccsim trace export --to champsim` and `trace import --from champsim`: the round trip of
+/// the real lackey sample, the committed ChampSim sample, and malformed files. See: #5
+mod champsim {
+    use ccsim::input::open;
+    use sim_core::{Event, Record};
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn out(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ccsim-champsim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn ccsim(args: &[&str]) -> (i32, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_ccsim")).args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into())
+    }
+
+    fn ok(args: &[&str]) -> String {
+        let (code, err) = ccsim(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        err
+    }
+
+    /// (kind, address) of every fetch, load and store of a trace, in order.
+    fn accesses(p: &Path) -> Vec<(char, u64)> {
+        let (_, it) = open(p).unwrap();
+        it.filter_map(|r| match r.unwrap().record {
+            Record::Event(te) => match te.event {
+                Event::Fetch { addr, .. } => Some(('I', addr.raw())),
+                Event::Load { addr, .. } => Some(('L', addr.raw())),
+                Event::Store { addr, .. } => Some(('S', addr.raw())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+    }
+
+    /// The lackey sample imported as host-process:7.
+    fn lackey_cct(name: &str) -> PathBuf {
+        let p = out(name);
+        let t = root().join("traces/samples/lackey-sort/trace.lackey.zst");
+        let args = ["trace", "import", "--from", "lackey", t.to_str().unwrap(), "--as"];
+        ok(&[&args[..], &["host-process:7", "-o", p.to_str().unwrap()]].concat());
+        p
+    }
+
+    fn export(input: &Path, name: &str) -> (PathBuf, String) {
+        let o = out(name);
+        let err = ok(&[
+            "trace",
+            "export",
+            "--to",
+            "champsim",
+            input.to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+        ]);
+        (o, err)
+    }
+
+    fn import(input: &Path, extra: &[&str], name: &str) -> (i32, String, PathBuf) {
+        let o = out(name);
+        let args = ["trace", "import", "--from", "champsim", input.to_str().unwrap()];
+        let rest = ["--as", "host-process:7", "-o", o.to_str().unwrap()];
+        let (code, err) = ccsim(&[&args[..], extra, &rest[..]].concat());
+        (code, err, o)
+    }
+
+    #[test]
+    fn import_of_export_preserves_the_lackey_access_stream() {
+        let src = lackey_cct("rt-src.cct");
+        let before = accesses(&src);
+        for ext in ["champsimtrace", "champsimtrace.xz", "champsimtrace.gz"] {
+            let (c, err) = export(&src, &format!("rt.{ext}"));
+            assert!(err.contains("2 spill records"), "{err}");
+            let (code, err, back) = import(&c, &[], &format!("rt-{ext}.cct"));
+            assert_eq!(code, 0, "{err}");
+            let after = accesses(&back);
+            // Loads and stores: the same addresses in the same order.
+            let data =
+                |v: &[(char, u64)]| v.iter().filter(|a| a.0 != 'I').copied().collect::<Vec<_>>();
+            assert_eq!(data(&before), data(&after), "{ext}");
+            // Fetches: the same, plus one repeat of the ip per spill record.
+            let fetches = |v: &[(char, u64)]| v.iter().filter(|a| a.0 == 'I').count();
+            assert_eq!(fetches(&after), fetches(&before) + 2);
+            let n = before.len();
+            // Dropping the two spill fetches (each follows a load or store and repeats the
+            // previous fetch's ip) gives the original stream back exactly.
+            let mut merged = Vec::with_capacity(n);
+            let mut last_ip = None;
+            let mut prev_data = false;
+            for a in &after {
+                if a.0 == 'I' && prev_data && Some(a.1) == last_ip && merged.len() < n {
+                    // Candidate spill: keep it only if the original has a fetch here.
+                    if before[merged.len()] != *a {
+                        continue;
+                    }
+                }
+                if a.0 == 'I' {
+                    last_ip = Some(a.1);
+                }
+                prev_data = a.0 != 'I';
+                merged.push(*a);
+            }
+            assert_eq!(merged, before, "{ext}");
+        }
+    }
+
+    #[test]
+    fn champsim_sample_is_what_the_exporter_writes() {
+        let (c, _) = export(&lackey_cct("s-src.cct"), "s.champsimtrace");
+        let sample = root().join("traces/samples/champsim/lackey-sort.champsimtrace.xz");
+        let mut committed = Vec::new();
+        liblzma::read::XzDecoder::new(std::fs::File::open(&sample).unwrap())
+            .read_to_end(&mut committed)
+            .unwrap();
+        assert_eq!(committed.len(), 79_028 * 64);
+        assert_eq!(std::fs::read(&c).unwrap(), committed);
+        // The sample runs: 79,028 fetches, 16,010 loads, 6,309 stores, no fault.
+        let (code, err, p) = import(&sample, &[], "sample.cct");
+        assert_eq!(code, 0, "{err}");
+        let r = ccsim::engine::run(
+            &ccsim::engine::ConfigLayers::default(),
+            &ccsim::engine::Input::File(p),
+            &ccsim::engine::RunOptions::default(),
+        )
+        .unwrap()
+        .report;
+        assert_eq!(
+            (r.accesses.fetches, r.accesses.loads, r.accesses.stores),
+            (79_028, 16_010, 6_309)
+        );
+        assert_eq!(r.faults.fatal, 0);
+    }
+
+    fn write(name: &str, bytes: &[u8]) -> PathBuf {
+        let p = out(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn expect_error(input: &Path, extra: &[&str], needles: &[&str]) {
+        let (code, err, o) = import(input, extra, "bad.cct");
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains(input.to_str().unwrap()), "{err} lacks the file name");
+        for n in needles {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
+        }
+        assert!(!o.exists(), "no output on error");
+    }
+
+    #[test]
+    fn malformed_files_name_the_file_and_byte_offset() {
+        // Three whole records and 10 bytes: truncated at byte 192.
+        let mut rec = [0u8; 64];
+        rec[0] = 0x10;
+        rec[32] = 0x20;
+        let raw: Vec<u8> = rec.iter().copied().cycle().take(3 * 64 + 10).collect();
+        expect_error(&write("t.champsim", &raw), &[], &["byte 192: truncated record"]);
+        // 3 * 64 = 192 bytes read as 96-byte cloudsuite records: 2 whole ones, no tail.
+        let whole = write("w.champsim", &raw[..192]);
+        let (code, err, _) = import(&whole, &["--format", "cloudsuite"], "w.cct");
+        assert_eq!(code, 0, "{err}");
+        expect_error(
+            &write("c.champsim", &raw[..128]),
+            &["--format", "cloudsuite"],
+            &["byte 96: truncated record", "96-byte"],
+        );
+        // A branch flag of 2 (a text file, say).
+        expect_error(&write("text.champsim", &[b'x'; 64]), &[], &["byte 8: is_branch is 120"]);
+        // Compressed: cut short, corrupted, and not compressed at all.
+        let mut xz = Vec::new();
+        {
+            let mut e = liblzma::write::XzEncoder::new(&mut xz, 6);
+            for _ in 0..2000 {
+                e.write_all(&rec).unwrap();
+            }
+            e.finish().unwrap();
+        }
+        expect_error(&write("cut.xz", &xz[..xz.len() / 2]), &[], &["I/O error", "decompressed"]);
+        let mut bad = xz.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        expect_error(&write("flip.xz", &bad), &[], &["byte ", "I/O error"]);
+        expect_error(&write("plain.xz", &raw[..192]), &[], &["byte 0: I/O error"]);
+        let mut gz = Vec::new();
+        {
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::new(6));
+            for _ in 0..2000 {
+                e.write_all(&rec).unwrap();
+            }
+            e.finish().unwrap();
+        }
+        expect_error(&write("cut.gz", &gz[..gz.len() / 2]), &[], &["I/O error", "decompressed"]);
+        expect_error(&write("plain.gz", &raw[..192]), &[], &["byte 0: I/O error"]);
+        // Option errors.
+        let (code, err, _) = import(&whole, &["--format", "sparc"], "o.cct");
+        assert_eq!(code, 2);
+        assert!(err.contains("--format") && err.contains("cloudsuite"), "{err}");
+    }
+}
