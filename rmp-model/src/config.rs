@@ -198,13 +198,17 @@ impl ConfigBlock for RmpConfig {
                 key: "segmented",
                 unit: "",
                 doc: "segmented RMP (RST + per-segment tables) instead of the contiguous one",
-                source: Source::Cited("Linux Documentation/arch/x86/amd-memory-encryption.rst \"Segmented RMP\" (spec/snp.md §1.5)"),
+                source: Source::Cited(
+                    "Linux Documentation/arch/x86/amd-memory-encryption.rst \"Segmented RMP\" (spec/snp.md §1.5)",
+                ),
             },
             FieldDoc {
                 key: "segment_shift",
                 unit: "log2 bytes",
                 doc: "memory covered by one RMP segment (RMP_CFG bits 13:8)",
-                source: Source::Cited("Linux Documentation/arch/x86/amd-memory-encryption.rst example RMP_CFG 0x2401: shift 36 (spec/snp.md §1.5)"),
+                source: Source::Cited(
+                    "Linux Documentation/arch/x86/amd-memory-encryption.rst example RMP_CFG 0x2401: shift 36 (spec/snp.md §1.5)",
+                ),
             },
             FieldDoc {
                 key: "fw_command_latency",
