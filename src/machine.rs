@@ -1302,24 +1302,34 @@ impl Machine {
                 .map(|p| p.iter().map(|&pcid| TlbTag { asid: TlbTag::HOST.asid, pcid }).collect())
                 .unwrap_or_default(),
         };
-        let tlb = cpu.mmu.tlb_mut();
+        // Paging-structure caches go with the TLB entries: a full flush (CR4.PGE toggle,
+        // INVPCID all-context) empties them, a context flush drops the context's, and INVLPG
+        // drops every PWC entry of the current PCID (Intel SDM Vol. 3A §4.10.4.1). Without
+        // that, a walk after a collapse freed a table page would follow a stale PWC entry.
+        let mmu = &mut cpu.mmu;
+        let host = TlbTag::HOST.asid;
         let removed = match (work, space) {
             // __flush_tlb_all flushes the host's translations, global ones included; guests'
             // ASIDs are not the host kernel's to flush.
             (FlushWork::All, _) | (FlushWork::Space, None) => {
                 self.tlb_flushes += 1;
-                let n = tlb.flush(FlushScope::Asid(TlbTag::HOST.asid));
+                let n = mmu.invpcid(host, mmu_model::Invpcid::AllIncludingGlobal).tlb;
                 cpu.note_full_flush();
                 n
             }
             (FlushWork::Space, Some(_)) => {
-                let n = tags.iter().map(|&t| tlb.flush(FlushScope::Context(t))).sum();
+                let n = tags
+                    .iter()
+                    .map(|&t| {
+                        mmu.invpcid(host, mmu_model::Invpcid::SingleContext { pcid: t.pcid }).tlb
+                    })
+                    .sum();
                 cpu.cached.remove(&space);
                 cpu.keep_current();
                 n
             }
             (FlushWork::Range { start, bytes, .. }, _) => {
-                tags.iter().map(|&t| tlb.invalidate_range(start, bytes, t)).sum()
+                tags.iter().map(|&t| mmu.invlpg_range(start.raw(), bytes, t).tlb).sum()
             }
         };
         self.tlb_invalidated += removed;

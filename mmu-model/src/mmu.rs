@@ -1413,6 +1413,17 @@ impl Mmu {
         }
     }
 
+    /// INVLPG over `[start, start + bytes)` in address space `tag`: the TLB entries of every
+    /// level that overlap it, and every paging-structure-cache entry of the tag's PCID (Intel
+    /// SDM Vol. 3A §4.10.4.1: INVLPG invalidates all paging-structure-cache entries associated
+    /// with the current PCID, whatever their linear addresses).
+    pub fn invlpg_range(&mut self, start: u64, bytes: u64, tag: TlbTag) -> Invalidated {
+        Invalidated {
+            tlb: self.tlbs.invalidate_range_raw(start, bytes, tag),
+            pwc: self.pwc_for(tag.asid).remove_where(|t, _| t == tag),
+        }
+    }
+
     /// Apply a page-table change's token in address space `tag`: INVLPG over each stale range
     /// (TLB entries of every level; the PWC entries of the tag's PCID), and if table pages were
     /// freed, every PWC entry of the ASID, every PCID (what Linux's full flush after a collapse
