@@ -154,12 +154,16 @@ enum TraceCmd {
     Import {
         /// The capture.
         trace: PathBuf,
-        /// Capture format: lackey, champsim, qemu-memtrace, qemu-execlog, perf-script.
+        /// Capture format: lackey, champsim, qemu-memtrace, qemu-execlog, perf-script, kvm-trace.
         #[arg(long)]
         from: String,
         /// ChampSim record layout: input (64-byte input_instr, default) or cloudsuite (96 bytes).
         #[arg(long)]
         format: Option<String>,
+        /// kvm-trace: whose page-fault error codes the trace carries, amd or intel (default:
+        /// from the first kvm_exit reason).
+        #[arg(long)]
+        vendor: Option<String>,
         /// The VA→PA page map captured with it (`vapa.txt`, plain or `.zst`).
         #[arg(long)]
         vapa: Option<PathBuf>,
@@ -361,8 +365,28 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
             let n = input::convert(&i, &output, &encoding, from.as_deref(), pid)?;
             eprintln!("wrote {n} records to {}", output.display());
         }
-        TraceCmd::Import { trace, from, format, vapa, role, output } => {
-            if input::is_pair_format(&from) {
+        TraceCmd::Import { trace, from, format, vendor, vapa, role, output } => {
+            if vendor.is_some() && from != "kvm-trace" {
+                anyhow::bail!("--vendor is for --from kvm-trace");
+            }
+            if from == "kvm-trace" {
+                if vapa.is_some() || format.is_some() {
+                    anyhow::bail!("--vapa and --format are not for kvm-trace");
+                }
+                let (n, s) = input::import_kvm_trace(&trace, &role, vendor.as_deref(), &output)?;
+                eprintln!(
+                    "wrote {}: {n} records from {} lines ({} skipped, {} events lost by the tracer): {} accesses, {} stage-2 maps, {} unmaps, {} attribute changes; events by name: {:?}",
+                    output.display(),
+                    s.lines,
+                    s.skipped,
+                    s.dropped,
+                    s.accesses,
+                    s.maps,
+                    s.unmaps,
+                    s.attrs,
+                    s.events
+                );
+            } else if input::is_pair_format(&from) {
                 if vapa.is_some() {
                     anyhow::bail!(
                         "--vapa is for lackey: {from} lines carry their own physical addresses"

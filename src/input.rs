@@ -277,7 +277,8 @@ fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 }
 
 /// The formats `ccsim trace import --from` knows.
-pub const KNOWN_FORMATS: &str = "lackey, champsim, qemu-memtrace, qemu-execlog, perf-script";
+pub const KNOWN_FORMATS: &str =
+    "lackey, champsim, qemu-memtrace, qemu-execlog, perf-script, kvm-trace";
 
 /// A text importer that carries its VA→PA pairs on each line, by `--from` name.
 fn pair_reader(
@@ -339,56 +340,16 @@ pub fn import_pairs(
     let counts = counter.stats();
     let header = role.header(true);
     let mut reader = pair_reader(from, open_text(trace)?, role)?;
-    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let tmp = output.with_extension(format!("{ext}.tmp{}", std::process::id()));
-    let result = (|| -> anyhow::Result<()> {
-        match ext {
-            "cct" => {
-                let f =
-                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-                let mut extra = std::collections::BTreeMap::new();
-                extra.insert("source".to_owned(), name.clone());
-                extra.insert("format".to_owned(), from.to_owned());
-                extra.insert("role".to_owned(), format!("{role:?}"));
-                for (k, v) in counts.pairs() {
-                    extra.insert(format!("import.{k}"), v.to_string());
-                }
-                let meta = cct::Metadata {
-                    captured_by: format!("{from}, imported by ccsim trace import"),
-                    extra,
-                    ..Default::default()
-                };
-                let mut w =
-                    cct::Writer::new(std::io::BufWriter::new(f), &meta, cct::Encoding::default())?;
-                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
-                    w.write(&r.map_err(|e| anyhow!("{name}: {e}"))?)?;
-                }
-                w.finish()?;
-            }
-            "ccs" => {
-                use std::io::Write as _;
-                let f =
-                    std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-                let mut out = std::io::BufWriter::new(f);
-                writeln!(out, "version {}.{}", sim_core::FORMAT_MAJOR, sim_core::FORMAT_MINOR)?;
-                writeln!(out, "# imported from {name} ({from}) as {role:?}: {counts}")?;
-                let mut line = String::new();
-                for r in header.iter().cloned().map(Ok).chain(reader.by_ref()) {
-                    line.clear();
-                    ccs::write_record(&r.map_err(|e| anyhow!("{name}: {e}"))?, &mut line);
-                    out.write_all(line.as_bytes())?;
-                }
-                out.flush()?;
-            }
-            _ => bail!("{}: output must end in .cct or .ccs", output.display()),
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("source".to_owned(), name.clone());
+    extra.insert("format".to_owned(), from.to_owned());
+    extra.insert("role".to_owned(), format!("{role:?}"));
+    for (k, v) in counts.pairs() {
+        extra.insert(format!("import.{k}"), v.to_string());
     }
-    std::fs::rename(&tmp, output).with_context(|| format!("{}", output.display()))?;
+    let captured_by = format!("{from}, imported by ccsim trace import");
+    let records = reader.by_ref().map(|r| r.map_err(|e| anyhow!("{name}: {e}")));
+    write_imported(records, &header, output, &captured_by, extra)?;
     Ok(reader.stats())
 }
 
@@ -484,6 +445,47 @@ pub fn import(
         placed: reader.placer().stats(),
         map_pages,
     })
+}
+
+/// `ccsim trace import --from kvm-trace TRACE --as guest:N[:KIND] [--vendor amd|intel] -o OUT`:
+/// KVM tracepoint text (tracefs, `trace-cmd report`, `perf script`) replayed as one VM
+/// ([`traces::import::kvmtrace`]). Returns the records written and what was read.
+///
+/// # Errors
+/// A role other than a guest, an unknown vendor, unreadable or malformed input (naming the
+/// file and line), or an unwritable output.
+pub fn import_kvm_trace(
+    trace: &Path,
+    role: &str,
+    vendor: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<(u64, traces::import::kvmtrace::KvmTraceStats)> {
+    use traces::import::kvmtrace::{KvmTraceReader, Vendor};
+    let role: traces::import::place::Role = role.parse().map_err(|e| anyhow!("--as: {e}"))?;
+    if !matches!(role, traces::import::place::Role::Guest { .. }) {
+        bail!("--from kvm-trace replays one VM: give --as guest:N[:KIND]");
+    }
+    let vendor = match vendor {
+        None => None,
+        Some("amd") => Some(Vendor::Amd),
+        Some("intel") => Some(Vendor::Intel),
+        Some(v) => bail!("--vendor {v:?}: amd or intel"),
+    };
+    let name = trace.display().to_string();
+    let mut reader = KvmTraceReader::new(open_text(trace)?, role, vendor);
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("source".to_owned(), name.clone());
+    extra.insert("format".to_owned(), "kvm-trace".to_owned());
+    extra.insert("role".to_owned(), format!("{role:?}"));
+    let records = reader.by_ref().map(|r| r.map_err(|e| anyhow!("{name}: {e}")));
+    let n = write_imported(
+        records,
+        &[],
+        output,
+        "KVM tracepoints, imported by ccsim trace import",
+        extra,
+    )?;
+    Ok((n, reader.stats().clone()))
 }
 
 /// Write `header` then `records` to `output` (`.cct` or `.ccs`) through a temporary file that
