@@ -478,7 +478,7 @@ CPU:1 [31 EVENTS DROPPED]
             }
         );
         assert!(
-            matches!(ev[1], Event::Map { pa: Address::Spa(p), size: PageSize::K4, .. } if p.raw() == 0x1234_5600_0)
+            matches!(ev[1], Event::Map { pa: Address::Spa(p), size: PageSize::K4, .. } if p.raw() == 0x0001_2345_6000)
         );
         assert!(
             matches!(ev[2], Event::Map { va: Address::Gpa(g), pa: Address::Spa(p), size: PageSize::M2, .. }
