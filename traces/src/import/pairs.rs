@@ -17,6 +17,9 @@ use sim_core::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead};
 
+/// The C-bit of a private GPA of an SNP guest without paging (bit 51, `mmu.cbit_pos`'s default).
+const SNP_CBIT: u64 = 1 << 51;
+
 /// Base of the x86-64 Linux direct map with 4-level paging (`page_offset_base` without KASLR,
 /// `Documentation/arch/x86/x86_64/mm.rst`): `__va(pa) = pa + DIRECT_MAP_BASE`.
 pub const DIRECT_MAP_BASE: u64 = 0xffff_8880_0000_0000;
@@ -276,7 +279,11 @@ impl PairPlacer {
                         Event::Pvalidate { addr, size: PageSize::K4, validate: true },
                     );
                 }
-                Address::Gpa(Gpa::new_truncate(pa))
+                // An SNP guest's memory is private: its accesses carry the C-bit (bit 51, the
+                // machine's default `mmu.cbit_pos`), as the guest's own page tables would give
+                // them; without it they would be shared accesses to validated private pages.
+                let cbit = if kind == VmKind::Snp { SNP_CBIT } else { 0 };
+                Address::Gpa(Gpa::new_truncate(pa | cbit))
             }
         };
         self.stats.physical += 1;

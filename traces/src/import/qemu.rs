@@ -316,7 +316,8 @@ mod tests {
                 "c0 vm1/v0 work 1",
                 "c0 vm1/v0 work 1",
                 "c0 vm1/v0 pvalidate gpa:0x11fff6000 validate",
-                "c0 vm1/v0 load gpa:0x11fff61b8 1",
+                // Private: the C-bit (bit 51) set, as the guest's page tables would.
+                "c0 vm1/v0 load gpa:0x800011fff61b8 1",
                 "c1 vm1/v1 work 1",
             ]
         );
