@@ -239,7 +239,7 @@ impl std::fmt::Display for ImportSummary {
         match &self.source {
             SourceStats::Lackey(l) => write!(
                 f,
-                "{} records: {} accesses from {} lines ({} skipped: Valgrind `=` and blank lines; {} split at 4 KiB; {} host-kernel fetches as `work 1`)",
+                "{} records: {} accesses from {} lines ({} skipped: Valgrind `=` and blank lines; {} split at 4 KiB; {} host-kernel fetches as `work`)",
                 self.records, l.records, l.lines, l.skipped, l.split, l.fetches_as_work,
             )?,
             SourceStats::ChampSim(c) => write!(

@@ -1273,7 +1273,7 @@ mod import {
     #[test]
     fn host_kernel_reaches_backed_pages_through_the_direct_map() {
         let (p, err) = import("host-kernel", "k.cct");
-        assert!(err.contains("79001 host-kernel fetches as `work 1`"), "{err}");
+        assert!(err.contains("79001 host-kernel fetches as `work`"), "{err}");
         let r = replay(&p);
         assert_eq!((r.accesses.loads, r.accesses.stores, r.accesses.fetches), (16_010, 6_309, 0));
         assert_eq!(r.accesses.kernel, 16_010 + 6_309);

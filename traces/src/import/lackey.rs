@@ -123,8 +123,11 @@ pub struct LackeyReader<R: BufRead> {
     failed: bool,
     agent: Agent,
     placer: Option<Placer>,
-    /// Instruction fetches become `work 1` (host-kernel role).
+    /// Instruction fetches become non-memory work (host-kernel role): a run of them is one
+    /// `work N` record, written before the next access or at the end.
     fetch_as_work: bool,
+    /// Fetches counted and not yet written as `work`.
+    pending_work: u64,
     /// Records a placer put before the current access, then the access.
     queue: VecDeque<Record>,
     pre: Vec<Record>,
@@ -144,6 +147,7 @@ impl<R: BufRead> LackeyReader<R> {
             agent: Agent::Cpu { cpu: opts.cpu, ctx: Context::HostProcess(opts.pid) },
             placer: None,
             fetch_as_work: false,
+            pending_work: 0,
             queue: VecDeque::new(),
             pre: Vec::new(),
         }
@@ -168,6 +172,19 @@ impl<R: BufRead> LackeyReader<R> {
         self.placer.as_ref()
     }
 
+    /// The fetches counted since the last access, as one `work N` record.
+    fn take_work(&mut self) -> Option<Record> {
+        let count = std::mem::take(&mut self.pending_work);
+        (count > 0).then(|| {
+            self.stats.records += 1;
+            Record::Event(TimedEvent {
+                time: None,
+                agent: self.agent,
+                event: Event::Work { count },
+            })
+        })
+    }
+
     /// The next piece of `p`; `None` if the placer left it out.
     fn emit(&mut self, p: &mut Pending) -> Option<Record> {
         let addr = p.addr + p.done;
@@ -180,12 +197,11 @@ impl<R: BufRead> LackeyReader<R> {
             p.done = 0;
         }
         if op == 0 && self.fetch_as_work {
-            // One instruction: its base CPI, once per record (not per split piece).
+            // One instruction: its base CPI, once per record (not per split piece); a run of
+            // them is written as one `work N` before the next access.
             if addr == p.addr {
                 self.stats.fetches_as_work += 1;
-                self.stats.records += 1;
-                let event = Event::Work { count: 1 };
-                return Some(Record::Event(TimedEvent { time: None, agent: self.agent, event }));
+                self.pending_work += 1;
             }
             return None;
         }
@@ -290,8 +306,11 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
                 let r = self.emit(&mut p);
                 self.cur = Some(p);
                 let Some(r) = r else { continue };
-                if self.pre.is_empty() {
+                if self.pre.is_empty() && self.pending_work == 0 {
                     return Some(Ok(r));
+                }
+                if let Some(w) = self.take_work() {
+                    self.queue.push_back(w);
                 }
                 self.queue.extend(self.pre.drain(..));
                 self.queue.push_back(r);
@@ -300,7 +319,7 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
             self.line.clear();
             self.line_no += 1;
             match self.r.read_until(b'\n', &mut self.line) {
-                Ok(0) => return None,
+                Ok(0) => return self.take_work().map(Ok),
                 Ok(_) => {}
                 Err(source) => {
                     self.failed = true;
