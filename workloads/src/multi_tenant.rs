@@ -25,10 +25,12 @@
 
 use crate::kernel::{self, KernelConfig, KernelStream};
 use crate::params::{ParamDoc, ParamError, Params};
-use crate::snp_churn::{Guest, GuestConfig, GuestCpu, PSC_MAX_PAGES, Sizes, write_threshold};
+use crate::snp_churn::{
+    Guest, GuestConfig, GuestCpu, GuestsWithKernel, PSC_MAX_PAGES, Sizes, write_threshold,
+};
 use crate::{Workload, WorkloadInfo};
 use sim_core::config::ByteSize;
-use sim_core::{Agent, Event, MemoryServices, Rng};
+use sim_core::{Agent, Rng};
 
 const PAGE: u64 = 4096;
 
@@ -229,40 +231,14 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         agents.push(host);
         cpus.push(GuestCpu::new(host, guests, &cfg));
     }
-    Ok(Box::new(MultiTenant { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
-}
-
-#[derive(Debug)]
-struct MultiTenant {
-    agents: Vec<Agent>,
-    last: Vec<Agent>,
-    cfg: GuestConfig,
-    kcfg: KernelConfig,
-    kernel: Vec<KernelStream>,
-    cpus: Vec<GuestCpu>,
-}
-
-impl Workload for MultiTenant {
-    fn agents(&self) -> &[Agent] {
-        &self.agents
-    }
-
-    fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
-        match stream.checked_sub(self.kernel.len()) {
-            None => self.kernel[stream].next(&self.kcfg, mem),
-            Some(i) => self.cpus.get_mut(i)?.next(&self.cfg, &mut self.last[stream]),
-        }
-    }
-
-    fn agent_of_last(&self, stream: usize) -> Agent {
-        self.last[stream]
-    }
+    Ok(Box::new(GuestsWithKernel { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::drain;
+    use sim_core::Event;
     use std::collections::BTreeMap;
 
     fn params(items: &[&str]) -> Params {

@@ -261,7 +261,7 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
             .collect();
         cpus.push(GuestCpu::new(host, guests, &cfg));
     }
-    Ok(Box::new(SnpChurn { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
+    Ok(Box::new(GuestsWithKernel { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
 }
 
 /// `ppm` millionths of 2^64, saturating at `u64::MAX` (a store always, bar one value in 2^64).
@@ -638,18 +638,20 @@ impl GuestCpu {
     }
 }
 
+/// Kernel streams beside guest CPUs running SNP guests: the generator of `snp-churn`, and of
+/// `multi-tenant` (whose guests also arrive and leave).
 #[derive(Debug)]
-struct SnpChurn {
-    agents: Vec<Agent>,
+pub(crate) struct GuestsWithKernel {
+    pub(crate) agents: Vec<Agent>,
     /// Per stream, the issuer of the event last returned.
-    last: Vec<Agent>,
-    cfg: GuestConfig,
-    kcfg: KernelConfig,
-    kernel: Vec<KernelStream>,
-    cpus: Vec<GuestCpu>,
+    pub(crate) last: Vec<Agent>,
+    pub(crate) cfg: GuestConfig,
+    pub(crate) kcfg: KernelConfig,
+    pub(crate) kernel: Vec<KernelStream>,
+    pub(crate) cpus: Vec<GuestCpu>,
 }
 
-impl Workload for SnpChurn {
+impl Workload for GuestsWithKernel {
     fn agents(&self) -> &[Agent] {
         &self.agents
     }
