@@ -22,7 +22,7 @@
 use crate::import::place::{Placer, Role, access_event};
 use sim_core::{Address, Agent, Context, CpuId, Event, Hva, Record, TimedEvent};
 use std::collections::VecDeque;
-use std::io::{self, BufRead};
+use std::io::BufRead;
 
 /// The page size at which accesses are split (x86 base page).
 const PAGE: u64 = 4096;
@@ -52,32 +52,9 @@ impl LackeyOptions {
     }
 }
 
-/// A lackey line could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LackeyError {
-    /// Reading failed.
-    #[error("line {line}: I/O error: {source}")]
-    Io {
-        /// 1-based line number being read.
-        line: u64,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The line is not a lackey record.
-    #[error("line {line}, column {col}: expected {expected}, found {found:?}")]
-    Malformed {
-        /// 1-based line number.
-        line: u64,
-        /// 1-based column (byte) of the problem.
-        col: usize,
-        /// What was expected there.
-        expected: &'static str,
-        /// The text from that column on.
-        found: String,
-    },
-}
+/// A lackey line could not be read: the error every line-oriented importer reports (I/O, or a
+/// malformed line with its line and column).
+pub type LackeyError = crate::import::pairs::TextError;
 
 /// Counts of what a [`LackeyReader`] has read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
