@@ -13,70 +13,33 @@
 
 use ccsim::machine::RmpCheckStage;
 use criterion::{Criterion, Throughput, criterion_group};
-use mmu_model::{
-    AccessKind, AccessOutcome, AccessRequest, Cr3, FlatLatency, LeafAttrs, LinearFrames, Mmu,
-    MmuConfig, NoCheck, PageTable, Paging, PhysMemTables, PteFlags, TlbTag,
-};
+use mmu_model::{AccessKind, MmuConfig, NoCheck};
 use rmp_model::{Rmp, RmpLayout};
-use sim_core::{Cycles, Hva, PageSize, Spa};
+use sim_core::{Cycles, Spa};
 use std::hint::black_box;
 
-/// Linux 4-level direct-map base (Documentation/arch/x86/x86_64/mm.rst).
-const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+#[path = "support/host.rs"]
+mod support;
 
-const RW_AD: LeafAttrs = LeafAttrs::new(
-    PteFlags::PRESENT
-        .union(PteFlags::WRITABLE)
-        .union(PteFlags::ACCESSED)
-        .union(PteFlags::DIRTY)
-        .union(PteFlags::NO_EXECUTE),
-);
-
+/// The shared direct-map host with stores, and an RMP covering 8 GiB at the top of memory,
+/// every page hypervisor-owned.
 struct Host {
-    tables: PhysMemTables,
-    mmu: Mmu,
-    lat: FlatLatency,
-    reqs: Vec<AccessRequest>,
-    out: AccessOutcome,
+    h: support::Host,
     rmp: Rmp,
 }
 
-/// `pages` direct-mapped 4K pages at PA 4 GiB, one store request per page.
 fn host(pages: u64) -> Host {
-    let cfg = MmuConfig::default();
-    let mut tables = PhysMemTables::new();
-    let mut frames = LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x1_0000_0000));
-    let mut pt: PageTable = PageTable::new(
-        &mut tables,
-        &mut frames,
-        Paging::FourLevel,
-        cfg.pte_format(),
-        PteFlags::KERNEL_TABLE,
-    )
-    .unwrap();
-    let base = 1u64 << 32;
-    let mut reqs = Vec::new();
-    for i in 0..pages {
-        let pa = base + i * 4096;
-        let va = Hva::new(PAGE_OFFSET + pa);
-        pt.map(&mut tables, &mut frames, va, Spa::new(pa), PageSize::K4, RW_AD).unwrap().ignore();
-        reqs.push(AccessRequest::kernel(Hva::new(va.raw() + 8), AccessKind::Write));
-    }
-    let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
-    let mut mmu = Mmu::new(0, &cfg, cr3).unwrap();
-    let mut lat = FlatLatency { per_ref: cfg.walk_ref_latency };
-    let nc = AccessRequest::kernel(Hva::new(1 << 63), AccessKind::Read);
-    let out = mmu.access(&mut tables, &mut NoCheck, &mut lat, &nc);
-    // An RMP covering 8 GiB, every page hypervisor-owned, at the top of memory.
+    let h = support::host(&MmuConfig::default(), pages, AccessKind::Write);
     let rmp = Rmp::new(RmpLayout::covering(Spa::new(0x1_f000_0000), 8 << 30).unwrap());
-    Host { tables, mmu, lat, reqs, out, rmp }
+    Host { h, rmp }
 }
 
 fn sweep(h: &mut Host, checked: bool) -> u64 {
     let mut sum = 0;
+    let Host { h, rmp } = h;
     for r in &h.reqs {
         if checked {
-            let mut chk = RmpCheckStage::new(&mut h.rmp, Cycles::ZERO);
+            let mut chk = RmpCheckStage::new(rmp, Cycles::ZERO);
             h.mmu.access_into(&mut h.tables, &mut chk, &mut h.lat, r, &mut h.out);
         } else {
             h.mmu.access_into(&mut h.tables, &mut NoCheck, &mut h.lat, r, &mut h.out);
@@ -89,12 +52,12 @@ fn sweep(h: &mut Host, checked: bool) -> u64 {
 /// Every access of a sweep walks (checked: and reads five RMP entries); a second sweep over
 /// 64 pages hits.
 fn assert_pattern(h: &mut Host, checked: bool, walks: bool) {
-    let before = h.mmu.stats().walks.total();
+    let before = h.h.mmu.stats().walks.total();
     sweep(h, checked);
-    let n = h.mmu.stats().walks.total() - before;
-    assert_eq!(n, if walks { h.reqs.len() as u64 } else { 0 }, "checked={checked}");
+    let n = h.h.mmu.stats().walks.total() - before;
+    assert_eq!(n, if walks { h.h.reqs.len() as u64 } else { 0 }, "checked={checked}");
     if checked && walks {
-        assert_eq!(h.out.check_reads.len(), 5, "4 table reads + the store");
+        assert_eq!(h.h.out.check_reads.len(), 5, "4 table reads + the store");
     }
 }
 

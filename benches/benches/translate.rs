@@ -15,64 +15,18 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mmu_model::{
-    AccessKind, AccessOutcome, AccessRequest, CacheConfig, CacheHierarchy, Cr3, FlatLatency,
-    GuestAccessOutcome, GuestAccessRequest, GuestAddr, GuestContext, GuestMemory, GuestPageTable,
-    GuestPaging, LeafAttrs, LinearFrames, Mmu, MmuConfig, NestedContext, NestedKind, NoCheck,
-    NptTable, PageTable, Paging, PagingControls, PhysMemTables, Privilege, PteFlags, PteFormat,
-    TlbTag,
+    AccessKind, CacheConfig, CacheHierarchy, Cr3, FlatLatency, GuestAccessOutcome,
+    GuestAccessRequest, GuestAddr, GuestContext, GuestMemory, GuestPageTable, GuestPaging,
+    LeafAttrs, LinearFrames, Mmu, MmuConfig, NestedContext, NestedKind, NoCheck, NptTable,
+    PageTable, Paging, PagingControls, PhysMemTables, Privilege, PteFlags, PteFormat, TlbTag,
 };
 use sim_core::{Context, Gpa, Gva, Hva, PageSize, PrivLevel, Spa};
 use std::hint::black_box;
 use std::time::Instant;
 
-/// Linux 4-level direct-map base (Documentation/arch/x86/x86_64/mm.rst).
-const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
-
-const RW_AD: LeafAttrs = LeafAttrs::new(
-    PteFlags::PRESENT
-        .union(PteFlags::WRITABLE)
-        .union(PteFlags::ACCESSED)
-        .union(PteFlags::DIRTY)
-        .union(PteFlags::NO_EXECUTE),
-);
-
-struct Host {
-    tables: PhysMemTables,
-    mmu: Mmu,
-    lat: FlatLatency,
-    reqs: Vec<AccessRequest>,
-    /// Reused by every access.
-    out: AccessOutcome,
-}
-
-/// A direct map of `pages` 4K pages at PA 4 GiB, and one read request per page.
-fn host(cfg: &MmuConfig, pages: u64) -> Host {
-    let mut tables = PhysMemTables::new();
-    let mut frames = LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x1_0000_0000));
-    let mut pt: PageTable = PageTable::new(
-        &mut tables,
-        &mut frames,
-        Paging::FourLevel,
-        cfg.pte_format(),
-        PteFlags::KERNEL_TABLE,
-    )
-    .unwrap();
-    let base = 1u64 << 32;
-    let mut reqs = Vec::new();
-    for i in 0..pages {
-        let pa = base + i * 4096;
-        let va = Hva::new(PAGE_OFFSET + pa);
-        pt.map(&mut tables, &mut frames, va, Spa::new(pa), PageSize::K4, RW_AD).unwrap().ignore(); // fresh
-        reqs.push(AccessRequest::kernel(Hva::new(va.raw() + 8), AccessKind::Read));
-    }
-    let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
-    let mut mmu = Mmu::new(0, cfg, cr3).unwrap();
-    let mut lat = FlatLatency { per_ref: cfg.walk_ref_latency };
-    // Any outcome will do as the reused buffer: a non-canonical access makes one.
-    let nc = AccessRequest::kernel(Hva::new(1 << 63), AccessKind::Read);
-    let out = mmu.access(&mut tables, &mut NoCheck, &mut lat, &nc);
-    Host { tables, mmu, lat, reqs, out }
-}
+#[path = "support/host.rs"]
+mod support;
+use support::{Host, PAGE_OFFSET, RW_AD, host};
 
 fn run_host(h: &mut Host) -> u64 {
     let mut sum = 0;
@@ -87,7 +41,7 @@ fn tlb_hits(c: &mut Criterion) {
     let mut g = c.benchmark_group("translate/tlb_hit");
     // 64 4K pages: fits the 72-entry L1 DTLB of the default (and zen4) configuration.
     for (name, cfg) in [("default", MmuConfig::default()), ("zen4", MmuConfig::zen4())] {
-        let mut h = host(&cfg, 64);
+        let mut h = host(&cfg, 64, AccessKind::Read);
         run_host(&mut h);
         let before = h.mmu.stats().tlb_hits;
         run_host(&mut h);
@@ -124,7 +78,7 @@ fn tlb_level(c: &mut Criterion) {
             vas.iter().map(|&va| t.lookup(va, TlbTag::HOST).map_or(0, |h| h.pa.raw())).sum::<u64>()
         })
     });
-    let mut h = host(&MmuConfig::default(), 64);
+    let mut h = host(&MmuConfig::default(), 64, AccessKind::Read);
     run_host(&mut h);
     let raws: Vec<u64> = h.reqs.iter().map(|r| r.va.raw()).collect();
     g.bench_function("hierarchy_64x4K", |b| {
@@ -145,7 +99,7 @@ fn walks_4level(c: &mut Criterion) {
     // 4096 4K pages swept cyclically through the 72-entry LRU DTLB of the default
     // configuration (no L2 TLB, no PWC): every access is a 4-reference walk and a fill.
     let cfg = MmuConfig::default();
-    let mut h = host(&cfg, 4096);
+    let mut h = host(&cfg, 4096, AccessKind::Read);
     run_host(&mut h);
     let (w0, r0) = (h.mmu.stats().walks.total(), h.mmu.stats().walk_reads);
     run_host(&mut h);
