@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every fuzz target for SECONDS each (default 25: both targets in under a minute, for CI).
+# Run every fuzz target for SECONDS each (default 18: the three targets in under a minute, for CI).
 # Usage: scripts/fuzz.sh [SECONDS]
 # Needs cargo-fuzz (installed here from crates.io if missing). Runs on the stable toolchain:
 # `-s none` builds without a sanitizer, which is what needs nightly; panics, hangs
@@ -9,13 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs="${1:-25}"
+secs="${1:-18}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
 # Seed the scenario corpus with the example scenarios (the corpus itself is not committed).
-mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader
+mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader fuzz/corpus/importers
 find traces/scenarios -name '*.ccs' -exec cp {} fuzz/corpus/scenario_parser/ \;
 # Seed the binary corpus with the same scenarios converted to .cct (when ccsim is built).
 if [ -x target/release/ccsim ]; then
@@ -32,5 +32,16 @@ run() {
         -max_total_time="${secs}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$@"
 }
 
+# Seed the importers' corpus with the head of each real sample, prefixed by the selector byte
+# of its format (fuzz/fuzz_targets/importers.rs).
+seed() { { printf "\\x$1"; head -c 4096; } > "fuzz/corpus/importers/$2"; }
+zstd -dc traces/samples/lackey-sort/trace.lackey.zst 2>/dev/null | seed 00 lackey || true
+zstd -dc traces/samples/qemu/memtrace.txt.zst 2>/dev/null | seed 22 memtrace || true
+seed 13 execlog < traces/samples/qemu/execlog_head2000.txt || true
+cat traces/samples/perf/*.txt 2>/dev/null | seed 14 perf || true
+seed 45 kvm < traces/samples/kvm/kvm_trace_pipe_head400.txt || true
+xz -dc traces/samples/champsim/lackey-sort.champsimtrace.xz 2>/dev/null | seed 06 champsim || true
+
 run scenario_parser -dict=fuzz/scenario_parser.dict
 run cct_reader
+run importers
