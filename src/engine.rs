@@ -36,6 +36,19 @@ pub struct RunOptions {
     pub seed: u64,
     /// Record the executed event stream to this `.cct` file (workloads).
     pub record: Option<PathBuf>,
+    /// Events executed so far are added here every [`PROGRESS_EVERY`] events and at the end
+    /// (sweep progress; it never changes what the run computes).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// How many events a run executes between updates of [`RunOptions::progress`].
+pub const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// Adds `n` to the progress counter, if there is one.
+fn tick(progress: Option<&std::sync::atomic::AtomicU64>, n: u64) {
+    if let Some(p) = progress {
+        p.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The configuration layers of a run, applied in order: preset, files, the input's own
@@ -165,9 +178,13 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     let mut finals: Vec<(u64, Check)> = Vec::new();
     let mut program: Option<(u64, String)> = None;
     let mut records = 0u64;
+    let progress = opts.progress.as_deref();
     for rec in stream {
         let Sourced { line, record } = rec?;
         records += 1;
+        if records.is_multiple_of(PROGRESS_EVERY) {
+            tick(progress, PROGRESS_EVERY);
+        }
         let at = |l: u64| format!("{name}:{l}");
         if let Record::Setting(s) = record {
             if machine.is_some() {
@@ -228,13 +245,13 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
         None => Machine::new(layers.build(&settings)?, &settings, false)
             .map_err(|e| anyhow!("{name}: {e}"))?,
     };
+    tick(progress, records % PROGRESS_EVERY);
     m.finish();
     let info = input_info_file(&name);
     for (line, check) in finals {
         let (passed, message) = m.check(&check, None, &info);
         results.push(ExpectResult { line, passed, message: format!("final: {message}") });
     }
-    let _ = opts;
     let mut report = m.report(&info);
     report.records = records;
     Ok(RunOutput { report, expectations: results })
@@ -263,7 +280,7 @@ fn run_workload(
         Some(p) => Some(Recorder::new(p, name, params, opts.seed)?),
         None => None,
     };
-    let records = match drive(w.as_mut(), &mut m, rec.as_mut()) {
+    let records = match drive(w.as_mut(), &mut m, rec.as_mut(), opts.progress.as_deref()) {
         Ok(n) => n,
         Err(e) => {
             if let Some(r) = rec {
@@ -301,6 +318,7 @@ fn drive(
     w: &mut dyn workloads::Workload,
     m: &mut Machine,
     mut rec: Option<&mut Recorder>,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<u64> {
     let mut sched = Scheduler::new();
     let agents: Vec<_> = w.agents().to_vec();
@@ -329,8 +347,12 @@ fn drive(
         }
         let _ = m.exec(&te);
         records += 1;
+        if records.is_multiple_of(PROGRESS_EVERY) {
+            tick(progress, PROGRESS_EVERY);
+        }
         sched.ready(k.stream, k.agent, m.clock(agent));
     }
+    tick(progress, records % PROGRESS_EVERY);
     Ok(records)
 }
 
@@ -428,13 +450,13 @@ mod tests {
     #[test]
     fn a_stream_may_change_context_on_its_cpu() {
         let mut w = hopper(Agent::guest(1, 1, 0));
-        assert_eq!(drive(&mut w, &mut machine(), None).unwrap(), 4);
+        assert_eq!(drive(&mut w, &mut machine(), None, None).unwrap(), 4);
     }
 
     #[test]
     fn an_event_on_another_cpu_is_an_error_not_a_panic() {
         let mut w = hopper(Agent::guest(0, 1, 0));
-        let e = drive(&mut w, &mut machine(), None).unwrap_err().to_string();
+        let e = drive(&mut w, &mut machine(), None, None).unwrap_err().to_string();
         assert!(e.contains("stream 1 (agent c1 host) issued `work` as c0 vm1/v0"), "{e}");
     }
 }

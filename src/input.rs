@@ -636,3 +636,54 @@ pub fn export(
         }
     }
 }
+
+/// One `trace import`: the capture, its format and role, and where the trace goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportRequest<'a> {
+    /// Capture format (see [`KNOWN_FORMATS`] and `kvm-trace`).
+    pub from: &'a str,
+    /// The capture.
+    pub trace: &'a Path,
+    /// lackey's VA→PA page map.
+    pub vapa: Option<&'a Path>,
+    /// What the stream is in the simulated machine (`host-process[:PID]`, `host-kernel`,
+    /// `guest:N[:KIND]`).
+    pub role: &'a str,
+    /// ChampSim record layout.
+    pub format: Option<&'a str>,
+    /// kvm-trace vendor.
+    pub vendor: Option<&'a str>,
+    /// Output trace.
+    pub output: &'a Path,
+}
+
+/// Import a capture of any supported format (the one path behind `ccsim trace import` and
+/// sweep `import` inputs); returns a one-line summary of what was written.
+///
+/// # Errors
+/// Options that do not fit the format, and the errors of the format's importer.
+pub fn import_any(r: &ImportRequest) -> anyhow::Result<String> {
+    let (from, out) = (r.from, r.output.display());
+    if r.vendor.is_some() && from != "kvm-trace" {
+        bail!("--vendor is for --from kvm-trace");
+    }
+    if from == "kvm-trace" {
+        if r.vapa.is_some() || r.format.is_some() {
+            bail!("--vapa and --format are not for kvm-trace");
+        }
+        let (n, s) = import_kvm_trace(r.trace, r.role, r.vendor, r.output)?;
+        Ok(format!(
+            "wrote {out}: {n} records from {} lines ({} skipped, {} events lost by the tracer): {} accesses, {} stage-2 maps, {} unmaps, {} attribute changes; events by name: {:?}",
+            s.lines, s.skipped, s.dropped, s.accesses, s.maps, s.unmaps, s.attrs, s.events
+        ))
+    } else if is_pair_format(from) {
+        if r.vapa.is_some() {
+            bail!("--vapa is for lackey: {from} lines carry their own physical addresses");
+        }
+        let s = import_pairs(from, r.trace, r.role, r.output)?;
+        Ok(format!("wrote {out}: {} records; {s}", s.records))
+    } else {
+        let s = import(from, r.trace, r.vapa, r.role, r.output, r.format)?;
+        Ok(format!("wrote {out}: {s}"))
+    }
+}

@@ -5,14 +5,14 @@
 //! byte-identical JSON. CSV is the JSON flattened to dotted column names, one header row and one
 //! value row, so every JSON field has a CSV column and the two cannot drift.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sim_core::PageSize;
 use sim_core::stats::{PerSize, Series};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Where the run's events came from.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InputInfo {
     /// `workload`, `trace` or `scenario`.
     pub kind: String,
@@ -25,7 +25,7 @@ pub struct InputInfo {
 }
 
 /// Memory accesses by kind.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessCounts {
     /// Loads.
     pub loads: u64,
@@ -62,7 +62,7 @@ impl AccessCounts {
 
 /// Data-TLB counters summed over CPUs, by page size of the entry (hits, fills) or of the
 /// translation found by the walk (misses).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TlbCounts {
     /// Hits.
     pub hits: PerSize<u64>,
@@ -77,7 +77,7 @@ pub struct TlbCounts {
 }
 
 /// Page walks.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalkCounts {
     /// Walks started.
     pub walks: u64,
@@ -89,7 +89,7 @@ pub struct WalkCounts {
 
 /// Guest translation: vCPU accesses through the guest's page tables and stage 2 (NPT/EPT).
 /// They are also counted in `accesses`, `dtlb` and `walks`, which sum host and guest.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GuestCounts {
     /// vCPU accesses (per 4 KiB page touched).
     pub accesses: u64,
@@ -118,7 +118,7 @@ pub struct GuestCounts {
 }
 
 /// RMP activity.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RmpCounts {
     /// Host RMP checks performed at walk end / TLB fill.
     pub checks: u64,
@@ -141,7 +141,7 @@ pub struct RmpCounts {
 }
 
 /// Faults by disposition and by kind.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FaultCounts {
     /// Raised to the faulting context.
     pub raised: u64,
@@ -154,7 +154,7 @@ pub struct FaultCounts {
 }
 
 /// The direct map as `/proc/meminfo` and `/proc/vmstat` show it.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DirectMapCounts {
     /// `DirectMap4k`, `DirectMap2M`, `DirectMap1G` in kB, at the end of the run.
     pub kb: PerSize<u64>,
@@ -185,7 +185,7 @@ pub struct DirectMapCounts {
 }
 
 /// TLB shootdowns: flushes that reached other CPUs by IPI.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShootdownCounts {
     /// Flush operations that sent at least one IPI.
     pub shootdowns: u64,
@@ -199,7 +199,7 @@ pub struct ShootdownCounts {
 }
 
 /// Host physical memory.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemoryCounts {
     /// Free in the page allocator, kB.
     pub free_kb: u64,
@@ -212,7 +212,7 @@ pub struct MemoryCounts {
 }
 
 /// Where the cycles went, summed over agents.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CycleCounts {
     /// Non-memory work (base CPI).
     pub base: u64,
@@ -241,7 +241,7 @@ pub struct CycleCounts {
 }
 
 /// Ratios derived from the counters, for comparing runs.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Derived {
     /// DTLB misses per 1000 accesses.
     pub dtlb_mpka: f64,
@@ -252,7 +252,7 @@ pub struct Derived {
 }
 
 /// One run's report.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// ccsim version that produced it.
     pub ccsim: String,
@@ -514,7 +514,8 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Strin
     }
 }
 
-fn csv_field(s: &str) -> String {
+/// A CSV field, quoted when it holds a comma, quote or newline.
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -10,7 +10,11 @@ fn small() -> workloads::Params {
 fn report_json(policy: &str, seed: u64, record: Option<std::path::PathBuf>) -> String {
     let layers = ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
     let input = Input::Workload { name: "snp-launch".into(), params: small() };
-    run(&layers, &input, &RunOptions { seed, record }).unwrap().report.to_json().unwrap()
+    run(&layers, &input, &RunOptions { seed, record, progress: None })
+        .unwrap()
+        .report
+        .to_json()
+        .unwrap()
 }
 
 #[test]
@@ -32,7 +36,9 @@ fn record_and_replay(name: &str, params: workloads::Params) -> ccsim::report::Re
     let layers = ConfigLayers { sets: vec!["host.policy=none".into()], ..Default::default() };
     let input = Input::Workload { name: name.into(), params };
     let live =
-        run(&layers, &input, &RunOptions { seed: 3, record: Some(trace.clone()) }).unwrap().report;
+        run(&layers, &input, &RunOptions { seed: 3, record: Some(trace.clone()), progress: None })
+            .unwrap()
+            .report;
     let replay = run(&layers, &Input::File(trace), &RunOptions::default()).unwrap().report;
     assert_eq!(live.events, replay.events);
     assert_eq!(live.accesses, replay.accesses);

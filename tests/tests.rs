@@ -1107,7 +1107,8 @@ mod workloads_run {
             let layers =
                 ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
             let input = Input::Workload { name: "snp-churn".into(), params: tiny_churn() };
-            let out = run(&layers, &input, &RunOptions { seed: 5, record: None }).unwrap();
+            let out = run(&layers, &input, &RunOptions { seed: 5, record: None, progress: None })
+                .unwrap();
             assert_eq!(out.report.accesses.total(), 3 * 4000 + 2 * 2000, "policy {policy}");
         }
     }
@@ -1127,7 +1128,9 @@ mod workloads_run {
             let layers =
                 ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
             let input = Input::Workload { name: "host-kernel".into(), params: params.clone() };
-            let r = run(&layers, &input, &RunOptions { seed: 3, record: None }).unwrap().report;
+            let r = run(&layers, &input, &RunOptions { seed: 3, record: None, progress: None })
+                .unwrap()
+                .report;
             assert_eq!(r.accesses.total(), 2 * 30000, "policy {policy}");
             assert_eq!(r.accesses.kernel, 2 * 30000);
             assert_eq!((r.faults.raised, r.faults.fatal), (0, 0), "policy {policy}");
@@ -1147,9 +1150,13 @@ mod workloads_run {
         ])
         .unwrap();
         let input = Input::Workload { name: "qemu-process".into(), params };
-        let r = run(&ConfigLayers::default(), &input, &RunOptions { seed: 2, record: None })
-            .unwrap()
-            .report;
+        let r = run(
+            &ConfigLayers::default(),
+            &input,
+            &RunOptions { seed: 2, record: None, progress: None },
+        )
+        .unwrap()
+        .report;
         assert_eq!(r.accesses.total(), 2 * 20000);
         assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
         assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
@@ -1180,7 +1187,9 @@ mod workloads_run {
             ConfigLayers { sets: vec!["host.policy=split-on-assign".into()], ..Default::default() };
         let go = |guests: &str| {
             let input = Input::Workload { name: "multi-tenant".into(), params: items(guests) };
-            run(&layers, &input, &RunOptions { seed: 8, record: None }).unwrap().report
+            run(&layers, &input, &RunOptions { seed: 8, record: None, progress: None })
+                .unwrap()
+                .report
         };
         let r = go("guests=6");
         assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
@@ -1822,3 +1831,6 @@ CPU:1 [12 EVENTS DROPPED]
         assert!(err.contains("line 1: kvm_page_fault before the vendor is known"), "{err}");
     }
 }
+
+#[path = "it/sweep.rs"]
+mod sweep;

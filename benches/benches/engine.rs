@@ -16,7 +16,7 @@ fn default_workload(c: &mut Criterion) {
             ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
         let input =
             Input::Workload { name: "snp-launch".into(), params: workloads::Params::default() };
-        let opts = RunOptions { seed: 1, record: None };
+        let opts = RunOptions { seed: 1, record: None, progress: None };
         let probe = run(&layers, &input, &opts).expect("default workload runs");
         g.throughput(Throughput::Elements(probe.report.accesses.total()));
         g.bench_function(format!("snp-launch/{policy}/accesses"), |b| {

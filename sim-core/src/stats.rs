@@ -54,9 +54,45 @@ impl<T: serde::Serialize> serde::Serialize for PerSize<T> {
     }
 }
 
+/// Reads back what `Serialize` writes: a map with exactly the keys `4K`, `2M` and `1G`.
+impl<'de, T: serde::Deserialize<'de> + Default + Copy> serde::Deserialize<'de> for PerSize<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de> + Default + Copy> serde::de::Visitor<'de> for V<T> {
+            type Value = PerSize<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map with keys 4K, 2M and 1G")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = [T::default(); 3];
+                let mut seen = [false; 3];
+                while let Some(k) = m.next_key::<String>()? {
+                    let size = PageSize::ALL
+                        .into_iter()
+                        .find(|s| s.name() == k)
+                        .ok_or_else(|| serde::de::Error::unknown_field(&k, &["4K", "2M", "1G"]))?;
+                    if seen[size.index()] {
+                        return Err(serde::de::Error::duplicate_field("page size"));
+                    }
+                    seen[size.index()] = true;
+                    out[size.index()] = m.next_value()?;
+                }
+                if let Some(i) = seen.iter().position(|s| !s) {
+                    return Err(serde::de::Error::missing_field(PageSize::ALL[i].name()));
+                }
+                Ok(PerSize(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// A sampled time series of a per-size quantity (e.g. DirectMap4k/2M/1G), sampled at event
 /// indices so that it is independent of the machine the simulator runs on.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     /// `(event index, value per size)` samples, in order.
     pub samples: Vec<(u64, PerSize<u64>)>,

@@ -82,7 +82,7 @@ impl CpaFlushes {
 
 /// What a request did (CONFIG_X86_CPA_STATISTICS's counters plus the model's own); summed
 /// over a run, it is the report's `directmap.cpa` section.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CpaStats {
     /// Calls of `change_page_attr_set_clr` (one per request; N for `dm-invalid`/`dm-default`
     /// over N pages).

@@ -58,7 +58,7 @@ pub(crate) struct KvmVm {
 }
 
 /// What KVM did, for the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KvmCounts {
     /// Guest exits KVM handled (#NPF), each followed by a retry of the access.
     pub exits_handled: u64,
@@ -92,7 +92,7 @@ pub struct KvmCounts {
     /// See [`KvmCounts::gmem_allocs`].
     pub gmem_frees: u64,
     /// SNP firmware commands by status name (`SUCCESS`, `INVALID_PAGE_STATE`, …).
-    pub fw_status: std::collections::BTreeMap<&'static str, u64>,
+    pub fw_status: std::collections::BTreeMap<String, u64>,
     /// VMRUNs of SNP vCPUs, and those that failed the VMSA check (VMEXIT_INVALID).
     pub vmruns: u64,
     /// See [`KvmCounts::vmruns`].
@@ -550,7 +550,7 @@ impl Machine {
     }
 
     fn fw_outcome(&mut self, status: SnpFwStatus, cost: Cycles) -> Outcome {
-        *self.kvm_counts.fw_status.entry(status.name()).or_default() += 1;
+        *self.kvm_counts.fw_status.entry(status.name().to_owned()).or_default() += 1;
         self.cycles.rmp_instr += cost;
         Outcome {
             rc: Some((u64::from(status.code()), None)),
@@ -692,7 +692,7 @@ impl Machine {
                 let asid = u16::try_from(info.asid).unwrap_or(u16::MAX);
                 let update = LaunchUpdate::page_4k(LaunchPageType::Vmsa);
                 let s = self.rmp.launch_update(gctx, page, asid, &update);
-                *self.kvm_counts.fw_status.entry(s.name()).or_default() += 1;
+                *self.kvm_counts.fw_status.entry(s.name().to_owned()).or_default() += 1;
                 self.kvm.entry(vm).or_default().vmsa.insert(vcpu, page);
                 page
             }

@@ -19,7 +19,7 @@ pub(super) enum RmpFaultAction {
 }
 
 /// Per-policy counters, for the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyCounts {
     /// Kernel RMP #PFs fixed by splitting the direct map (`split-on-fault-kernel`).
     pub kernel_fault_splits: u64,
