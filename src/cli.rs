@@ -19,13 +19,16 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log what happens on stderr (`-v` info, `-vv` debug, `-vvv` trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a trace, a scenario or a workload and print a report.
     #[command(
-        after_help = "Examples:\n  ccsim run\n  ccsim run --workload snp-launch --param guests=8 --policy split-on-assign\n  ccsim run trace.cct --preset zen4-nogbpages --json out.json --csv out.csv\n  ccsim run scenario.ccs --set mmu.dtlb_entries_4k=64"
+        after_help = "Examples:\n  ccsim run\n  ccsim run --workload snp-launch --param guests=8 --policy split-on-assign\n  ccsim run trace.cct --preset zen4-nogbpages --json out.json --csv out.csv\n  ccsim run scenario.ccs --set mmu.page_walkers=1"
     )]
     Run(RunArgs),
     /// Run scenario files and report each expectation as pass/fail with file:line.
@@ -43,6 +46,25 @@ enum Cmd {
     /// Inspect and convert traces.
     #[command(subcommand)]
     Trace(TraceCmd),
+    /// Run a grid of inputs × machines × policies × seeds in parallel; resumable, shardable.
+    #[command(
+        after_help = "Examples:\n  ccsim sweep examples/physmap-policies.toml --out docs/results/physmap-policies\n  ccsim sweep spec.toml --out out --resume          # continue an interrupted sweep\n  ccsim sweep spec.toml --out s0 --shard 0/4         # one deterministic quarter\n  ccsim sweep merge s0 s1 s2 s3 --out out\n  ccsim sweep slurm spec.toml --shards 16 --out out && bash out/slurm/submit.sh\n\nSpec format: docs/sweeps.md.",
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
+    Sweep(SweepArgs),
+    /// Render one run's JSON (a sweep's runs/ID.json or `ccsim run --json`) as the sweep
+    /// summary does: a Markdown table on stdout, and with --out the same with its plots.
+    #[command(
+        after_help = "Examples:\n  ccsim report out/runs/snp-launch.zen4.none.s1.json\n  ccsim report r.json --out r-report"
+    )]
+    Report {
+        /// The run's JSON.
+        json: PathBuf,
+        /// Write summary.md and plots/ here.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
     /// List the built-in workloads and their parameters.
     #[command(after_help = "Example:\n  ccsim workloads")]
     Workloads,
@@ -99,6 +121,72 @@ struct RunArgs {
     /// Record the executed event stream to this `.cct` trace (workloads only).
     #[arg(long, value_name = "OUT.cct")]
     record: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SweepArgs {
+    #[command(subcommand)]
+    cmd: Option<SweepCmd>,
+    /// The sweep specification (TOML; docs/sweeps.md).
+    #[arg(required = true)]
+    spec: Option<PathBuf>,
+    /// Output folder (default: sweep-STEM next to where you run it).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Worker threads (default: one per core). Results do not depend on it.
+    #[arg(short = 'j', long, default_value_t = 0)]
+    threads: usize,
+    /// Continue the sweep in --out, skipping finished runs.
+    #[arg(long)]
+    resume: bool,
+    /// Run only the runs whose grid index is I modulo N.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 10)]
+    progress_interval: u64,
+    /// No progress display.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SweepCmd {
+    /// Join shard folders of one sweep into one folder and render its outputs.
+    Merge {
+        /// Shard folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Write a Slurm job array (one task per shard) and a merge job depending on it.
+    Slurm {
+        /// The sweep specification.
+        spec: PathBuf,
+        /// Number of shards (array tasks).
+        #[arg(long)]
+        shards: usize,
+        /// Output folder of the merged sweep.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// ccsim binary the jobs run (default: this one).
+        #[arg(long)]
+        ccsim: Option<PathBuf>,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task (Slurm format, e.g. 1:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per task (the task's --threads).
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        /// Memory per task (Slurm format, e.g. 4G).
+        #[arg(long)]
+        mem: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,7 +291,10 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(cli.verbose);
     match cli.cmd {
+        Cmd::Sweep(a) => sweep(a),
+        Cmd::Report { json, out } => report(&json, out.as_deref()),
         Cmd::Run(a) => run(a),
         Cmd::Check { paths, quiet } => check(&paths, quiet),
         Cmd::Trace(t) => trace(t),
@@ -249,7 +340,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             params: workloads::Params::parse(a.params.iter().map(String::as_str))?,
         },
     };
-    let opts = RunOptions { seed: a.seed, record: a.record.clone() };
+    let opts = RunOptions { seed: a.seed, record: a.record.clone(), progress: None };
     if policies.len() > 1 {
         return run_policies(&a, &layers, &input, &opts, &policies);
     }
@@ -303,6 +394,99 @@ fn run_policies(
     }
     if !a.quiet {
         print!("{}", crate::compare::table(&runs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracing` to stderr at the level `-v` asks for (warnings by default).
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    use crate::sweep;
+    match a.cmd {
+        Some(SweepCmd::Merge { dirs, out }) => {
+            let n = sweep::merge(&dirs, &out)?;
+            eprintln!("merged {n} runs into {}", out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(SweepCmd::Slurm { spec, shards, out, ccsim, partition, time, cpus_per_task, mem }) => {
+            let o = sweep::slurm::SlurmOptions {
+                shards,
+                out,
+                ccsim,
+                partition,
+                time,
+                cpus_per_task: cpus_per_task.max(1),
+                mem,
+            };
+            let submit = sweep::slurm::write(&spec, &o)?;
+            println!("wrote {}; submit with: bash {}", submit.display(), submit.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+    let spec = a.spec.ok_or_else(|| anyhow::anyhow!("give a sweep specification"))?;
+    let out = a.out.unwrap_or_else(|| {
+        let stem =
+            spec.file_stem().map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from(format!("sweep-{stem}"))
+    });
+    let shard = a.shard.as_deref().map(str::parse).transpose()?;
+    let progress = if a.no_progress {
+        sweep::ProgressMode::Off
+    } else {
+        sweep::ProgressMode::Auto {
+            interval: std::time::Duration::from_secs(a.progress_interval.max(1)),
+        }
+    };
+    let o = sweep::SweepOptions {
+        out: out.clone(),
+        threads: a.threads,
+        resume: a.resume,
+        shard,
+        progress,
+    };
+    let r = sweep::run(&spec, &o)?;
+    eprintln!(
+        "{}: {} runs ({} now, {} finished before, {} failed); summary in {}",
+        spec.display(),
+        r.selected,
+        r.ran,
+        r.skipped,
+        r.failed.len(),
+        out.join("summary.md").display()
+    );
+    if r.failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (id, e) in &r.failed {
+        eprintln!("ccsim: error: run {id}: {e}");
+    }
+    Ok(ExitCode::from(2))
+}
+
+fn report(json: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let (md, svgs) = crate::sweep::summary::report_file(json)?;
+    print!("{md}");
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir.join("plots"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        for (name, svg) in &svgs {
+            write_atomic(&dir.join("plots").join(name), svg.as_bytes())?;
+        }
+        write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -366,45 +550,16 @@ fn trace(t: TraceCmd) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {n} records to {}", output.display());
         }
         TraceCmd::Import { trace, from, format, vendor, vapa, role, output } => {
-            if vendor.is_some() && from != "kvm-trace" {
-                anyhow::bail!("--vendor is for --from kvm-trace");
-            }
-            if from == "kvm-trace" {
-                if vapa.is_some() || format.is_some() {
-                    anyhow::bail!("--vapa and --format are not for kvm-trace");
-                }
-                let (n, s) = input::import_kvm_trace(&trace, &role, vendor.as_deref(), &output)?;
-                eprintln!(
-                    "wrote {}: {n} records from {} lines ({} skipped, {} events lost by the tracer): {} accesses, {} stage-2 maps, {} unmaps, {} attribute changes; events by name: {:?}",
-                    output.display(),
-                    s.lines,
-                    s.skipped,
-                    s.dropped,
-                    s.accesses,
-                    s.maps,
-                    s.unmaps,
-                    s.attrs,
-                    s.events
-                );
-            } else if input::is_pair_format(&from) {
-                if vapa.is_some() {
-                    anyhow::bail!(
-                        "--vapa is for lackey: {from} lines carry their own physical addresses"
-                    );
-                }
-                let s = input::import_pairs(&from, &trace, &role, &output)?;
-                eprintln!("wrote {}: {} records; {s}", output.display(), s.records);
-            } else {
-                let s = input::import(
-                    &from,
-                    &trace,
-                    vapa.as_deref(),
-                    &role,
-                    &output,
-                    format.as_deref(),
-                )?;
-                eprintln!("wrote {}: {s}", output.display());
-            }
+            let req = input::ImportRequest {
+                from: &from,
+                trace: &trace,
+                vapa: vapa.as_deref(),
+                role: &role,
+                format: format.as_deref(),
+                vendor: vendor.as_deref(),
+                output: &output,
+            };
+            eprintln!("{}", input::import_any(&req)?);
         }
         TraceCmd::Export { to, input: i, output } => {
             let s = input::export(&to, &i, &output)?;

@@ -13,5 +13,7 @@ pub mod engine;
 pub mod host;
 pub mod input;
 pub mod machine;
+pub mod plot;
 pub mod report;
+pub mod sweep;
 mod vm;
