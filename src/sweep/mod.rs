@@ -174,6 +174,7 @@ pub fn run(spec_path: &Path, o: &SweepOptions) -> anyhow::Result<SweepOutcome> {
         _ => {}
     }
     std::fs::create_dir_all(runs_dir(out)).with_context(|| out.display().to_string())?;
+    remove_temporaries(out)?;
     write_atomic(&out.join("spec.toml"), spec.text.as_bytes())?;
     write_atomic(&out.join("plan.json"), to_json(&plan_file)?.as_bytes())?;
     let plan = &plan_file.plan;
@@ -228,6 +229,23 @@ pub fn run(spec_path: &Path, o: &SweepOptions) -> anyhow::Result<SweepOutcome> {
     }
     summary::write_outputs(out, &plan_file)?;
     Ok(outcome)
+}
+
+/// Remove the temporary files an interrupted sweep left (`.NAME.tmpPID` from
+/// [`write_atomic`], `LABEL.tmpPID.cct` from imports); finished files are never temporaries.
+fn remove_temporaries(out: &Path) -> anyhow::Result<()> {
+    for dir in [out.to_path_buf(), runs_dir(out), out.join("plots"), out.join("inputs")] {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let write_tmp = name.starts_with('.') && name.contains(".tmp");
+            let import_tmp = dir.ends_with("inputs") && name.contains(".tmp");
+            if (write_tmp || import_tmp) && e.path().is_file() {
+                std::fs::remove_file(e.path()).with_context(|| e.path().display().to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Import every `import` input the selected runs need into `out/inputs/`, once, in plan order.

@@ -136,6 +136,8 @@ fn kill_and_resume_gives_identical_outputs() {
     let finished = done(&out);
     assert!((2..8).contains(&finished), "killed after {finished} of 8 runs");
     assert!(!out.join("summary.md").exists(), "the sweep was killed before its summary");
+    // A temporary file a kill can leave behind is cleaned up by --resume.
+    std::fs::write(out.join("runs/.x.json.tmp999"), "{").unwrap();
     // Without --resume the folder is refused.
     let (code, err) = sweep(spec, &out, &[]);
     assert_eq!(code, 2);
