@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every fuzz target for SECONDS each (default 18: the three targets in under a minute, for CI).
+# Run every fuzz target for SECONDS each (default 15: the four targets in a minute, for CI).
 # Usage: scripts/fuzz.sh [SECONDS]
 # Needs cargo-fuzz (installed here from crates.io if missing). Runs on the stable toolchain:
 # `-s none` builds without a sanitizer, which is what needs nightly; panics, hangs
@@ -9,13 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs="${1:-18}"
+secs="${1:-15}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
 # Seed the scenario corpus with the example scenarios (the corpus itself is not committed).
-mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader fuzz/corpus/importers
+mkdir -p fuzz/corpus/scenario_parser fuzz/corpus/cct_reader fuzz/corpus/importers fuzz/corpus/sweep_spec
+# Seed the sweep-spec corpus with the committed specs.
+cp tests/data/sweep-*.toml examples/*.toml fuzz/corpus/sweep_spec/
 find traces/scenarios -name '*.ccs' -exec cp {} fuzz/corpus/scenario_parser/ \;
 # Seed the binary corpus with the same scenarios converted to .cct (when ccsim is built).
 if [ -x target/release/ccsim ]; then
@@ -45,3 +47,4 @@ xz -dc traces/samples/champsim/lackey-sort.champsimtrace.xz 2>/dev/null | seed 0
 run scenario_parser -dict=fuzz/scenario_parser.dict
 run cct_reader
 run importers
+run sweep_spec

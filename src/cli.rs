@@ -312,8 +312,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut layers = ConfigLayers { preset: a.preset.clone(), ..Default::default() };
     for f in &a.configs {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let text = crate::sweep::spec::read_text(f)?;
         layers.files.push((text, f.display().to_string()));
     }
     let policies: Vec<String> = match a.policy.as_deref() {

@@ -171,6 +171,39 @@ pub struct Spec {
     pub text: String,
 }
 
+/// Largest spec or configuration file read (a spec is a few kB; this bounds a mistake such as
+/// naming a device or a trace).
+pub const MAX_TEXT_FILE: u64 = 16 << 20;
+
+/// Read a regular text file of at most [`MAX_TEXT_FILE`] bytes.
+///
+/// # Errors
+/// Missing, not a regular file (a FIFO or device would block or never end), too large, or not
+/// UTF-8 — each naming the path.
+pub fn read_text(p: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let at = || p.display().to_string();
+    let meta = std::fs::metadata(p).with_context(at)?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", p.display());
+    }
+    if meta.len() > MAX_TEXT_FILE {
+        bail!(
+            "{}: {} bytes, more than the {} a spec or config file may have",
+            p.display(),
+            meta.len(),
+            MAX_TEXT_FILE
+        );
+    }
+    let mut text = String::new();
+    std::fs::File::open(p)
+        .with_context(at)?
+        .take(MAX_TEXT_FILE)
+        .read_to_string(&mut text)
+        .with_context(at)?;
+    Ok(text)
+}
+
 /// A TOML scalar as the string a `--set` or `--param` would carry.
 fn scalar(v: &toml::Value, what: &str) -> anyhow::Result<String> {
     Ok(match v {
@@ -197,7 +230,7 @@ impl Spec {
     /// unknown policies, presets, workloads or configuration keys (naming the input or machine
     /// they appear in), duplicate labels.
     pub fn load(path: &Path) -> anyhow::Result<Spec> {
-        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        let text = read_text(path)?;
         let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let plan = Self::expand(&text, &base).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
@@ -457,7 +490,7 @@ fn machine(m: &MachineFile, base: &Path) -> anyhow::Result<Machine> {
     let mut config_texts = Vec::new();
     for c in &m.config {
         let p = base.join(c);
-        let t = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+        let t = read_text(&p)?;
         config_texts.push((t, c.clone()));
     }
     let mut sets = Vec::new();
