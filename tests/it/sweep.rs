@@ -197,6 +197,11 @@ fn bad_specs_name_the_place() {
         ("[[input]]\nworkload = \"snp-launch\"\nparams = { nope = 1 }\n", "input[0]"),
         ("[[input]\n", "line 1"),
         ("[[input]]\nworkload = \"snp-launch\"\n[[machine]]\npreset = \"zen9\"\n", "zen9"),
+        // A device would never end: refused before reading.
+        (
+            "[[input]]\nworkload = \"snp-launch\"\n[[machine]]\nconfig = [\"/dev/zero\"]\n",
+            "not a regular file",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = d.join(format!("bad{i}.toml"));
