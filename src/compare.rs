@@ -91,6 +91,7 @@ pub const CYCLE_PARTS: &[(&str, Counter)] = &[
     ("invalidation", |r| r.cycles.invalidation),
     ("policy", |r| r.cycles.policy),
     ("kvm", |r| r.cycles.kvm),
+    ("iommu", |r| r.cycles.iommu),
 ];
 
 /// dTLB misses of `size` per 1000 accesses.

@@ -87,6 +87,8 @@ pub struct MachineConfig {
     /// `[cache]`: the cache hierarchy that prices walk and RMP-entry references and the
     /// trace's own data accesses.
     pub cache: mmu_model::CacheConfig,
+    /// `[iommu]`: the IOMMU devices' DMA goes through.
+    pub iommu: mmu_model::IommuConfig,
 }
 
 /// A named preset: a CPU's hardware blocks (TLB hierarchy and caches, each from its own crate's
@@ -137,28 +139,28 @@ pub const PRESETS: &[Preset] = &[
         summary: "Intel Sapphire Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "spr",
         cache: "champsim",
-        toml: "",
+        toml: "[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "emr",
         summary: "Intel Emerald Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "emr",
         cache: "champsim",
-        toml: "",
+        toml: "[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "gnr",
         summary: "Intel Granite Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "gnr",
         cache: "champsim",
-        toml: "",
+        toml: "[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "skylake-sp",
         summary: "Intel Skylake-SP host (TLBs from the optimization manual as quoted; caches: ChampSim's)",
         mmu: "skylake-sp",
         cache: "champsim",
-        toml: "",
+        toml: "[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "champsim",
@@ -261,6 +263,7 @@ impl ConfigBuilder {
         cfg.mmu.validate()?;
         cfg.rmp.validate()?;
         cfg.cache.validate()?;
+        cfg.iommu.validate()?;
         Ok(cfg)
     }
 }
@@ -282,6 +285,9 @@ pub fn all_field_docs() -> Vec<(&'static str, &'static FieldDoc)> {
     }
     for d in mmu_model::CacheConfig::field_docs() {
         v.push((mmu_model::CacheConfig::SECTION, d));
+    }
+    for d in mmu_model::IommuConfig::field_docs() {
+        v.push((mmu_model::IommuConfig::SECTION, d));
     }
     v
 }

@@ -234,6 +234,10 @@ pub struct CycleCounts {
     pub policy: u64,
     /// KVM and VMM work: guest exits, fault-in, page-state changes.
     pub kvm: u64,
+    /// Devices' DMA: IOMMU translation, RMP checks of DMA, the data accesses (on the devices'
+    /// own clocks).
+    #[serde(default)]
+    pub iommu: u64,
     /// The sum.
     pub total: u64,
     /// Highest agent clock at the end: the run's makespan.
@@ -280,6 +284,10 @@ pub struct Report {
     pub kvm: crate::machine::KvmCounts,
     /// What the physmap policy's hooks did.
     pub policy: crate::machine::PolicyCounts,
+    /// The IOMMU: translations, IOTLB hits by size and misses, entry fetches, references, RMP
+    /// checks, blocked DMAs, events by name, commands by name.
+    #[serde(default)]
+    pub iommu: mmu_model::IommuStats,
     /// Direct map.
     pub directmap: DirectMapCounts,
     /// Shootdowns.
@@ -382,6 +390,25 @@ impl Report {
         map_line(&mut o, "  psmash", &r.psmash);
         map_line(&mut o, "  pvalidate", &r.pvalidate);
         map_line(&mut o, "  rmpadjust", &r.rmpadjust);
+        let io = &self.iommu;
+        if io.translations > 0 || !io.commands.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nIOMMU translations {}   IOTLB hits 4K {} 2M {} 1G {}   misses {}   entry fetches {}   references {}   RMP checks {}   blocked {}   I/O table pages {}",
+                io.translations,
+                io.iotlb_hits[PageSize::K4],
+                io.iotlb_hits[PageSize::M2],
+                io.iotlb_hits[PageSize::G1],
+                io.iotlb_misses,
+                io.entry_fetches,
+                io.refs,
+                io.checks,
+                io.blocked,
+                io.table_pages
+            );
+            map_line(&mut o, "  events", &io.events);
+            map_line(&mut o, "  commands", &io.commands);
+        }
         let k = &self.kvm;
         if k != &crate::machine::KvmCounts::default() {
             let _ = writeln!(
@@ -461,7 +488,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}  kvm {}",
+            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}  kvm {}  iommu {}",
             c.base,
             c.data,
             c.tlb,
@@ -471,7 +498,8 @@ impl Report {
             c.fault,
             c.invalidation,
             c.policy,
-            c.kvm
+            c.kvm,
+            c.iommu
         );
         if !self.not_modelled.is_empty() {
             map_line(&mut o, "\nNot modelled yet (executed as no-ops)", &self.not_modelled);

@@ -15,6 +15,7 @@ mod sealed {
     impl Sealed for sim_core::Gva {}
     impl Sealed for sim_core::Gpa {}
     impl Sealed for sim_core::Spa {}
+    impl Sealed for sim_core::Iova {}
 }
 
 /// An address kind that page tables translate.
@@ -41,6 +42,21 @@ impl PagedAddr for Hva {
     }
     fn in_range(self, paging: Paging) -> bool {
         self.is_canonical(paging.va_bits())
+    }
+}
+
+/// An I/O virtual address: below 2^48 or 2^57 by the I/O table's depth (AMD IOMMU spec:
+/// Mode 4 translates 48 bits, Mode 5 57; VT-d AGAW 48/57).
+impl PagedAddr for sim_core::Iova {
+    const KIND: &'static str = "Iova";
+    fn raw(self) -> u64 {
+        sim_core::Iova::raw(self)
+    }
+    fn from_raw(v: u64) -> Self {
+        sim_core::Iova::new_truncate(v)
+    }
+    fn in_range(self, paging: Paging) -> bool {
+        sim_core::Iova::raw(self) >> paging.va_bits() == 0
     }
 }
 

@@ -42,11 +42,12 @@ impl Perms {
     }
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::pte::X86Pte {}
     impl Sealed for crate::npt::NptEntry {}
     impl Sealed for crate::ept::EptEntry {}
+    impl Sealed for crate::iommu::AmdIoPte {}
 }
 
 /// An 8-byte paging-structure entry format.
@@ -93,4 +94,11 @@ pub trait PagingEntry: Copy + Eq + Default + fmt::Debug + sealed::Sealed {
     -> Self;
     /// The attributes of a leaf of `size` (inverse of [`PagingEntry::make_leaf`]).
     fn attrs_of(self, size: PageSize, fmt: PteFormat) -> Self::Attrs;
+    /// A non-leaf entry made by [`PagingEntry::make_table`], adjusted for the level it is
+    /// written at (AMD I/O page tables encode the next table's level in the entry). Unchanged
+    /// for the CPU formats.
+    #[inline]
+    fn table_at(self, _level: Level) -> Self {
+        self
+    }
 }

@@ -82,6 +82,7 @@ mod gpa;
 mod hierarchy;
 mod inline;
 mod inval;
+mod iommu;
 mod latency;
 mod level;
 mod mmu;
@@ -119,6 +120,11 @@ pub use gpa::GpaWidth;
 pub use hierarchy::{HierarchyGeometry, Inclusion, TlbHierarchy, TlbLevelId, TlbLookup};
 pub use inline::InlineVec;
 pub use inval::{InvalidationRange, PendingInvalidation};
+pub use iommu::{
+    AmdEvent, AmdEventCode, AmdIoPte, Dma, DmaCheck, DmaReadRule, IoPerms, Iommu, IommuConfig,
+    IommuError, IommuEvent, IommuKind, IommuStats, NoDmaCheck, VtdFault, VtdFaultReason,
+    event_flags,
+};
 pub use latency::{CacheLatency, FlatLatency, MemRefKind};
 pub use level::{ENTRIES_PER_TABLE, Level, Paging};
 pub use mmu::{

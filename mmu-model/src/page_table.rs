@@ -380,7 +380,10 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             if !e.present() {
                 let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
                 tables.install(page).map_err(MapError::BadFrame)?;
-                tables.write(addr, E::make_table(page, self.table_flags, self.format).to_raw());
+                tables.write(
+                    addr,
+                    E::make_table(page, self.table_flags, self.format).table_at(level).to_raw(),
+                );
                 self.table_pages += 1;
                 table = page;
             } else if e.leaf_at(level) {
@@ -501,7 +504,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             E::make_leaf(f, small, attrs, fmt).to_raw()
         });
         tables.install_entries(page, &child).map_err(SplitError::BadFrame)?;
-        tables.write(addr, E::make_table(page, self.table_flags, fmt).to_raw());
+        tables.write(addr, E::make_table(page, self.table_flags, fmt).table_at(level).to_raw());
         self.table_pages += 1;
         self.leaves[size] -= 1;
         self.leaves[small] += ENTRIES_PER_TABLE as u64;

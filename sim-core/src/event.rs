@@ -314,6 +314,13 @@ field_enum!(
         VtdIotlbInv = 7, "vtd-iotlb-inv";
         /// VT-d invalidation wait descriptor.
         VtdWait = 8, "vtd-wait";
+        /// The host programs the device's entry (AMD device table entry, VT-d context entry)
+        /// to translate through I/O page table `domain` (not a command-buffer command: the
+        /// entry is written in memory; an AMD host then issues INVALIDATE_DEVTAB_ENTRY, a VT-d
+        /// host a context-cache invalidation).
+        Attach = 9, "attach";
+        /// The host clears the device's entry (DMA from it is then blocked and reported).
+        Detach = 10, "detach";
     }
 );
 
@@ -885,7 +892,7 @@ impl Event {
 
 field_enum!(
     /// An architectural fault kind, as scenarios name it.
-    FaultKind, "fault kind (pf, npf, vc, gp, ept-violation, mc)" {
+    FaultKind, "fault kind (pf, npf, vc, gp, ept-violation, mc, iommu-event, dmar-fault)" {
         /// #PF (host or guest page fault; bit 31 = RMP).
         Pf = 0, "pf";
         /// #VMEXIT(NPF) (AMD nested page fault).
@@ -898,6 +905,12 @@ field_enum!(
         EptViolation = 4, "ept-violation";
         /// #MC.
         Mc = 5, "mc";
+        /// An AMD-Vi event-log entry caused by a DMA; code = event dword 1 bits 31:16 (event
+        /// code << 12 | flags), e.g. 0xd020 for RMP_PAGE_FAULT on a write.
+        IommuEvent = 6, "iommu-event";
+        /// A VT-d fault record caused by a DMA; code = the record's top dword (fault reason in
+        /// bits 7:0, T = read in bit 30).
+        DmarFault = 7, "dmar-fault";
     }
 );
 

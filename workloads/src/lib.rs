@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod dma_streams;
 mod host_kernel;
 mod kernel;
 #[cfg(test)]
@@ -127,7 +128,14 @@ pub const DEFAULT_WORKLOAD: &str = "snp-launch";
 
 /// Every built-in workload.
 pub fn registry() -> &'static [WorkloadInfo] {
-    &[snp_launch::INFO, snp_churn::INFO, host_kernel::INFO, qemu_process::INFO, multi_tenant::INFO]
+    &[
+        snp_launch::INFO,
+        snp_churn::INFO,
+        host_kernel::INFO,
+        qemu_process::INFO,
+        multi_tenant::INFO,
+        dma_streams::INFO,
+    ]
 }
 
 /// Find a workload by name.
