@@ -71,6 +71,8 @@ const METRICS: &[Metric] = &[
     Metric { name: "walk cycles", get: |r| r.cycles.walk as f64, integer: true },
     Metric { name: "walk references", get: |r| r.walks.refs as f64, integer: true },
     Metric { name: "TLB shootdowns", get: |r| r.shootdowns.shootdowns as f64, integer: true },
+    Metric { name: "DMA blocked by the IOMMU", get: |r| r.iommu.blocked as f64, integer: true },
+    Metric { name: "IOTLB misses", get: |r| r.iommu.iotlb_misses as f64, integer: true },
     Metric { name: "cycles", get: |r| r.cycles.total as f64, integer: true },
     Metric { name: "cycles per access", get: |r| r.derived.cycles_per_access, integer: false },
     Metric { name: "makespan (cycles)", get: |r| r.cycles.makespan as f64, integer: true },
@@ -150,6 +152,17 @@ pub fn rows(cols: &[Column]) -> Vec<Row> {
             for cause in causes {
                 out.push(row(format!("  violations: {cause}"), true, &|r: &Report| {
                     r.rmp.violations.get(cause).copied().unwrap_or(0) as f64
+                }));
+            }
+        }
+        if m.name == "DMA blocked by the IOMMU" {
+            let events: std::collections::BTreeSet<&String> = cols
+                .iter()
+                .flat_map(|c| c.reports.iter().flat_map(|r| r.iommu.events.keys()))
+                .collect();
+            for ev in events {
+                out.push(row(format!("  IOMMU events: {ev}"), true, &|r: &Report| {
+                    r.iommu.events.get(ev).copied().unwrap_or(0) as f64
                 }));
             }
         }
