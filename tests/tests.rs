@@ -1205,6 +1205,132 @@ mod workloads_run {
         assert_eq!(lost, 0, "{lost} KiB not returned: {:?} vs {:?}", r.memory, alone.memory);
     }
 
+    fn small_dma(misprogrammed: &str) -> workloads::Params {
+        workloads::Params::parse([
+            "nics=1",
+            "disks=1",
+            "packets=500",
+            "rx_ring=64",
+            "ios=80",
+            "queue_depth=8",
+            "guests=2",
+            "guest_memory=2M",
+            "working_set=256K",
+            "image=16K",
+            "accesses=2000",
+            "psc_interval=100",
+            "bounce_pages=16",
+            "victim_pages=4",
+            misprogrammed,
+        ])
+        .unwrap()
+    }
+
+    /// From a recording: the DMAs that reach a page assigned in the RMP (by the `rmpupdate`
+    /// events before them) through the I/O mappings of their device's domain, as
+    /// (writes, reads). Each DMA counts once (the IOMMU stops at its first refused page).
+    fn dma_to_assigned(trace: &std::path::Path) -> (u64, u64) {
+        use sim_core::event::{Address, IommuCmd, Record, Space};
+        use sim_core::{Agent, Event};
+        use std::collections::{BTreeMap, BTreeSet};
+        let bytes = std::fs::read(trace).unwrap();
+        let slice = traces::cct::TraceSlice::new(&bytes).unwrap();
+        let (mut domain, mut maps, mut assigned) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
+        let (mut writes, mut reads) = (0, 0);
+        for r in slice.records_iter() {
+            let Record::Event(te) = r.unwrap() else { continue };
+            match (te.agent, te.event) {
+                (_, Event::Iommu { cmd: IommuCmd::Attach, device, domain: d, .. }) => {
+                    domain.insert(device, d);
+                }
+                (
+                    _,
+                    Event::Map {
+                        va: Address::Iova(i),
+                        pa: Address::Spa(p),
+                        space: Space::IoDomain(d),
+                        ..
+                    },
+                ) => {
+                    maps.insert((d, i.raw() >> 12), p.raw() >> 12);
+                }
+                (_, Event::RmpUpdate { spa, assigned: a, .. }) => {
+                    if a {
+                        assigned.insert(spa.raw() >> 12);
+                    } else {
+                        assigned.remove(&(spa.raw() >> 12));
+                    }
+                }
+                (
+                    Agent::Device(dev),
+                    e @ (Event::DmaRead { addr: Address::Iova(i), size }
+                    | Event::DmaWrite { addr: Address::Iova(i), size }),
+                ) => {
+                    let d = domain[&dev];
+                    let last = (i.raw() + u64::from(size) - 1) >> 12;
+                    let hits = ((i.raw() >> 12)..=last)
+                        .any(|pg| maps.get(&(d, pg)).is_some_and(|f| assigned.contains(f)));
+                    if hits {
+                        if matches!(e, Event::DmaWrite { .. }) {
+                            writes += 1;
+                        } else {
+                            reads += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (writes, reads)
+    }
+
+    /// `ccsim run --workload dma-streams`: without mis-programming no DMA is refused; with it,
+    /// exactly the DMAs that reach a page assigned in the RMP are refused with RMP_PAGE_FAULT
+    /// (event 0xD; the RW flag 0x020 on writes; spec/snp.md §2.7), counted as raised faults;
+    /// with `iommu.rmp_dma_read=unchecked` only the writes. The run ends (devices waiting on
+    /// their driver advance their own clocks). See: #7
+    #[test]
+    fn dma_streams_refuses_exactly_the_dma_to_assigned_pages() {
+        let dir = std::env::temp_dir().join(format!("ccsim-dma-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let go = |mis: &str, reads: &str| {
+            let layers = ConfigLayers {
+                sets: vec![
+                    "host.policy=split-on-assign".into(),
+                    format!("iommu.rmp_dma_read={reads}"),
+                ],
+                ..Default::default()
+            };
+            let trace = dir.join(format!("{mis}-{reads}.cct"));
+            let input = Input::Workload { name: "dma-streams".into(), params: small_dma(mis) };
+            let opts = RunOptions { seed: 4, record: Some(trace.clone()), progress: None };
+            let r = run(&layers, &input, &opts).unwrap().report;
+            (r, dma_to_assigned(&trace))
+        };
+        let code = |r: &ccsim::report::Report, c: &str| {
+            r.faults.by_code.get(&format!("iommu-event {c}")).copied().unwrap_or(0)
+        };
+        let (clean, (w0, r0)) = go("misprogrammed=0", "checked");
+        assert_eq!((w0, r0), (0, 0));
+        assert!(clean.accesses.dma_writes > 500 && clean.accesses.dma_reads > 500);
+        assert_eq!(clean.iommu.blocked, 0);
+        assert!(clean.iommu.events.is_empty(), "{:?}", clean.iommu.events);
+        assert_eq!((clean.faults.raised, clean.faults.fatal), (0, 0));
+        assert!(clean.not_modelled.is_empty(), "{:?}", clean.not_modelled);
+
+        let (bad, (w, rd)) = go("misprogrammed=0.2", "checked");
+        assert!(w > 0 && rd > 0, "{w} {rd}");
+        assert_eq!(bad.iommu.events.get("RMP_PAGE_FAULT").copied(), Some(w + rd));
+        assert_eq!((code(&bad, "0xd020"), code(&bad, "0xd000")), (w, rd));
+        assert_eq!((bad.iommu.blocked, bad.faults.raised), (w + rd, w + rd));
+
+        let (unchecked, (w, _)) = go("misprogrammed=0.2", "unchecked");
+        assert_eq!(unchecked.iommu.events.get("RMP_PAGE_FAULT").copied(), Some(w));
+        assert_eq!((code(&unchecked, "0xd020"), code(&unchecked, "0xd000")), (w, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Guests beyond `machine.cpus` are an error naming the agent, not a panic.
     #[test]
     fn snp_churn_needs_its_cpus() {

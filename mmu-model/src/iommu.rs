@@ -486,6 +486,11 @@ pub trait DmaCheck {
     /// Whether the device may access `spa` (a write if `write`). `table`: the IOMMU reads one of
     /// its own tables there.
     fn allowed(&mut self, device: u32, spa: Spa, write: bool, table: bool) -> bool;
+    /// Whether there is a check at all (an SNP host's RMP): without one the IOMMU makes and
+    /// counts no lookups.
+    fn active(&self) -> bool {
+        true
+    }
 }
 
 /// No check (non-SNP hosts).
@@ -495,6 +500,9 @@ pub struct NoDmaCheck;
 impl DmaCheck for NoDmaCheck {
     fn allowed(&mut self, _: u32, _: Spa, _: bool, _: bool) -> bool {
         true
+    }
+    fn active(&self) -> bool {
+        false
     }
 }
 
@@ -898,7 +906,7 @@ impl Iommu {
         let lat = self.cfg.iotlb.hit_latency;
         let amd = self.cfg.kind == IommuKind::AmdVi;
         let dev = u16::try_from(device).unwrap_or(u16::MAX);
-        let checked = write || self.cfg.rmp_dma_read == DmaReadRule::Checked;
+        let checked = check.active() && (write || self.cfg.rmp_dma_read == DmaReadRule::Checked);
         // The IOTLB is tagged by domain, which comes from the device entry; a device whose
         // entry is cached is the common case, so look the entry up first (no cost on a hit).
         let entry = self.entry(dev, &mut refs);
@@ -960,7 +968,7 @@ impl Iommu {
             }
         }
         refs += u32::try_from(self.core.steps.len()).unwrap_or(u32::MAX);
-        if self.cfg.rmp_check_tables {
+        if self.cfg.rmp_check_tables && check.active() {
             let pages: Vec<Spa> = self.core.steps.iter().map(|s| s.addr).collect();
             for p in pages {
                 self.stats.checks += 1;
@@ -1032,9 +1040,12 @@ impl Iommu {
             return done(self, None, Some(ev), false, refs);
         }
         // Fill: a passed check (read or write: DMA must target hypervisor-owned memory either
-        // way) covers later writes; an unchecked read fill makes a later write check first.
-        let cache =
-            CheckCache { write: if checked { WriteCheck::Allowed } else { WriteCheck::Unchecked } };
+        // way) covers later writes; an unchecked read fill makes a later write check first
+        // (without an RMP there is nothing to check).
+        let write_ok = checked || !check.active();
+        let cache = CheckCache {
+            write: if write_ok { WriteCheck::Allowed } else { WriteCheck::Unchecked },
+        };
         let fill = TlbFill {
             frame,
             size,

@@ -433,7 +433,8 @@ vocabulary! {
             /// Bytes.
             size: u32
         ) {};
-        /// `count` instructions retired without a modelled memory access (priced by base CPI).
+        /// `count` instructions retired without a modelled memory access (priced by base CPI);
+        /// issued by a device (`dev:ID`), `count` cycles of device time without a DMA.
         Work = 6, "work" (
             /// Instructions.
             count: u64

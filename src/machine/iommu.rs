@@ -59,6 +59,12 @@ impl Machine {
         let out = match ev {
             sim_core::Event::DmaRead { addr, size } => self.dma(d, *addr, *size, false),
             sim_core::Event::DmaWrite { addr, size } => self.dma(d, *addr, *size, true),
+            // A device retires no instructions: its `work N` is N cycles of its own time without
+            // a DMA (idle, or busy inside the device), so a device waiting on its driver moves
+            // its clock on. Charged to no CPU cycle category.
+            sim_core::Event::Work { count } => {
+                Outcome { cost: Cycles::new(*count), timing: Timing::Issue, ..Outcome::default() }
+            }
             other => {
                 self.not_modelled(&format!("{} by a device", other.keyword()));
                 Outcome::default()
@@ -100,6 +106,10 @@ impl Machine {
                     IommuEvent::Amd(e) => (FaultKind::IommuEvent, e.code_and_flags()),
                     IommuEvent::Vtd(f) => (FaultKind::DmarFault, f.record_dword3()),
                 };
+                // Counted with the CPUs' raised faults (by kind and code) but costing no CPU
+                // fault handling: the IOMMU logs the event and the device's request fails.
+                self.faults.raised += 1;
+                *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
                 return Outcome {
                     fault: Some(FaultInfo { kind, code, disposition: Disposition::Raised }),
                     cost,
