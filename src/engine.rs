@@ -10,6 +10,7 @@ use crate::input::{self, Sourced};
 use crate::machine::{Machine, Outcome};
 use crate::report::{InputInfo, Report};
 use anyhow::{anyhow, bail};
+use rustc_hash::FxHashMap;
 use sim_core::sched::Scheduler;
 use sim_core::{Check, Cycles, Record, Setting, TimedEvent};
 use std::collections::BTreeMap;
@@ -331,8 +332,26 @@ fn drive(
         sched.ready(i, *a, Cycles::ZERO);
     }
     let mut records = 0u64;
+    // Allocator calls a generator made while recording, written when they happened (see
+    // [`LoggedServices`]), and how many of each the generator has yet to issue as its event.
+    let mut calls: Vec<sim_core::Event> = Vec::new();
+    let mut early: FxHashMap<(u8, u64), u32> = FxHashMap::default();
     while let Some(k) = sched.pop() {
-        let Some(event) = w.next(k.stream, m) else { continue };
+        let next = match rec.as_deref_mut() {
+            None => w.next(k.stream, m),
+            Some(r) => {
+                let e = w.next(k.stream, &mut LoggedServices { m: &mut *m, calls: &mut calls });
+                let by = k.agent.cpu().map_or(k.agent, sim_core::Agent::host);
+                for event in calls.drain(..) {
+                    if let Some(key) = alloc_key(&event) {
+                        *early.entry(key).or_insert(0) += 1;
+                    }
+                    r.write(&TimedEvent { time: Some(m.clock(by)), agent: by, event })?;
+                }
+                e
+            }
+        };
+        let Some(event) = next else { continue };
         let agent = w.agent_of_last(k.stream);
         if agent.cpu() != k.agent.cpu() {
             bail!(
@@ -345,7 +364,13 @@ fn drive(
         }
         let te = TimedEvent { time: Some(m.clock(agent)), agent, event };
         if let Some(r) = rec.as_deref_mut() {
-            r.write(&te)?;
+            let logged =
+                alloc_key(&te.event).and_then(|key| early.get_mut(&key)).filter(|n| **n > 0);
+            match logged {
+                // Already written when the allocator call happened.
+                Some(n) => *n -= 1,
+                None => r.write(&te)?,
+            }
         }
         let _ = m.exec(&te);
         records += 1;
@@ -359,6 +384,55 @@ fn drive(
 }
 
 /// Writes the executed stream of a workload to `.cct`, atomically (temp file + rename).
+/// The machine's allocator as a recorded generator sees it: each call is also logged as the
+/// event that replays it (`page-alloc`, `page-free`, `gmem-alloc`), so that a recording
+/// changes the allocator exactly when the live run did. A generator may allocate pages now and
+/// issue their events later (queued behind other events of its stream); meanwhile other
+/// streams run, and the machine's own allocations (page tables, KVM's guest pages) see the
+/// allocator as the live call left it. Writing the event at the call keeps a replay's
+/// allocations identical; the generator's own event is then not written again.
+struct LoggedServices<'a> {
+    m: &'a mut Machine,
+    calls: &'a mut Vec<sim_core::Event>,
+}
+
+impl sim_core::MemoryServices for LoggedServices<'_> {
+    fn alloc_pages(
+        &mut self,
+        order: u8,
+        kind: sim_core::event::AllocKind,
+    ) -> Option<sim_core::Spa> {
+        let spa = self.m.alloc_pages(order, kind)?;
+        self.calls.push(sim_core::Event::PageAlloc { spa, order, kind });
+        Some(spa)
+    }
+    fn free_pages(&mut self, spa: sim_core::Spa, order: u8) {
+        self.m.free_pages(spa, order);
+        self.calls.push(sim_core::Event::PageFree { spa, order });
+    }
+    fn gmem_alloc(&mut self, vm: u32, gpa: sim_core::Gpa, order: u8) -> Option<sim_core::Spa> {
+        let spa = self.m.gmem_alloc(vm, gpa, order)?;
+        self.calls.push(sim_core::Event::GmemAlloc { gpa, spa, vm, order });
+        Some(spa)
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.m.memory_bytes()
+    }
+    fn free_bytes(&self) -> u64 {
+        self.m.free_bytes()
+    }
+}
+
+/// Which allocator call an event replays: (kind, first page).
+fn alloc_key(e: &sim_core::Event) -> Option<(u8, u64)> {
+    match e {
+        sim_core::Event::PageAlloc { spa, .. } => Some((0, spa.raw())),
+        sim_core::Event::PageFree { spa, .. } => Some((1, spa.raw())),
+        sim_core::Event::GmemAlloc { spa, .. } => Some((2, spa.raw())),
+        _ => None,
+    }
+}
+
 struct Recorder {
     w: traces::cct::Writer<std::io::BufWriter<std::fs::File>>,
     tmp: PathBuf,
