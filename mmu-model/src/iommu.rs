@@ -93,7 +93,7 @@ pub struct IommuConfig {
     /// RMP check of DMA reads.
     pub rmp_dma_read: DmaReadRule,
     /// Whether the IOMMU's own table reads are RMP-checked (spec/snp.md §2.7: "The IOMMU's own
-    /// table walks are RMP-checked at the end of the walk" [RFC21]): a table page that is not
+    /// table walks are RMP-checked at the end of the walk" \[RFC21\]): a table page that is not
     /// hypervisor-owned makes the walk an RMP_PAGE_FAULT.
     pub rmp_check_tables: bool,
 }
