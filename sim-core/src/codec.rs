@@ -430,6 +430,13 @@ macro_rules! field_enum {
             }
         }
 
+        /// A named field of this type is required (no implied value).
+        impl $crate::vocab::Absent for $name {
+            fn absent() -> Option<Self> {
+                None
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = $crate::codec::FieldError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

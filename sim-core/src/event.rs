@@ -912,6 +912,66 @@ field_enum!(
         /// A VT-d fault record caused by a DMA; code = the record's top dword (fault reason in
         /// bits 7:0, T = read in bit 30).
         DmarFault = 7, "dmar-fault";
+        /// #VE (Intel virtualization exception), e.g. a TD's access to a PENDING private page
+        /// when the TD has not set SEPT_VE_DISABLE (spec/tdx.md §2.5).
+        Ve = 8, "ve";
+    }
+);
+
+field_enum!(
+    /// A Secure-EPT entry state of the TDX module (spec/tdx.md §1.3; the migration-only states
+    /// are not in the vocabulary).
+    SeptStateName, "S-EPT state (free, blocked, pending, pending-blocked, mapped, removed, nl-mapped, nl-blocked)" {
+        /// FREE.
+        Free = 0, "free";
+        /// BLOCKED.
+        Blocked = 1, "blocked";
+        /// PENDING (AUGed, not yet accepted).
+        Pending = 2, "pending";
+        /// PENDING_BLOCKED.
+        PendingBlocked = 3, "pending-blocked";
+        /// MAPPED.
+        Mapped = 4, "mapped";
+        /// REMOVED (migration).
+        Removed = 5, "removed";
+        /// NL_MAPPED (non-leaf).
+        NlMapped = 6, "nl-mapped";
+        /// NL_BLOCKED (non-leaf).
+        NlBlocked = 7, "nl-blocked";
+    }
+);
+
+field_enum!(
+    /// A PAMT page type (spec/tdx.md §1.5).
+    PamtType, "PAMT page type (nda, rsvd, reg, tdr, tdcx, tdvpr, ept)" {
+        /// PT_NDA: not assigned.
+        Nda = 0, "nda";
+        /// PT_RSVD: reserved.
+        Rsvd = 1, "rsvd";
+        /// PT_REG: a TD private page.
+        Reg = 3, "reg";
+        /// PT_TDR.
+        Tdr = 4, "tdr";
+        /// PT_TDCX.
+        Tdcx = 5, "tdcx";
+        /// PT_TDVPR.
+        Tdvpr = 6, "tdvpr";
+        /// PT_EPT: an S-EPT page.
+        Ept = 8, "ept";
+    }
+);
+
+field_enum!(
+    /// A TD's lifecycle / OP_STATE as scenarios name it.
+    TdState, "TD state (uninitialized, initialized, runnable, teardown)" {
+        /// Created (TDR), keys being configured, TDCS not yet initialised.
+        Uninitialized = 0, "uninitialized";
+        /// TDH.MNG.INIT done; build time (PAGE.ADD, MR.EXTEND) before MR.FINALIZE.
+        Initialized = 1, "initialized";
+        /// After TDH.MR.FINALIZE: the blocked + tracked rule applies.
+        Runnable = 2, "runnable";
+        /// HKID freed; pages can be reclaimed.
+        Teardown = 3, "teardown";
     }
 );
 
@@ -948,6 +1008,50 @@ vocabulary! {
             immutable: bool,
             /// VMSA.
             vmsa: bool
+        };
+        /// A TDX trust domain, made directly (TDR page `tdr`, S-EPT root page `root`), bound
+        /// to VM `vm` for guest events.
+        Td = 4, "td" () {
+            /// TDR page.
+            tdr: Spa,
+            /// VM of the guest events.
+            vm: u32 = 1,
+            /// HKID.
+            hkid: u32 = 16,
+            /// OP_STATE.
+            state: TdState = TdState::Runnable,
+            /// S-EPT root page.
+            root: Spa,
+            /// Guest physical-address width (48: 4-level, shared bit 47; 52: 5-level, bit 51).
+            gpaw: u32 = 48,
+            /// TD_EPOCH.
+            epoch: u64 = 1
+        };
+        /// An S-EPT entry of TD `tdr` (missing tables are made from free host pages).
+        Sept = 5, "sept" () {
+            /// TD.
+            tdr: Spa,
+            /// Guest-physical address (private, aligned to the level).
+            gpa: Gpa,
+            /// Level: 0 = 4K, 1 = 2M, 2 = 1G.
+            level: u8 = 0,
+            /// State.
+            state: SeptStateName,
+            /// Page (leaf states).
+            hpa: Option<Spa>
+        };
+        /// A PAMT entry.
+        Pamt = 6, "pamt" () {
+            /// Page.
+            hpa: Spa,
+            /// Page type.
+            pt: PamtType,
+            /// Owner TDR.
+            owner: Option<Spa>,
+            /// Entry size.
+            size: PageSize = PageSize::K4,
+            /// BEPOCH.
+            bepoch: u64 = 0
         };
         /// Direct-map mappings of `[spa, spa+len)` with leaves of `size`.
         DirectMap = 2, "directmap" () {
@@ -1044,6 +1148,54 @@ vocabulary! {
             /// Expected leaf size.
             size: PageSize
         };
+        /// Output registers of the previous SEAMCALL/TDCALL (only those given are checked).
+        Regs = 7, "regs" () {
+            /// RAX (status).
+            rax: Option<Hex>,
+            /// RCX.
+            rcx: Option<Hex>,
+            /// RDX.
+            rdx: Option<Hex>,
+            /// R8.
+            r8: Option<Hex>,
+            /// R11.
+            r11: Option<Hex>
+        };
+        /// An S-EPT entry of TD `tdr` (only the fields given are checked).
+        Sept = 8, "sept" () {
+            /// TD.
+            tdr: Spa,
+            /// Guest-physical address.
+            gpa: Gpa,
+            /// Level.
+            level: u8 = 0,
+            /// State.
+            state: Option<SeptStateName>,
+            /// Page the entry maps.
+            hpa: Option<Spa>
+        };
+        /// A PAMT entry (only the fields given are checked).
+        Pamt = 9, "pamt" () {
+            /// Page.
+            hpa: Spa,
+            /// Page type.
+            pt: Option<PamtType>,
+            /// Owner TDR.
+            owner: Option<Spa>,
+            /// BEPOCH.
+            bepoch: Option<u64>
+        };
+        /// TD state (only the fields given are checked).
+        Td = 10, "td" () {
+            /// TD.
+            tdr: Spa,
+            /// OP_STATE.
+            state: Option<TdState>,
+            /// TD_EPOCH.
+            epoch: Option<u64>,
+            /// CHLDCNT.
+            chldcnt: Option<u64>
+        };
     }
 }
 
@@ -1066,6 +1218,16 @@ impl Check {
                     || vmsa.is_some()
             }
             Check::Counter { eq, min, max, .. } => eq.is_some() || min.is_some() || max.is_some(),
+            Check::Regs { rax, rcx, rdx, r8, r11 } => {
+                rax.is_some() || rcx.is_some() || rdx.is_some() || r8.is_some() || r11.is_some()
+            }
+            Check::Sept { state, hpa, .. } => state.is_some() || hpa.is_some(),
+            Check::Pamt { pt, owner, bepoch, .. } => {
+                pt.is_some() || owner.is_some() || bepoch.is_some()
+            }
+            Check::Td { state, epoch, chldcnt, .. } => {
+                state.is_some() || epoch.is_some() || chldcnt.is_some()
+            }
         }
     }
 }

@@ -28,4 +28,4 @@ pub use time::Cycles;
 /// Major version of the event vocabulary and of both formats built on it.
 pub const FORMAT_MAJOR: u16 = 1;
 /// Minor version: raised by every added tag or enum value (see [`event`] "Versioning rule").
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;

@@ -362,7 +362,10 @@ fn missing_fields() {
         error("c0 host psmash\n"),
         format!("t.ccs:1:9: `psmash` needs spa=… (usage: {usage})")
     );
-    assert_eq!(error("state\n"), "t.ccs:1:7: `state` needs an item: one of rmp, directmap, map");
+    assert_eq!(
+        error("state\n"),
+        "t.ccs:1:7: `state` needs an item: one of rmp, td, sept, pamt, directmap, map"
+    );
 }
 
 #[test]
@@ -430,11 +433,11 @@ fn expect_errors() {
     assert!(parse_str("expect final no-fault\n", "t.ccs").is_ok());
     assert_eq!(
         error("c0 host flush-all\nexpect\n"),
-        "t.ccs:2:8: `expect` needs a check: one of no-fault, fault, rc, rmp, counter, directmap"
+        "t.ccs:2:8: `expect` needs a check: one of no-fault, fault, rc, rmp, counter, directmap, regs, sept, pamt, td"
     );
     assert_eq!(
         error("expect final\n"),
-        "t.ccs:1:14: `expect` needs a check: one of no-fault, fault, rc, rmp, counter, directmap"
+        "t.ccs:1:14: `expect` needs a check: one of no-fault, fault, rc, rmp, counter, directmap, regs, sept, pamt, td"
     );
     let usage = Check::usage("rmp").unwrap();
     assert_eq!(

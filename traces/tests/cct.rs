@@ -171,7 +171,7 @@ fn info_counts_by_kind() {
     let i = info(bytes.as_slice()).unwrap();
     assert_eq!(i.records, recs.len() as u64);
     assert_eq!(i.frames, recs.len().div_ceil(4) as u64);
-    assert_eq!(i.version, "1.0");
+    assert_eq!(i.version, format!("1.{}", sim_core::FORMAT_MINOR));
     assert_eq!(i.encoding, Encoding::Small);
     let c = i.counts;
     assert_eq!((c.load, c.store, c.fetch, c.dma_read, c.dma_write), (3, 3, 1, 1, 2));
@@ -364,7 +364,10 @@ fn unknown_major_version() {
     bytes[10..12].copy_from_slice(&7u16.to_le_bytes());
     assert_eq!(
         err(&bytes),
-        "byte offset 8: unsupported .cct format version 2.7 (this reader reads 1.0 to 1.0)"
+        format!(
+            "byte offset 8: unsupported .cct format version 2.7 (this reader reads 1.0 to 1.{})",
+            sim_core::FORMAT_MINOR
+        )
     );
     assert!(slice_err(&bytes).contains("version 2.7"));
 }
@@ -443,8 +446,9 @@ fn unknown_record_tag() {
     assert_eq!(
         e,
         format!(
-            "byte offset {at}: frame 0: record tag 42 is not in .cct format 1.0: \
-             the file claims format 1.0, so it is corrupt"
+            "byte offset {at}: frame 0: record tag 42 is not in .cct format 1.{m}: \
+             the file claims format 1.{m}, so it is corrupt",
+            m = sim_core::FORMAT_MINOR
         )
     );
     // The same file claiming a newer minor version names the version it needs.
@@ -452,7 +456,11 @@ fn unknown_record_tag() {
     reseal_header(&mut bytes);
     let e = err(&bytes);
     assert!(
-        e.ends_with("record tag 42 is not in .cct format 1.0: the file is format 1.3; a reader of version 1.3 or later is needed"),
+        e.ends_with(&format!(
+            "record tag 42 is not in .cct format 1.{}: the file is format 1.3; a reader of \
+             version 1.3 or later is needed",
+            sim_core::FORMAT_MINOR
+        )),
         "{e}"
     );
 }

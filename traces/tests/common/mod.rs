@@ -17,8 +17,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use sim_core::codec::Hex;
 use sim_core::event::{
-    AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, IommuCmd, MemType, MemslotOp, PscOp,
-    SnpFwCmd, Space, VmKind,
+    AllocKind, CpaOp, Disposition, FaultKind, InvpcidKind, IommuCmd, MemType, MemslotOp, PamtType,
+    PscOp, SeptStateName, SnpFwCmd, Space, TdState, VmKind,
 };
 use sim_core::{
     Address, Agent, Check, Context, Cycles, Event, Firmware, Gpa, Gva, Hva, Iova, PageSize,
@@ -440,6 +440,45 @@ pub fn state_of(keyword: &str) -> BoxedStrategy<StateItem> {
                 enc,
             })
             .boxed(),
+        "td" => (
+            spa(),
+            any::<u32>(),
+            any::<u32>(),
+            all(TdState::ALL),
+            spa(),
+            any::<u32>(),
+            any::<u64>(),
+        )
+            .prop_map(|(tdr, vm, hkid, state, root, gpaw, epoch)| StateItem::Td {
+                tdr,
+                vm,
+                hkid,
+                state,
+                root,
+                gpaw,
+                epoch,
+            })
+            .boxed(),
+        "sept" => (spa(), gpa(), any::<u8>(), all(SeptStateName::ALL), proptest::option::of(spa()))
+            .prop_map(|(tdr, gpa, level, state, hpa)| StateItem::Sept {
+                tdr,
+                gpa,
+                level,
+                state,
+                hpa,
+            })
+            .boxed(),
+        "pamt" => {
+            (spa(), all(PamtType::ALL), proptest::option::of(spa()), page_size(), any::<u64>())
+                .prop_map(|(hpa, pt, owner, size, bepoch)| StateItem::Pamt {
+                    hpa,
+                    pt,
+                    owner,
+                    size,
+                    bepoch,
+                })
+                .boxed()
+        }
         other => panic!("no generator for state item `{other}`: add one to tests/common/mod.rs"),
     }
 }
@@ -496,6 +535,36 @@ pub fn check_of(keyword: &str) -> BoxedStrategy<Check> {
         "directmap" => {
             (spa(), page_size()).prop_map(|(spa, size)| Check::DirectMap { spa, size }).boxed()
         }
+        "regs" => (
+            proptest::option::of(hex()),
+            proptest::option::of(hex()),
+            proptest::option::of(hex()),
+            proptest::option::of(hex()),
+            proptest::option::of(hex()),
+        )
+            .prop_map(|(rax, rcx, rdx, r8, r11)| Check::Regs { rax, rcx, rdx, r8, r11 })
+            .prop_filter("checks something", Check::checks_something)
+            .boxed(),
+        "sept" => (
+            spa(),
+            gpa(),
+            any::<u8>(),
+            proptest::option::of(all(SeptStateName::ALL)),
+            proptest::option::of(spa()),
+        )
+            .prop_map(|(tdr, gpa, level, state, hpa)| Check::Sept { tdr, gpa, level, state, hpa })
+            .prop_filter("checks something", Check::checks_something)
+            .boxed(),
+        "pamt" => {
+            (spa(), proptest::option::of(all(PamtType::ALL)), proptest::option::of(spa()), ou())
+                .prop_map(|(hpa, pt, owner, bepoch)| Check::Pamt { hpa, pt, owner, bepoch })
+                .prop_filter("checks something", Check::checks_something)
+                .boxed()
+        }
+        "td" => (spa(), proptest::option::of(all(TdState::ALL)), ou(), ou())
+            .prop_map(|(tdr, state, epoch, chldcnt)| Check::Td { tdr, state, epoch, chldcnt })
+            .prop_filter("checks something", Check::checks_something)
+            .boxed(),
         other => panic!("no generator for check `{other}`: add one to tests/common/mod.rs"),
     }
 }
