@@ -94,6 +94,7 @@ pub const CYCLE_PARTS: &[(&str, Counter)] = &[
     ("policy", |r| r.cycles.policy),
     ("kvm", |r| r.cycles.kvm),
     ("iommu", |r| r.cycles.iommu),
+    ("tdx", |r| r.cycles.tdx),
 ];
 
 /// dTLB misses of `size` per 1000 accesses.

@@ -89,6 +89,8 @@ pub struct MachineConfig {
     pub cache: mmu_model::CacheConfig,
     /// `[iommu]`: the IOMMU devices' DMA goes through.
     pub iommu: mmu_model::IommuConfig,
+    /// `[tdx]`: the TDX module (TDX hosts).
+    pub tdx: tdx_model::TdxConfig,
 }
 
 /// A named preset: a CPU's hardware blocks (TLB hierarchy and caches, each from its own crate's
@@ -264,6 +266,7 @@ impl ConfigBuilder {
         cfg.rmp.validate()?;
         cfg.cache.validate()?;
         cfg.iommu.validate()?;
+        cfg.tdx.validate()?;
         Ok(cfg)
     }
 }
@@ -288,6 +291,9 @@ pub fn all_field_docs() -> Vec<(&'static str, &'static FieldDoc)> {
     }
     for d in mmu_model::IommuConfig::field_docs() {
         v.push((mmu_model::IommuConfig::SECTION, d));
+    }
+    for d in tdx_model::TdxConfig::field_docs() {
+        v.push((tdx_model::TdxConfig::SECTION, d));
     }
     v
 }

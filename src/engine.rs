@@ -104,7 +104,7 @@ impl ConfigLayers {
 /// Map a header setting onto configuration overrides. `vm` lines are handled by the machine.
 fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
     match s.section.as_str() {
-        "machine" | "host" | "mmu" | "rmp" | "cache" | "iommu" => {
+        "machine" | "host" | "mmu" | "rmp" | "cache" | "iommu" | "tdx" => {
             if !s.args.is_empty() {
                 bail!("`{}` takes only key=value settings, found {:?}", s.section, s.args[0]);
             }
@@ -125,7 +125,7 @@ fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
         "vm" => Ok(()),
         other => {
             bail!(
-                "unknown setting section `{other}` (known: machine, host, mmu, rmp, cache, iommu, vm)"
+                "unknown setting section `{other}` (known: machine, host, mmu, rmp, cache, iommu, tdx, vm)"
             )
         }
     }

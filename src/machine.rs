@@ -167,6 +167,8 @@ macro_rules! buddy_frames {
 }
 
 mod iommu;
+mod tdx;
+pub use tdx::TdxCounts;
 mod kvm;
 mod policy;
 
@@ -663,6 +665,8 @@ pub struct Machine {
     iommu: mmu_model::Iommu,
     /// Each device's clock (devices are not CPUs: their DMA advances only their own time).
     device_clocks: BTreeMap<u32, Cycles>,
+    /// The TDX module and the TDs of the event stream.
+    tdx: tdx::TdxHost,
 }
 
 impl Machine {
@@ -782,6 +786,7 @@ impl Machine {
             captured_4k: BTreeMap::new(),
             captured_2m: BTreeMap::new(),
             iommu: Self::new_iommu(&cfg).map_err(MachineError::Setup)?,
+            tdx: tdx::TdxHost::new(cfg.tdx.clone()),
             device_clocks: BTreeMap::new(),
             cfg,
         };
@@ -900,6 +905,16 @@ impl Machine {
                     Ok(None) => {}
                     Err(r) => return Err(MachineError::State(r.detail)),
                 }
+            }
+            StateItem::Td { tdr, vm, hkid, state, root, gpaw, epoch } => {
+                self.state_td(*tdr, *vm, *hkid, *state, *root, *gpaw, *epoch)
+                    .map_err(MachineError::State)?;
+            }
+            StateItem::Sept { tdr, gpa, level, state, hpa } => {
+                self.state_sept(*tdr, *gpa, *level, *state, *hpa).map_err(MachineError::State)?;
+            }
+            StateItem::Pamt { hpa, pt, owner, size, bepoch } => {
+                self.state_pamt(*hpa, *pt, *owner, *size, *bepoch);
             }
             _ => {
                 return Err(MachineError::State(format!(
@@ -1101,8 +1116,23 @@ impl Machine {
                     self.drop_vm_tables(*vm);
                 }
                 self.vms.insert(*vm, info);
+                if *kind == VmKind::Tdx {
+                    self.tdx_bind_vm(*vm, *asid);
+                }
                 Outcome::default()
             }
+            (
+                Event::Seamcall { leaf, version, rcx, rdx, r8, r9, r10 },
+                Some(Context::HostKernel),
+            ) => self.seamcall(cpu, *leaf, *version, rcx.0, rdx.0, r8.0, r9.0, r10.0),
+            (Event::Tdcall { leaf, rcx, .. }, Some(Context::Guest { vm, vcpu, .. })) => {
+                self.tdcall(cpu, vm, vcpu, *leaf, rcx.0)
+            }
+            (Event::TdEnter { vm, vcpu }, Some(Context::HostKernel)) => self.td_enter(*vm, *vcpu),
+            (
+                Event::TdExit { vm, vcpu, .. } | Event::VcpuKick { vm, vcpu },
+                Some(Context::HostKernel),
+            ) if self.tdx.tdr_of(*vm).is_some() => self.td_leave(*vm, *vcpu),
             (Event::VmDestroy { vm }, _) => {
                 self.kvm_destroy(cpu, *vm);
                 self.drop_vm_tables(*vm);
@@ -2473,6 +2503,9 @@ impl Machine {
         size: u32,
         kind: AccessKind,
     ) -> Outcome {
+        if self.tdx.tdr_of(vm).is_some() {
+            return self.td_guest_access(cpu, ctx, vm, addr, size, kind);
+        }
         let (first, physical) = match addr {
             Address::Gva(v) => (v.raw(), false),
             Address::Gpa(g) => (g.raw(), true),
@@ -2493,6 +2526,37 @@ impl Machine {
                 GuestAddr::Virtual(Gva::new_truncate(at))
             };
             m.guest_access_retrying(cpu, ctx, vm, a, kind)
+        })
+    }
+
+    /// A TD's access: private GPAs through the S-EPT ([`tdx`]), shared ones through the VM's
+    /// shared EPT (`stage2:VM`) as any guest-physical access. Guest-virtual accesses in a TD
+    /// are not modelled.
+    fn td_guest_access(
+        &mut self,
+        cpu: usize,
+        ctx: Context,
+        vm: VmId,
+        addr: Address,
+        size: u32,
+        kind: AccessKind,
+    ) -> Outcome {
+        let Address::Gpa(g) = addr else {
+            self.not_modelled("guest-virtual access in a TD");
+            return Outcome::default();
+        };
+        let write = kind == AccessKind::Write;
+        self.per_page(g.raw(), size, |m, at| {
+            let gpa = Gpa::new_truncate(at);
+            if let Some(o) = m.td_access(cpu, vm, gpa, write) {
+                m.guest.accesses += 1;
+                return o;
+            }
+            if let Err(e) = m.vm_tables(vm, false) {
+                m.not_modelled(&format!("guest access: {}", e.category()));
+                return Outcome::default();
+            }
+            m.guest_access_retrying(cpu, ctx, vm, GuestAddr::Physical(gpa), kind)
         })
     }
 
@@ -2805,7 +2869,10 @@ impl Machine {
                     format!("no counter named {name:?} (see docs/scenario-format.md \"Counters\")"),
                 ),
             },
-            _ => (false, format!("check `{}` is not supported yet", c.keyword())),
+            _ => match self.tdx_check(c, last) {
+                Some(r) => r,
+                None => (false, format!("check `{}` is not supported yet", c.keyword())),
+            },
         };
         (ok, format!("expect {text}: {}", if ok { found } else { format!("found {found}") }))
     }
@@ -2881,7 +2948,8 @@ impl Machine {
             + c.invalidation
             + c.policy
             + c.kvm
-            + c.iommu;
+            + c.iommu
+            + self.tdx.cycles;
         let cycles = report::CycleCounts {
             base: c.base.get(),
             data: c.data.get(),
@@ -2894,6 +2962,7 @@ impl Machine {
             policy: c.policy.get(),
             kvm: c.kvm.get(),
             iommu: c.iommu.get(),
+            tdx: self.tdx.cycles.get(),
             total: total.get(),
             makespan: self
                 .cpus
@@ -2960,6 +3029,7 @@ impl Machine {
             kvm: self.kvm_counts.clone(),
             policy: self.policy_counts.clone(),
             iommu: self.iommu.stats(),
+            tdx: self.tdx_counts(),
             directmap: report::DirectMapCounts {
                 kb: self.dm.meminfo_kb(),
                 level2_splits: self.dm.level2_splits,

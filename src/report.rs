@@ -238,6 +238,9 @@ pub struct CycleCounts {
     /// own clocks).
     #[serde(default)]
     pub iommu: u64,
+    /// The TDX module: SEAMCALLs, TDCALLs, TD entries and exits, S-EPT references.
+    #[serde(default)]
+    pub tdx: u64,
     /// The sum.
     pub total: u64,
     /// Highest agent clock at the end: the run's makespan.
@@ -288,6 +291,9 @@ pub struct Report {
     /// checks, blocked DMAs, events by name, commands by name.
     #[serde(default)]
     pub iommu: mmu_model::IommuStats,
+    /// The TDX module: SEAMCALLs by leaf and status, ACCEPTs by status, private accesses.
+    #[serde(default)]
+    pub tdx: crate::machine::TdxCounts,
     /// Direct map.
     pub directmap: DirectMapCounts,
     /// Shootdowns.
@@ -409,6 +415,19 @@ impl Report {
             map_line(&mut o, "  events", &io.events);
             map_line(&mut o, "  commands", &io.commands);
         }
+        let t = &self.tdx;
+        if t != &crate::machine::TdxCounts::default() {
+            let _ = writeln!(
+                o,
+                "\nTDX SEAMCALLs {}   private accesses {}   faulted {}",
+                t.seamcalls.values().sum::<u64>(),
+                t.private_accesses,
+                t.private_faults
+            );
+            map_line(&mut o, "  by leaf", &t.seamcalls);
+            map_line(&mut o, "  by status", &t.status);
+            map_line(&mut o, "  accept", &t.accepts);
+        }
         let k = &self.kvm;
         if k != &crate::machine::KvmCounts::default() {
             let _ = writeln!(
@@ -488,7 +507,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}  kvm {}  iommu {}",
+            "  base {}  data {}  tlb {}  walk {}  rmp-check {}  rmp-instr {}  fault {}  invalidation {}  policy {}  kvm {}  iommu {}  tdx {}",
             c.base,
             c.data,
             c.tlb,
@@ -499,7 +518,8 @@ impl Report {
             c.invalidation,
             c.policy,
             c.kvm,
-            c.iommu
+            c.iommu,
+            c.tdx
         );
         if !self.not_modelled.is_empty() {
             map_line(&mut o, "\nNot modelled yet (executed as no-ops)", &self.not_modelled);

@@ -240,6 +240,19 @@ impl BuddyAllocator {
         Ok(())
     }
 
+    /// The highest-addressed free page, taken. For pages the simulator needs on its own
+    /// account while a scenario names pages explicitly (state-line S-EPT tables and TD vCPU
+    /// pages): they come from the top of memory, away from the low addresses scenarios use and
+    /// the lowest-first allocations of the run. Never uses the RNG.
+    pub fn alloc_highest_page(&mut self) -> Option<Spa> {
+        let top = (0..=MAX_ORDER)
+            .filter_map(|o| self.free[usize::from(o)].last().map(|&b| b + (1u64 << o) - 1))
+            .max()?;
+        let spa = Spa::new(top << 12);
+        self.reserve(spa, 0).ok()?;
+        Some(spa)
+    }
+
     /// Pages free.
     pub fn free_pages(&self) -> u64 {
         self.free_pages

@@ -1,0 +1,567 @@
+//! The TDX host: SEAMCALLs by the host kernel, TDCALLs and private-GPA accesses by TD guests,
+//! TD entries, exits and kicks, through the TDX module model (`tdx-model`).
+//!
+//! The module's Secure-EPT pages live in the machine's simulated physical memory (the same
+//! [`mmu_model::PhysMemTables`] as every other page table), so a private access walks the very
+//! entries the SEAMCALLs wrote. Pages the module takes (TDR, TDCX, TDVPR, S-EPT and TD pages)
+//! are taken out of the host allocator when they are first given to the module, so that the
+//! machine never hands them out again while the module owns them.
+//!
+//! A TD is bound to a VM of the event stream in one of two ways: a `state td … vm=V` line, or a
+//! `vm-create tdx vm=V asid=HKID` event naming the HKID of a TD built with SEAMCALLs
+//! (TDH.MNG.CREATE's RDX). vCPU `N` of a VM is the TD's `N`-th TDVPR in creation order
+//! (TDH.VP.CREATE), or for a TD made by a `state` line a page the machine takes on the vCPU's
+//! first `td-enter`.
+//!
+//! Not modelled here: guest-virtual accesses in a TD (only `gpa:` accesses; a TD's own page
+//! tables are not walked), the TLB for private translations (each private access walks the
+//! S-EPT; spec/tdx.md §3.4: the module flushes a vCPU's EPT TLB on TD entry after a TRACK, so
+//! no stale entry survives a completed zap sequence anyway), the partial-write poison and
+//! integrity failures of host accesses to private memory (spec/tdx.md §1.6; UNCONFIRMED there),
+//! DMA to private memory.
+
+use super::{Disposition, FaultInfo, Machine, Outcome, Timing};
+use sim_core::event::{FaultKind, PamtType, SeptStateName, TdState};
+use sim_core::{Check, Cycles, Gpa, Spa, VmId};
+use tdx_model::{Lifecycle, OpState, PageType, PrivateFault, Regs, SeptState};
+
+/// The machine's TDX state: the module and the bindings of the event stream's VMs to TDs.
+#[derive(Debug)]
+pub(super) struct TdxHost {
+    pub(super) module: tdx_model::TdxModule,
+    /// VM id → TDR.
+    td_of_vm: std::collections::BTreeMap<VmId, u64>,
+    /// (VM, vCPU index) → TDVPR.
+    tdvpr: std::collections::BTreeMap<(VmId, u32), u64>,
+    /// vCPUs of each TD in creation order (TDH.VP.CREATE or first entry).
+    vcpus: std::collections::BTreeMap<u64, Vec<u64>>,
+    /// HKID → TDR of TDs built with TDH.MNG.CREATE.
+    td_of_hkid: std::collections::BTreeMap<u64, u64>,
+    /// The last SEAMCALL/TDCALL's output registers, for `expect regs`.
+    pub(super) last_regs: Option<Regs>,
+    /// Cycles spent in SEAMCALLs, TDCALLs, TD entries and exits.
+    pub(super) cycles: Cycles,
+    /// Guest accesses to private GPAs, and those that faulted.
+    pub(super) private_accesses: u64,
+    pub(super) private_faults: u64,
+}
+
+impl TdxHost {
+    pub(super) fn new(cfg: tdx_model::TdxConfig) -> TdxHost {
+        TdxHost {
+            module: tdx_model::TdxModule::new(cfg),
+            td_of_vm: Default::default(),
+            tdvpr: Default::default(),
+            vcpus: Default::default(),
+            td_of_hkid: Default::default(),
+            last_regs: None,
+            cycles: Cycles::ZERO,
+            private_accesses: 0,
+            private_faults: 0,
+        }
+    }
+
+    /// The TDR of VM `vm`, if it is a TD.
+    pub(super) fn tdr_of(&self, vm: VmId) -> Option<u64> {
+        self.td_of_vm.get(&vm).copied()
+    }
+
+    /// The TD's shared bit (47 for GPAW 48, 51 for 52; spec/tdx.md §1.1).
+    fn shared_bit(&self, tdr: u64) -> u64 {
+        match self.module.td_state(tdr).map(|t| t.gpaw) {
+            Some(mmu_model::GpaWidth::W52) => 1 << 51,
+            _ => 1 << 47,
+        }
+    }
+}
+
+/// Report counters of the TDX host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TdxCounts {
+    /// SEAMCALLs by leaf name.
+    pub seamcalls: std::collections::BTreeMap<String, u64>,
+    /// SEAMCALLs by status name.
+    pub status: std::collections::BTreeMap<String, u64>,
+    /// TDG.MEM.PAGE.ACCEPT by status name (`TD_EXIT` for EPT-violation exits).
+    pub accepts: std::collections::BTreeMap<String, u64>,
+    /// Guest accesses to private GPAs.
+    pub private_accesses: u64,
+    /// Of those, the ones that faulted (#VE or an EPT-violation TD exit).
+    pub private_faults: u64,
+}
+
+fn op_state(s: TdState) -> OpState {
+    match s {
+        TdState::Uninitialized => OpState::Uninitialized,
+        TdState::Initialized => OpState::Initialized,
+        TdState::Runnable | TdState::Teardown => OpState::Runnable,
+    }
+}
+
+fn td_state_name(v: &tdx_model::TdView) -> TdState {
+    if v.lifecycle == Lifecycle::Teardown {
+        return TdState::Teardown;
+    }
+    match v.op_state {
+        OpState::Uninitialized => TdState::Uninitialized,
+        OpState::Initialized => TdState::Initialized,
+        OpState::Runnable => TdState::Runnable,
+    }
+}
+
+fn sept_state(s: SeptStateName) -> SeptState {
+    match s {
+        SeptStateName::Free => SeptState::Free,
+        SeptStateName::Blocked => SeptState::Blocked,
+        SeptStateName::Pending => SeptState::Pending,
+        SeptStateName::PendingBlocked => SeptState::PendingBlocked,
+        SeptStateName::Mapped => SeptState::Mapped,
+        SeptStateName::Removed => SeptState::Removed,
+        SeptStateName::NlMapped => SeptState::NlMapped,
+        SeptStateName::NlBlocked => SeptState::NlBlocked,
+    }
+}
+
+fn sept_state_name(s: SeptState) -> Option<SeptStateName> {
+    Some(match s {
+        SeptState::Free => SeptStateName::Free,
+        SeptState::Blocked => SeptStateName::Blocked,
+        SeptState::Pending => SeptStateName::Pending,
+        SeptState::PendingBlocked => SeptStateName::PendingBlocked,
+        SeptState::Mapped => SeptStateName::Mapped,
+        SeptState::Removed => SeptStateName::Removed,
+        SeptState::NlMapped => SeptStateName::NlMapped,
+        SeptState::NlBlocked => SeptStateName::NlBlocked,
+        _ => return None,
+    })
+}
+
+fn page_type(t: PamtType) -> PageType {
+    match t {
+        PamtType::Nda => PageType::Nda,
+        PamtType::Rsvd => PageType::Rsvd,
+        PamtType::Reg => PageType::Reg,
+        PamtType::Tdr => PageType::Tdr,
+        PamtType::Tdcx => PageType::Tdcx,
+        PamtType::Tdvpr => PageType::Tdvpr,
+        PamtType::Ept => PageType::Ept,
+    }
+}
+
+fn page_type_name(t: PageType) -> PamtType {
+    match t {
+        PageType::Nda => PamtType::Nda,
+        PageType::Rsvd => PamtType::Rsvd,
+        PageType::Reg => PamtType::Reg,
+        PageType::Tdr => PamtType::Tdr,
+        PageType::Tdcx => PamtType::Tdcx,
+        PageType::Tdvpr => PamtType::Tdvpr,
+        PageType::Ept => PamtType::Ept,
+    }
+}
+
+/// Table pages for `state sept` lines: from the top of memory, so that they never land on a
+/// page the scenario names in a later line.
+struct TopFrames<'a>(&'a mut crate::host::alloc::BuddyAllocator);
+
+impl mmu_model::FrameSource<Spa> for TopFrames<'_> {
+    fn alloc_table(&mut self) -> Option<Spa> {
+        self.0.alloc_highest_page()
+    }
+    fn free_table(&mut self, page: Spa) {
+        let _ = self.0.free(page, 0);
+    }
+}
+
+impl Machine {
+    /// Take a page the module now owns out of the host allocator (if it is still free there).
+    fn tdx_claim(&mut self, hpa: u64) {
+        let page = Spa::new_truncate(hpa & !0xfff);
+        if page.raw() < self.cfg.machine.memory.0 {
+            let _ = self.alloc.reserve(page, 0);
+        }
+    }
+
+    /// The S-EPT references of a module operation, through the cache hierarchy (entries the
+    /// model does not name are priced as DRAM accesses).
+    fn tdx_refs(&mut self, cpu: usize, refs: &tdx_model::MemRefs) -> Cycles {
+        let mut c = Cycles::ZERO;
+        for a in refs.addrs() {
+            c += self.caches.data_access(cpu, *a, false);
+        }
+        let unnamed = u64::from(refs.total()).saturating_sub(refs.addrs().len() as u64);
+        c + self.cfg.cache.dram_latency.times(unnamed)
+    }
+
+    /// Claim the pages a SEAMCALL handed to the module (R8 of SEPT.ADD, PAGE.ADD, AUG, DEMOTE,
+    /// RELOCATE; RCX of MNG.CREATE, MNG.ADDCX, VP.CREATE, VP.ADDCX), once it succeeded.
+    fn tdx_claim_operands(&mut self, leaf: u16, regs: &Regs) {
+        use tdx_model::leaf as l;
+        match leaf {
+            l::MEM_SEPT_ADD
+            | l::MEM_PAGE_ADD
+            | l::MEM_PAGE_AUG
+            | l::MEM_PAGE_DEMOTE
+            | l::MEM_PAGE_RELOCATE => {
+                // A 2M AUG takes the whole 2 MiB range.
+                let pages = if leaf == l::MEM_PAGE_AUG && regs.rcx & 7 == 1 { 512 } else { 1 };
+                for i in 0..pages {
+                    self.tdx_claim(regs.r8 + i * 4096);
+                }
+            }
+            l::MNG_CREATE => {
+                self.tdx_claim(regs.rcx);
+                self.tdx.td_of_hkid.insert(regs.rdx, regs.rcx);
+            }
+            l::MNG_ADDCX | l::VP_ADDCX => self.tdx_claim(regs.rcx),
+            l::VP_CREATE => {
+                self.tdx_claim(regs.rcx);
+                self.tdx.vcpus.entry(regs.rdx).or_default().push(regs.rcx);
+            }
+            _ => {}
+        }
+    }
+
+    /// `seamcall LEAF …` by the host kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn seamcall(
+        &mut self,
+        cpu: usize,
+        leaf: u16,
+        version: u8,
+        rcx: u64,
+        rdx: u64,
+        r8: u64,
+        r9: u64,
+        r10: u64,
+    ) -> Outcome {
+        let regs = Regs { rax: 0, rcx, rdx, r8, r9, r10, r11: 0 };
+        let out = self.tdx.module.seamcall(&mut self.tables, leaf, version, regs);
+        if out.regs.rax == tdx_model::status::TDX_SUCCESS {
+            self.tdx_claim_operands(leaf, &regs);
+        }
+        let cost = out.cost + self.tdx_refs(cpu, &out.refs);
+        self.tdx.cycles += cost;
+        self.tdx.last_regs = Some(out.regs);
+        Outcome {
+            rc: Some((out.regs.rax, None)),
+            cost,
+            timing: Timing::Serial,
+            ..Outcome::default()
+        }
+    }
+
+    /// The TDVPR of vCPU `vcpu` of VM `vm`: the TD's `vcpu`-th TDVPR, or a page the machine
+    /// creates for a TD made by a `state` line.
+    fn tdvpr_of(&mut self, vm: VmId, vcpu: u32) -> Option<u64> {
+        if let Some(&t) = self.tdx.tdvpr.get(&(vm, vcpu)) {
+            return Some(t);
+        }
+        let tdr = self.tdx.tdr_of(vm)?;
+        let n = usize::try_from(vcpu).ok()?;
+        // A `state td` TD: make vCPUs up to this one, each on a page of its own.
+        while self.tdx.vcpus.get(&tdr).map_or(0, Vec::len) <= n {
+            let page = self.alloc.alloc_highest_page()?.raw();
+            self.tdx.module.create_vcpu_direct(tdr, page).ok()?;
+            self.tdx.vcpus.entry(tdr).or_default().push(page);
+        }
+        let t = self.tdx.vcpus[&tdr][n];
+        self.tdx.tdvpr.insert((vm, vcpu), t);
+        Some(t)
+    }
+
+    /// `td-enter vm=V vcpu=N`: TDH.VP.ENTER; the vCPU stays in the TD until a `td-exit`, a
+    /// `kick` or a TD exit of its own (an EPT violation).
+    pub(super) fn td_enter(&mut self, vm: VmId, vcpu: u32) -> Outcome {
+        let Some(tdvpr) = self.tdvpr_of(vm, vcpu) else {
+            self.not_modelled("td-enter of a VM that is not a TD");
+            return Outcome::default();
+        };
+        let (status, cost) = match self.tdx.module.vp_enter_begin(&mut self.tables, tdvpr, false) {
+            Ok(f) => {
+                (tdx_model::status::TDX_SUCCESS, self.tdx.module.vp_enter_end(&mut self.tables, f))
+            }
+            Err(o) => (o.regs.rax, o.cost),
+        };
+        self.tdx.cycles += cost;
+        self.tdx.last_regs = Some(Regs { rax: status, ..Regs::default() });
+        Outcome { rc: Some((status, None)), cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// `td-exit vm=V vcpu=N reason=…` or `kick vm=V vcpu=N`: the vCPU leaves the TD (its
+    /// REFCOUNT of the epoch it entered at drops).
+    pub(super) fn td_leave(&mut self, vm: VmId, vcpu: u32) -> Outcome {
+        let Some(tdvpr) = self.tdvpr_of(vm, vcpu) else {
+            self.not_modelled("td-exit of a VM that is not a TD");
+            return Outcome::default();
+        };
+        let cost = self.tdx.module.td_exit(&mut self.tables, tdvpr).unwrap_or(Cycles::ZERO);
+        self.tdx.cycles += cost;
+        Outcome { cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// `tdcall LEAF …` by a TD's vCPU: TDG.MEM.PAGE.ACCEPT (6); other leaves are not modelled.
+    pub(super) fn tdcall(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        vcpu: u32,
+        leaf: u16,
+        rcx: u64,
+    ) -> Outcome {
+        let (Some(tdr), Some(tdvpr)) = (self.tdx.tdr_of(vm), self.tdvpr_of(vm, vcpu)) else {
+            self.not_modelled("tdcall by a VM that is not a TD");
+            return Outcome::default();
+        };
+        if leaf != 6 {
+            self.not_modelled(&format!("tdcall leaf {leaf}"));
+            return Outcome::default();
+        }
+        let regs = Regs { rcx, ..Regs::default() };
+        let out = self.tdx.module.accept(&mut self.tables, tdr, tdvpr, regs);
+        let cost = out.cost + self.tdx_refs(cpu, &out.refs);
+        self.tdx.cycles += cost;
+        self.tdx.last_regs = Some(out.regs);
+        if let Some(exit) = out.exit {
+            // An EPT-violation TD exit (EEQ type ACCEPT) to the VMM: code = the exit
+            // qualification, with the EEQ type in bits 63:60 so that scenarios can tell them
+            // apart.
+            let code = exit.exit_qualification | (u64::from(exit.eeq_type) << 60);
+            return self.raise(FaultKind::EptViolation, code, cost);
+        }
+        Outcome {
+            rc: Some((out.regs.rax, None)),
+            cost,
+            timing: Timing::Serial,
+            ..Outcome::default()
+        }
+    }
+
+    fn raise(&mut self, kind: FaultKind, code: u64, cost: Cycles) -> Outcome {
+        self.faults.raised += 1;
+        *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
+        Outcome {
+            fault: Some(FaultInfo { kind, code, disposition: Disposition::Raised }),
+            cost,
+            timing: Timing::Serial,
+            ..Outcome::default()
+        }
+    }
+
+    /// A TD guest's access to `gpa` (private when the shared bit is clear): the S-EPT walk, then
+    /// the data access. A shared GPA goes through the VM's shared EPT (`stage2:VM`) like any
+    /// guest-physical access, which the caller does when this returns `None`.
+    pub(super) fn td_access(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gpa: Gpa,
+        write: bool,
+    ) -> Option<Outcome> {
+        let tdr = self.tdx.tdr_of(vm)?;
+        if gpa.raw() & self.tdx.shared_bit(tdr) != 0 {
+            return None;
+        }
+        self.tdx.private_accesses += 1;
+        match self.tdx.module.private_access(&self.tables, tdr, gpa.raw(), write) {
+            Ok(t) => {
+                let walk = self.tdx_refs(cpu, &t.refs);
+                self.cycles.walk += walk;
+                let d = self.caches.data_access(cpu, t.hpa, write);
+                self.cycles.data += d;
+                Some(Outcome {
+                    cost: walk + d,
+                    timing: Timing::Access { chain: walk + d },
+                    ..Outcome::default()
+                })
+            }
+            Err(f) => {
+                self.tdx.private_faults += 1;
+                let exit = self.tdx.module.config().costs.td_exit;
+                let (kind, code) = match f {
+                    PrivateFault::Ve { .. } => (FaultKind::Ve, 0),
+                    PrivateFault::EptViolation { eeq_type, .. } => {
+                        // Exit qualification: bit 0 read / bit 1 write (SDM Vol. 3C Table
+                        // 28-7), the EEQ type in bits 63:60 (see `tdcall`).
+                        let q = if write { 2 } else { 1 };
+                        (FaultKind::EptViolation, q | (u64::from(eeq_type) << 60))
+                    }
+                    PrivateFault::ReservedGpaBits => (FaultKind::Pf, 1 << 3),
+                    PrivateFault::Shared | PrivateFault::NoTd => return None,
+                };
+                self.tdx.cycles += exit;
+                Some(self.raise(kind, code, exit))
+            }
+        }
+    }
+
+    /// `vm-create tdx vm=V asid=HKID`: bind VM `V` to the TD built with that HKID.
+    pub(super) fn tdx_bind_vm(&mut self, vm: VmId, hkid: u32) {
+        if let Some(&tdr) = self.tdx.td_of_hkid.get(&u64::from(hkid)) {
+            self.tdx.td_of_vm.insert(vm, tdr);
+        }
+    }
+
+    /// `state td …`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn state_td(
+        &mut self,
+        tdr: Spa,
+        vm: u32,
+        hkid: u32,
+        state: TdState,
+        root: Spa,
+        gpaw: u32,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let hkid = u16::try_from(hkid).map_err(|_| format!("hkid {hkid} too large"))?;
+        let gpaw = u8::try_from(gpaw).map_err(|_| format!("gpaw {gpaw}"))?;
+        let m = &mut self.tdx.module;
+        m.create_td_direct(&mut self.tables, tdr.raw(), hkid, op_state(state), root.raw(), gpaw)
+            .map_err(|e| e.to_string())?;
+        if state == TdState::Teardown {
+            m.set_lifecycle_direct(tdr.raw(), Lifecycle::Teardown).map_err(|e| e.to_string())?;
+        }
+        m.set_epoch_direct(tdr.raw(), epoch, [0, 0]).map_err(|e| e.to_string())?;
+        self.tdx_claim(tdr.raw());
+        self.tdx_claim(root.raw());
+        self.tdx.td_of_vm.insert(vm, tdr.raw());
+        Ok(())
+    }
+
+    /// `state sept …`.
+    pub(super) fn state_sept(
+        &mut self,
+        tdr: Spa,
+        gpa: Gpa,
+        level: u8,
+        state: SeptStateName,
+        hpa: Option<Spa>,
+    ) -> Result<(), String> {
+        let s = sept_state(state);
+        let hpa = match hpa {
+            Some(h) => h.raw(),
+            // A non-leaf needs a table page; a leaf state needs its page named.
+            None if matches!(s, SeptState::NlMapped | SeptState::NlBlocked) => {
+                self.alloc.alloc_highest_page().ok_or("out of memory for an S-EPT table")?.raw()
+            }
+            None if matches!(s, SeptState::Free | SeptState::Removed) => 0,
+            None => return Err(format!("`state sept state={state}` needs hpa=")),
+        };
+        // Claim the named pages first, so that the tables made for missing levels come from
+        // elsewhere.
+        if hpa != 0 {
+            let pages = match level {
+                _ if matches!(s, SeptState::NlMapped | SeptState::NlBlocked) => 1,
+                0 => 1,
+                1 => 512,
+                _ => 512 * 512,
+            };
+            for i in 0..pages {
+                self.tdx_claim(hpa + i * 4096);
+            }
+        }
+        let mut frames = TopFrames(&mut self.alloc);
+        self.tdx
+            .module
+            .set_sept_direct(&mut self.tables, &mut frames, tdr.raw(), gpa.raw(), level, s, hpa)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `state pamt …`.
+    pub(super) fn state_pamt(
+        &mut self,
+        hpa: Spa,
+        pt: PamtType,
+        owner: Option<Spa>,
+        size: sim_core::PageSize,
+        bepoch: u64,
+    ) {
+        let entry = tdx_model::PamtEntry {
+            pt: page_type(pt),
+            owner: owner.map_or(0, Spa::raw),
+            bepoch,
+            size,
+        };
+        self.tdx.module.set_pamt_direct(hpa.raw(), entry);
+        if pt != PamtType::Nda {
+            self.tdx_claim(hpa.raw());
+        }
+    }
+
+    /// The TDX checks (`regs`, `sept`, `pamt`, `td`); `None` for other checks.
+    pub(super) fn tdx_check(&self, c: &Check, last: Option<&Outcome>) -> Option<(bool, String)> {
+        Some(match c {
+            Check::Regs { rax, rcx, rdx, r8, r11 } => {
+                let Some(r) = last.and(self.tdx.last_regs) else {
+                    return Some((false, "no SEAMCALL or TDCALL before it".to_owned()));
+                };
+                let ok = rax.is_none_or(|v| v.0 == r.rax)
+                    && rcx.is_none_or(|v| v.0 == r.rcx)
+                    && rdx.is_none_or(|v| v.0 == r.rdx)
+                    && r8.is_none_or(|v| v.0 == r.r8)
+                    && r11.is_none_or(|v| v.0 == r.r11);
+                (
+                    ok,
+                    format!(
+                        "regs rax={:#x} rcx={:#x} rdx={:#x} r8={:#x} r11={:#x}",
+                        r.rax, r.rcx, r.rdx, r.r8, r.r11
+                    ),
+                )
+            }
+            Check::Sept { tdr, gpa, level, state, hpa } => {
+                let e = self.tdx.module.sept_entry(&self.tables, tdr.raw(), gpa.raw(), *level);
+                let (s, h) =
+                    e.map_or((Some(SeptStateName::Free), 0), |(s, h)| (sept_state_name(s), h));
+                let ok = state.is_none_or(|want| s == Some(want))
+                    && hpa.is_none_or(|want| want.raw() == h);
+                let name =
+                    s.map_or("(a state outside the vocabulary)".to_owned(), |s| s.to_string());
+                (ok, format!("sept state={name} hpa={h:#x}"))
+            }
+            Check::Pamt { hpa, pt, owner, bepoch } => {
+                let e = self.tdx.module.pamt(hpa.raw());
+                let got = page_type_name(e.pt);
+                let ok = pt.is_none_or(|p| p == got)
+                    && owner.is_none_or(|o| o.raw() == e.owner)
+                    && bepoch.is_none_or(|b| b == e.bepoch);
+                (
+                    ok,
+                    format!(
+                        "pamt pt={got} owner={:#x} bepoch={} size={}",
+                        e.owner, e.bepoch, e.size
+                    ),
+                )
+            }
+            Check::Td { tdr, state, epoch, chldcnt } => match self.tdx.module.td(tdr.raw()) {
+                None => (false, format!("no TD with TDR {tdr}")),
+                Some(v) => {
+                    let s = td_state_name(&v);
+                    let ok = state.is_none_or(|w| w == s)
+                        && epoch.is_none_or(|e| e == v.epoch)
+                        && chldcnt.is_none_or(|c| c == v.chldcnt);
+                    (
+                        ok,
+                        format!(
+                            "td state={s} epoch={} chldcnt={} refcount={:?}",
+                            v.epoch, v.chldcnt, v.refcount
+                        ),
+                    )
+                }
+            },
+            _ => return None,
+        })
+    }
+
+    /// The report's `tdx` section.
+    pub(super) fn tdx_counts(&self) -> TdxCounts {
+        let s = self.tdx.module.stats();
+        TdxCounts {
+            seamcalls: s.seamcalls_by_leaf,
+            status: s.seamcalls_by_status,
+            accepts: s.accepts_by_status,
+            private_accesses: self.tdx.private_accesses,
+            private_faults: self.tdx.private_faults,
+        }
+    }
+}
