@@ -168,7 +168,7 @@ macro_rules! buddy_frames {
 
 mod iommu;
 mod tdx;
-pub use tdx::TdxCounts;
+pub use tdx::{HostSideCounts, TdxCounts};
 mod kvm;
 mod policy;
 
@@ -965,10 +965,25 @@ impl Machine {
         };
         match (ev, ctx) {
             (Event::Load { addr, size }, Some(c)) => {
+                if self.tdx.active
+                    && let (Address::Spa(s), Context::HostKernel | Context::HostProcess(_)) =
+                        (addr, c)
+                    && let Some(mc) = self.tdx_outside_read(s.raw(), u64::from(*size), false)
+                {
+                    return mc;
+                }
                 self.access(cpu, c, *addr, *size, AccessKind::Read)
             }
-            (Event::Store { addr, size, .. }, Some(c)) => {
-                self.access(cpu, c, *addr, *size, AccessKind::Write)
+            (Event::Store { addr, size, mt }, Some(c)) => {
+                let o = self.access(cpu, c, *addr, *size, AccessKind::Write);
+                if self.tdx.active
+                    && o.fault.is_none()
+                    && let (Address::Spa(s), Context::HostKernel | Context::HostProcess(_)) =
+                        (addr, c)
+                {
+                    self.tdx_outside_write(s.raw(), u64::from(*size), tdx::OutsideWrite::Cpu(*mt));
+                }
+                o
             }
             (Event::Fetch { addr, size }, Some(c)) => {
                 // An instruction fetch stands for one instruction: it also pays the base CPI.

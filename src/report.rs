@@ -427,6 +427,17 @@ impl Report {
             map_line(&mut o, "  by leaf", &t.seamcalls);
             map_line(&mut o, "  by status", &t.status);
             map_line(&mut o, "  accept", &t.accepts);
+            let h = &t.host_side;
+            let _ = writeln!(
+                o,
+                "  host side: CPU writes {} reads {}   DMA writes {} reads {}   poisoned lines {}   machine checks {}",
+                h.cpu_writes,
+                h.cpu_reads,
+                h.dma_writes,
+                h.dma_reads,
+                h.poisoned_lines,
+                h.machine_checks
+            );
         }
         let k = &self.kvm;
         if k != &crate::machine::KvmCounts::default() {

@@ -117,8 +117,20 @@ impl Machine {
                     ..Outcome::default()
                 };
             }
-            // The data access itself.
+            // The data access itself; on a TDX host, what it does to TD-private memory.
             cost += mem;
+            if self.tdx.active
+                && let Some(spa) = d.spa
+            {
+                let page_end = (spa.raw() | 0xfff) + 1;
+                let end = start.raw().saturating_add(u64::from(size.max(1)));
+                let here = (end.min((page << 12) + 4096) - iova.raw()).min(page_end - spa.raw());
+                if write {
+                    self.tdx_outside_write(spa.raw(), here, super::tdx::OutsideWrite::Dma);
+                } else {
+                    let _ = self.tdx_outside_read(spa.raw(), here, true);
+                }
+            }
         }
         self.cycles.iommu += cost;
         Outcome { cost, timing: Timing::Serial, ..Outcome::default() }

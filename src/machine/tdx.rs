@@ -44,6 +44,42 @@ pub(super) struct TdxHost {
     /// Guest accesses to private GPAs, and those that faulted.
     pub(super) private_accesses: u64,
     pub(super) private_faults: u64,
+    /// Whether any TD exists: the host-side checks of private memory run only then.
+    pub(super) active: bool,
+    /// 64-byte lines (address >> 6) poisoned by a partial write (the erratum): the next read
+    /// by anyone is a machine check.
+    poisoned: std::collections::BTreeSet<u64>,
+    /// Lines of private pages the host or a device wrote with another KeyID: the TD's next
+    /// access fails integrity (Ci: MAC; Li: TD-owner bit), a machine check.
+    foreign: std::collections::BTreeSet<u64>,
+    /// What happened to private memory from the host side.
+    pub(super) host_side: HostSideCounts,
+}
+
+/// Host and device accesses to TD-private memory (spec/tdx.md §1.6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostSideCounts {
+    /// Host CPU writes to private pages (through the direct map).
+    pub cpu_writes: u64,
+    /// Host CPU reads of private pages (no fault at access; the data is not the TD's).
+    pub cpu_reads: u64,
+    /// DMA writes that reached private pages.
+    pub dma_writes: u64,
+    /// DMA reads of private pages.
+    pub dma_reads: u64,
+    /// Lines poisoned by partial non-temporal/UC/WC or DMA writes (the erratum).
+    pub poisoned_lines: u64,
+    /// Machine checks: reads of poisoned lines, and TD accesses that failed integrity.
+    pub machine_checks: u64,
+}
+
+/// How a write from outside the TD reaches memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OutsideWrite {
+    /// A host CPU store of this memory type.
+    Cpu(sim_core::event::MemType),
+    /// A device's DMA.
+    Dma,
 }
 
 impl TdxHost {
@@ -58,6 +94,10 @@ impl TdxHost {
             cycles: Cycles::ZERO,
             private_accesses: 0,
             private_faults: 0,
+            active: false,
+            poisoned: Default::default(),
+            foreign: Default::default(),
+            host_side: HostSideCounts::default(),
         }
     }
 
@@ -86,8 +126,10 @@ pub struct TdxCounts {
     pub accepts: std::collections::BTreeMap<String, u64>,
     /// Guest accesses to private GPAs.
     pub private_accesses: u64,
-    /// Of those, the ones that faulted (#VE or an EPT-violation TD exit).
+    /// Of those, the ones that faulted (#VE, an EPT-violation TD exit or a machine check).
     pub private_faults: u64,
+    /// Host and device accesses to private memory.
+    pub host_side: HostSideCounts,
 }
 
 fn op_state(s: TdState) -> OpState {
@@ -210,6 +252,7 @@ impl Machine {
                 }
             }
             l::MNG_CREATE => {
+                self.tdx.active = true;
                 self.tdx_claim(regs.rcx);
                 self.tdx.td_of_hkid.insert(regs.rdx, regs.rcx);
             }
@@ -322,6 +365,15 @@ impl Machine {
         let cost = out.cost + self.tdx_refs(cpu, &out.refs);
         self.tdx.cycles += cost;
         self.tdx.last_regs = Some(out.regs);
+        if out.exit.is_none() && out.regs.rax == tdx_model::status::TDX_SUCCESS {
+            // ACCEPT zeroes the page with the TD's key: its lines are the TD's again.
+            let level = u8::try_from(rcx & 7).unwrap_or(0);
+            let gpa = rcx & !0xfff;
+            if let Some((_, hpa)) = self.tdx.module.sept_entry(&self.tables, tdr, gpa, level) {
+                let bytes = if level == 1 { 2 << 20 } else { 4096 };
+                self.tdx_clear_lines(hpa, bytes);
+            }
+        }
         if let Some(exit) = out.exit {
             // An EPT-violation TD exit (EEQ type ACCEPT) to the VMM: code = the exit
             // qualification, with the EEQ type in bits 63:60 so that scenarios can tell them
@@ -365,6 +417,15 @@ impl Machine {
         self.tdx.private_accesses += 1;
         match self.tdx.module.private_access(&self.tables, tdr, gpa.raw(), write) {
             Ok(t) => {
+                let line = t.hpa.raw() >> 6;
+                if self.tdx.poisoned.contains(&line) || self.tdx.foreign.contains(&line) {
+                    // A #MC VM exit: the module marks the TD fatal (spec/tdx.md §1.6).
+                    self.tdx.private_faults += 1;
+                    self.tdx.host_side.machine_checks += 1;
+                    let exit = self.tdx.module.config().costs.td_exit;
+                    self.tdx.cycles += exit;
+                    return Some(self.raise(FaultKind::Mc, 0, exit));
+                }
                 let walk = self.tdx_refs(cpu, &t.refs);
                 self.cycles.walk += walk;
                 let d = self.caches.data_access(cpu, t.hpa, write);
@@ -393,6 +454,92 @@ impl Machine {
                 Some(self.raise(kind, code, exit))
             }
         }
+    }
+
+    fn tdx_clear_lines(&mut self, hpa: u64, bytes: u64) {
+        let (a, b) = (hpa >> 6, (hpa + bytes) >> 6);
+        let t = &mut self.tdx;
+        let dead: Vec<u64> = t.poisoned.range(a..b).chain(t.foreign.range(a..b)).copied().collect();
+        for l in dead {
+            t.poisoned.remove(&l);
+            t.foreign.remove(&l);
+        }
+    }
+
+    /// Whether `hpa`'s page is TD memory (any PAMT type but NDA and RSVD).
+    fn tdx_private(&self, hpa: u64) -> bool {
+        !matches!(self.tdx.module.pamt(hpa).pt, PageType::Nda | PageType::Rsvd)
+    }
+
+    /// A write of `len` bytes at `hpa` from outside any TD (a host store through the direct
+    /// map, or a DMA), per spec/tdx.md §1.6: on a private page, a partial-line write that is
+    /// non-temporal, UC or WC, or a DMA write, poisons the line on CPUs with the erratum
+    /// (`tdx.partial_write_erratum`); any write leaves the line failing the TD's integrity
+    /// check unless `tdx.integrity = none` (UNCONFIRMED in the digest, §1.6 (b), (c)). Ordinary
+    /// write-back stores never poison. A full-line non-write-back write to a page that is no
+    /// longer private (MOVDIR64B, the page recycle rule) clears the line's poison.
+    pub(super) fn tdx_outside_write(&mut self, hpa: u64, len: u64, how: OutsideWrite) {
+        use sim_core::event::MemType;
+        let private = self.tdx_private(hpa);
+        let cfg = self.tdx.module.config();
+        let (erratum, integrity) = (cfg.partial_write_erratum, cfg.integrity);
+        let streaming = matches!(
+            how,
+            OutsideWrite::Dma | OutsideWrite::Cpu(MemType::Nt | MemType::Uc | MemType::Wc)
+        );
+        if private {
+            match how {
+                OutsideWrite::Dma => self.tdx.host_side.dma_writes += 1,
+                OutsideWrite::Cpu(_) => self.tdx.host_side.cpu_writes += 1,
+            }
+        }
+        let end = hpa + len.max(1);
+        let mut line = hpa & !63;
+        while line < end {
+            let full = hpa <= line && end >= line + 64;
+            let l = line >> 6;
+            if private {
+                if erratum && streaming && !full {
+                    if self.tdx.poisoned.insert(l) {
+                        self.tdx.host_side.poisoned_lines += 1;
+                    }
+                } else if integrity != tdx_model::Integrity::None {
+                    self.tdx.foreign.insert(l);
+                }
+            } else if full && streaming {
+                self.tdx.poisoned.remove(&l);
+                self.tdx.foreign.remove(&l);
+            }
+            line += 64;
+        }
+    }
+
+    /// A host read of `len` bytes at `hpa`: a machine check if a line is poisoned
+    /// (fatal in the host kernel: Linux reports it as a possible kernel bug, spec/tdx.md §1.6).
+    pub(super) fn tdx_outside_read(&mut self, hpa: u64, len: u64, dma: bool) -> Option<Outcome> {
+        if self.tdx_private(hpa) {
+            if dma {
+                self.tdx.host_side.dma_reads += 1;
+            } else {
+                self.tdx.host_side.cpu_reads += 1;
+            }
+        }
+        let (a, b) = (hpa >> 6, (hpa + len.max(1) + 63) >> 6);
+        if dma || self.tdx.poisoned.range(a..b).next().is_none() {
+            return None;
+        }
+        self.tdx.host_side.machine_checks += 1;
+        self.faults.fatal += 1;
+        *self.fault_codes.entry((FaultKind::Mc, 0)).or_insert(0) += 1;
+        Some(Outcome {
+            fault: Some(FaultInfo {
+                kind: FaultKind::Mc,
+                code: 0,
+                disposition: Disposition::Fatal,
+            }),
+            timing: Timing::Serial,
+            ..Outcome::default()
+        })
     }
 
     /// `vm-create tdx vm=V asid=HKID`: bind VM `V` to the TD built with that HKID.
@@ -426,6 +573,7 @@ impl Machine {
         self.tdx_claim(tdr.raw());
         self.tdx_claim(root.raw());
         self.tdx.td_of_vm.insert(vm, tdr.raw());
+        self.tdx.active = true;
         Ok(())
     }
 
@@ -484,6 +632,7 @@ impl Machine {
             size,
         };
         self.tdx.module.set_pamt_direct(hpa.raw(), entry);
+        self.tdx.active = true;
         if pt != PamtType::Nda {
             self.tdx_claim(hpa.raw());
         }
@@ -562,6 +711,7 @@ impl Machine {
             accepts: s.accepts_by_status,
             private_accesses: self.tdx.private_accesses,
             private_faults: self.tdx.private_faults,
+            host_side: self.tdx.host_side,
         }
     }
 }
