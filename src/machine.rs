@@ -1857,7 +1857,23 @@ impl Machine {
         }
     }
 
+    /// A fault, counted by disposition and code, charged the host's fault handling
+    /// (`host.fatal_fault_cost`) on top of `cost`.
     fn fault(
+        &mut self,
+        kind: FaultKind,
+        code: u64,
+        disposition: Disposition,
+        cost: Cycles,
+    ) -> Outcome {
+        let extra = self.cfg.host.fatal_fault_cost;
+        self.cycles.fault += extra;
+        self.fault_uncharged(kind, code, disposition, cost + extra)
+    }
+
+    /// A fault counted as [`Machine::fault`] counts it, costing only `cost`: no host software
+    /// handles it on a CPU (a DMA the IOMMU refused, a TD exit, a machine check).
+    fn fault_uncharged(
         &mut self,
         kind: FaultKind,
         code: u64,
@@ -1871,15 +1887,10 @@ impl Machine {
         }
         // Keyed by value here (no string per fault); named in the report.
         *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
-        let extra = match disposition {
-            Disposition::Fatal => self.cfg.host.fatal_fault_cost,
-            Disposition::Raised | Disposition::Handled => self.cfg.host.fatal_fault_cost,
-        };
-        self.cycles.fault += extra;
         Outcome {
             fault: Some(FaultInfo { kind, code, disposition }),
             rc: None,
-            cost: cost + extra,
+            cost,
             timing: Timing::Serial,
             retry: false,
         }
@@ -2509,6 +2520,8 @@ impl Machine {
     /// A vCPU access of `size` bytes: a GVA through the guest's page tables and stage 2 (the
     /// 2-D walk; an empty guest table is made on first use, so an unmapped GVA is a guest
     /// #PF), a GPA through stage 2 alone (a vCPU without paging); split at 4 KiB boundaries.
+    /// A TD's private GPAs go through the S-EPT instead ([`tdx`]), its shared ones through the
+    /// VM's shared EPT (`stage2:VM`); guest-virtual accesses in a TD are not modelled.
     fn guest_access(
         &mut self,
         cpu: usize,
@@ -2518,10 +2531,12 @@ impl Machine {
         size: u32,
         kind: AccessKind,
     ) -> Outcome {
-        if self.tdx.tdr_of(vm).is_some() {
-            return self.td_guest_access(cpu, ctx, vm, addr, size, kind);
-        }
+        let td = self.tdx.tdr_of(vm).is_some();
         let (first, physical) = match addr {
+            Address::Gva(_) if td => {
+                self.not_modelled("guest-virtual access in a TD");
+                return Outcome::default();
+            }
             Address::Gva(v) => (v.raw(), false),
             Address::Gpa(g) => (g.raw(), true),
             Address::Spa(_) | Address::Hva(_) | Address::Iova(_) => {
@@ -2529,49 +2544,32 @@ impl Machine {
                 return Outcome::default();
             }
         };
-        if let Err(e) = self.vm_tables(vm, !physical) {
-            self.not_modelled(&format!("guest access: {}", e.category()));
-            return Outcome::default();
+        // A TD builds its shared EPT only for a shared GPA (below).
+        if !td {
+            if let Err(e) = self.vm_tables(vm, !physical) {
+                self.not_modelled(&format!("guest access: {}", e.category()));
+                return Outcome::default();
+            }
+            self.switch_vmsa(cpu, vm, ctx);
         }
-        self.switch_vmsa(cpu, vm, ctx);
         self.per_page(first, size, |m, at| {
+            if td {
+                let gpa = Gpa::new_truncate(at);
+                if let Some(o) = m.td_access(cpu, vm, gpa, kind == AccessKind::Write) {
+                    m.guest.accesses += 1;
+                    return o;
+                }
+                if let Err(e) = m.vm_tables(vm, false) {
+                    m.not_modelled(&format!("guest access: {}", e.category()));
+                    return Outcome::default();
+                }
+            }
             let a = if physical {
                 GuestAddr::Physical(Gpa::new_truncate(at))
             } else {
                 GuestAddr::Virtual(Gva::new_truncate(at))
             };
             m.guest_access_retrying(cpu, ctx, vm, a, kind)
-        })
-    }
-
-    /// A TD's access: private GPAs through the S-EPT ([`tdx`]), shared ones through the VM's
-    /// shared EPT (`stage2:VM`) as any guest-physical access. Guest-virtual accesses in a TD
-    /// are not modelled.
-    fn td_guest_access(
-        &mut self,
-        cpu: usize,
-        ctx: Context,
-        vm: VmId,
-        addr: Address,
-        size: u32,
-        kind: AccessKind,
-    ) -> Outcome {
-        let Address::Gpa(g) = addr else {
-            self.not_modelled("guest-virtual access in a TD");
-            return Outcome::default();
-        };
-        let write = kind == AccessKind::Write;
-        self.per_page(g.raw(), size, |m, at| {
-            let gpa = Gpa::new_truncate(at);
-            if let Some(o) = m.td_access(cpu, vm, gpa, write) {
-                m.guest.accesses += 1;
-                return o;
-            }
-            if let Err(e) = m.vm_tables(vm, false) {
-                m.not_modelled(&format!("guest access: {}", e.category()));
-                return Outcome::default();
-            }
-            m.guest_access_retrying(cpu, ctx, vm, GuestAddr::Physical(gpa), kind)
         })
     }
 

@@ -17,13 +17,15 @@ mod scenarios {
     /// for a cold 4×4 2-D walk, #PF / #NPF / EPT-violation codes). See: #2, #3
     #[test]
     fn foundation_snp_and_physmap_scenarios_pass() {
+        let n = all_pass(&["foundation", "snp", "physmap", "mmu"]);
+        assert!(n >= 140, "only {n} expectations ran");
+    }
+
+    /// Run every scenario under `dirs`, asserting that each has expectations and that every
+    /// one passes; returns how many ran.
+    fn all_pass(dirs: &[&str]) -> usize {
         let mut n = 0;
-        for f in files("foundation")
-            .into_iter()
-            .chain(files("snp"))
-            .chain(files("physmap"))
-            .chain(files("mmu"))
-        {
+        for f in dirs.iter().flat_map(|d| files(d)) {
             let r = check_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert!(!r.is_empty(), "{} has no expectations", f.display());
             for e in r {
@@ -31,7 +33,7 @@ mod scenarios {
                 n += 1;
             }
         }
-        assert!(n >= 140, "only {n} expectations ran");
+        n
     }
 
     /// Every expectation of the IOMMU and TDX scenarios holds: IOTLB hit/miss and I/O walk
@@ -42,15 +44,7 @@ mod scenarios {
     #[test]
     fn iommu_and_tdx_scenarios_pass() {
         for (dir, at_least) in [("iommu", 56), ("tdx", 60)] {
-            let mut n = 0;
-            for f in files(dir) {
-                let r = check_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-                assert!(!r.is_empty(), "{} has no expectations", f.display());
-                for e in r {
-                    assert!(e.passed, "{}:{}: {}", f.display(), e.line, e.message);
-                    n += 1;
-                }
-            }
+            let n = all_pass(&[dir]);
             assert!(n >= at_least, "{dir}: only {n} expectations ran");
         }
     }

@@ -9,7 +9,6 @@
 //! `iommu.command_latency` each.
 
 use super::{Machine, Outcome, Refusal, TableFrames, Timing};
-use crate::machine::FaultInfo;
 use mmu_model::{DmaCheck, Iommu, IommuEvent, IommuKind, NoDmaCheck};
 use rmp_model::Rmp;
 use sim_core::event::{Disposition, FaultKind, IommuCmd};
@@ -108,14 +107,7 @@ impl Machine {
                 };
                 // Counted with the CPUs' raised faults (by kind and code) but costing no CPU
                 // fault handling: the IOMMU logs the event and the device's request fails.
-                self.faults.raised += 1;
-                *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
-                return Outcome {
-                    fault: Some(FaultInfo { kind, code, disposition: Disposition::Raised }),
-                    cost,
-                    timing: Timing::Serial,
-                    ..Outcome::default()
-                };
+                return self.fault_uncharged(kind, code, Disposition::Raised, cost);
             }
             // The data access itself; on a TDX host, what it does to TD-private memory.
             cost += mem;

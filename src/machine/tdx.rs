@@ -20,7 +20,7 @@
 //! integrity failures of host accesses to private memory (spec/tdx.md §1.6; UNCONFIRMED there),
 //! DMA to private memory.
 
-use super::{Disposition, FaultInfo, Machine, Outcome, Timing};
+use super::{Disposition, Machine, Outcome, Timing};
 use sim_core::event::{FaultKind, PamtType, SeptStateName, TdState};
 use sim_core::{Check, Cycles, Gpa, Spa, VmId};
 use tdx_model::{Lifecycle, OpState, PageType, PrivateFault, Regs, SeptState};
@@ -284,14 +284,15 @@ impl Machine {
             self.tdx_claim_operands(leaf, &regs);
         }
         let cost = out.cost + self.tdx_refs(cpu, &out.refs);
+        self.tdx_returned(out.regs, cost)
+    }
+
+    /// A SEAMCALL, TD entry or TDCALL that returned `regs` after `cost` cycles: RAX is its
+    /// return code, the registers are kept for `expect regs`.
+    fn tdx_returned(&mut self, regs: Regs, cost: Cycles) -> Outcome {
         self.tdx.cycles += cost;
-        self.tdx.last_regs = Some(out.regs);
-        Outcome {
-            rc: Some((out.regs.rax, None)),
-            cost,
-            timing: Timing::Serial,
-            ..Outcome::default()
-        }
+        self.tdx.last_regs = Some(regs);
+        Outcome { rc: Some((regs.rax, None)), cost, timing: Timing::Serial, ..Outcome::default() }
     }
 
     /// The TDVPR of vCPU `vcpu` of VM `vm`: the TD's `vcpu`-th TDVPR, or a page the machine
@@ -326,9 +327,7 @@ impl Machine {
             }
             Err(o) => (o.regs.rax, o.cost),
         };
-        self.tdx.cycles += cost;
-        self.tdx.last_regs = Some(Regs { rax: status, ..Regs::default() });
-        Outcome { rc: Some((status, None)), cost, timing: Timing::Serial, ..Outcome::default() }
+        self.tdx_returned(Regs { rax: status, ..Regs::default() }, cost)
     }
 
     /// `td-exit vm=V vcpu=N reason=…` or `kick vm=V vcpu=N`: the vCPU leaves the TD (its
@@ -363,8 +362,7 @@ impl Machine {
         let regs = Regs { rcx, ..Regs::default() };
         let out = self.tdx.module.accept(&mut self.tables, tdr, tdvpr, regs);
         let cost = out.cost + self.tdx_refs(cpu, &out.refs);
-        self.tdx.cycles += cost;
-        self.tdx.last_regs = Some(out.regs);
+        let returned = self.tdx_returned(out.regs, cost);
         if out.exit.is_none() && out.regs.rax == tdx_model::status::TDX_SUCCESS {
             // ACCEPT zeroes the page with the TD's key: its lines are the TD's again.
             let level = u8::try_from(rcx & 7).unwrap_or(0);
@@ -379,25 +377,9 @@ impl Machine {
             // qualification, with the EEQ type in bits 63:60 so that scenarios can tell them
             // apart.
             let code = exit.exit_qualification | (u64::from(exit.eeq_type) << 60);
-            return self.raise(FaultKind::EptViolation, code, cost);
+            return self.fault_uncharged(FaultKind::EptViolation, code, Disposition::Raised, cost);
         }
-        Outcome {
-            rc: Some((out.regs.rax, None)),
-            cost,
-            timing: Timing::Serial,
-            ..Outcome::default()
-        }
-    }
-
-    fn raise(&mut self, kind: FaultKind, code: u64, cost: Cycles) -> Outcome {
-        self.faults.raised += 1;
-        *self.fault_codes.entry((kind, code)).or_insert(0) += 1;
-        Outcome {
-            fault: Some(FaultInfo { kind, code, disposition: Disposition::Raised }),
-            cost,
-            timing: Timing::Serial,
-            ..Outcome::default()
-        }
+        returned
     }
 
     /// A TD guest's access to `gpa` (private when the shared bit is clear): the S-EPT walk, then
@@ -415,45 +397,40 @@ impl Machine {
             return None;
         }
         self.tdx.private_accesses += 1;
-        match self.tdx.module.private_access(&self.tables, tdr, gpa.raw(), write) {
+        let (kind, code) = match self.tdx.module.private_access(&self.tables, tdr, gpa.raw(), write)
+        {
             Ok(t) => {
                 let line = t.hpa.raw() >> 6;
                 if self.tdx.poisoned.contains(&line) || self.tdx.foreign.contains(&line) {
                     // A #MC VM exit: the module marks the TD fatal (spec/tdx.md §1.6).
-                    self.tdx.private_faults += 1;
                     self.tdx.host_side.machine_checks += 1;
-                    let exit = self.tdx.module.config().costs.td_exit;
-                    self.tdx.cycles += exit;
-                    return Some(self.raise(FaultKind::Mc, 0, exit));
+                    (FaultKind::Mc, 0)
+                } else {
+                    let walk = self.tdx_refs(cpu, &t.refs);
+                    self.cycles.walk += walk;
+                    let d = self.caches.data_access(cpu, t.hpa, write);
+                    self.cycles.data += d;
+                    return Some(Outcome {
+                        cost: walk + d,
+                        timing: Timing::Access { chain: walk + d },
+                        ..Outcome::default()
+                    });
                 }
-                let walk = self.tdx_refs(cpu, &t.refs);
-                self.cycles.walk += walk;
-                let d = self.caches.data_access(cpu, t.hpa, write);
-                self.cycles.data += d;
-                Some(Outcome {
-                    cost: walk + d,
-                    timing: Timing::Access { chain: walk + d },
-                    ..Outcome::default()
-                })
             }
-            Err(f) => {
-                self.tdx.private_faults += 1;
-                let exit = self.tdx.module.config().costs.td_exit;
-                let (kind, code) = match f {
-                    PrivateFault::Ve { .. } => (FaultKind::Ve, 0),
-                    PrivateFault::EptViolation { eeq_type, .. } => {
-                        // Exit qualification: bit 0 read / bit 1 write (SDM Vol. 3C Table
-                        // 28-7), the EEQ type in bits 63:60 (see `tdcall`).
-                        let q = if write { 2 } else { 1 };
-                        (FaultKind::EptViolation, q | (u64::from(eeq_type) << 60))
-                    }
-                    PrivateFault::ReservedGpaBits => (FaultKind::Pf, 1 << 3),
-                    PrivateFault::Shared | PrivateFault::NoTd => return None,
-                };
-                self.tdx.cycles += exit;
-                Some(self.raise(kind, code, exit))
+            Err(PrivateFault::Ve { .. }) => (FaultKind::Ve, 0),
+            Err(PrivateFault::EptViolation { eeq_type, .. }) => {
+                // Exit qualification: bit 0 read / bit 1 write (SDM Vol. 3C Table 28-7), the
+                // EEQ type in bits 63:60 (see `tdcall`).
+                let q = if write { 2 } else { 1 };
+                (FaultKind::EptViolation, q | (u64::from(eeq_type) << 60))
             }
-        }
+            Err(PrivateFault::ReservedGpaBits) => (FaultKind::Pf, 1 << 3),
+            Err(PrivateFault::Shared | PrivateFault::NoTd) => return None,
+        };
+        self.tdx.private_faults += 1;
+        let exit = self.tdx.module.config().costs.td_exit;
+        self.tdx.cycles += exit;
+        Some(self.fault_uncharged(kind, code, Disposition::Raised, exit))
     }
 
     fn tdx_clear_lines(&mut self, hpa: u64, bytes: u64) {
@@ -529,17 +506,7 @@ impl Machine {
             return None;
         }
         self.tdx.host_side.machine_checks += 1;
-        self.faults.fatal += 1;
-        *self.fault_codes.entry((FaultKind::Mc, 0)).or_insert(0) += 1;
-        Some(Outcome {
-            fault: Some(FaultInfo {
-                kind: FaultKind::Mc,
-                code: 0,
-                disposition: Disposition::Fatal,
-            }),
-            timing: Timing::Serial,
-            ..Outcome::default()
-        })
+        Some(self.fault_uncharged(FaultKind::Mc, 0, Disposition::Fatal, Cycles::ZERO))
     }
 
     /// `vm-create tdx vm=V asid=HKID`: bind VM `V` to the TD built with that HKID.

@@ -77,7 +77,7 @@
 use crate::kernel::KernelConfig;
 use crate::params::{ParamDoc, ParamError, Params};
 use crate::snp_churn::{
-    Guest, GuestConfig, GuestCpu, GuestsWithKernel, PSC_MAX_PAGES, Sizes, write_threshold,
+    GuestConfig, GuestsWithKernel, PSC_MAX_PAGES, Sizes, round_robin_guests, write_threshold,
 };
 use crate::{Workload, WorkloadInfo};
 use sim_core::config::ByteSize;
@@ -448,28 +448,10 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     let mut agents: Vec<Agent> = (0..io_cpus).map(|c| Agent::host(cpu_of(c))).collect();
     let mut io: Vec<IoCpu> = (0..io_cpus).map(|_| IoCpu::default()).collect();
     // The guests: snp-churn's guest CPUs and guests, with the same RNG forks.
-    let mut guest_agents = Vec::new();
-    let mut cpus = Vec::new();
-    for i in 0..guest_cpus {
-        let host = Agent::host(cpu_of(io_cpus + i));
-        guest_agents.push(host);
-        let list = (i..guests)
-            .step_by(usize::try_from(guest_cpus).unwrap_or(1))
-            .map(|g| {
-                let vm = cpu_of(g + 1);
-                Guest::new(
-                    vm,
-                    cpu_of(first_asid + g),
-                    Agent::guest(cpu_of(io_cpus + i), vm, 0),
-                    Sizes { memory: guest_memory, ws_bytes: working_set, target_shared },
-                    0,
-                    &gcfg,
-                    rng.fork((1 << 32) | g),
-                )
-            })
-            .collect();
-        cpus.push(GuestCpu::new(host, list, &gcfg));
-    }
+    let sizes = Sizes { memory: guest_memory, ws_bytes: working_set, target_shared };
+    let cpus = round_robin_guests(io_cpus, guest_cpus, guests, first_asid, sizes, &gcfg, &rng);
+    let guest_agents: Vec<Agent> =
+        (0..guest_cpus).map(|i| Agent::host(cpu_of(io_cpus + i))).collect();
     agents.extend(&guest_agents);
     // No kernel streams: the drivers are the host's kernel activity here.
     let kcfg = KernelConfig { accesses: 0, write_ppm, slab_pages: 1, slab_churn: 1, work };

@@ -240,28 +240,45 @@ fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
     let rng = Rng::new(seed);
     let mut agents: Vec<Agent> = (0..kernel_cpus).map(|c| Agent::host(cpu_of(c))).collect();
     let kernel = (0..kernel_cpus).map(|c| KernelStream::new(rng.fork(c), &kcfg)).collect();
-    let mut cpus = Vec::new();
-    for i in 0..guest_cpus {
-        let host = Agent::host(cpu_of(kernel_cpus + i));
-        agents.push(host);
-        let guests = (i..guests)
-            .step_by(usize::try_from(guest_cpus).unwrap_or(1))
-            .map(|g| {
-                let vm = cpu_of(g + 1);
-                Guest::new(
-                    vm,
-                    cpu_of(first_asid + g),
-                    Agent::guest(cpu_of(kernel_cpus + i), vm, 0),
-                    Sizes { memory: guest_memory, ws_bytes: working_set, target_shared },
-                    0,
-                    &cfg,
-                    rng.fork((1 << 32) | g),
-                )
-            })
-            .collect();
-        cpus.push(GuestCpu::new(host, guests, &cfg));
-    }
+    let sizes = Sizes { memory: guest_memory, ws_bytes: working_set, target_shared };
+    let cpus = round_robin_guests(kernel_cpus, guest_cpus, guests, first_asid, sizes, &cfg, &rng);
+    agents.extend(cpus.iter().map(|c| c.host));
     Ok(Box::new(GuestsWithKernel { last: agents.clone(), agents, cfg, kcfg, kernel, cpus }))
+}
+
+/// Guest CPUs `first_cpu..first_cpu + guest_cpus`, with guest `g` (VM `g + 1`, ASID
+/// `first_asid + g`, the RNG fork `1 << 32 | g`) on CPU `first_cpu + g % guest_cpus`, every
+/// guest of `sizes`, all present from the start.
+pub(crate) fn round_robin_guests(
+    first_cpu: u64,
+    guest_cpus: u64,
+    guests: u64,
+    first_asid: u64,
+    sizes: Sizes,
+    cfg: &GuestConfig,
+    rng: &Rng,
+) -> Vec<GuestCpu> {
+    let cpu_of = |i: u64| u32::try_from(i).unwrap_or(u32::MAX);
+    (0..guest_cpus)
+        .map(|i| {
+            let list = (i..guests)
+                .step_by(usize::try_from(guest_cpus).unwrap_or(1))
+                .map(|g| {
+                    let vm = cpu_of(g + 1);
+                    Guest::new(
+                        vm,
+                        cpu_of(first_asid + g),
+                        Agent::guest(cpu_of(first_cpu + i), vm, 0),
+                        sizes,
+                        0,
+                        cfg,
+                        rng.fork((1 << 32) | g),
+                    )
+                })
+                .collect();
+            GuestCpu::new(Agent::host(cpu_of(first_cpu + i)), list, cfg)
+        })
+        .collect()
 }
 
 /// `ppm` millionths of 2^64, saturating at `u64::MAX` (a store always, bar one value in 2^64).
