@@ -346,16 +346,7 @@ impl TdxModule {
         t: &mut PhysMemTables<Spa>,
         cx: &mut Cx,
     ) -> Result<Commit, u64> {
-        cx.out.rcx = 0;
-        cx.out.rdx = 0;
-        if cx.version > 0 {
-            cx.out.r9 = NULL_PA;
-            cx.out.r10 = NULL_PA;
-            cx.out.r11 = NULL_PA;
-        }
-        if cx.version > 1 {
-            return Err(status(TDX_OPERAND_INVALID, OperandId::Rax));
-        }
+        clear_outputs_l2(cx)?;
         let tdr = cx.inp.rdx;
         self.mem_preamble(cx, tdr, LockMode::Shared, Some(LockMode::Shared))?;
         let root_level = self.td_ref(tdr)?.root_level;
@@ -455,16 +446,7 @@ impl TdxModule {
         t: &mut PhysMemTables<Spa>,
         cx: &mut Cx,
     ) -> Result<Commit, u64> {
-        cx.out.rcx = 0;
-        cx.out.rdx = 0;
-        if cx.version > 0 {
-            cx.out.r9 = NULL_PA;
-            cx.out.r10 = NULL_PA;
-            cx.out.r11 = NULL_PA;
-        }
-        if cx.version > 1 {
-            return Err(status(TDX_OPERAND_INVALID, OperandId::Rax));
-        }
+        clear_outputs_l2(cx)?;
         let tdr = cx.inp.rdx;
         self.mem_preamble(cx, tdr, LockMode::Shared, Some(LockMode::Shared))?;
         let (gpa, level) =
@@ -822,4 +804,21 @@ impl TdxModule {
             td.chldcnt = td.chldcnt.wrapping_sub(n);
         }
     }
+}
+
+/// The output preamble of SEPT.REMOVE and PROMOTE, which have versions 0 and 1: RCX and RDX
+/// cleared, and in version 1 the L2 S-EPT page operands (R9–R11) returned as NULL_PA (no L2 VM
+/// exists in the model); a higher version is `TDX_OPERAND_INVALID | RAX`.
+fn clear_outputs_l2(cx: &mut Cx) -> Result<(), u64> {
+    cx.out.rcx = 0;
+    cx.out.rdx = 0;
+    if cx.version > 0 {
+        cx.out.r9 = NULL_PA;
+        cx.out.r10 = NULL_PA;
+        cx.out.r11 = NULL_PA;
+    }
+    if cx.version > 1 {
+        return Err(status(TDX_OPERAND_INVALID, OperandId::Rax));
+    }
+    Ok(())
 }
