@@ -200,7 +200,12 @@ impl<R: BufRead> KvmTraceReader<R> {
                 what: "no `<timestamp>: <event>:` in the line".into(),
             });
         };
-        *self.stats.events.entry(event.to_owned()).or_default() += 1;
+        match self.stats.events.get_mut(event) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.events.insert(event.to_owned(), 1);
+            }
+        }
         let bad = |what: &str| KvmTraceError::Malformed {
             line,
             event: event.to_owned(),
@@ -372,30 +377,39 @@ fn dropped(text: &str) -> Option<u64> {
 }
 
 /// The event name (system prefix removed) and its payload: the token after the first
-/// `<seconds>.<fraction>:` token, which itself ends in `:`.
+/// `<seconds>.<fraction>:` token, which itself ends in `:`. Tokens are split at ASCII
+/// whitespace on bytes (a UTF-8 continuation byte is never ASCII, so every split lands on a
+/// character boundary); this is the importer's hottest loop.
 fn split_event(text: &str) -> Option<(&str, &str)> {
-    let mut rest = text;
+    let b = text.as_bytes();
+    let is_stamp = |tok: &[u8]| {
+        let Some((b':', n)) = tok.split_last() else { return false };
+        let Some(dot) = n.iter().position(|&c| c == b'.') else { return false };
+        let (a, f) = (&n[..dot], &n[dot + 1..]);
+        !a.is_empty()
+            && !f.is_empty()
+            && a.iter().all(u8::is_ascii_digit)
+            && f.iter().all(u8::is_ascii_digit)
+    };
+    let mut i = 0;
     loop {
-        let t = rest.trim_start();
-        let (tok, after) = t.split_once(char::is_whitespace).unwrap_or((t, ""));
-        rest = after;
-        let is_stamp = tok.strip_suffix(':').is_some_and(|n| {
-            n.split_once('.').is_some_and(|(a, b)| {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit())
-            })
-        });
-        if is_stamp {
-            let t = rest.trim_start();
-            let (ev, payload) = t.split_once(char::is_whitespace).unwrap_or((t, ""));
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == b.len() {
+            return None;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if is_stamp(&b[start..i]) {
+            let rest = text[i..].trim_start();
+            let (ev, payload) =
+                rest.split_once(|c: char| c.is_ascii_whitespace()).unwrap_or((rest, ""));
             let ev = ev.strip_suffix(':')?;
             let ev = ev.rsplit(':').next().unwrap_or(ev);
             return Some((ev, payload.trim()));
-        }
-        if rest.is_empty() {
-            return None;
         }
     }
 }
@@ -412,15 +426,15 @@ fn field(payload: &str, names: &[&str], hex: bool) -> Option<u64> {
             None => v.parse().ok(),
         }
     };
-    let words: Vec<&str> = payload.split_whitespace().collect();
     for name in names {
-        for (i, w) in words.iter().enumerate() {
+        let mut words = payload.split_whitespace();
+        while let Some(w) = words.next() {
             if let Some(v) = w.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
                 return parse(v, false);
             }
-            if w == name {
+            if w == *name {
                 // `as id 0 gfn …`: the value is the next word.
-                return words.get(i + 1).and_then(|v| parse(v, hex));
+                return words.next().and_then(|v| parse(v, hex));
             }
         }
     }
