@@ -1446,6 +1446,60 @@ mod import {
         assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
     }
 
+    /// The real capture path on this machine: `scripts/capture-lackey.sh` records `/bin/ls` under
+    /// Valgrind with its pagemap/kpageflags snapshots, the capture imports with its `vapa.txt`
+    /// and replays with every captured page backed once. Needs root (pagemap PFNs) and valgrind;
+    /// `.ci/run` installs valgrind. Without root the script must refuse rather than write zeros.
+    #[test]
+    fn capture_script_records_a_command_that_imports_and_replays() {
+        let have = |t: &str| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !(have("valgrind") && have("zstd") && have("python3")) {
+            eprintln!("skipped: valgrind, zstd or python3 missing (.ci/run installs them)");
+            return;
+        }
+        let dir = out("live");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/capture-lackey.sh");
+        let o = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .args(["0.05", "--", "/bin/ls", "/"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if !root {
+            assert!(!o.status.success() && err.contains("run as root"), "{err}");
+            return;
+        }
+        assert!(o.status.success(), "{err}");
+        let (trace, vapa) = (dir.join("trace.lackey.zst"), dir.join("vapa.txt"));
+        let cct = out("live.cct");
+        let (code, err) = ccsim(&[
+            "trace",
+            "import",
+            "--from",
+            "lackey",
+            trace.to_str().unwrap(),
+            "--vapa",
+            vapa.to_str().unwrap(),
+            "--as",
+            "host-process:7",
+            "-o",
+            cct.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let r = replay(&cct);
+        assert!(r.accesses.fetches > 10_000 && r.accesses.loads > 1_000, "{:?}", r.accesses);
+        assert!(r.memory.captured_4k > 10, "pages backed: {}", r.memory.captured_4k);
+        assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
     #[test]
     fn malformed_input_names_file_and_line() {
         let bad = |name: &str, text: &str| {
