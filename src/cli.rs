@@ -43,6 +43,12 @@ enum Cmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run a scenario's `program` blocks under every interleaving of their atomic steps up to a
+    /// preemption bound, checking invariants and expectations in each (docs/explore.md).
+    #[command(
+        after_help = "Examples:\n  ccsim explore traces/scenarios/tdx/races/seed-2m-vs-4k.ccs --protocol naive\n  ccsim explore traces/scenarios/tdx/races/zap-vs-zero-step.ccs --no-retry\n  ccsim explore FILE --replay 0,0,1,1,0\n\nExit status: 0 every schedule passes, 1 a schedule fails, 2 bad input."
+    )]
+    Explore(ExploreArgs),
     /// Inspect and convert traces.
     #[command(subcommand)]
     Trace(TraceCmd),
@@ -297,6 +303,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Report { json, out } => report(&json, out.as_deref()),
         Cmd::Run(a) => run(a),
         Cmd::Check { paths, quiet } => check(&paths, quiet),
+        Cmd::Explore(a) => explore(a),
         Cmd::Trace(t) => trace(t),
         Cmd::Workloads => {
             print!("{}", workloads_text());
@@ -488,6 +495,111 @@ fn report(json: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Resu
         write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ccsim explore`.
+#[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    /// Scenario file with `program` blocks.
+    scenario: PathBuf,
+    /// Most preemptions per schedule (switches away from a program that could go on).
+    #[arg(long, default_value_t = 2)]
+    bound: u32,
+    /// KVM's mirror-SPTE protocol for TDs (shorthand for --set host.tdx_spte_protocol=P).
+    #[arg(long, value_name = "naive|frozen")]
+    protocol: Option<String>,
+    /// KVM treats OPERAND_BUSY from BLOCK/TRACK/REMOVE as a bug instead of kicking every vCPU
+    /// and retrying (shorthand for --set host.tdx_busy_retry=false).
+    #[arg(long)]
+    no_retry: bool,
+    /// Run one schedule (as printed for a failure) and print each step.
+    #[arg(long, value_name = "SCHEDULE")]
+    replay: Option<String>,
+    /// Stop after this many schedules.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_schedules: u64,
+    /// Go on after a failing schedule and report every one.
+    #[arg(long)]
+    all: bool,
+    /// Preset (see `ccsim presets`).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Override any configuration field: section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn explore(a: ExploreArgs) -> anyhow::Result<ExitCode> {
+    use crate::explore as ex;
+    let mut sets = a.sets.clone();
+    if let Some(p) = &a.protocol {
+        sets.push(format!("host.tdx_spte_protocol={p}"));
+    }
+    if a.no_retry {
+        sets.push("host.tdx_busy_retry=false".to_owned());
+    }
+    let layers = engine::ConfigLayers { preset: a.preset.clone(), files: Vec::new(), sets };
+    if let Some(r) = &a.replay {
+        let schedule = ex::parse_schedule(r)?;
+        let (log, failure) = ex::replay(&a.scenario, &layers, &schedule)?;
+        for l in &log {
+            println!("{l}");
+        }
+        return Ok(match failure {
+            Some(f) => {
+                println!("FAIL {f}");
+                ExitCode::from(1)
+            }
+            None => {
+                println!("PASS");
+                ExitCode::SUCCESS
+            }
+        });
+    }
+    let opts = ex::ExploreOptions {
+        bound: a.bound,
+        max_schedules: a.max_schedules,
+        stop_at_first: !a.all,
+    };
+    let t0 = std::time::Instant::now();
+    let res = ex::explore(&a.scenario, &layers, &opts)?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}: programs {}; {} schedules ({}), {} steps, preemption bound {}, {:.3} s ({:.0} schedules/s)",
+        a.scenario.display(),
+        res.programs.join(", "),
+        res.schedules,
+        if res.complete {
+            "all within the bound"
+        } else {
+            "cut at --max-schedules or the first failure"
+        },
+        res.steps,
+        a.bound,
+        secs,
+        res.schedules as f64 / secs.max(1e-9)
+    );
+    for f in &res.failures {
+        println!("FAIL schedule {}: {}", ex::format_schedule(&f.schedule), f.reason);
+        println!(
+            "  replay: ccsim explore {} --replay {}",
+            a.scenario.display(),
+            ex::format_schedule(&f.schedule)
+        );
+    }
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&res)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", j.display()))?;
+    }
+    if res.failures.is_empty() {
+        println!("PASS");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn check(paths: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {

@@ -69,7 +69,7 @@ impl ConfigLayers {
     ///
     /// # Errors
     /// Configuration errors naming their origin.
-    fn build(
+    pub(crate) fn build(
         &self,
         settings: &[(String, Setting)],
     ) -> anyhow::Result<crate::config::MachineConfig> {
@@ -180,6 +180,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     let mut results = Vec::new();
     let mut finals: Vec<(u64, Check)> = Vec::new();
     let mut program: Option<(u64, String)> = None;
+    let mut deferred: Vec<(u64, Record)> = Vec::new();
     let mut records = 0u64;
     let progress = opts.progress.as_deref();
     for rec in stream {
@@ -220,7 +221,9 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
                     bail!("{}: `end` without `program`", at(line));
                 }
             }
-            _ if program.is_some() => m.count_program_step(),
+            // Program lines run after everything else, one program after another (the first
+            // schedule `ccsim explore` runs).
+            r if program.is_some() => deferred.push((line, r)),
             Record::State(s) => m.apply_state(&s).map_err(|e| anyhow!("{}: {e}", at(line)))?,
             Record::Event(te) => {
                 let o = m.exec(&te);
@@ -248,6 +251,22 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
         None => Machine::new(layers.build(&settings)?, &settings, false)
             .map_err(|e| anyhow!("{name}: {e}"))?,
     };
+    for (line, r) in deferred {
+        match r {
+            Record::Event(te) => last = Some((line, m.exec(&te))),
+            Record::Expect { check, .. } => {
+                let o = last.as_ref().map(|(_, o)| o);
+                let (passed, message) = m.check(&check, o, &input_info_file(&name));
+                let after = last.as_ref().map_or(0, |(l, _)| *l);
+                results.push(ExpectResult {
+                    line,
+                    passed,
+                    message: format!("{message} (after line {after})"),
+                });
+            }
+            _ => {}
+        }
+    }
     tick(progress, records % PROGRESS_EVERY);
     m.finish();
     let info = input_info_file(&name);

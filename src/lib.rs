@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod engine;
+pub mod explore;
 pub mod host;
 pub mod input;
 pub mod machine;

@@ -170,6 +170,8 @@ mod iommu;
 mod tdx;
 pub use tdx::{HostSideCounts, TdxCounts};
 mod kvm;
+mod kvm_tdx;
+pub use kvm_tdx::{FROZEN_SPTE, KvmTdxCounts, Op, SHADOW_NONPRESENT_VALUE, Step};
 mod policy;
 
 /// The RMP check stage behind mmu-model's hook (spec/snp.md §2.1–2.4).
@@ -655,7 +657,6 @@ pub struct Machine {
     cpa: CpaStats,
     dm_series: sim_core::stats::Series,
     not_modelled: BTreeMap<String, u64>,
-    program_steps: u64,
     /// `host.captured_phys`: the host page backing each captured 4 KiB page, by captured
     /// frame number, filled on first touch in record order (so a replay backs identically).
     captured_4k: BTreeMap<u64, Spa>,
@@ -782,7 +783,6 @@ impl Machine {
             cpa: CpaStats::default(),
             dm_series: sim_core::stats::Series::default(),
             not_modelled: BTreeMap::new(),
-            program_steps: 0,
             captured_4k: BTreeMap::new(),
             captured_2m: BTreeMap::new(),
             iommu: Self::new_iommu(&cfg).map_err(MachineError::Setup)?,
@@ -839,11 +839,6 @@ impl Machine {
         }
         let c = a.cpu().unwrap_or(0);
         self.cpus.get(c as usize).map_or(Cycles::ZERO, |c| c.clock)
-    }
-
-    /// A record inside a `program` block (run by `ccsim explore`, not here).
-    pub fn count_program_step(&mut self) {
-        self.program_steps += 1;
     }
 
     fn not_modelled(&mut self, what: &str) {
@@ -952,6 +947,10 @@ impl Machine {
         {
             let gap = t - self.cpus[cpu].clock;
             self.cpus[cpu].charge(gap, Timing::Serial);
+        }
+        // KVM's TDX operations run as resumable steps (`ccsim explore` interleaves them).
+        if let Some(op) = self.kvm_op(te) {
+            return self.run_op(op);
         }
         let out = self.dispatch(cpu, te.agent, &te.event);
         self.cpus[cpu].charge(out.cost, out.timing);
@@ -3011,11 +3010,7 @@ impl Machine {
                 .trim_matches('"')
                 .to_owned(),
         );
-        let mut not_modelled = self.not_modelled.clone();
-        if self.program_steps > 0 {
-            not_modelled
-                .insert("program steps (run by `ccsim explore`)".to_owned(), self.program_steps);
-        }
+        let not_modelled = self.not_modelled.clone();
         Report {
             ccsim: env!("CARGO_PKG_VERSION").to_owned(),
             input: info.clone(),

@@ -438,6 +438,25 @@ impl Report {
                 h.poisoned_lines,
                 h.machine_checks
             );
+            let k = &t.kvm;
+            if k != &crate::machine::KvmTdxCounts::default() {
+                let _ = writeln!(
+                    o,
+                    "  KVM: faults {} (retries {})   frozen SPTEs {}   SEPT.ADD {}   AUG 4K {} 2M {}   zaps {}   BUSY {} (no-vCPU retries {})   MapGPA {} ({} chunks)   KVM_BUG_ON {}",
+                    k.faults,
+                    k.fault_retries,
+                    k.frozen,
+                    k.sept_adds,
+                    k.augs_4k,
+                    k.augs_2m,
+                    k.zaps,
+                    k.busy,
+                    k.no_vcpu_retries,
+                    k.map_gpa,
+                    k.map_gpa_chunks,
+                    k.bugs
+                );
+            }
         }
         let k = &self.kvm;
         if k != &crate::machine::KvmCounts::default() {

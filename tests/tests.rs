@@ -1094,6 +1094,108 @@ mod invariants {
     }
 }
 
+/// KVM's TDX MMU keeps its mirror and the S-EPT in agreement (spec/tdx.md §6 V17 invariant),
+/// whatever the guest accepts and touches and whatever the VMM converts, under both protocols
+/// with 4K and 2M private mappings (run one after another: with no concurrency the naive
+/// protocol is as safe as the frozen one). See: #8, #10
+mod tdx_mirror {
+    use ccsim::config::ConfigBuilder;
+    use ccsim::machine::Machine;
+    use proptest::prelude::*;
+    use sim_core::Record;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Accept(u8, u8, bool),
+        Touch(u8, u8, bool),
+        ToShared(u8, u8, bool),
+        ToPrivate(u8, u8),
+        Enter(u8),
+    }
+
+    /// A GPA in one of four 2M regions of one 1G region (so tables are shared and raced for).
+    fn gpa(region: u8, page: u8) -> u64 {
+        0x4000_0000 + u64::from(region % 4) * 0x20_0000 + u64::from(page % 8) * 0x1000
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..4, 0u8..8, any::<bool>()).prop_map(|(r, p, big)| Op::Accept(r, p, big)),
+            3 => (0u8..4, 0u8..8, any::<bool>()).prop_map(|(r, p, w)| Op::Touch(r, p, w)),
+            2 => (0u8..4, 0u8..8, any::<bool>()).prop_map(|(r, p, big)| Op::ToShared(r, p, big)),
+            1 => (0u8..4, 0u8..8).prop_map(|(r, p)| Op::ToPrivate(r, p)),
+            1 => (0u8..2).prop_map(Op::Enter),
+        ]
+    }
+
+    fn line(o: &Op) -> String {
+        match *o {
+            Op::Accept(r, p, big) => {
+                let g = if big { gpa(r, 0) | 1 } else { gpa(r, p) };
+                format!("c{} vm1/v{} tdcall 6 rcx={g:#x}", p % 2 + 1, p % 2)
+            }
+            Op::Touch(r, p, w) => format!(
+                "c{} vm1/v{} {} gpa:{:#x} 8",
+                p % 2 + 1,
+                p % 2,
+                if w { "store" } else { "load" },
+                gpa(r, p)
+            ),
+            Op::ToShared(r, p, big) => {
+                let (g, n) = if big { (gpa(r, 0), 0x20_0000) } else { (gpa(r, p), 0x1000) };
+                format!("c0 host mem-attrs {g:#x} {n:#x} vm=1 attrs=0")
+            }
+            Op::ToPrivate(r, p) => {
+                format!("c0 host mem-attrs {:#x} 0x1000 vm=1 attrs=0x8", gpa(r, p))
+            }
+            Op::Enter(v) => format!("c0 host td-enter vm=1 vcpu={v}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn mirror_and_sept_agree_after_every_operation(
+            ops in proptest::collection::vec(op(), 1..40),
+            naive in any::<bool>(),
+            huge in any::<bool>(),
+        ) {
+            let mut b = ConfigBuilder::from_preset("spr").unwrap();
+            b.set("machine.cpus=3", "test").unwrap();
+            let proto = if naive { "naive" } else { "frozen" };
+            b.set(&format!("host.tdx_spte_protocol={proto}"), "test").unwrap();
+            b.set(&format!("host.tdx_private_2m={huge}"), "test").unwrap();
+            b.set(&format!("host.gmem_folio_order={}", if huge { 9 } else { 0 }), "test").unwrap();
+            let mut m = Machine::new(b.build().unwrap(), &[], false).unwrap();
+            let head = "state td tdr=0x80000000 root=0x80001000 hkid=16 state=runnable vm=1\n";
+            let text: String = ops.iter().map(|o| line(o) + "\n").collect();
+            let all = format!("{head}{text}");
+            for l in traces::ccs::parse_str(&all, "ops.ccs").unwrap() {
+                match l.record {
+                    Record::State(s) => m.apply_state(&s).unwrap(),
+                    Record::Event(te) => {
+                        let _ = m.exec(&te);
+                        let bad = m.invariants();
+                        prop_assert!(bad.is_empty(), "after line {}: {bad:?}\n{all}", l.line);
+                    }
+                    _ => {}
+                }
+            }
+            // The run did go through KVM: a first accept always faults its page in.
+            if matches!(ops[0], Op::Accept(..)) {
+                let info = ccsim::report::InputInfo {
+                    kind: "test".into(),
+                    name: "ops".into(),
+                    params: Default::default(),
+                    seed: 0,
+                };
+                let k = m.report(&info).tdx.kvm;
+                prop_assert!(k.faults > 0 && k.sept_adds >= 2, "{k:?}\n{all}");
+            }
+        }
+    }
+}
+
 /// Built-in workloads run end to end through the engine.
 mod workloads_run {
     use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
@@ -2029,3 +2131,93 @@ CPU:1 [12 EVENTS DROPPED]
 
 #[path = "it/sweep.rs"]
 mod sweep;
+
+/// `ccsim explore`: the races of spec/tdx.md §3 fail without their fix and pass with it; a
+/// failing schedule replays; the schedule count follows the preemption bound. See: #8
+mod explore {
+    use ccsim::engine::ConfigLayers;
+    use ccsim::explore::{ExploreOptions, explore, replay};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn race(f: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/scenarios/tdx/races").join(f)
+    }
+
+    fn with(sets: &[&str]) -> ConfigLayers {
+        ConfigLayers { sets: sets.iter().map(|s| (*s).to_owned()).collect(), ..Default::default() }
+    }
+
+    /// Each race: without its fix some schedule hits KVM_BUG_ON; with it every schedule within
+    /// the bound passes (and there are several).
+    #[test]
+    fn races_fail_without_their_fix_and_pass_with_it() {
+        let opts = ExploreOptions::default();
+        for (file, broken) in [
+            ("seed-2m-vs-4k.ccs", "host.tdx_spte_protocol=naive"),
+            ("sept-add-vs-aug-4k.ccs", "host.tdx_spte_protocol=naive"),
+            ("zap-vs-zero-step.ccs", "host.tdx_busy_retry=false"),
+        ] {
+            let bad = explore(&race(file), &with(&[broken]), &opts).unwrap();
+            let f = bad.failures.first().unwrap_or_else(|| panic!("{file}: no failing schedule"));
+            assert!(f.reason.contains("KVM_BUG_ON"), "{file}: {}", f.reason);
+            let good = explore(&race(file), &with(&[]), &opts).unwrap();
+            assert!(good.failures.is_empty(), "{file}: {:?}", good.failures);
+            assert!(good.complete && good.schedules > 10, "{file}: {} schedules", good.schedules);
+        }
+    }
+
+    /// The naive seed race fails exactly as spec/tdx.md §6 V17 (a) says: an AUG under a parent
+    /// the S-EPT does not have yet returns EPT_WALK_FAILED (0xC0000B0000000001), and replaying
+    /// the schedule reproduces it.
+    #[test]
+    fn a_failing_schedule_replays_to_the_same_failure() {
+        let layers = with(&["host.tdx_spte_protocol=naive"]);
+        let r = explore(&race("seed-2m-vs-4k.ccs"), &layers, &ExploreOptions::default()).unwrap();
+        let f = &r.failures[0];
+        assert!(f.reason.contains("0xc0000b0000000001"), "{}", f.reason);
+        let (log, again) = replay(&race("seed-2m-vs-4k.ccs"), &layers, &f.schedule).unwrap();
+        assert_eq!(again.as_deref(), Some(f.reason.as_str()));
+        assert_eq!(log.iter().filter(|l| !l.ends_with("blocked")).count(), f.schedule.len());
+        // The fixed protocol passes the same schedule's prefix without a bug.
+        let (_, fixed) = replay(&race("seed-2m-vs-4k.ccs"), &with(&[]), &[]).unwrap();
+        assert_eq!(fixed, None);
+    }
+
+    /// Two programs of two atomic steps each: 2 schedules without preemption (who goes first),
+    /// 4 with one preemption, all 6 interleavings with two (iterative context bounding).
+    #[test]
+    fn schedule_count_follows_the_preemption_bound() {
+        let dir = std::env::temp_dir().join(format!("ccsim-explore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("two.ccs");
+        std::fs::write(
+            &p,
+            "machine preset=tiny\nprogram a\n  c0 host work 1\n  c0 host work 1\nend\nprogram b\n  c1 host work 1\n  c1 host work 1\nend\n",
+        )
+        .unwrap();
+        for (bound, want) in [(0, 2), (1, 4), (2, 6), (3, 6)] {
+            let opts = ExploreOptions { bound, ..ExploreOptions::default() };
+            let r = explore(&p, &ConfigLayers::default(), &opts).unwrap();
+            assert_eq!((r.schedules, r.complete), (want, true), "bound {bound}");
+        }
+    }
+
+    /// Exit status: 1 for a failing schedule, 0 when all pass, 2 for a file without programs.
+    #[test]
+    fn cli_exit_status() {
+        let run = |args: &[&str]| {
+            let o = Command::new(env!("CARGO_BIN_EXE_ccsim")).args(args).output().unwrap();
+            (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let seed = race("seed-2m-vs-4k.ccs").display().to_string();
+        let (code, out) = run(&["explore", &seed, "--protocol", "naive"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("FAIL schedule") && out.contains("--replay"), "{out}");
+        let (code, out) = run(&["explore", &seed]);
+        assert_eq!(code, 0, "{out}");
+        let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/scenarios/tdx/v1-aug-4k.ccs");
+        let (code, _) = run(&["explore", &v1.display().to_string()]);
+        assert_eq!(code, 2);
+    }
+}

@@ -94,6 +94,19 @@ pub enum KvmFaults {
     Raise,
 }
 
+/// How KVM installs a shadow-present mirror SPTE of a TD (spec/tdx.md §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpteProtocol {
+    /// `try_cmpxchg` the SPTE to `FROZEN_SPTE`, make the SEAMCALL, then write the final value
+    /// (or restore the old one on failure): mainline since the TDX MMU prep series.
+    Frozen,
+    /// `try_cmpxchg` the final value, then make the SEAMCALL: the protocol before freezing, whose
+    /// window lets another vCPU walk through a parent the S-EPT does not have yet (spec/tdx.md
+    /// §6 V17 (a)).
+    Naive,
+}
+
 /// `[host]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,6 +181,15 @@ pub struct HostConfig {
     /// the allocator the first time a host-kernel or host-process access or a host `map`
     /// event names it (docs/importers.md). Set by `ccsim trace import` in the trace header.
     pub captured_phys: bool,
+    /// How KVM installs a TD's mirror SPTEs: `frozen` (mainline) or `naive` (spec/tdx.md §3.2).
+    pub tdx_spte_protocol: SpteProtocol,
+    /// Whether KVM retries a RANGE.BLOCK, MEM.TRACK or PAGE.REMOVE that returned
+    /// OPERAND_BUSY after kicking every vCPU out (`tdh_do_no_vcpus`, spec/tdx.md §3.3); `false`
+    /// treats BUSY as any other failure (KVM_BUG_ON), as before the retry patches.
+    pub tdx_busy_retry: bool,
+    /// Map TD private memory at 2M when the guest accepts at 2M (the TDX hugepage series,
+    /// spec/tdx.md §3.6; mainline maps private memory at 4K only).
+    pub tdx_private_2m: bool,
 }
 
 /// Default `split_cost`.
@@ -220,6 +242,9 @@ impl Default for HostConfig {
             vmexit_cost: DEFAULT_VMEXIT_COST,
             user_exit_cost: DEFAULT_USER_EXIT_COST,
             captured_phys: false,
+            tdx_spte_protocol: SpteProtocol::Frozen,
+            tdx_busy_retry: true,
+            tdx_private_2m: false,
         }
     }
 }
@@ -382,6 +407,30 @@ const DOCS: &[FieldDoc] = &[
         unit: "",
         doc: "phys: addresses of host accesses and host map events are a capture's physical addresses, backed by host pages from the allocator on first touch (docs/importers.md)",
         source: Source::Choice,
+    },
+    FieldDoc {
+        key: "tdx_spte_protocol",
+        unit: "",
+        doc: "how KVM installs a TD's mirror SPTEs: frozen (try_cmpxchg to FROZEN_SPTE, SEAMCALL, final value) or naive (final value, then SEAMCALL)",
+        source: Source::Cited(
+            "spec/tdx.md §3.2 (TDX MMU prep series; v19 patch 062 for the race freezing prevents)",
+        ),
+    },
+    FieldDoc {
+        key: "tdx_busy_retry",
+        unit: "",
+        doc: "KVM kicks every vCPU out and retries once when BLOCK, TRACK or REMOVE returns OPERAND_BUSY; false: KVM_BUG_ON",
+        source: Source::Cited(
+            "spec/tdx.md §3.3 group 3 ('KVM: TDX: Kick off vCPUs when SEAMCALL is busy during TD page removal')",
+        ),
+    },
+    FieldDoc {
+        key: "tdx_private_2m",
+        unit: "",
+        doc: "map TD private memory at 2M when the guest accepts at 2M (hugepage series); mainline maps at 4K",
+        source: Source::Cited(
+            "spec/tdx.md §3.6: mainline is 4K only; the 2M series is unmerged RFC",
+        ),
     },
 ];
 

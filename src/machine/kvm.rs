@@ -28,8 +28,8 @@ pub(crate) const MAX_RETRIES: u32 = 4;
 
 /// One guest_memfd folio.
 #[derive(Debug, Clone, Copy)]
-struct Folio {
-    spa: Spa,
+pub(super) struct Folio {
+    pub(super) spa: Spa,
     order: u8,
     /// Pages of the folio still populated (not punched out).
     live: u16,
@@ -102,6 +102,23 @@ pub struct KvmCounts {
 /// The GPA KVM gives a VMSA page in the RMP (`INITIAL_VMSA_GPA` in arch/x86/kvm/svm/sev.c: the
 /// VMSA has no guest mapping).
 const INITIAL_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+
+impl KvmVm {
+    /// Make `gfn`'s attribute shared.
+    pub(super) fn shared_insert(&mut self, gfn: u64) {
+        self.shared.insert(gfn);
+    }
+
+    /// Whether `gfn`'s attribute is shared.
+    pub(super) fn is_shared(&self, gfn: u64) -> bool {
+        self.shared.contains(&gfn)
+    }
+
+    /// Make `gfn`'s attribute private again; whether it was shared.
+    pub(super) fn shared_remove(&mut self, gfn: u64) -> bool {
+        self.shared.remove(&gfn)
+    }
+}
 
 impl Machine {
     /// The attribute of `gfn`: private for an SNP VM unless set shared.
@@ -238,7 +255,12 @@ impl Machine {
     }
 
     /// The folio holding `gfn`, allocated (order `host.gmem_folio_order`) if there is none.
-    fn gmem_folio(&mut self, _cpu: usize, vm: VmId, gfn: u64) -> Option<(u64, Folio, Cycles)> {
+    pub(super) fn gmem_folio(
+        &mut self,
+        _cpu: usize,
+        vm: VmId,
+        gfn: u64,
+    ) -> Option<(u64, Folio, Cycles)> {
         let order = self.cfg.host.gmem_folio_order;
         let base = gfn & !((1u64 << order) - 1);
         if let Some(f) = self.kvm.get(&vm).and_then(|k| k.folios.get(&base)) {
@@ -359,6 +381,16 @@ impl Machine {
         cost
     }
 
+    /// [`Machine::zap_stage2`] for KVM's TDX MMU.
+    pub(super) fn zap_stage2_gfn(&mut self, vm: VmId, gfn: u64) -> bool {
+        self.zap_stage2(vm, gfn)
+    }
+
+    /// [`Machine::vmm_discard`] for KVM's TDX MMU.
+    pub(super) fn vmm_discard_gfn(&mut self, vm: VmId, gfn: u64) {
+        let _ = self.vmm_discard(vm, gfn);
+    }
+
     /// Remove the stage-2 leaf translating `gfn`, if any.
     fn zap_stage2(&mut self, vm: VmId, gfn: u64) -> bool {
         let gpa = Gpa::new_truncate(gfn << 12);
@@ -386,6 +418,10 @@ impl Machine {
     /// guest_memfd hole punch of `gfn` (it became shared): `sev_gmem_invalidate` makes the
     /// page shared again — at 2M when the whole 2M entry goes, else PSMASH first and 4K — and
     /// the folio is freed when its last page is punched.
+    pub(super) fn gmem_punch_page(&mut self, cpu: usize, vm: VmId, gfn: u64) -> Cycles {
+        self.gmem_punch(cpu, vm, gfn)
+    }
+
     fn gmem_punch(&mut self, cpu: usize, vm: VmId, gfn: u64) -> Cycles {
         let order = self.cfg.host.gmem_folio_order;
         let base = gfn & !((1u64 << order) - 1);

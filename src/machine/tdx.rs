@@ -54,6 +54,10 @@ pub(super) struct TdxHost {
     foreign: std::collections::BTreeSet<u64>,
     /// What happened to private memory from the host side.
     pub(super) host_side: HostSideCounts,
+    /// KVM's TDX MMU state of each TD's VM (the mirror root, `mmu_lock`, …).
+    pub(super) kvm: std::collections::BTreeMap<VmId, super::kvm_tdx::KvmTd>,
+    /// What KVM's TDX MMU did.
+    pub(super) kvm_counts: super::kvm_tdx::KvmTdxCounts,
 }
 
 /// Host and device accesses to TD-private memory (spec/tdx.md §1.6).
@@ -98,7 +102,14 @@ impl TdxHost {
             poisoned: Default::default(),
             foreign: Default::default(),
             host_side: HostSideCounts::default(),
+            kvm: Default::default(),
+            kvm_counts: Default::default(),
         }
+    }
+
+    /// The VM bound to TD `tdr`, if any.
+    pub(super) fn vm_of_tdr(&self, tdr: u64) -> Option<VmId> {
+        self.td_of_vm.iter().find(|(_, t)| **t == tdr).map(|(v, _)| *v)
     }
 
     /// The TDR of VM `vm`, if it is a TD.
@@ -107,7 +118,7 @@ impl TdxHost {
     }
 
     /// The TD's shared bit (47 for GPAW 48, 51 for 52; spec/tdx.md §1.1).
-    fn shared_bit(&self, tdr: u64) -> u64 {
+    pub(super) fn shared_bit(&self, tdr: u64) -> u64 {
         match self.module.td_state(tdr).map(|t| t.gpaw) {
             Some(mmu_model::GpaWidth::W52) => 1 << 51,
             _ => 1 << 47,
@@ -130,6 +141,9 @@ pub struct TdxCounts {
     pub private_faults: u64,
     /// Host and device accesses to private memory.
     pub host_side: HostSideCounts,
+    /// KVM's TDX MMU: faults, retries, frozen SPTEs, SEPT.ADD/AUG, zaps, BUSY, KVM_BUG_ON.
+    #[serde(default)]
+    pub kvm: super::kvm_tdx::KvmTdxCounts,
 }
 
 fn op_state(s: TdState) -> OpState {
@@ -226,7 +240,7 @@ impl Machine {
 
     /// The S-EPT references of a module operation, through the cache hierarchy (entries the
     /// model does not name are priced as DRAM accesses).
-    fn tdx_refs(&mut self, cpu: usize, refs: &tdx_model::MemRefs) -> Cycles {
+    pub(super) fn tdx_refs(&mut self, cpu: usize, refs: &tdx_model::MemRefs) -> Cycles {
         let mut c = Cycles::ZERO;
         for a in refs.addrs() {
             c += self.caches.data_access(cpu, *a, false);
@@ -237,7 +251,7 @@ impl Machine {
 
     /// Claim the pages a SEAMCALL handed to the module (R8 of SEPT.ADD, PAGE.ADD, AUG, DEMOTE,
     /// RELOCATE; RCX of MNG.CREATE, MNG.ADDCX, VP.CREATE, VP.ADDCX), once it succeeded.
-    fn tdx_claim_operands(&mut self, leaf: u16, regs: &Regs) {
+    pub(super) fn tdx_claim_operands(&mut self, leaf: u16, regs: &Regs) {
         use tdx_model::leaf as l;
         match leaf {
             l::MEM_SEPT_ADD
@@ -289,7 +303,7 @@ impl Machine {
 
     /// A SEAMCALL, TD entry or TDCALL that returned `regs` after `cost` cycles: RAX is its
     /// return code, the registers are kept for `expect regs`.
-    fn tdx_returned(&mut self, regs: Regs, cost: Cycles) -> Outcome {
+    pub(super) fn tdx_returned(&mut self, regs: Regs, cost: Cycles) -> Outcome {
         self.tdx.cycles += cost;
         self.tdx.last_regs = Some(regs);
         Outcome { rc: Some((regs.rax, None)), cost, timing: Timing::Serial, ..Outcome::default() }
@@ -297,7 +311,7 @@ impl Machine {
 
     /// The TDVPR of vCPU `vcpu` of VM `vm`: the TD's `vcpu`-th TDVPR, or a page the machine
     /// creates for a TD made by a `state` line.
-    fn tdvpr_of(&mut self, vm: VmId, vcpu: u32) -> Option<u64> {
+    pub(super) fn tdvpr_of(&mut self, vm: VmId, vcpu: u32) -> Option<u64> {
         if let Some(&t) = self.tdx.tdvpr.get(&(vm, vcpu)) {
             return Some(t);
         }
@@ -433,7 +447,7 @@ impl Machine {
         Some(self.fault_uncharged(kind, code, Disposition::Raised, exit))
     }
 
-    fn tdx_clear_lines(&mut self, hpa: u64, bytes: u64) {
+    pub(super) fn tdx_clear_lines(&mut self, hpa: u64, bytes: u64) {
         let (a, b) = (hpa >> 6, (hpa + bytes) >> 6);
         let t = &mut self.tdx;
         let dead: Vec<u64> = t.poisoned.range(a..b).chain(t.foreign.range(a..b)).copied().collect();
@@ -580,7 +594,20 @@ impl Machine {
         self.tdx
             .module
             .set_sept_direct(&mut self.tables, &mut frames, tdr.raw(), gpa.raw(), level, s, hpa)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // KVM's mirror holds the same entry (and the levels the module made above it).
+        if let Some(vm) = self.tdx.vm_of_tdr(tdr.raw()) {
+            let (_, root_level) = self.tdx.module.sept_root(tdr.raw()).ok_or("no S-EPT root")?;
+            for l in (level + 1)..=root_level {
+                if let Some((st, h)) =
+                    self.tdx.module.sept_entry(&self.tables, tdr.raw(), gpa.raw(), l)
+                {
+                    self.mirror_state_sept(vm, gpa.raw(), l, st, h);
+                }
+            }
+            self.mirror_state_sept(vm, gpa.raw(), level, s, hpa);
+        }
+        Ok(())
     }
 
     /// `state pamt …`.
@@ -679,6 +706,7 @@ impl Machine {
             private_accesses: self.tdx.private_accesses,
             private_faults: self.tdx.private_faults,
             host_side: self.tdx.host_side,
+            kvm: self.tdx.kvm_counts.clone(),
         }
     }
 }

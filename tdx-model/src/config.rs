@@ -194,6 +194,10 @@ pub struct TdxConfig {
     pub partial_write_erratum: bool,
     /// Integrity mode of TD keys (used by the machine).
     pub integrity: Integrity,
+    /// Consecutive private EPT-violation exits of a vCPU at one GPA after which its next
+    /// TDH.VP.ENTER runs the zero-step filter, taking the S-EPT tree lock EXCLUSIVE
+    /// (`STEPPING_EPF_THRESHOLD`, spec/tdx.md §3.7); 0 disables it. Counted by the machine.
+    pub zero_step_threshold: u32,
     /// Cycle costs.
     pub costs: TdxCosts,
 }
@@ -210,6 +214,7 @@ impl Default for TdxConfig {
             max_vcpus: DEFAULT_MAX_VCPUS,
             partial_write_erratum: true,
             integrity: Integrity::Ci,
+            zero_step_threshold: 6,
             costs: TdxCosts::default(),
         }
     }
@@ -293,6 +298,12 @@ impl ConfigBlock for TdxConfig {
                 doc: "ci | li | none (used by the machine)",
                 source: Source::Cited("spec/tdx.md §1.6 [ENCL]"),
             },
+            FieldDoc {
+                key: "zero_step_threshold",
+                unit: "exits",
+                doc: "same-GPA EPT-violation exits before VP.ENTER runs the zero-step filter (S-EPT tree lock EXCLUSIVE); 0 = off",
+                source: Source::Cited("spec/tdx.md §3.7: STEPPING_EPF_THRESHOLD = 6 [MOD-0step]"),
+            },
             cost_doc!("costs.seamcall_round_trip", "SEAMCALL + SEAMRET"),
             cost_doc!("costs.sept_add", "TDH.MEM.SEPT.ADD body"),
             cost_doc!("costs.page_add", "TDH.MEM.PAGE.ADD body"),
@@ -367,7 +378,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(TdxConfig::SECTION, "tdx");
         // One doc per top-level field except `costs`, plus one per cost field.
-        assert_eq!(TdxConfig::field_docs().len(), 9 + 20);
+        assert_eq!(TdxConfig::field_docs().len(), 10 + 20);
         assert_eq!(c.hkid_mask(), 0x3f << 46);
         assert_eq!(c.hkid_of(0x1000 | (16 << 46)), 16);
         let bad = TdxConfig { gpaw: 50, ..TdxConfig::default() };

@@ -1093,6 +1093,29 @@ impl TdxModule {
         Some((s, hpa))
     }
 
+    /// Every S-EPT entry of a TD that is not FREE, as (level, GPA, state), in one pass over
+    /// its tables (root entries included). For invariant checks.
+    pub fn sept_entries(&self, tables: &PhysMemTables<Spa>, tdr: u64) -> Vec<(u8, u64, SeptState)> {
+        let Some((root, root_level)) = self.sept_root(tdr) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut stack = vec![(root.raw() & sept::bits::HPA_MASK, root_level, 0u64)];
+        while let Some((table, level, base)) = stack.pop() {
+            for i in 0..512u64 {
+                let raw = tables.read(spa(table + i * 8));
+                let Some(s) = SeptState::decode(raw) else { continue };
+                if s == SeptState::Free {
+                    continue;
+                }
+                let gpa = base + (i << (12 + 9 * u32::from(level)));
+                out.push((level, gpa, s));
+                if level > 0 && matches!(s, SeptState::NlMapped | SeptState::NlBlocked) {
+                    stack.push((raw & sept::bits::HPA_MASK, level - 1, gpa));
+                }
+            }
+        }
+        out
+    }
+
     /// The effective PAMT entry of the 4 KiB page holding `hpa`.
     pub fn pamt(&self, hpa: u64) -> PamtEntry {
         self.pamt.entry(hpa)
