@@ -1,0 +1,31 @@
+//! Race explorer throughput: every schedule of the seed race
+//! (`traces/scenarios/tdx/races/seed-2m-vs-4k.ccs`, two vCPUs, frozen protocol, preemption
+//! bound 2: 84 schedules, each from a fresh machine). One element = one schedule. The issue's
+//! target is ≥ 100 k schedules/s.
+
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use ccsim::engine::ConfigLayers;
+use ccsim::explore::{ExploreOptions, explore};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::path::Path;
+
+fn bench(c: &mut Criterion) {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../traces/scenarios/tdx/races/seed-2m-vs-4k.ccs");
+    let layers = ConfigLayers::default();
+    let opts = ExploreOptions::default();
+    let r = explore(&f, &layers, &opts).expect("explores");
+    assert!(r.complete && r.failures.is_empty(), "{:?}", r.failures);
+    let mut g = c.benchmark_group("explore");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(r.schedules));
+    g.bench_function("seed-2m-vs-4k/frozen", |b| {
+        b.iter(|| explore(&f, &layers, &opts).expect("explores").schedules);
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
