@@ -1027,6 +1027,22 @@ impl Machine {
         bad
     }
 
+    /// Bring KVM's mirror in step with a host SEAMCALL of the event stream that changed the
+    /// S-EPT entry of `gpa` at `level` (SEPT.ADD, PAGE.ADD, AUG, BLOCK, UNBLOCK, REMOVE, DEMOTE,
+    /// PROMOTE, RELOCATE, SEPT.REMOVE): host SEAMCALLs for a TD are KVM's, so its mirror
+    /// follows them (a BLOCKed entry is non-present in the mirror, as KVM zaps it first).
+    pub(super) fn mirror_follow(&mut self, tdr: u64, gpa: u64, level: u8) {
+        let Some(vm) = self.tdx.vm_of_tdr(tdr) else { return };
+        let size = 4096u64 << (9 * u32::from(level));
+        let base = gpa & !(size - 1);
+        let t = self.tdx.kvm.entry(vm).or_default();
+        t.mirror.retain(|&(l, g), _| !(l <= level && g >= base && g < base + size));
+        t.children.retain(|&(l, g), _| !(l <= level && g >= base && g < base + size));
+        for (l, g, s, hpa) in self.tdx.module.sept_subtree(&self.tables, tdr, gpa, level) {
+            self.mirror_state_sept(vm, g, l, s, hpa);
+        }
+    }
+
     /// Mirror what a `state sept` line made: KVM's view of the same entry.
     pub(super) fn mirror_state_sept(
         &mut self,

@@ -296,6 +296,23 @@ impl Machine {
         let out = self.tdx.module.seamcall(&mut self.tables, leaf, version, regs);
         if out.regs.rax == tdx_model::status::TDX_SUCCESS {
             self.tdx_claim_operands(leaf, &regs);
+            use tdx_model::leaf as l;
+            if matches!(
+                leaf,
+                l::MEM_SEPT_ADD
+                    | l::MEM_PAGE_ADD
+                    | l::MEM_PAGE_AUG
+                    | l::MEM_RANGE_BLOCK
+                    | l::MEM_RANGE_UNBLOCK
+                    | l::MEM_PAGE_REMOVE
+                    | l::MEM_SEPT_REMOVE
+                    | l::MEM_PAGE_DEMOTE
+                    | l::MEM_PAGE_PROMOTE
+                    | l::MEM_PAGE_RELOCATE
+            ) {
+                let level = u8::try_from(rcx & 7).unwrap_or(0);
+                self.mirror_follow(rdx, rcx & !0xfff, level);
+            }
         }
         let cost = out.cost + self.tdx_refs(cpu, &out.refs);
         self.tdx_returned(out.regs, cost)

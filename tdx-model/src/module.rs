@@ -1116,6 +1116,49 @@ impl TdxModule {
         out
     }
 
+    /// The S-EPT entry of `gpa` at `level` and every entry below it that is not FREE, as
+    /// (level, GPA, state, HPA): the page a leaf maps or the table a non-leaf points to. Empty
+    /// if the walk stops above `level`. For keeping a mirror of one subtree in step.
+    pub fn sept_subtree(
+        &self,
+        tables: &PhysMemTables<Spa>,
+        tdr: u64,
+        gpa: u64,
+        level: u8,
+    ) -> Vec<(u8, u64, SeptState, u64)> {
+        let mut out = Vec::new();
+        let Some((root, root_level)) = self.sept_root(tdr) else { return out };
+        let w = sept::walk(tables, root, root_level, gpa, level);
+        if w.level != level {
+            return out;
+        }
+        let size = 4096u64 << (9 * u32::from(level));
+        let mut stack = vec![(w.entry, level, gpa & !(size - 1))];
+        while let Some((raw, l, g)) = stack.pop() {
+            let Some(s) = SeptState::decode(raw) else { continue };
+            if s == SeptState::Free {
+                continue;
+            }
+            let e = SeptEntry::from_raw(raw);
+            let nl = l > 0 && matches!(s, SeptState::NlMapped | SeptState::NlBlocked);
+            let hpa = if s.is_unmapped() {
+                0
+            } else if nl {
+                e.addr()
+            } else {
+                e.leaf_hpa(l)
+            };
+            out.push((l, g, s, hpa));
+            if nl {
+                for i in 0..512u64 {
+                    let child = tables.read(spa(e.addr() + i * 8));
+                    stack.push((child, l - 1, g + (i << (12 + 9 * u32::from(l - 1)))));
+                }
+            }
+        }
+        out
+    }
+
     /// The effective PAMT entry of the 4 KiB page holding `hpa`.
     pub fn pamt(&self, hpa: u64) -> PamtEntry {
         self.pamt.entry(hpa)
