@@ -21,6 +21,28 @@ pub struct MachineSection {
     pub memory: ByteSize,
     /// Cycles per instruction of non-memory work (`work` events, instruction fetches).
     pub base_cpi: Cycles,
+    /// CPU vendor: `amd` hosts run SEV/SNP guests (the RMP, SNP firmware), `intel` hosts run
+    /// TDs (the TDX module); each refuses the other's guests and instructions.
+    pub vendor: Vendor,
+}
+
+/// A host CPU's vendor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vendor {
+    /// AMD: SEV, SEV-ES, SEV-SNP (the RMP), AMD-Vi.
+    Amd,
+    /// Intel: TDX (the TDX module, SEAMCALL/TDCALL), VT-d.
+    Intel,
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Vendor::Amd => "amd",
+            Vendor::Intel => "intel",
+        })
+    }
 }
 
 impl Default for MachineSection {
@@ -30,6 +52,7 @@ impl Default for MachineSection {
             cpus: 4,
             memory: ByteSize(4 << 30),
             base_cpi: Cycles::new(1),
+            vendor: Vendor::Amd,
         }
     }
 }
@@ -43,6 +66,12 @@ const MACHINE_DOCS: &[FieldDoc] = &[
     },
     FieldDoc { key: "cpus", unit: "CPUs", doc: "logical CPUs of the host", source: Source::Choice },
     FieldDoc { key: "memory", unit: "bytes", doc: "host physical memory", source: Source::Choice },
+    FieldDoc {
+        key: "vendor",
+        unit: "",
+        doc: "amd (SEV/SNP guests, RMP) or intel (TDs, TDX module); a guest or instruction of the other vendor is refused",
+        source: Source::Choice,
+    },
     FieldDoc {
         key: "base_cpi",
         unit: "cycles/instruction",
@@ -141,28 +170,28 @@ pub const PRESETS: &[Preset] = &[
         summary: "Intel Sapphire Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "spr",
         cache: "champsim",
-        toml: "[iommu]\nkind = \"vt-d\"\n",
+        toml: "[machine]\nvendor = \"intel\"\n[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "emr",
         summary: "Intel Emerald Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "emr",
         cache: "champsim",
-        toml: "[iommu]\nkind = \"vt-d\"\n",
+        toml: "[machine]\nvendor = \"intel\"\n[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "gnr",
         summary: "Intel Granite Rapids host (TLBs from CPUID leaf 0x18; caches: ChampSim's)",
         mmu: "gnr",
         cache: "champsim",
-        toml: "[iommu]\nkind = \"vt-d\"\n",
+        toml: "[machine]\nvendor = \"intel\"\n[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "skylake-sp",
         summary: "Intel Skylake-SP host (TLBs from the optimization manual as quoted; caches: ChampSim's)",
         mmu: "skylake-sp",
         cache: "champsim",
-        toml: "[iommu]\nkind = \"vt-d\"\n",
+        toml: "[machine]\nvendor = \"intel\"\n[iommu]\nkind = \"vt-d\"\n",
     },
     Preset {
         name: "champsim",

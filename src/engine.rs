@@ -227,6 +227,9 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
             Record::State(s) => m.apply_state(&s).map_err(|e| anyhow!("{}: {e}", at(line)))?,
             Record::Event(te) => {
                 let o = m.exec(&te);
+                if let Some(e) = m.take_input_error() {
+                    bail!("{}: {e}", at(line));
+                }
                 last = Some((line, o));
             }
             Record::Expect { at_end: true, check } => finals.push((line, check)),
@@ -253,7 +256,12 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     };
     for (line, r) in deferred {
         match r {
-            Record::Event(te) => last = Some((line, m.exec(&te))),
+            Record::Event(te) => {
+                last = Some((line, m.exec(&te)));
+                if let Some(e) = m.take_input_error() {
+                    bail!("{name}:{line}: {e}");
+                }
+            }
             Record::Expect { check, .. } => {
                 let o = last.as_ref().map(|(_, o)| o);
                 let (passed, message) = m.check(&check, o, &input_info_file(&name));
@@ -392,6 +400,9 @@ fn drive(
             }
         }
         let _ = m.exec(&te);
+        if let Some(e) = m.take_input_error() {
+            bail!("stream {} ({agent}), event {records}: {e}", k.stream);
+        }
         records += 1;
         if records.is_multiple_of(PROGRESS_EVERY) {
             tick(progress, PROGRESS_EVERY);

@@ -168,7 +168,12 @@ impl Scenario {
                 Record::State(s) => {
                     m.apply_state(s).map_err(|e| anyhow!("{}:{line}: {e}", self.name))?;
                 }
-                Record::Event(te) => last = Some((*line, m.exec(te))),
+                Record::Event(te) => {
+                    last = Some((*line, m.exec(te)));
+                    if let Some(e) = m.take_input_error() {
+                        bail!("{}:{line}: {e}", self.name);
+                    }
+                }
                 Record::Expect { check, .. } => {
                     let (ok, msg) = m.check(check, last.as_ref().map(|(_, o)| o), &info);
                     if !ok {
@@ -257,7 +262,11 @@ impl Scenario {
             let p = &mut progs[chosen];
             let (line, op) = p.op.as_mut().expect("live programs have an operation");
             let line = *line;
-            match m.op_step(op) {
+            let stepped = m.op_step(op);
+            if let Some(e) = m.take_input_error() {
+                bail!("{}:{line}: {e}", self.name);
+            }
+            match stepped {
                 Step::Blocked => {
                     p.blocked = true;
                     if log {

@@ -668,6 +668,9 @@ pub struct Machine {
     device_clocks: BTreeMap<u32, Cycles>,
     /// The TDX module and the TDs of the event stream.
     tdx: tdx::TdxHost,
+    /// An event the machine refuses as bad input (a guest or instruction of the other CPU
+    /// vendor); the engine stops the run with it.
+    input_error: Option<String>,
 }
 
 impl Machine {
@@ -787,6 +790,7 @@ impl Machine {
             captured_2m: BTreeMap::new(),
             iommu: Self::new_iommu(&cfg).map_err(MachineError::Setup)?,
             tdx: tdx::TdxHost::new(cfg.tdx.clone()),
+            input_error: None,
             device_clocks: BTreeMap::new(),
             cfg,
         };
@@ -803,6 +807,7 @@ impl Machine {
         };
         let vm: u32 = id.parse().map_err(|_| format!("bad VM number {id:?}"))?;
         let kind: VmKind = kind.parse().map_err(|e| format!("{e}"))?;
+        self.vendor_allows_vm(vm, kind)?;
         let mut asid = 0u32;
         for (k, v) in &s.pairs {
             match k.as_str() {
@@ -820,6 +825,58 @@ impl Machine {
         }
         self.vms.insert(vm, VmInfo { kind, asid });
         Ok(())
+    }
+
+    /// The first event the machine refused as bad input since the last call (a guest or
+    /// instruction of the other CPU vendor).
+    pub fn take_input_error(&mut self) -> Option<String> {
+        self.input_error.take()
+    }
+
+    /// A VM of `kind` needs its vendor's CPU: SEV guests an AMD host, TDs an Intel one.
+    fn vendor_allows_vm(&self, vm: VmId, kind: VmKind) -> Result<(), String> {
+        use crate::config::Vendor;
+        let want = match kind {
+            VmKind::Sev | VmKind::SevEs | VmKind::Snp => Vendor::Amd,
+            VmKind::Tdx => Vendor::Intel,
+            VmKind::Plain => return Ok(()),
+        };
+        let have = self.cfg.machine.vendor;
+        if want == have {
+            return Ok(());
+        }
+        Err(format!(
+            "VM {vm} is a {kind} guest, which needs machine.vendor = {want}, but this machine is \
+             {have} (preset {}); choose an {} preset",
+            self.cfg.machine.preset,
+            if want == Vendor::Amd { "AMD (zen4, zen5)" } else { "Intel (spr, emr, gnr)" }
+        ))
+    }
+
+    /// Why `ev` cannot run on this machine's vendor, if it cannot.
+    fn vendor_refusal(&self, ev: &Event) -> Option<String> {
+        use crate::config::Vendor;
+        let (want, what) = match ev {
+            Event::VmCreate { kind, vm, .. } => return self.vendor_allows_vm(*vm, *kind).err(),
+            Event::RmpUpdate { .. }
+            | Event::Psmash { .. }
+            | Event::Pvalidate { .. }
+            | Event::RmpAdjust { .. }
+            | Event::RmpRead { .. }
+            | Event::SnpFw { .. }
+            | Event::Psc { .. } => (Vendor::Amd, ev.keyword()),
+            Event::Seamcall { .. } | Event::Tdcall { .. } | Event::MapGpa { .. } => {
+                (Vendor::Intel, ev.keyword())
+            }
+            _ => return None,
+        };
+        let have = self.cfg.machine.vendor;
+        (want != have).then(|| {
+            format!(
+                "`{what}` needs machine.vendor = {want}, but this machine is {have} (preset {})",
+                self.cfg.machine.preset
+            )
+        })
     }
 
     /// The RMP (for checks and property tests).
@@ -854,6 +911,21 @@ impl Machine {
     /// # Errors
     /// [`MachineError::State`] naming what is wrong.
     pub fn apply_state(&mut self, s: &StateItem) -> Result<(), MachineError> {
+        use crate::config::Vendor;
+        let vendor = self.cfg.machine.vendor;
+        let needs = match s {
+            StateItem::Rmp { .. } => Some((Vendor::Amd, "an RMP entry")),
+            StateItem::Td { .. } | StateItem::Sept { .. } | StateItem::Pamt { .. } => {
+                Some((Vendor::Intel, "TDX module state"))
+            }
+            _ => None,
+        };
+        if let Some((want, what)) = needs.filter(|(w, _)| *w != vendor) {
+            return Err(MachineError::State(format!(
+                "{what} needs machine.vendor = {want}, but this machine is {vendor} (preset {})",
+                self.cfg.machine.preset
+            )));
+        }
         match s {
             StateItem::Rmp { spa, size, assigned, asid, gpa, validated, immutable, vmsa } => {
                 let page_size = match size {
@@ -947,6 +1019,10 @@ impl Machine {
         {
             let gap = t - self.cpus[cpu].clock;
             self.cpus[cpu].charge(gap, Timing::Serial);
+        }
+        if let Some(e) = self.vendor_refusal(&te.event) {
+            self.input_error.get_or_insert(e);
+            return Outcome::default();
         }
         // KVM's TDX operations run as resumable steps (`ccsim explore` interleaves them).
         if let Some(op) = self.kvm_op(te) {

@@ -137,6 +137,32 @@ mod cli {
         p
     }
 
+    /// SEV guests and RMP instructions need an AMD host, TDs and SEAMCALLs an Intel one: the
+    /// other vendor's guest is bad input (exit 2, naming the line and the fix). See: #8
+    #[test]
+    fn guests_of_the_other_vendor_are_refused() {
+        expect_error(
+            &["run", "--preset", "spr", "-q"],
+            &["snp guest", "machine.vendor = amd", "spr"],
+        );
+        let td = tmp("td-on-amd.ccs", b"machine preset=zen4\nstate td tdr=0x80000000 root=0x80001000 hkid=16 state=runnable vm=1\n");
+        expect_error(
+            &["run", td.to_str().unwrap(), "-q"],
+            &["td-on-amd.ccs:2", "machine.vendor = intel"],
+        );
+        let snp = tmp(
+            "snp-on-intel.ccs",
+            b"machine preset=gnr\nc0 host rmpupdate spa=0x100000000 assigned asid=1 gpa=0\n",
+        );
+        expect_error(&["run", snp.to_str().unwrap(), "-q"], &["snp-on-intel.ccs:2", "`rmpupdate`"]);
+        let sc =
+            tmp("seamcall-on-amd.ccs", b"machine preset=zen5\nc0 host seamcall 6 rcx=0x1000\n");
+        expect_error(
+            &["run", sc.to_str().unwrap(), "-q"],
+            &["seamcall-on-amd.ccs:2", "`seamcall`"],
+        );
+    }
+
     fn expect_error(args: &[&str], needles: &[&str]) {
         let (code, _, err) = ccsim(args);
         assert_eq!(code, 2, "{args:?}: stderr {err}");
