@@ -484,6 +484,9 @@ struct Cpu {
     vmsa: Option<(VmId, u8)>,
     /// The VMSA page VMRUN marked in use on this CPU, until the vCPU exits.
     running_vmsa: Option<Spa>,
+    /// The TD vCPU (TDVPR) that last entered on this CPU (TDH.VP.ENTER flushes the TD TLB
+    /// contexts when another vCPU ran here last; spec/tdx.md §3.4).
+    td_vcpu: Option<u64>,
 }
 
 impl Cpu {
@@ -746,6 +749,7 @@ impl Machine {
                 cached: BTreeMap::new(),
                 vmsa: None,
                 running_vmsa: None,
+                td_vcpu: None,
             };
             cpu.keep_current();
             cpus.push(cpu);

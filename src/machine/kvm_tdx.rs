@@ -173,7 +173,13 @@ pub struct KvmOp {
 #[derive(Debug)]
 enum KvmOpKind {
     /// TDH.VP.ENTER of a vCPU.
-    Enter { vcpu: u32, inflight: Option<Box<tdx_model::VpEnterInFlight>>, zero_step: bool },
+    Enter {
+        vcpu: u32,
+        inflight: Option<Box<tdx_model::VpEnterInFlight>>,
+        zero_step: bool,
+        /// The vCPU's epoch was older than the TD's when the entry began (it flushes).
+        stale_at_entry: bool,
+    },
     /// A vCPU's TDCALL ACCEPT or private access, with KVM handling its EPT-violation exits.
     Guest {
         vcpu: u32,
@@ -301,9 +307,16 @@ impl Machine {
         let guest =
             |vcpu, what| KvmOpKind::Guest { vcpu, what, fault: None, tries: 0, first: None };
         match (te.agent, &te.event) {
-            (Agent::Cpu { ctx: Context::HostKernel, .. }, Event::TdEnter { vm, vcpu }) => {
-                kvm(self, *vm, KvmOpKind::Enter { vcpu: *vcpu, inflight: None, zero_step: false })
-            }
+            (Agent::Cpu { ctx: Context::HostKernel, .. }, Event::TdEnter { vm, vcpu }) => kvm(
+                self,
+                *vm,
+                KvmOpKind::Enter {
+                    vcpu: *vcpu,
+                    inflight: None,
+                    zero_step: false,
+                    stale_at_entry: false,
+                },
+            ),
             (
                 Agent::Cpu { ctx: Context::Guest { vm, vcpu, .. }, .. },
                 Event::Tdcall { leaf: 6, rcx, .. },
@@ -451,7 +464,7 @@ impl Machine {
             return Step::Done(Outcome { cost: k.cost, ..Outcome::default() });
         }
         match &mut k.kind {
-            KvmOpKind::Enter { vcpu, inflight, zero_step } => {
+            KvmOpKind::Enter { vcpu, inflight, zero_step, stale_at_entry } => {
                 let vcpu = *vcpu;
                 match inflight.take() {
                     None => {
@@ -469,8 +482,10 @@ impl Machine {
                                 .get(&vm)
                                 .and_then(|t| t.epf.get(&vcpu))
                                 .is_some_and(|&(_, n)| n >= threshold);
+                        let stale = self.td_epoch_stale(tdvpr);
                         match self.tdx.module.vp_enter_begin(&mut self.tables, tdvpr, *zero_step) {
                             Ok(f) => {
+                                *stale_at_entry = stale;
                                 *inflight = Some(Box::new(f));
                                 if let Some(t) = self.kvm_td(vm) {
                                     t.entering += 1;
@@ -481,7 +496,9 @@ impl Machine {
                         }
                     }
                     Some(f) => {
+                        let tdvpr = f.tdvpr();
                         let cost = self.tdx.module.vp_enter_end(&mut self.tables, *f);
+                        self.td_entered(cpu, tdr, tdvpr, *stale_at_entry);
                         if let Some(t) = self.kvm_td(vm) {
                             t.entering = t.entering.saturating_sub(1);
                         }
@@ -500,15 +517,20 @@ impl Machine {
                             *fault = None;
                             // KVM re-enters the vCPU (the entry is part of the retry).
                             if let Some(tdvpr) = self.tdvpr_of(vm, vcpu) {
+                                let stale = self.td_epoch_stale(tdvpr);
                                 let c = match self.tdx.module.vp_enter_begin(
                                     &mut self.tables,
                                     tdvpr,
                                     false,
                                 ) {
-                                    Ok(f) => self.tdx.module.vp_enter_end(&mut self.tables, f),
+                                    Ok(f) => {
+                                        let c = self.tdx.module.vp_enter_end(&mut self.tables, f);
+                                        self.td_entered(cpu, tdr, tdvpr, stale);
+                                        c
+                                    }
                                     Err(o) => o.cost,
                                 };
-                                k.cost += c;
+                                self.tdx.cycles += c;
                             }
                             Step::Yield
                         }

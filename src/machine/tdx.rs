@@ -13,12 +13,15 @@
 //! (TDH.VP.CREATE), or for a TD made by a `state` line a page the machine takes on the vCPU's
 //! first `td-enter`.
 //!
+//! Private translations are cached in the CPU's TLB hierarchy (tagged by the VM's VPID with the
+//! paging-off PCID, and by the S-EPT root as EPTP) while the vCPU is inside its TD; TDH.VP.ENTER
+//! flushes them when the vCPU entered last at an older TD epoch (after a TRACK) or another vCPU
+//! ran on the CPU last (spec/tdx.md §3.4), so a BLOCKed page stays reachable through the TLB
+//! until the TRACK, the kick and the next entry, as on hardware
+//! (`traces/scenarios/tdx/tlb-tracking.ccs`).
+//!
 //! Not modelled here: guest-virtual accesses in a TD (only `gpa:` accesses; a TD's own page
-//! tables are not walked), the TLB for private translations (each private access walks the
-//! S-EPT; spec/tdx.md §3.4: the module flushes a vCPU's EPT TLB on TD entry after a TRACK, so
-//! no stale entry survives a completed zap sequence anyway), the partial-write poison and
-//! integrity failures of host accesses to private memory (spec/tdx.md §1.6; UNCONFIRMED there),
-//! DMA to private memory.
+//! tables are not walked).
 
 use super::{Disposition, Machine, Outcome, Timing};
 use sim_core::event::{FaultKind, PamtType, SeptStateName, TdState};
@@ -44,6 +47,11 @@ pub(super) struct TdxHost {
     /// Guest accesses to private GPAs, and those that faulted.
     pub(super) private_accesses: u64,
     pub(super) private_faults: u64,
+    /// Private accesses whose translation came from the TLB, and S-EPT walks.
+    pub(super) private_tlb_hits: u64,
+    pub(super) private_walks: u64,
+    /// TD-entry TLB flushes (TDH.VP.ENTER after a TRACK, or another vCPU on the CPU).
+    pub(super) entry_flushes: u64,
     /// Whether any TD exists: the host-side checks of private memory run only then.
     pub(super) active: bool,
     /// 64-byte lines (address >> 6) poisoned by a partial write (the erratum): the next read
@@ -98,6 +106,9 @@ impl TdxHost {
             cycles: Cycles::ZERO,
             private_accesses: 0,
             private_faults: 0,
+            private_tlb_hits: 0,
+            private_walks: 0,
+            entry_flushes: 0,
             active: false,
             poisoned: Default::default(),
             foreign: Default::default(),
@@ -139,6 +150,16 @@ pub struct TdxCounts {
     pub private_accesses: u64,
     /// Of those, the ones that faulted (#VE, an EPT-violation TD exit or a machine check).
     pub private_faults: u64,
+    /// Private accesses translated by a TLB hit (no S-EPT walk).
+    #[serde(default)]
+    pub private_tlb_hits: u64,
+    /// Private accesses that walked the S-EPT.
+    #[serde(default)]
+    pub private_walks: u64,
+    /// TLB flushes by TDH.VP.ENTER (a vCPU entering after a TRACK, or onto a CPU where another
+    /// vCPU ran last).
+    #[serde(default)]
+    pub entry_flushes: u64,
     /// Host and device accesses to private memory.
     pub host_side: HostSideCounts,
     /// KVM's TDX MMU: faults, retries, frozen SPTEs, SEPT.ADD/AUG, zaps, BUSY, KVM_BUG_ON.
@@ -428,9 +449,14 @@ impl Machine {
             return None;
         }
         self.tdx.private_accesses += 1;
+        if let Some(o) = self.td_tlb_access(cpu, vm, tdr, gpa, write) {
+            return Some(o);
+        }
+        self.tdx.private_walks += 1;
         let (kind, code) = match self.tdx.module.private_access(&self.tables, tdr, gpa.raw(), write)
         {
             Ok(t) => {
+                self.td_tlb_fill(cpu, vm, tdr, gpa, &t);
                 let line = t.hpa.raw() >> 6;
                 if self.tdx.poisoned.contains(&line) || self.tdx.foreign.contains(&line) {
                     // A #MC VM exit: the module marks the TD fatal (spec/tdx.md §1.6).
@@ -462,6 +488,115 @@ impl Machine {
         let exit = self.tdx.module.config().costs.td_exit;
         self.tdx.cycles += exit;
         Some(self.fault_uncharged(kind, code, Disposition::Raised, exit))
+    }
+
+    /// The TLB tag and nested root of TD `tdr`'s private GPA translations: the VM's VPID (its
+    /// ASID setting) with the paging-off PCID, and the S-EPT root as the EPTP.
+    fn td_tlb_key(&self, vm: VmId, tdr: u64) -> Option<(mmu_model::TlbTag, Spa)> {
+        let (root, _) = self.tdx.module.sept_root(tdr)?;
+        let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
+        Some((mmu_model::TlbTag { asid, pcid: crate::vm::PAGING_OFF_PCID }, root))
+    }
+
+    /// Whether vCPU translations of `vm` on this CPU may use the TLB: only while the vCPU is
+    /// inside its TD (entered with TDH.VP.ENTER, whose flush rule keeps the entries in step
+    /// with TLB tracking); an access outside that walks every time.
+    fn td_tlb_usable(&self, cpu: usize, tdr: u64) -> bool {
+        self.cpus[cpu].td_vcpu.is_some_and(|v| {
+            self.tdx.module.vcpu_in_guest(v) && self.tdx.module.pamt(v).owner == tdr
+        })
+    }
+
+    /// A private access translated by the CPU's TLB, if it hits with the rights it needs.
+    fn td_tlb_access(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        tdr: u64,
+        gpa: Gpa,
+        write: bool,
+    ) -> Option<Outcome> {
+        if !self.td_tlb_usable(cpu, tdr) {
+            return None;
+        }
+        let (tag, root) = self.td_tlb_key(vm, tdr)?;
+        let kind = if write { mmu_model::AccessKind::Write } else { mmu_model::AccessKind::Read };
+        let look = self.cpus[cpu].mmu.tlb_mut().lookup(gpa.raw(), tag, Some(root), kind);
+        let hit = look.hit.filter(|h| !write || h.nested_perms.writable)?;
+        let line = hit.pa.raw() >> 6;
+        if self.tdx.poisoned.contains(&line) || self.tdx.foreign.contains(&line) {
+            return None;
+        }
+        self.tdx.private_tlb_hits += 1;
+        let tlb = look.latency;
+        self.cycles.tlb += tlb;
+        let d = self.caches.data_access(cpu, hit.pa, write);
+        self.cycles.data += d;
+        Some(Outcome {
+            cost: tlb + d,
+            timing: Timing::Access { chain: tlb + d },
+            ..Outcome::default()
+        })
+    }
+
+    /// Keep a private translation the S-EPT walk made (a leaf of 4K, 2M or 1G, RWX as the
+    /// module grants every MAPPED leaf).
+    fn td_tlb_fill(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        tdr: u64,
+        gpa: Gpa,
+        t: &tdx_model::Translation,
+    ) {
+        if !self.td_tlb_usable(cpu, tdr) {
+            return;
+        }
+        let Some((tag, root)) = self.td_tlb_key(vm, tdr) else { return };
+        let size = match t.level {
+            0 => sim_core::PageSize::K4,
+            1 => sim_core::PageSize::M2,
+            _ => sim_core::PageSize::G1,
+        };
+        let fill = mmu_model::TlbFill {
+            frame: t.hpa.align_down(size),
+            size,
+            perms: mmu_model::Perms::ALL,
+            nested_perms: mmu_model::Perms::ALL,
+            global: false,
+            dirty: true,
+            cache: mmu_model::CheckCache::default(),
+        };
+        let kind = mmu_model::AccessKind::Read;
+        let _ = self.cpus[cpu].mmu.tlb_mut().fill(gpa.raw(), tag, Some(root), kind, &fill);
+    }
+
+    /// TDH.VP.ENTER of `tdvpr` on `cpu` succeeded: the module flushes the TD's EPT/VPID
+    /// contexts on this CPU if the vCPU last entered at an older TD epoch (a TRACK happened
+    /// since), and all TD contexts if another vCPU ran on this CPU last (spec/tdx.md §3.4,
+    /// `tdh_vp_enter.c`). `stale` is the epoch test, made before the entry.
+    pub(super) fn td_entered(&mut self, cpu: usize, tdr: u64, tdvpr: u64, stale: bool) {
+        let other = self.cpus[cpu].td_vcpu != Some(tdvpr);
+        let tlb = self.cpus[cpu].mmu.tlb_mut();
+        if other {
+            // UNCONFIRMED scope: "all TD ASIDs"; the model flushes every guest context.
+            tlb.flush(mmu_model::FlushScope::AllGuests);
+            self.tdx.entry_flushes += 1;
+        } else if stale && let Some((root, _)) = self.tdx.module.sept_root(tdr) {
+            tlb.flush(mmu_model::FlushScope::NestedRoot(root));
+            self.tdx.entry_flushes += 1;
+        }
+        self.cpus[cpu].td_vcpu = Some(tdvpr);
+    }
+
+    /// Whether vCPU `tdvpr` last entered at an epoch older than its TD's (so its next entry
+    /// flushes).
+    pub(super) fn td_epoch_stale(&self, tdvpr: u64) -> bool {
+        let tdr = self.tdx.module.pamt(tdvpr).owner;
+        self.tdx
+            .module
+            .td_state(tdr)
+            .is_none_or(|td| td.vcpus.get(&tdvpr).is_none_or(|v| v.vcpu_epoch != td.epoch))
     }
 
     pub(super) fn tdx_clear_lines(&mut self, hpa: u64, bytes: u64) {
@@ -722,6 +857,9 @@ impl Machine {
             accepts: s.accepts_by_status,
             private_accesses: self.tdx.private_accesses,
             private_faults: self.tdx.private_faults,
+            private_tlb_hits: self.tdx.private_tlb_hits,
+            private_walks: self.tdx.private_walks,
+            entry_flushes: self.tdx.entry_flushes,
             host_side: self.tdx.host_side,
             kvm: self.tdx.kvm_counts.clone(),
         }
