@@ -220,6 +220,20 @@ pub fn preset(name: &str) -> Result<&'static Preset, ConfigError> {
     })
 }
 
+/// A parser's multi-line message as one line, each of its lines cut to 200 characters (a
+/// parser quotes the offending line, which in hostile input can be megabytes long).
+pub(crate) fn one_line(msg: &str) -> String {
+    const MAX: usize = 200;
+    msg.trim_end()
+        .lines()
+        .map(|l| match l.char_indices().nth(MAX) {
+            Some((i, _)) => format!("{}… ({} more bytes)", &l[..i], l.len() - i),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Builds a configuration layer by layer.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
@@ -263,7 +277,7 @@ impl ConfigBuilder {
     pub fn add_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
         let t: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
             origin: origin.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: one_line(&e.to_string()),
         })?;
         merge(&mut self.table, t);
         Ok(())
@@ -287,7 +301,7 @@ impl ConfigBuilder {
         let cfg: MachineConfig =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
                 origin: "configuration".into(),
-                message: format!("{}: {}", e.path(), e.inner()).trim_end().replace('\n', " "),
+                message: one_line(&format!("{}: {}", e.path(), e.inner())),
             })?;
         cfg.machine.validate()?;
         cfg.host.validate()?;

@@ -163,6 +163,78 @@ mod cli {
         );
     }
 
+    /// Hostile sizes under a 1 GiB address-space limit (`ulimit -v`): a `.cct` whose frame or
+    /// metadata claims 4 GiB, a 10 MB scenario line, a TOML spec nested 200,000 deep. Each is
+    /// refused with exit 2 and a short message; none is killed for memory or stack. See: #10
+    #[test]
+    fn hostile_sizes_are_refused_under_a_memory_limit() {
+        let dir = std::env::temp_dir().join(format!("ccsim-ulimit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ccs = dir.join("small.ccs");
+        std::fs::write(&ccs, "c0 host load phys:0x100000000 8\nc0 host store phys:0x100001000 8\n")
+            .unwrap();
+        let cct = dir.join("small.cct");
+        let (code, _, err) =
+            ccsim(&["trace", "convert", ccs.to_str().unwrap(), cct.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let good = std::fs::read(&cct).unwrap();
+        let meta = u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
+        let frame = 28 + meta;
+        let patched = |name: &str, at: usize| {
+            let mut b = good.clone();
+            b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            let p = dir.join(name);
+            std::fs::write(&p, b).unwrap();
+            p
+        };
+        let line = dir.join("line.ccs");
+        std::fs::write(&line, format!("c0 host load phys:0x{} 8\n", "1".repeat(10 << 20))).unwrap();
+        let nested = dir.join("nested.toml");
+        std::fs::write(&nested, format!("a = {}{}\n", "[".repeat(200_000), "]".repeat(200_000)))
+            .unwrap();
+        let bin = env!("CARGO_BIN_EXE_ccsim");
+        let cases: Vec<(Vec<String>, &str)> = vec![
+            (
+                vec![
+                    "trace".into(),
+                    "info".into(),
+                    patched("payload.cct", frame + 20).display().to_string(),
+                ],
+                "above the limit",
+            ),
+            (
+                vec![
+                    "trace".into(),
+                    "info".into(),
+                    patched("raw.cct", frame + 16).display().to_string(),
+                ],
+                "above the limit",
+            ),
+            (
+                vec!["trace".into(), "info".into(), patched("meta.cct", 16).display().to_string()],
+                "above the limit",
+            ),
+            (vec!["check".into(), line.display().to_string()], "longer than 65536 bytes"),
+            (
+                vec!["run".into(), "--config".into(), nested.display().to_string()],
+                "TOML parse error at line 1",
+            ),
+        ];
+        for (args, needle) in cases {
+            let o = Command::new("sh")
+                .arg("-c")
+                .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+                .arg(bin)
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(err.len() < 4096, "{args:?}: a {}-byte message", err.len());
+        }
+    }
+
     fn expect_error(args: &[&str], needles: &[&str]) {
         let (code, _, err) = ccsim(args);
         assert_eq!(code, 2, "{args:?}: stderr {err}");
