@@ -286,6 +286,7 @@ enum TraceCmd {
 
 /// Entry point: parse, run, map errors to exit status 2 with one line on stderr.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -294,6 +295,24 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A reader that closes our stdout early (`ccsim presets | head`) makes `println!` panic with
+/// EPIPE (Rust ignores SIGPIPE); end quietly with the shell's status for SIGPIPE instead.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// An error message with every line cut to 300 characters: parsers quote the offending line,

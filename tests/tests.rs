@@ -235,6 +235,19 @@ mod cli {
         }
     }
 
+    /// A reader closing the pipe early (`| head`) ends ccsim quietly, not with a panic.
+    #[test]
+    fn a_closed_stdout_is_not_a_panic() {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" presets --unsourced | head -c 1 >/dev/null; \"$0\" workloads | head -c 1 >/dev/null")
+            .arg(env!("CARGO_BIN_EXE_ccsim"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
     fn expect_error(args: &[&str], needles: &[&str]) {
         let (code, _, err) = ccsim(args);
         assert_eq!(code, 2, "{args:?}: stderr {err}");
