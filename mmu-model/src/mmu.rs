@@ -29,8 +29,8 @@ use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
     AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
     Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
-    base_code, check_fast_walk, fast_walk_x86, permits, plan_checked_into, walk_checked_functional,
-    walk_functional,
+    base_code, check_fast_walk, fast_walk_x86, permits, permits_table, plan_checked_into,
+    walk_checked_functional, walk_functional,
 };
 use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
@@ -458,6 +458,22 @@ pub struct Mmu {
     /// [`crate::tlb::hit_state`] `s` is usable without a walk or a write check under the
     /// current control bits and `recheck_write_on_read_fill` (the hit fast path).
     fast_ok: [u64; 6],
+    /// For each (access kind, privilege) ([`fast_index`]): [`permits_table`] under the
+    /// current control bits (the fast walk's permission test).
+    walk_ok: [u16; 6],
+    /// The fast walk's reusable buffer.
+    fast: FastWalk,
+}
+
+/// [`permits_table`] for every (access kind, privilege), indexed by [`fast_index`].
+fn walk_ok_table(controls: PagingControls) -> [u16; 6] {
+    let mut t = [0; 6];
+    for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
+        for privilege in [Privilege::Supervisor, Privilege::User] {
+            t[fast_index(kind, privilege)] = permits_table(kind, privilege, controls);
+        }
+    }
+    t
 }
 
 /// The index of (`kind`, `privilege`) in [`Mmu::fast_ok`]'s table.
@@ -546,6 +562,8 @@ impl Mmu {
             stats: MmuStats::default(),
             va_shift: 64 - cr3.paging.va_bits(),
             fast_ok: fast_ok_table(PagingControls::default()),
+            walk_ok: walk_ok_table(PagingControls::default()),
+            fast: FastWalk::EMPTY,
         })
     }
 
@@ -585,6 +603,7 @@ impl Mmu {
     pub fn set_controls(&mut self, c: PagingControls) {
         self.controls = c;
         self.fast_ok = fast_ok_table(c);
+        self.walk_ok = walk_ok_table(c);
     }
 
     /// The TLB hierarchy.
@@ -925,22 +944,21 @@ impl Mmu {
         // The common walk (nothing to fault on or to set before the checks) skips the plan.
         self.work.clear();
         let who = self.agent(req.ctx);
-        if let Some(w) = fast_walk_x86(
+        if fast_walk_x86(
+            &mut self.fast,
             tables,
             start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
-            ctx.format,
             &self.masks,
             req.va.raw(),
-            req.kind,
-            req.privilege,
-            ctx.controls,
+            req.kind == AccessKind::Write,
+            self.walk_ok[fast_index(req.kind, req.privilege)],
         ) {
             let verdict = if checker.allows_everything() {
                 Ok(CheckAllow::WRITE_OK)
             } else {
-                check_fast_walk(&w, req.kind, req.privilege, who, checker, &mut self.work)
+                check_fast_walk(&self.fast, req.kind, req.privilege, who, checker, &mut self.work)
             };
-            self.fast_walk_done(req, &w, verdict, lat, out);
+            self.fast_walk_done(req, verdict, lat, out);
             self.oracle_host(tables, req, out);
             self.finish(out);
             return;
@@ -1003,21 +1021,27 @@ impl Mmu {
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,
-        w: &FastWalk,
         verdict: Result<CheckAllow, PfErrorCode>,
         lat: &mut L,
         out: &mut AccessOutcome,
     ) {
         let (va, tag) = (req.va.raw(), self.cr3.tag);
-        for i in 0..w.n {
-            out.refs.push(WalkRef {
-                addr: w.addrs[i],
-                level: w.level(i),
-                kind: RefKind::Read,
-                stage: Stage::Native,
-            });
+        let w = &self.fast;
+        // The references, listed and priced in walk order, then the check stage's reads (as
+        // `price_walk` does).
+        self.stats.walk_reads += w.n as u64;
+        let mut cost = Cycles::ZERO;
+        for (i, &addr) in w.addrs[..w.n].iter().enumerate() {
+            let level = w.level(i);
+            out.refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Native });
+            cost += lat.latency(addr, MemRefKind::TableRead(level));
         }
-        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        self.stats.check_reads += self.work.reads.len() as u64;
+        for &a in &self.work.reads {
+            cost += lat.latency(a, MemRefKind::CheckRead);
+            out.check_reads.push(a);
+        }
+        out.cost += cost + self.work.fixed;
         let allow = match verdict {
             Ok(allow) => allow,
             Err(bits) => {
