@@ -446,8 +446,8 @@ impl FastWalk {
 /// address bits, and per level (root first) the reserved bits of an entry without and with PS.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct X86Masks {
-    addr: u64,
-    rsvd: [[u64; 2]; 5],
+    pub addr: u64,
+    pub rsvd: [[u64; 2]; 5],
 }
 
 impl X86Masks {
