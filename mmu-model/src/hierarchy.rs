@@ -242,7 +242,7 @@ impl TlbHierarchy {
 
     /// Look `va` up for an access of `kind` in address space (`tag`, `nested_root`): the L1,
     /// then the L2 behind it. An L2 hit is refilled into the L1 per the inclusion policy.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         va: u64,

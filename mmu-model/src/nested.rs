@@ -426,11 +426,30 @@ pub(crate) struct Fast2d {
     pub dirty: bool,
 }
 
+/// The entries above the page table that the last NPT translation of one [`fast_walk_2d`]
+/// read, for the next one under the same 2 MiB of GPA space: within one walk nothing is
+/// written, so reading them again would give the same values at the same addresses (the
+/// guest's table pages usually share them).
+#[derive(Clone, Copy, Debug, Default)]
+struct UpperPath {
+    /// `gpa >> 21` of the translation that read them, `u64::MAX` for none.
+    prefix: u64,
+    /// How many entries (root first), and their addresses.
+    n: usize,
+    addrs: [Spa; 4],
+    /// The AND and the OR of those entries.
+    and: u64,
+    or: u64,
+    /// The page table the last of them points at.
+    table: u64,
+}
+
 /// One NPT translation of [`fast_walk_2d`]: `gpa` through `n`'s table for an access of
 /// `access`, each entry read listed in `refs` as a nested read. `Some((spa, size, rights,
 /// D))` when every entry is present and well formed (masks `nm`, of `n.format`), already has
 /// A (and the leaf D for a write), and the rights allow the access: what
-/// `nested_translate_into` gives for it with no cache; `None` otherwise.
+/// `nested_translate_into` gives for it with no cache; `None` otherwise. `up`: the upper
+/// path of the walk's previous NPT translation, reused if `gpa` shares it, else replaced.
 #[inline(always)]
 fn fast_npt(
     host: &PhysMemTables<Spa>,
@@ -439,15 +458,27 @@ fn fast_npt(
     gpa: u64,
     access: AccessKind,
     refs: &mut NestedRefs,
+    up: &mut UpperPath,
 ) -> Option<(Spa, PageSize, Perms, bool)> {
     const P: u64 = PteFlags::PRESENT.bits();
     const HUGE: u64 = PteFlags::HUGE.bits();
     if gpa >> n.paging.va_bits() != 0 {
         return None;
     }
+    let top = n.paging.top().idx();
     let mut table = n.root.raw();
-    let mut idx = n.paging.top().idx();
+    let mut idx = top;
     let (mut and_all, mut or_all) = (u64::MAX, 0);
+    let fresh = up.prefix != gpa >> 21;
+    if !fresh {
+        for (k, &addr) in up.addrs[..up.n].iter().enumerate() {
+            let level = *Level::ALL.get(top + k)?;
+            refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Nested });
+        }
+        (and_all, or_all, table, idx) = (up.and, up.or, up.table, 4);
+    } else {
+        up.prefix = u64::MAX;
+    }
     let (leaf_idx, leaf) = loop {
         let rsvd = nm.rsvd.get(idx)?;
         let addr = Spa::new_truncate(table + 8 * ((gpa >> (48 - 9 * idx)) & 0x1ff));
@@ -458,14 +489,24 @@ fn fast_npt(
         }
         let level = *Level::ALL.get(idx)?;
         refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Nested });
-        and_all &= raw;
-        or_all |= raw;
         if huge || idx == 4 {
+            if fresh && idx == 4 {
+                // Every entry above the page table: remember them.
+                (up.prefix, up.n, up.and, up.or, up.table) =
+                    (gpa >> 21, 4 - top, and_all, or_all, table);
+            }
             break (idx, raw);
         }
+        if fresh {
+            *up.addrs.get_mut(idx - top)? = addr;
+        }
+        and_all &= raw;
+        or_all |= raw;
         table = raw & nm.addr;
         idx += 1;
     };
+    and_all &= leaf;
+    or_all |= leaf;
     let size = fast_leaf_size(leaf_idx);
     let perms = Perms {
         readable: true,
@@ -558,8 +599,10 @@ pub(crate) fn fast_walk_2d(
         return None;
     }
     // Each guest entry: its nested translation (a read under NPT), then its read.
+    let mut up = UpperPath { prefix: u64::MAX, ..UpperPath::default() };
     for (i, &egpa) in addrs[..n].iter().enumerate() {
-        let (spa, _, _, _) = fast_npt(host, &ctx.nested, nm, egpa, AccessKind::Read, refs)?;
+        let (spa, _, _, _) =
+            fast_npt(host, &ctx.nested, nm, egpa, AccessKind::Read, refs, &mut up)?;
         let level = *Level::ALL.get(first + i)?;
         refs.push(WalkRef { addr: spa, level, kind: RefKind::Read, stage: Stage::Guest });
     }
@@ -567,7 +610,7 @@ pub(crate) fn fast_walk_2d(
     let gpa =
         Gpa::new_truncate(leaf & gm.addr & !(gsize.bytes() - 1) | (gva & (gsize.bytes() - 1)));
     let (spa, nsize, nested_perms, ndirty) =
-        fast_npt(host, &ctx.nested, nm, gpa.raw(), access, refs)?;
+        fast_npt(host, &ctx.nested, nm, gpa.raw(), access, refs, &mut up)?;
     Some(Fast2d {
         spa,
         size: gsize.min(nsize),

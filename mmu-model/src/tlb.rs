@@ -504,20 +504,21 @@ impl Array {
     }
 
     /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
-    /// (searched for only if `search`), else the first invalid way, else the policy's victim.
+    /// (searched for only if the filters allow one and `search()`), else the first invalid
+    /// way, else the policy's victim.
     #[inline(always)]
     fn fill_way(
         &mut self,
         set: usize,
         want: u64,
         size: PageSize,
-        search: bool,
+        search: impl FnOnce() -> bool,
         same: impl Fn(&Entry) -> bool,
     ) -> usize {
         let base = set * self.ways;
         let keys = &self.keys[base..base + self.ways];
-        if search
-            && self.may_hold(want, size)
+        if self.may_hold(want, size)
+            && search()
             && let Some(w) = keys
                 .iter()
                 .enumerate()
@@ -952,6 +953,7 @@ impl Tlb {
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
     /// installed (the same fill; the victim is not copied out).
+    #[inline]
     pub(crate) fn fill_in_size(
         &mut self,
         va: u64,
@@ -982,15 +984,18 @@ impl Tlb {
         };
         // If the memo says a search for this page found nothing since the last change, no
         // entry of the same page and tag exists: skip the search for one to replace.
-        let m = &self.memo[Self::memo_index(va)];
-        let none_same = m.generation == self.generation
-            && m.page == va >> 12
-            && m.tag == tag
-            && m.nroot == nroot
-            && m.hit.is_none();
+        // (Asked only when the filters cannot tell.)
+        let none_same = || {
+            let m = &self.memo[Self::memo_index(va)];
+            m.generation == self.generation
+                && m.page == va >> 12
+                && m.tag == tag
+                && m.nroot == nroot
+                && m.hit.is_none()
+        };
         let (ai, w) = if let [a] = &mut self.arrays[..] {
             // One array (most TLBs): it holds every installed size (validated).
-            (0, a.fill_way(a.set_of(va, size), want, size, !none_same, same))
+            (0, a.fill_way(a.set_of(va, size), want, size, || !none_same(), same))
         } else {
             // Candidate (array, set) pairs: every array holding the size.
             let mut chosen: Option<(usize, usize)> = None; // (array, way)
@@ -1003,8 +1008,8 @@ impl Tlb {
                 let set = a.set_of(va, size);
                 let base = set * a.ways;
                 let keys = &a.keys[base..base + a.ways];
-                if !none_same
-                    && a.may_hold(want, size)
+                if a.may_hold(want, size)
+                    && !none_same()
                     && let Some(w) = keys
                         .iter()
                         .enumerate()
