@@ -28,7 +28,7 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     ///
     /// # Panics
     /// If the vector is full.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn push(&mut self, v: T) {
         assert!(self.len < N, "InlineVec capacity {N} exceeded");
