@@ -192,6 +192,7 @@ impl TlbHierarchy {
     }
 
     /// The L2 behind the L1 of `kind`, if any.
+    #[inline]
     pub fn l2_for(&self, kind: AccessKind) -> Option<TlbLevelId> {
         match kind {
             AccessKind::Fetch if self.itlb.is_some() && self.l2_itlb.is_some() => {
@@ -241,7 +242,7 @@ impl TlbHierarchy {
 
     /// Look `va` up for an access of `kind` in address space (`tag`, `nested_root`): the L1,
     /// then the L2 behind it. An L2 hit is refilled into the L1 per the inclusion policy.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         va: u64,
@@ -249,15 +250,28 @@ impl TlbHierarchy {
         nested_root: Option<Spa>,
         kind: AccessKind,
     ) -> TlbLookup {
-        let l1 = self.l1_for(kind);
-        let t1 = self.get_mut(l1);
-        let mut latency = t1.hit_latency();
+        let (t1, l1) = self.l1_mut(kind);
+        let latency = t1.hit_latency();
         if let Some(hit) = t1.lookup_in(va, tag, nested_root) {
             return TlbLookup { hit: Some(hit), level: Some(l1), latency };
         }
         let Some(l2) = self.l2_for(kind) else {
             return TlbLookup { hit: None, level: None, latency };
         };
+        self.lookup_l2(va, tag, nested_root, l1, l2, latency)
+    }
+
+    /// [`TlbHierarchy::lookup`] past an L1 miss, when there is an L2 (`latency`: the L1's).
+    #[inline(never)]
+    fn lookup_l2(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        l1: TlbLevelId,
+        l2: TlbLevelId,
+        mut latency: Cycles,
+    ) -> TlbLookup {
         let inclusion = self.inclusion;
         let t2 = self.get_mut(l2);
         latency += t2.hit_latency();
@@ -289,17 +303,16 @@ impl TlbHierarchy {
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
-        let l1 = self.l1_for(kind);
         let l2 = self.l2_for(kind);
         match self.inclusion {
             Inclusion::NonInclusive => {
                 if let Some(l2) = l2 {
                     self.get_mut(l2).fill_in_size(va, tag, nested_root, fill);
                 }
-                self.get_mut(l1).fill_in_size(va, tag, nested_root, fill)
+                self.l1_mut(kind).0.fill_in_size(va, tag, nested_root, fill)
             }
             Inclusion::Exclusive => {
-                let r = self.get_mut(l1).fill_in(va, tag, nested_root, fill);
+                let r = self.l1_mut(kind).0.fill_in(va, tag, nested_root, fill);
                 if let (Some(l2), Some(v)) = (l2, r.victim) {
                     let (vt, vr) = v.context();
                     self.get_mut(l2).fill_in(v.va(), vt, vr, &v.as_fill(v.va()));

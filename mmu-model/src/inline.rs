@@ -14,6 +14,7 @@ pub struct InlineVec<T: Copy + Default, const N: usize> {
 
 impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     /// Empty.
+    #[inline]
     pub fn new() -> Self {
         InlineVec { len: 0, items: [T::default(); N] }
     }
@@ -27,6 +28,7 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     ///
     /// # Panics
     /// If the vector is full.
+    #[inline(always)]
     #[track_caller]
     pub fn push(&mut self, v: T) {
         assert!(self.len < N, "InlineVec capacity {N} exceeded");
@@ -39,6 +41,7 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     ///
     /// # Panics
     /// If the vector is full.
+    #[inline]
     #[track_caller]
     pub(crate) fn push_reuse(&mut self) -> &mut T {
         assert!(self.len < N, "InlineVec capacity {N} exceeded");
@@ -47,11 +50,13 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     }
 
     /// Remove everything.
+    #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
     }
 
     /// The values.
+    #[inline]
     pub fn as_slice(&self) -> &[T] {
         &self.items[..self.len]
     }
@@ -65,12 +70,14 @@ impl<T: Copy + Default, const N: usize> Default for InlineVec<T, N> {
 
 impl<T: Copy + Default, const N: usize> Deref for InlineVec<T, N> {
     type Target = [T];
+    #[inline]
     fn deref(&self) -> &[T] {
         self.as_slice()
     }
 }
 
 impl<T: Copy + Default, const N: usize> DerefMut for InlineVec<T, N> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
         &mut self.items[..self.len]
     }

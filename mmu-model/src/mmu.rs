@@ -19,8 +19,8 @@ use crate::inval::PendingInvalidation;
 use crate::latency::{CacheLatency, MemRefKind};
 use crate::level::{Level, Paging};
 use crate::nested::{
-    Caches2d, GuestAddr, GuestContext, GuestTranslation, GuestWalkRequest, NestedRefs,
-    NestedResult, NtlbHit, Plan2d, walk_2d_functional,
+    Caches2d, Fast2d, GuestAddr, GuestContext, GuestMemory, GuestTranslation, GuestWalkRequest,
+    NestedKind, NestedRefs, NestedResult, NtlbHit, Plan2d, fast_walk_2d, walk_2d_functional,
 };
 use crate::overlap::WalkOverlap;
 use crate::pwc::Pwc;
@@ -29,8 +29,8 @@ use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
 use crate::walk::{
     AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
     Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
-    base_code, check_fast_walk, fast_walk_x86, permits, plan_checked_into, walk_checked_functional,
-    walk_functional,
+    base_code, check_fast_walk, fast_walk_x86, permits, permits_table, plan_checked_into,
+    walk_checked_functional, walk_functional,
 };
 use crate::{InlineVec, check::MAX_CHECK_READS, pte::PteFlags, pte::PteFormat, pte::X86Pte};
 use sim_core::config::ConfigError;
@@ -458,6 +458,24 @@ pub struct Mmu {
     /// [`crate::tlb::hit_state`] `s` is usable without a walk or a write check under the
     /// current control bits and `recheck_write_on_read_fill` (the hit fast path).
     fast_ok: [u64; 6],
+    /// For each (access kind, privilege) ([`fast_index`]): [`permits_table`] under the
+    /// current control bits (the fast walk's permission test).
+    walk_ok: [u16; 6],
+    /// The fast walk's reusable buffer.
+    fast: FastWalk,
+    /// The fast 2-D walk's masks: of the last guest format (0) and nested format (1) seen.
+    masks_2d: [(PteFormat, X86Masks); 2],
+}
+
+/// [`permits_table`] for every (access kind, privilege), indexed by [`fast_index`].
+fn walk_ok_table(controls: PagingControls) -> [u16; 6] {
+    let mut t = [0; 6];
+    for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Fetch] {
+        for privilege in [Privilege::Supervisor, Privilege::User] {
+            t[fast_index(kind, privilege)] = permits_table(kind, privilege, controls);
+        }
+    }
+    t
 }
 
 /// The index of (`kind`, `privilege`) in [`Mmu::fast_ok`]'s table.
@@ -546,6 +564,9 @@ impl Mmu {
             stats: MmuStats::default(),
             va_shift: 64 - cr3.paging.va_bits(),
             fast_ok: fast_ok_table(PagingControls::default()),
+            walk_ok: walk_ok_table(PagingControls::default()),
+            fast: FastWalk::EMPTY,
+            masks_2d: [(cfg.pte_format(), X86Masks::new(cfg.pte_format())); 2],
         })
     }
 
@@ -585,6 +606,7 @@ impl Mmu {
     pub fn set_controls(&mut self, c: PagingControls) {
         self.controls = c;
         self.fast_ok = fast_ok_table(c);
+        self.walk_ok = walk_ok_table(c);
     }
 
     /// The TLB hierarchy.
@@ -925,22 +947,21 @@ impl Mmu {
         // The common walk (nothing to fault on or to set before the checks) skips the plan.
         self.work.clear();
         let who = self.agent(req.ctx);
-        if let Some(w) = fast_walk_x86(
+        if fast_walk_x86(
+            &mut self.fast,
             tables,
             start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
-            ctx.format,
             &self.masks,
             req.va.raw(),
-            req.kind,
-            req.privilege,
-            ctx.controls,
+            req.kind == AccessKind::Write,
+            self.walk_ok[fast_index(req.kind, req.privilege)],
         ) {
             let verdict = if checker.allows_everything() {
                 Ok(CheckAllow::WRITE_OK)
             } else {
-                check_fast_walk(&w, req.kind, req.privilege, who, checker, &mut self.work)
+                check_fast_walk(&self.fast, req.kind, req.privilege, who, checker, &mut self.work)
             };
-            self.fast_walk_done(req, &w, verdict, lat, out);
+            self.fast_walk_done(req, verdict, lat, out);
             self.oracle_host(tables, req, out);
             self.finish(out);
             return;
@@ -1003,21 +1024,27 @@ impl Mmu {
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,
-        w: &FastWalk,
         verdict: Result<CheckAllow, PfErrorCode>,
         lat: &mut L,
         out: &mut AccessOutcome,
     ) {
         let (va, tag) = (req.va.raw(), self.cr3.tag);
-        for i in 0..w.n {
-            out.refs.push(WalkRef {
-                addr: w.addrs[i],
-                level: w.level(i),
-                kind: RefKind::Read,
-                stage: Stage::Native,
-            });
+        let w = &self.fast;
+        // The references, listed and priced in walk order, then the check stage's reads (as
+        // `price_walk` does).
+        self.stats.walk_reads += w.n as u64;
+        let mut cost = Cycles::ZERO;
+        for (i, &addr) in w.addrs[..w.n].iter().enumerate() {
+            let level = w.level(i);
+            out.refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Native });
+            cost += lat.latency(addr, MemRefKind::TableRead(level));
         }
-        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        self.stats.check_reads += self.work.reads.len() as u64;
+        for &a in &self.work.reads {
+            cost += lat.latency(a, MemRefKind::CheckRead);
+            out.check_reads.push(a);
+        }
+        out.cost += cost + self.work.fixed;
         let allow = match verdict {
             Ok(allow) => allow,
             Err(bits) => {
@@ -1209,6 +1236,34 @@ impl Mmu {
         }
         out.path = AccessPath::Walk;
         self.stats.guest_walks += 1;
+        // The common cold walk of a machine without nested TLB or paging-structure caches
+        // (nothing to fault on or to set, nothing checked) skips the plan; the general path
+        // redoes anything else (nothing was written but `out.refs`).
+        if let (GuestAddr::Virtual(gva), Some(gp)) = (req.addr, gctx.paging)
+            && self.nested_tlb.is_none()
+            && !self.guest_pwc.exists()
+            && !self.nested_pwc.exists()
+            && gctx.memory == GuestMemory::Plain
+            && gctx.nested.kind == NestedKind::Npt
+            && checker.allows_everything()
+        {
+            for (i, fmt) in [gp.format, gctx.nested.format].into_iter().enumerate() {
+                if self.masks_2d[i].0 != fmt {
+                    self.masks_2d[i] = (fmt, X86Masks::new(fmt));
+                }
+            }
+            let [(_, gm), (_, nm)] = &self.masks_2d;
+            let (kind, privilege) = (req.kind, req.privilege);
+            if let Some(f) =
+                fast_walk_2d(host, guest, gctx, gm, nm, gva, kind, privilege, &mut out.refs)
+            {
+                self.fast_2d_done(req, (tag, nroot), &f, lat, out);
+                self.oracle_guest(host, guest, gctx, req, out);
+                self.finish_guest(out);
+                return;
+            }
+            out.refs.clear();
+        }
         let wreq = GuestWalkRequest {
             addr: req.addr,
             access: req.kind,
@@ -1339,6 +1394,40 @@ impl Mmu {
         }
         self.oracle_guest(host, guest, gctx, req, out);
         self.finish_guest(out);
+    }
+
+    /// The rest of a walk [`fast_walk_2d`] made (its references in `out.refs`): what the
+    /// general path does for the same walk with a check stage that allows everything — the
+    /// references priced, the TLB fill and the counters — without a plan.
+    fn fast_2d_done<L: CacheLatency + ?Sized>(
+        &mut self,
+        req: &GuestAccessRequest,
+        (tag, nroot): (TlbTag, Option<Spa>),
+        f: &Fast2d,
+        lat: &mut L,
+        out: &mut GuestAccessOutcome,
+    ) {
+        self.work.clear();
+        out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
+        let allow = CheckAllow::WRITE_OK;
+        let fill_size = allow.fill_size.unwrap_or(f.size).min(f.size);
+        let installed = self.tlbs.fill(
+            req.addr.raw(),
+            tag,
+            nroot,
+            req.kind,
+            &TlbFill {
+                frame: Spa::new_truncate(f.spa.raw() & !(fill_size.bytes() - 1)),
+                size: fill_size,
+                perms: f.perms,
+                nested_perms: f.nested_perms,
+                global: f.global,
+                dirty: f.dirty,
+                cache: allow.cache,
+            },
+        );
+        self.stats.walks[f.size] += 1;
+        out.result = GuestAccessResult::Translated { spa: f.spa, size: installed };
     }
 
     fn finish_guest(&mut self, out: &GuestAccessOutcome) {
@@ -2096,5 +2185,183 @@ mod tests {
         let real = mmu.access(&mut t, &mut NoCheck, &mut lat, &req);
         assert_eq!(real.result, f1.result);
         assert_eq!(real.refs, f1.refs);
+    }
+
+    /// A guest machine for the 2-D agreement test: `seed` picks the mappings and then
+    /// disturbs the guest and NPT entries (A or D cleared, P cleared, R/W, U/S or XD flipped,
+    /// a reserved bit set), so that walks take every path: the fast 2-D walk, guest #PF,
+    /// #NPF, A/D updates in both stages.
+    fn guest_machine(
+        cfg: &MmuConfig,
+        seed: u64,
+    ) -> (PhysMemTables, PhysMemTables<Gpa>, GuestContext, Mmu, Vec<u64>) {
+        use crate::nested::{GuestMemory, GuestPaging, NestedContext, NestedKind};
+        use crate::page_table::{GuestPageTable, NptTable};
+        let mut rng = Rng::new(seed);
+        // MAXPHYADDR 48: bits 51:48 are reserved.
+        let fmt = PteFormat { phys_bits: 48, cbit: crate::pte::CbitPos(None) };
+        let (hlo, glo) = (0x100_0000u64, 0x10_0000u64);
+        let mut host = PhysMemTables::new();
+        let mut hframes: LinearFrames = LinearFrames::new(Spa::new(hlo), Spa::new(0x200_0000));
+        let nflags = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER | PteFlags::ACCESSED;
+        let mut npt =
+            NptTable::new(&mut host, &mut hframes, Paging::FourLevel, fmt, nflags).unwrap();
+        let mut gt = PhysMemTables::new();
+        let mut gframes: LinearFrames<Gpa> = LinearFrames::new(Gpa::new(glo), Gpa::new(0x40_0000));
+        let gflags = PteFlags::KERNEL_TABLE | PteFlags::USER;
+        let mut gpt =
+            GuestPageTable::new(&mut gt, &mut gframes, Paging::FourLevel, fmt, gflags).unwrap();
+        let ad = PteFlags::ACCESSED | PteFlags::DIRTY;
+        let mut gvas = Vec::new();
+        for i in 0..24u64 {
+            let size = if i % 8 == 7 { PageSize::M2 } else { PageSize::K4 };
+            let gva = 0x7f00_0000_0000 + i * (4 << 20);
+            let gpa = (1 << 30) + i * (2 << 20);
+            let mut flags = PteFlags::PRESENT | PteFlags::WRITABLE | ad;
+            if rng.below(4) == 0 {
+                flags |= PteFlags::USER;
+            }
+            if rng.below(6) == 0 {
+                flags |= PteFlags::GLOBAL;
+            }
+            let leaf = LeafAttrs::new(flags);
+            // Two 4K guest pages, or one 2M.
+            for off in if size == PageSize::K4 { &[0, 0x1000][..] } else { &[0][..] } {
+                let (v, g) = (Gva::new(gva + off), Gpa::new(gpa + off));
+                gpt.map(&mut gt, &mut gframes, v, g, size, leaf).unwrap().ignore(); // fresh
+            }
+            // The nested leaves: a 2M one or two 4K ones (one GPA range in eight unmapped).
+            if rng.below(8) != 0 {
+                let nleaf = LeafAttrs::new(flags | PteFlags::USER);
+                let nsize = if rng.below(3) == 0 { PageSize::M2 } else { PageSize::K4 };
+                for off in if nsize == PageSize::K4 { &[0, 0x1000][..] } else { &[0][..] } {
+                    let (g, h) = (Gpa::new(gpa + off), Spa::new(gpa + off + (4 << 30)));
+                    npt.map(&mut host, &mut hframes, g, h, nsize, nleaf).unwrap().ignore(); // fresh
+                }
+            }
+            gvas.extend([gva + 8, gva + 0x1000 + 16]);
+        }
+        gvas.push(0x7f80_0000_0000); // nothing mapped
+        let nleaf = LeafAttrs::new(PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER | ad);
+        for i in 0..gframes.allocated() {
+            let g = glo + i * 4096;
+            npt.map(
+                &mut host,
+                &mut hframes,
+                Gpa::new(g),
+                Spa::new(g + (4 << 30)),
+                PageSize::K4,
+                nleaf,
+            )
+            .unwrap()
+            .ignore(); // fresh
+        }
+        // Disturb present entries (table pages were handed out linearly from `hlo`/`glo`).
+        let disturb = |rng: &mut Rng, e: u64| match rng.below(100) {
+            0..=5 => e & !PteFlags::ACCESSED.bits(),
+            6..=9 => e & !PteFlags::DIRTY.bits(),
+            10 => e & !PteFlags::PRESENT.bits(),
+            11 => e ^ PteFlags::WRITABLE.bits(),
+            12 => e ^ PteFlags::USER.bits(),
+            13 => e ^ PteFlags::NO_EXECUTE.bits(),
+            14 => e | 1 << 50,
+            _ => e,
+        };
+        for a in (hlo..hlo + hframes.allocated() * 4096).step_by(8) {
+            let e = host.read(Spa::new(a));
+            if e != 0 {
+                let d = disturb(&mut rng, e);
+                host.write(Spa::new(a), d);
+            }
+        }
+        for a in (glo..glo + gframes.allocated() * 4096).step_by(8) {
+            let e = gt.read(Gpa::new(a));
+            if e != 0 {
+                let d = disturb(&mut rng, e);
+                gt.write(Gpa::new(a), d);
+            }
+        }
+        let ctx = GuestContext {
+            tag: TlbTag { asid: 1, pcid: 0 },
+            paging: Some(GuestPaging {
+                root: gpt.root(),
+                paging: Paging::FourLevel,
+                format: fmt,
+                controls: PagingControls::default(),
+            }),
+            nested: NestedContext {
+                kind: NestedKind::Npt,
+                root: npt.root(),
+                paging: Paging::FourLevel,
+                format: fmt,
+            },
+            memory: GuestMemory::Plain,
+        };
+        let cr3 = Cr3 { root: npt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+        (host, gt, ctx, Mmu::new(0, cfg, cr3).unwrap(), gvas)
+    }
+
+    /// The fast 2-D walk (a check stage that allows everything, no nested TLB or PWC) gives
+    /// what the general path gives: outcomes, counters, TLB state and A/D writes, over
+    /// random tables with faults and A/D updates in both stages.
+    #[test]
+    fn fast_2d_walk_agrees_with_the_general_path() {
+        struct AllowByCheck;
+        impl TranslationCheck for AllowByCheck {
+            fn check(&mut self, _req: &CheckRequest, _work: &mut CheckWork) -> CheckVerdict {
+                CheckVerdict::Allow(CheckAllow::WRITE_OK)
+            }
+        }
+        let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
+        // Translated walks without and with A/D writes, faulted walks.
+        let (mut clean, mut ad, mut faulted) = (0, 0, 0);
+        for seed in 0..40 {
+            let cfg = MmuConfig::default();
+            let (mut h1, mut g1, ctx, mut m1, gvas) = guest_machine(&cfg, seed);
+            let (mut h2, mut g2, _, mut m2, _) = guest_machine(&cfg, seed);
+            let mut rng = Rng::new(seed ^ 0x2d);
+            for round in 0..300 {
+                let gva = gvas[usize::try_from(rng.below(gvas.len() as u64)).unwrap()];
+                let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch]
+                    [usize::try_from(rng.below(3)).unwrap()];
+                let privilege =
+                    if rng.below(3) == 0 { Privilege::User } else { Privilege::Supervisor };
+                let req = GuestAccessRequest {
+                    addr: GuestAddr::Virtual(Gva::new(gva)),
+                    kind,
+                    privilege,
+                    ctx: Context::Guest { vm: 1, vcpu: 0, level: sim_core::PrivLevel::Vmpl(0) },
+                };
+                let a = m1.guest_access(&mut h1, &mut g1, &ctx, &mut NoCheck, &mut lat, &req);
+                let b = m2.guest_access(&mut h2, &mut g2, &ctx, &mut AllowByCheck, &mut lat, &req);
+                assert_eq!(a, b, "seed {seed} round {round} {req:?}");
+                if a.path == AccessPath::Walk {
+                    match a.result {
+                        GuestAccessResult::Translated { .. }
+                            if a.refs.iter().any(|r| r.kind == RefKind::AdWrite) =>
+                        {
+                            ad += 1;
+                        }
+                        GuestAccessResult::Translated { .. } => clean += 1,
+                        GuestAccessResult::Fault(_) | GuestAccessResult::NonCanonical { .. } => {
+                            faulted += 1;
+                        }
+                    }
+                }
+                if rng.below(4) == 0 {
+                    m1.tlb_mut().flush(FlushScope::All);
+                    m2.tlb_mut().flush(FlushScope::All);
+                }
+            }
+            assert_eq!(m1.stats(), m2.stats(), "seed {seed}");
+            assert_eq!(m1.tlb().stats(), m2.tlb().stats(), "seed {seed}");
+            for a in (0x100_0000..0x110_0000u64).step_by(8) {
+                assert_eq!(h1.read(Spa::new(a)), h2.read(Spa::new(a)), "seed {seed} {a:#x}");
+            }
+            for a in (0x10_0000..0x20_0000u64).step_by(8) {
+                assert_eq!(g1.read(Gpa::new(a)), g2.read(Gpa::new(a)), "seed {seed} {a:#x}");
+            }
+        }
+        assert!(clean > 1000 && ad > 100 && faulted > 100, "{clean} / {ad} / {faulted}");
     }
 }

@@ -32,12 +32,12 @@ use crate::gpa::GpaWidth;
 use crate::inline::InlineVec;
 use crate::level::{Level, Paging};
 use crate::npt::NptEntry;
-use crate::pte::{PteFormat, X86Pte};
+use crate::pte::{PteFlags, PteFormat, X86Pte};
 use crate::tables::PhysMemTables;
 use crate::tlb::TlbTag;
 use crate::walk::{
     AccessKind, Core, CoreEnd, CoreStep, PageFault, PagingControls, PfErrorCode, Privilege,
-    RefKind, Stage, WalkRef, WalkStart, base_code, core_walk_into, permits,
+    RefKind, Stage, WalkRef, WalkStart, X86Masks, base_code, core_walk_into, permits,
 };
 use sim_core::{Agent, Gpa, Gva, PageSize, Spa};
 
@@ -408,6 +408,217 @@ fn nested_translate_into<C: Caches2d>(
             }
         }
     };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The common 2-D walk, without a plan.
+
+/// What [`fast_walk_2d`] found: the translation of a 2-D walk that had nothing to fault on
+/// and no A/D bit to set (what [`plan_2d_into`] gives for it as
+/// [`GuestTranslation::Translated`], `private` being `None`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fast2d {
+    pub spa: Spa,
+    pub size: PageSize,
+    pub perms: Perms,
+    pub nested_perms: Perms,
+    pub global: bool,
+    pub dirty: bool,
+}
+
+/// The entries above the page table that the last NPT translation of one [`fast_walk_2d`]
+/// read, for the next one under the same 2 MiB of GPA space: within one walk nothing is
+/// written, so reading them again would give the same values at the same addresses (the
+/// guest's table pages usually share them).
+#[derive(Clone, Copy, Debug, Default)]
+struct UpperPath {
+    /// `gpa >> 21` of the translation that read them, `u64::MAX` for none.
+    prefix: u64,
+    /// How many entries (root first), and their addresses.
+    n: usize,
+    addrs: [Spa; 4],
+    /// The AND and the OR of those entries.
+    and: u64,
+    or: u64,
+    /// The page table the last of them points at.
+    table: u64,
+}
+
+/// One NPT translation of [`fast_walk_2d`]: `gpa` through `n`'s table for an access of
+/// `access`, each entry read listed in `refs` as a nested read. `Some((spa, size, rights,
+/// D))` when every entry is present and well formed (masks `nm`, of `n.format`), already has
+/// A (and the leaf D for a write), and the rights allow the access: what
+/// `nested_translate_into` gives for it with no cache; `None` otherwise. `up`: the upper
+/// path of the walk's previous NPT translation, reused if `gpa` shares it, else replaced.
+#[inline(always)]
+fn fast_npt(
+    host: &PhysMemTables<Spa>,
+    n: &NestedContext,
+    nm: &X86Masks,
+    gpa: u64,
+    access: AccessKind,
+    refs: &mut NestedRefs,
+    up: &mut UpperPath,
+) -> Option<(Spa, PageSize, Perms, bool)> {
+    const P: u64 = PteFlags::PRESENT.bits();
+    const HUGE: u64 = PteFlags::HUGE.bits();
+    if gpa >> n.paging.va_bits() != 0 {
+        return None;
+    }
+    let top = n.paging.top().idx();
+    let mut table = n.root.raw();
+    let mut idx = top;
+    let (mut and_all, mut or_all) = (u64::MAX, 0);
+    let fresh = up.prefix != gpa >> 21;
+    if !fresh {
+        for (k, &addr) in up.addrs[..up.n].iter().enumerate() {
+            let level = *Level::ALL.get(top + k)?;
+            refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Nested });
+        }
+        (and_all, or_all, table, idx) = (up.and, up.or, up.table, 4);
+    } else {
+        up.prefix = u64::MAX;
+    }
+    let (leaf_idx, leaf) = loop {
+        let rsvd = nm.rsvd.get(idx)?;
+        let addr = Spa::new_truncate(table + 8 * ((gpa >> (48 - 9 * idx)) & 0x1ff));
+        let raw = host.read(addr);
+        let huge = raw & HUGE != 0;
+        if raw & P == 0 || raw & rsvd[usize::from(huge)] != 0 {
+            return None;
+        }
+        let level = *Level::ALL.get(idx)?;
+        refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Nested });
+        if huge || idx == 4 {
+            if fresh && idx == 4 {
+                // Every entry above the page table: remember them.
+                (up.prefix, up.n, up.and, up.or, up.table) =
+                    (gpa >> 21, 4 - top, and_all, or_all, table);
+            }
+            break (idx, raw);
+        }
+        if fresh {
+            *up.addrs.get_mut(idx - top)? = addr;
+        }
+        and_all &= raw;
+        or_all |= raw;
+        table = raw & nm.addr;
+        idx += 1;
+    };
+    and_all &= leaf;
+    or_all |= leaf;
+    let size = fast_leaf_size(leaf_idx);
+    let perms = Perms {
+        readable: true,
+        writable: and_all & PteFlags::WRITABLE.bits() != 0,
+        user: and_all & PteFlags::USER.bits() != 0,
+        executable: or_all & PteFlags::NO_EXECUTE.bits() == 0,
+    };
+    let write = access == AccessKind::Write;
+    if !nested_permits(NestedKind::Npt, perms, access)
+        || and_all & PteFlags::ACCESSED.bits() == 0
+        || (write && leaf & PteFlags::DIRTY.bits() == 0)
+    {
+        return None;
+    }
+    let spa = Spa::new_truncate(leaf & nm.addr & !(size.bytes() - 1) | (gpa & (size.bytes() - 1)));
+    Some((spa, size, perms, leaf & PteFlags::DIRTY.bits() != 0))
+}
+
+/// The size of a leaf at level index `idx` (2: PDPT, 3: PD, else PT).
+#[inline(always)]
+fn fast_leaf_size(idx: usize) -> PageSize {
+    match idx {
+        2 => PageSize::G1,
+        3 => PageSize::M2,
+        _ => PageSize::K4,
+    }
+}
+
+/// The common 2-D walk of `gva` for a guest with paging over NPT, plain memory and no nested
+/// TLB or paging-structure cache (the caller checks those): every guest and nested entry
+/// present and well formed (guest masks `gm` of the guest's format, nested `nm` of the NPT's),
+/// already carrying A (and for a write the leaves' D), and the access allowed by both stages.
+/// Lists the walk's references in `refs` (in [`Plan2d::push_refs`]'s order) and returns what
+/// [`plan_2d_into`] gives for the same walk; `None` (with `refs` partly written) when the walk
+/// needs the plan. Nothing is written to the tables.
+#[allow(clippy::too_many_arguments)] // the walk request, spelled out
+#[inline(always)]
+pub(crate) fn fast_walk_2d(
+    host: &PhysMemTables<Spa>,
+    guest: &PhysMemTables<Gpa>,
+    ctx: &GuestContext,
+    gm: &X86Masks,
+    nm: &X86Masks,
+    gva: Gva,
+    access: AccessKind,
+    privilege: Privilege,
+    refs: &mut NestedRefs,
+) -> Option<Fast2d> {
+    const P: u64 = PteFlags::PRESENT.bits();
+    const HUGE: u64 = PteFlags::HUGE.bits();
+    let gp = ctx.paging?;
+    if !gva.in_range(gp.paging) {
+        return None;
+    }
+    let gva = gva.raw();
+    // The guest's own walk (its tables are stored by GPA).
+    let (mut addrs, mut n) = ([0u64; 5], 0);
+    let first = gp.paging.top().idx();
+    let mut table = gp.root.raw();
+    let mut idx = first;
+    let (mut and_all, mut or_all) = (u64::MAX, 0);
+    let (leaf_idx, leaf) = loop {
+        let rsvd = gm.rsvd.get(idx)?;
+        let addr = Gpa::new_truncate(table + 8 * ((gva >> (48 - 9 * idx)) & 0x1ff));
+        let raw = guest.read(addr);
+        let huge = raw & HUGE != 0;
+        if raw & P == 0 || raw & rsvd[usize::from(huge)] != 0 {
+            return None;
+        }
+        *addrs.get_mut(n)? = addr.raw();
+        n += 1;
+        and_all &= raw;
+        or_all |= raw;
+        if huge || idx == 4 {
+            break (idx, raw);
+        }
+        table = raw & gm.addr;
+        idx += 1;
+    };
+    let perms = Perms {
+        readable: true,
+        writable: and_all & PteFlags::WRITABLE.bits() != 0,
+        user: and_all & PteFlags::USER.bits() != 0,
+        executable: or_all & PteFlags::NO_EXECUTE.bits() == 0,
+    };
+    if !permits(perms, access, privilege, gp.controls)
+        || and_all & PteFlags::ACCESSED.bits() == 0
+        || (access == AccessKind::Write && leaf & PteFlags::DIRTY.bits() == 0)
+    {
+        return None;
+    }
+    // Each guest entry: its nested translation (a read under NPT), then its read.
+    let mut up = UpperPath { prefix: u64::MAX, ..UpperPath::default() };
+    for (i, &egpa) in addrs[..n].iter().enumerate() {
+        let (spa, _, _, _) =
+            fast_npt(host, &ctx.nested, nm, egpa, AccessKind::Read, refs, &mut up)?;
+        let level = *Level::ALL.get(first + i)?;
+        refs.push(WalkRef { addr: spa, level, kind: RefKind::Read, stage: Stage::Guest });
+    }
+    let gsize = fast_leaf_size(leaf_idx);
+    let gpa =
+        Gpa::new_truncate(leaf & gm.addr & !(gsize.bytes() - 1) | (gva & (gsize.bytes() - 1)));
+    let (spa, nsize, nested_perms, ndirty) =
+        fast_npt(host, &ctx.nested, nm, gpa.raw(), access, refs, &mut up)?;
+    Some(Fast2d {
+        spa,
+        size: gsize.min(nsize),
+        perms,
+        nested_perms,
+        global: leaf & PteFlags::GLOBAL.bits() != 0,
+        dirty: leaf & PteFlags::DIRTY.bits() != 0 && ndirty,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -503,6 +503,37 @@ impl Array {
         self.entries[slot] = e;
     }
 
+    /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
+    /// (searched for only if the filters allow one and `search()`), else the first invalid
+    /// way, else the policy's victim.
+    #[inline(always)]
+    fn fill_way(
+        &mut self,
+        set: usize,
+        want: u64,
+        size: PageSize,
+        search: impl FnOnce() -> bool,
+        same: impl Fn(&Entry) -> bool,
+    ) -> usize {
+        let base = set * self.ways;
+        let keys = &self.keys[base..base + self.ways];
+        if self.may_hold(want, size)
+            && search()
+            && let Some(w) = keys
+                .iter()
+                .enumerate()
+                .position(|(w, &k)| k == want && same(&self.entries[base + w]))
+        {
+            return w;
+        }
+        if (self.used[set] as usize) < self.ways
+            && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
+        {
+            return w;
+        }
+        self.repl.victim(set)
+    }
+
     /// Whether a valid entry may have key `key`, of size `size` (`false`: certainly none).
     #[inline]
     fn may_hold(&self, key: u64, size: PageSize) -> bool {
@@ -669,15 +700,21 @@ impl Tlb {
     #[inline]
     fn find(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
         // Most searches miss and the presence filters prove it: skip the scan's setup.
-        let maybe = |a: &Array| {
-            PageSize::ALL
-                .into_iter()
-                .any(|s| a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s))
-        };
-        if !self.arrays.iter().any(maybe) {
+        if self.proven_absent(va) {
             return None;
         }
         self.find_scan(va, tag, nroot)
+    }
+
+    /// Whether the per-size counts and presence filters prove that no entry (of any tag)
+    /// translates `va` (`false`: a search must tell).
+    #[inline(always)]
+    fn proven_absent(&self, va: u64) -> bool {
+        self.arrays.iter().all(|a| {
+            PageSize::ALL
+                .into_iter()
+                .all(|s| !a.holds[s.index()] || !a.may_hold(key_of(va >> s.shift(), s), s))
+        })
     }
 
     /// [`Tlb::find`] past the filters.
@@ -749,10 +786,10 @@ impl Tlb {
         usize::try_from((va >> 12) & (MEMO_SLOTS as u64 - 1)).expect("6-bit index")
     }
 
-    /// The search behind a memo miss: a full search, remembered.
+    /// The search behind a memo miss the filters did not settle: a full search, remembered.
     #[inline(never)]
     fn find_memo_slow(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbHit> {
-        let slot = self.find(va, tag, nroot);
+        let slot = self.find_scan(va, tag, nroot);
         let generation = self.generation;
         let m = &mut self.memo[Self::memo_index(va)];
         (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
@@ -835,6 +872,11 @@ impl Tlb {
             && m.nroot == nroot
         {
             m.hit
+        } else if self.proven_absent(va) {
+            // The common miss (every walk): settled by the filters, not remembered — a fill
+            // follows, which changes the generation, and its own search for an entry to
+            // replace asks the same filters.
+            None
         } else {
             self.find_memo_slow(va, tag, nroot)
         };
@@ -911,6 +953,7 @@ impl Tlb {
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
     /// installed (the same fill; the victim is not copied out).
+    #[inline]
     pub(crate) fn fill_in_size(
         &mut self,
         va: u64,
@@ -941,51 +984,59 @@ impl Tlb {
         };
         // If the memo says a search for this page found nothing since the last change, no
         // entry of the same page and tag exists: skip the search for one to replace.
-        let m = &self.memo[Self::memo_index(va)];
-        let none_same = m.generation == self.generation
-            && m.page == va >> 12
-            && m.tag == tag
-            && m.nroot == nroot
-            && m.hit.is_none();
-        // Candidate (array, set) pairs: every array holding the size.
-        let mut chosen: Option<(usize, usize)> = None; // (array, way)
-        let mut best_invalid: Option<(usize, usize)> = None;
-        let mut best_victim: Option<(usize, usize, u64)> = None;
-        for (ai, a) in self.arrays.iter_mut().enumerate() {
-            if !a.holds[size.index()] {
-                continue;
-            }
-            let set = a.set_of(va, size);
-            let base = set * a.ways;
-            let keys = &a.keys[base..base + a.ways];
-            if !none_same
-                && a.may_hold(want, size)
-                && let Some(w) = keys
-                    .iter()
-                    .enumerate()
-                    .position(|(w, &k)| k == want && same(&a.entries[base + w]))
-            {
-                chosen = Some((ai, w));
-                break;
-            }
-            if best_invalid.is_none()
-                && (a.used[set] as usize) < a.ways
-                && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
-            {
-                best_invalid = Some((ai, w));
-            }
-            if best_invalid.is_none() {
-                let w = a.repl.victim(set);
-                let age = a.repl.stamp(set, w);
-                if best_victim.is_none_or(|(_, _, b)| age < b) {
-                    best_victim = Some((ai, w, age));
+        // (Asked only when the filters cannot tell.)
+        let none_same = || {
+            let m = &self.memo[Self::memo_index(va)];
+            m.generation == self.generation
+                && m.page == va >> 12
+                && m.tag == tag
+                && m.nroot == nroot
+                && m.hit.is_none()
+        };
+        let (ai, w) = if let [a] = &mut self.arrays[..] {
+            // One array (most TLBs): it holds every installed size (validated).
+            (0, a.fill_way(a.set_of(va, size), want, size, || !none_same(), same))
+        } else {
+            // Candidate (array, set) pairs: every array holding the size.
+            let mut chosen: Option<(usize, usize)> = None; // (array, way)
+            let mut best_invalid: Option<(usize, usize)> = None;
+            let mut best_victim: Option<(usize, usize, u64)> = None;
+            for (ai, a) in self.arrays.iter_mut().enumerate() {
+                if !a.holds[size.index()] {
+                    continue;
+                }
+                let set = a.set_of(va, size);
+                let base = set * a.ways;
+                let keys = &a.keys[base..base + a.ways];
+                if a.may_hold(want, size)
+                    && !none_same()
+                    && let Some(w) = keys
+                        .iter()
+                        .enumerate()
+                        .position(|(w, &k)| k == want && same(&a.entries[base + w]))
+                {
+                    chosen = Some((ai, w));
+                    break;
+                }
+                if best_invalid.is_none()
+                    && (a.used[set] as usize) < a.ways
+                    && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
+                {
+                    best_invalid = Some((ai, w));
+                }
+                if best_invalid.is_none() {
+                    let w = a.repl.victim(set);
+                    let age = a.repl.stamp(set, w);
+                    if best_victim.is_none_or(|(_, _, b)| age < b) {
+                        best_victim = Some((ai, w, age));
+                    }
                 }
             }
-        }
-        let (ai, w) = chosen
-            .or(best_invalid)
-            .or(best_victim.map(|(a, w, _)| (a, w)))
-            .expect("validated: some array holds every installed size");
+            chosen
+                .or(best_invalid)
+                .or(best_victim.map(|(a, w, _)| (a, w)))
+                .expect("validated: some array holds every installed size")
+        };
         let a = &mut self.arrays[ai];
         let set = a.set_of(va, size);
         let slot = set * a.ways + w;

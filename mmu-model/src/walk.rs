@@ -417,6 +417,18 @@ pub(crate) struct FastWalk {
 }
 
 impl FastWalk {
+    /// An empty buffer.
+    pub const EMPTY: FastWalk = FastWalk {
+        first: Level::Pml4,
+        n: 0,
+        addrs: [Spa::ZERO; 5],
+        entries: [0; 5],
+        pa: Spa::ZERO,
+        size: PageSize::K4,
+        perms: Perms::ALL,
+        start_perms: Perms::ALL,
+    };
+
     /// The level of entry `i`.
     #[inline]
     pub fn level(&self, i: usize) -> Level {
@@ -434,8 +446,8 @@ impl FastWalk {
 /// address bits, and per level (root first) the reserved bits of an entry without and with PS.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct X86Masks {
-    addr: u64,
-    rsvd: [[u64; 2]; 5],
+    pub addr: u64,
+    pub rsvd: [[u64; 2]; 5],
 }
 
 impl X86Masks {
@@ -453,73 +465,99 @@ impl X86Masks {
     }
 }
 
-/// The common x86 walk of `va` from `start`, without the general path's plan: `None` when
-/// the walk needs it — an entry not present or malformed, an access the rights refuse, or an
-/// A/D bit to set. A `Some` is what [`plan_into`] gives for the same walk (a translation with
-/// no A/D write planned), so the caller may use it in place of a plan. Nothing is written.
-/// `masks` are those of the tables' format `fmt`.
+/// The common x86 walk of `va` from `start`, without the general path's plan, into `w`
+/// (overwritten; a reusable buffer): `false` when the walk needs the plan — an entry not
+/// present or malformed, an access the rights refuse, or an A/D bit to set. On `true`, `w`
+/// is what [`plan_into`] gives for the same walk (a translation with no A/D write planned),
+/// so the caller may use it in place of a plan. Nothing is written to the tables. `masks` are
+/// those of the tables' format; `write`: the access is a write; `allowed`: bit
+/// [`perms_index`] of the combined rights set iff [`permits`] lets the access through them.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the walk request, spelled out
 pub(crate) fn fast_walk_x86(
+    w: &mut FastWalk,
     tables: &PhysMemTables<Spa>,
     start: WalkStart<Spa>,
-    fmt: PteFormat,
     masks: &X86Masks,
     va: u64,
-    access: AccessKind,
-    privilege: Privilege,
-    controls: PagingControls,
-) -> Option<FastWalk> {
+    write: bool,
+    allowed: u16,
+) -> bool {
     const P: u64 = PteFlags::PRESENT.bits();
     const HUGE: u64 = PteFlags::HUGE.bits();
-    let mut w = FastWalk {
-        first: start.level,
-        n: 0,
-        addrs: [Spa::ZERO; 5],
-        entries: [0; 5],
-        pa: Spa::ZERO,
-        size: PageSize::K4,
-        perms: start.perms,
-        start_perms: start.perms,
-    };
-    let (mut table, mut level) = (start.table.raw(), start.level);
+    let first = start.level.idx();
+    let mut table = start.table.raw();
     // The AND of the entries (R/W, U/S and A over every level) and their OR (XD).
     let (mut and_all, mut or_all) = (u64::MAX, 0);
-    loop {
-        let addr = Spa::new_truncate(table + 8 * ((va >> level.shift()) & 0x1ff));
+    let mut n = 0;
+    // Level index (root first): shift 48 − 9 × idx.
+    let mut idx = first;
+    let leaf_idx = loop {
+        let Some(rsvd) = masks.rsvd.get(idx) else { return false };
+        let addr = Spa::new_truncate(table + 8 * ((va >> (48 - 9 * idx)) & 0x1ff));
         let raw = tables.read(addr);
         let huge = raw & HUGE != 0;
-        if raw & P == 0 || raw & masks.rsvd[level.idx()][usize::from(huge)] != 0 {
-            return None;
+        if raw & P == 0 || raw & rsvd[usize::from(huge)] != 0 {
+            return false;
         }
-        *w.addrs.get_mut(w.n)? = addr;
-        w.entries[w.n] = raw;
-        w.n += 1;
+        let (Some(a), Some(e)) = (w.addrs.get_mut(n), w.entries.get_mut(n)) else { return false };
+        (*a, *e) = (addr, raw);
+        n += 1;
         and_all &= raw;
         or_all |= raw;
         // PS is reserved (malformed, returned above) at PML4 and PML5.
-        if huge || level == Level::Pt {
-            w.size = level.leaf_size()?;
-            break;
+        if huge || idx == 4 {
+            break idx;
         }
         table = raw & masks.addr;
-        level = level.next_lower()?;
-    }
-    w.perms = start.perms.and(Perms {
+        idx += 1;
+    };
+    let size = match leaf_idx {
+        2 => PageSize::G1,
+        3 => PageSize::M2,
+        _ => PageSize::K4,
+    };
+    let perms = start.perms.and(Perms {
         readable: true,
         writable: and_all & PteFlags::WRITABLE.bits() != 0,
         user: and_all & PteFlags::USER.bits() != 0,
         executable: or_all & PteFlags::NO_EXECUTE.bits() == 0,
     });
-    let leaf = w.leaf();
-    let needs_ad = and_all & PteFlags::ACCESSED.bits() == 0
-        || (access == AccessKind::Write && !leaf.flags().contains(PteFlags::DIRTY));
-    if needs_ad || !permits(w.perms, access, privilege, controls) {
-        return None;
+    let leaf = w.entries[n - 1];
+    let needs_ad =
+        and_all & PteFlags::ACCESSED.bits() == 0 || (write && leaf & PteFlags::DIRTY.bits() == 0);
+    if needs_ad || allowed >> perms_index(perms) & 1 == 0 {
+        return false;
     }
-    let frame: Spa = leaf.frame(w.size, fmt);
-    w.pa = Spa::new_truncate(frame.raw() | (va & (w.size.bytes() - 1)));
-    Some(w)
+    w.first = start.level;
+    w.n = n;
+    w.size = size;
+    w.perms = perms;
+    w.start_perms = start.perms;
+    w.pa = Spa::new_truncate(leaf & masks.addr & !(size.bytes() - 1) | (va & (size.bytes() - 1)));
+    true
+}
+
+/// The index of `p` in a table of [`permits`] answers (R, W, U, X: bits 0–3).
+#[inline(always)]
+pub(crate) fn perms_index(p: Perms) -> u32 {
+    u32::from(p.readable)
+        | u32::from(p.writable) << 1
+        | u32::from(p.user) << 2
+        | u32::from(p.executable) << 3
+}
+
+/// For an access of `kind` and `privilege` under `controls`: bit [`perms_index`] of each
+/// rights combination set iff [`permits`] allows the access (the fast walk's test).
+pub(crate) fn permits_table(
+    kind: AccessKind,
+    privilege: Privilege,
+    controls: PagingControls,
+) -> u16 {
+    (0..16u32).fold(0, |t, s| {
+        let bit = |b: u32| s >> b & 1 == 1;
+        let perms = Perms { readable: bit(0), writable: bit(1), user: bit(2), executable: bit(3) };
+        if permits(perms, kind, privilege, controls) { t | 1 << s } else { t }
+    })
 }
 
 /// The x86 walk computed without side effects.
