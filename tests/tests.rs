@@ -44,7 +44,7 @@ mod scenarios {
     /// DMA writes to private memory (poison, integrity) (docs/conformance-tdx.md). See: #7, #8
     #[test]
     fn iommu_and_tdx_scenarios_pass() {
-        for (dir, at_least) in [("iommu", 56), ("tdx", 366)] {
+        for (dir, at_least) in [("iommu", 56), ("tdx", 371)] {
             let n = all_pass(&[dir]);
             assert!(n >= at_least, "{dir}: only {n} expectations ran");
         }
