@@ -461,6 +461,7 @@ impl Machine {
                 if self.tdx.poisoned.contains(&line) || self.tdx.foreign.contains(&line) {
                     // A #MC VM exit: the module marks the TD fatal (spec/tdx.md §1.6).
                     self.tdx.host_side.machine_checks += 1;
+                    self.tdx.module.mark_fatal(tdr);
                     (FaultKind::Mc, 0)
                 } else {
                     let walk = self.tdx_refs(cpu, &t.refs);

@@ -1050,6 +1050,12 @@ impl TdxModule {
     // Inspection
     // ---------------------------------------------------------------------------------------
 
+    /// Mark TD `tdr` fatal, as the module does on a machine check in the TD (spec/tdx.md
+    /// §1.6): from then on its SEAMCALLs return `TDX_TD_FATAL`. `false` for an unknown TD.
+    pub fn mark_fatal(&mut self, tdr: u64) -> bool {
+        self.tds.get_mut(&tdr).map(|td| td.fatal = true).is_some()
+    }
+
     /// A TD's key state.
     pub fn td(&self, tdr: u64) -> Option<TdView> {
         self.tds.get(&tdr).map(TdState::view)
