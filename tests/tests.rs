@@ -36,6 +36,16 @@ mod scenarios {
         n
     }
 
+    /// Every expectation of the memory-attribute and VSM scenarios holds: a 2M stage-2 mapping
+    /// becomes 4K when one page's VTL protections change, re-promotion on and off, a VTL0 write
+    /// to a page VTL1 made read-only exits with the NPF code, the designs' zaps and memslot
+    /// updates, SNP VMPL masks set by RMPADJUST and RMPADJUST's VMPL rule. See: #9
+    #[test]
+    fn attrs_scenarios_pass() {
+        let n = all_pass(&["attrs"]);
+        assert!(n >= 80, "only {n} expectations ran");
+    }
+
     /// Every expectation of the IOMMU and TDX scenarios holds: IOTLB hit/miss and I/O walk
     /// references, invalidation effects, AMD-Vi events and VT-d fault reasons
     /// (docs/conformance-iommu.md); spec/tdx.md §6 V1, V2, V7, V8, V9 and their variants with the
