@@ -1224,7 +1224,8 @@ impl Machine {
                 let info = VmInfo { kind: *kind, asid: *asid, memory: *memory };
                 // The same VM declared again (a header `vm` line and the trace's own
                 // `vm-create`) keeps its tables; another kind or ASID starts afresh.
-                if self.vms.get(vm) != Some(&info) {
+                // (`memory=` may differ: it only bounds VSM protections.)
+                if self.vms.get(vm).map(|i| (i.kind, i.asid)) != Some((info.kind, info.asid)) {
                     self.drop_vm_tables(*vm);
                 }
                 self.vms.insert(*vm, info);
