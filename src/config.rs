@@ -120,6 +120,8 @@ pub struct MachineConfig {
     pub iommu: mmu_model::IommuConfig,
     /// `[tdx]`: the TDX module (TDX hosts).
     pub tdx: tdx_model::TdxConfig,
+    /// `[vsm]`: Hyper-V VSM guests' per-VTL protections and their update design.
+    pub vsm: crate::vsm::VsmConfig,
 }
 
 /// A named preset: a CPU's hardware blocks (TLB hierarchy and caches, each from its own crate's
@@ -310,6 +312,7 @@ impl ConfigBuilder {
         cfg.cache.validate()?;
         cfg.iommu.validate()?;
         cfg.tdx.validate()?;
+        cfg.vsm.validate()?;
         Ok(cfg)
     }
 }
@@ -337,6 +340,9 @@ pub fn all_field_docs() -> Vec<(&'static str, &'static FieldDoc)> {
     }
     for d in tdx_model::TdxConfig::field_docs() {
         v.push((tdx_model::TdxConfig::SECTION, d));
+    }
+    for d in crate::vsm::VsmConfig::field_docs() {
+        v.push((crate::vsm::VsmConfig::SECTION, d));
     }
     v
 }

@@ -18,3 +18,4 @@ pub mod plot;
 pub mod report;
 pub mod sweep;
 mod vm;
+pub mod vsm;

@@ -53,6 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use kvm::KvmCounts;
 pub use policy::PolicyCounts;
+pub use vsm::{VsmCounts, VtlCounts};
 
 /// What an event did, for `expect` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +120,8 @@ pub enum MachineError {
 struct VmInfo {
     kind: VmKind,
     asid: u32,
+    /// Guest RAM in bytes (`memory=`; 0 when not given).
+    memory: u64,
 }
 
 /// Page-table pages come from the buddy allocator, like every other host page — or, during
@@ -171,6 +174,7 @@ mod tdx;
 pub use tdx::{HostSideCounts, TdxCounts};
 mod kvm;
 mod kvm_tdx;
+mod vsm;
 pub use kvm_tdx::{FROZEN_SPTE, KvmTdxCounts, Op, SHADOW_NONPRESENT_VALUE, Step};
 mod policy;
 
@@ -376,22 +380,31 @@ fn guest_verdict(v: GuestViolation) -> CheckVerdict {
 /// The RMP's view of a vCPU: its VM's ASID, whether the VM is SNP-active, and its VMPL (a VTL
 /// runs at VMPL0 until the VTL-to-VMPL mapping of the memory-attributes issue exists). `None`
 /// for a TD (no RMP on a TDX host) and for an unknown VM.
-fn rmp_context(vm: Option<&VmInfo>, ctx: Context) -> Option<GuestRmpContext> {
+fn rmp_context(
+    vm: Option<&VmInfo>,
+    ctx: Context,
+    vsm: &crate::vsm::VsmConfig,
+) -> Option<GuestRmpContext> {
     let info = vm?;
     if info.kind == VmKind::Tdx {
         return None;
     }
-    let vmpl = match ctx {
-        Context::Guest { level: PrivLevel::Vmpl(v), .. } => v,
-        Context::Guest { level: PrivLevel::Vtl(_), .. }
-        | Context::HostKernel
-        | Context::HostProcess(_) => 0,
-    };
+    let vmpl = vmpl_of(ctx, vsm);
     Some(GuestRmpContext {
         asid: u16::try_from(info.asid).unwrap_or(u16::MAX),
         snp_active: info.kind == VmKind::Snp,
         vmpl,
     })
+}
+
+/// The VMPL a guest context runs at: its own, or its VTL's by `vsm.vtl_vmpl` (a VTL the map
+/// does not name runs at VMPL 3, the least privileged); host contexts: 0.
+fn vmpl_of(ctx: Context, vsm: &crate::vsm::VsmConfig) -> u8 {
+    match ctx {
+        Context::Guest { level: PrivLevel::Vmpl(v), .. } => v,
+        Context::Guest { level: PrivLevel::Vtl(l), .. } => vsm.vmpl_of(l).unwrap_or(3),
+        Context::HostKernel | Context::HostProcess(_) => 0,
+    }
 }
 
 /// What a guest access's outcome says, once its buffer went back for reuse.
@@ -671,6 +684,8 @@ pub struct Machine {
     device_clocks: BTreeMap<u32, Cycles>,
     /// The TDX module and the TDs of the event stream.
     tdx: tdx::TdxHost,
+    /// VSM guests: per-VTL protections and stage-2 tables ([`vsm`]).
+    vsm: vsm::VsmHost,
     /// An event the machine refuses as bad input (a guest or instruction of the other CPU
     /// vendor); the engine stops the run with it.
     input_error: Option<String>,
@@ -794,6 +809,7 @@ impl Machine {
             captured_2m: BTreeMap::new(),
             iommu: Self::new_iommu(&cfg).map_err(MachineError::Setup)?,
             tdx: tdx::TdxHost::new(cfg.tdx.clone()),
+            vsm: vsm::VsmHost::default(),
             input_error: None,
             device_clocks: BTreeMap::new(),
             cfg,
@@ -813,6 +829,7 @@ impl Machine {
         let kind: VmKind = kind.parse().map_err(|e| format!("{e}"))?;
         self.vendor_allows_vm(vm, kind)?;
         let mut asid = 0u32;
+        let mut memory = 0u64;
         for (k, v) in &s.pairs {
             match k.as_str() {
                 "asid" => {
@@ -821,13 +838,11 @@ impl Machine {
                         .and_then(|a| u32::try_from(a).ok())
                         .ok_or(format!("bad asid {v:?}"))?
                 }
-                "memory" => {
-                    sim_core::config::ByteSize::parse(v)?;
-                }
+                "memory" => memory = sim_core::config::ByteSize::parse(v)?.0,
                 other => return Err(format!("unknown vm key `{other}` (known: asid, memory)")),
             }
         }
-        self.vms.insert(vm, VmInfo { kind, asid });
+        self.vms.insert(vm, VmInfo { kind, asid, memory });
         Ok(())
     }
 
@@ -1125,6 +1140,9 @@ impl Machine {
                 Event::MemAttrs { gpa, bytes, vm, attrs, vtl: 0 },
                 Some(Context::HostKernel | Context::HostProcess(_)),
             ) => self.mem_attrs(cpu, *vm, *gpa, *bytes, attrs.0),
+            (Event::VsmProtect { gpa, vm, vtl, pages, mask }, Some(c)) => {
+                self.vsm_protect(cpu, c, *vm, *gpa, *vtl, *pages, mask.0)
+            }
             (
                 Event::Cpa { op: op @ (CpaOp::Decrypted | CpaOp::Encrypted), addr, pages },
                 Some(c @ Context::Guest { vm, .. }),
@@ -1202,11 +1220,12 @@ impl Machine {
                 }
                 Outcome::default()
             }
-            (Event::VmCreate { kind, vm, asid, .. }, _) => {
-                let info = VmInfo { kind: *kind, asid: *asid };
+            (Event::VmCreate { kind, vm, asid, memory }, _) => {
+                let info = VmInfo { kind: *kind, asid: *asid, memory: *memory };
                 // The same VM declared again (a header `vm` line and the trace's own
                 // `vm-create`) keeps its tables; another kind or ASID starts afresh.
-                if self.vms.get(vm) != Some(&info) {
+                // (`memory=` may differ: it only bounds VSM protections.)
+                if self.vms.get(vm).map(|i| (i.kind, i.asid)) != Some((info.kind, info.asid)) {
                     self.drop_vm_tables(*vm);
                 }
                 self.vms.insert(*vm, info);
@@ -1229,6 +1248,7 @@ impl Machine {
             ) if self.tdx.tdr_of(*vm).is_some() => self.td_leave(*vm, *vcpu),
             (Event::VmDestroy { vm }, _) => {
                 self.kvm_destroy(cpu, *vm);
+                self.vsm_destroy(*vm);
                 self.drop_vm_tables(*vm);
                 self.vms.remove(vm);
                 Outcome::default()
@@ -2051,7 +2071,7 @@ impl Machine {
         addr: Address,
         op: GuestRmpOp,
     ) -> Outcome {
-        let Some(who) = rmp_context(self.vms.get(&vm), ctx) else {
+        let Some(who) = rmp_context(self.vms.get(&vm), ctx, &self.cfg.vsm) else {
             self.not_modelled(&format!("{} in a VM that is not SEV-SNP", op.name()));
             return Outcome::default();
         };
@@ -2623,6 +2643,18 @@ impl Machine {
                 return Outcome::default();
             }
         };
+        // A VTL agent translates through its VTL's stage 2 ([`vsm`]).
+        let vtl = vsm::vtl_of(ctx);
+        if let Some(l) = vtl.filter(|_| !td) {
+            if l > 0 && !physical {
+                self.not_modelled("guest-virtual access at VTL 1 or above");
+                return Outcome::default();
+            }
+            if let Err(e) = self.vsm_ensure(vm, l) {
+                self.not_modelled(&format!("guest access: {}", e.category()));
+                return Outcome::default();
+            }
+        }
         // A TD builds its shared EPT only for a shared GPA (below).
         if !td {
             if let Err(e) = self.vm_tables(vm, !physical) {
@@ -2691,12 +2723,7 @@ impl Machine {
     /// under, TLB_ID/PCPU_ID, and flushes when needed): **UNCONFIRMED** whether hardware tags
     /// entries by VMPL instead of flushing.
     fn switch_vmsa(&mut self, cpu: usize, vm: VmId, ctx: Context) {
-        let vmpl = match ctx {
-            Context::Guest { level: PrivLevel::Vmpl(v), .. } => v,
-            Context::Guest { level: PrivLevel::Vtl(_), .. }
-            | Context::HostKernel
-            | Context::HostProcess(_) => 0,
-        };
+        let vmpl = vmpl_of(ctx, &self.cfg.vsm);
         let prev = self.cpus[cpu].vmsa.replace((vm, vmpl));
         if matches!(prev, Some((pvm, pl)) if pvm == vm && pl != vmpl) {
             let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
@@ -2716,6 +2743,24 @@ impl Machine {
     ) -> Outcome {
         let code = n.info1.bits();
         if let Some(extra) = self.kvm_handle_npf(cpu, vm, n) {
+            let mut out = self.fault(FaultKind::Npf, code, Disposition::Handled, cost + extra);
+            out.retry = true;
+            return out;
+        }
+        self.fault(FaultKind::Npf, code, Disposition::Raised, cost)
+    }
+
+    /// An exit of a VTL agent to KVM's VSM fault path: handled (the caller retries) or raised.
+    fn vsm_exit(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        vtl: u8,
+        n: &mmu_model::NpfExit,
+        cost: Cycles,
+    ) -> Outcome {
+        let code = n.info1.bits();
+        if let Some(extra) = self.vsm_handle_npf(cpu, vm, vtl, n) {
             let mut out = self.fault(FaultKind::Npf, code, Disposition::Handled, cost + extra);
             out.retry = true;
             return out;
@@ -2771,8 +2816,12 @@ impl Machine {
         kind: AccessKind,
     ) -> Outcome {
         let physical = matches!(addr, GuestAddr::Physical(_));
-        let Some((gctx, gtables)) = self.vm_paging.get_mut(&vm).and_then(|p| p.context(physical))
-        else {
+        let vtl = vsm::vtl_of(ctx);
+        let paging = match vtl {
+            Some(l) if l > 0 => self.vsm.paging_mut(vm, l),
+            Some(_) | None => self.vm_paging.get_mut(&vm),
+        };
+        let Some((gctx, gtables)) = paging.and_then(|p| p.context(physical)) else {
             // vm_tables built what the access needs.
             unreachable!("VM {vm}'s tables exist");
         };
@@ -2785,18 +2834,19 @@ impl Machine {
         // One outcome buffer reused by every guest access (a 2-D outcome is over 1 KiB;
         // `Mmu::guest_access_into` fills it in place).
         let mut rmp_stage;
-        let checker: &mut dyn TranslationCheck = match rmp_context(self.vms.get(&vm), ctx) {
-            Some(who) => {
-                rmp_stage = RmpCheckStage::guest(
-                    &mut self.rmp,
-                    self.cfg.rmp.rmp_lookup_latency,
-                    who,
-                    self.cfg.rmp.nested_table_check,
-                );
-                &mut rmp_stage
-            }
-            None => &mut NoCheck,
-        };
+        let checker: &mut dyn TranslationCheck =
+            match rmp_context(self.vms.get(&vm), ctx, &self.cfg.vsm) {
+                Some(who) => {
+                    rmp_stage = RmpCheckStage::guest(
+                        &mut self.rmp,
+                        self.cfg.rmp.rmp_lookup_latency,
+                        who,
+                        self.cfg.rmp.nested_table_check,
+                    );
+                    &mut rmp_stage
+                }
+                None => &mut NoCheck,
+            };
         let mmu = &mut self.cpus[cpu].mmu;
         let mut o = match self.guest_out.take() {
             Some(mut b) => {
@@ -2848,6 +2898,9 @@ impl Machine {
         self.cycles.rmp_check += lat.check;
         self.cycles.tlb += o.cost.saturating_sub(lat.walk + lat.check);
         let walked = o.path == AccessPath::Walk;
+        if let Some(l) = vtl {
+            self.vsm.note_access(l, walked);
+        }
         let (fkind, code) = match o.result {
             GuestAccessResult::Translated { spa, .. } => {
                 // As for the host: the data access goes through the data caches; a fetch is
@@ -2884,6 +2937,9 @@ impl Machine {
         // other guest fault is raised: a #PF, #GP or #VC to the guest; an EPT violation to the
         // hypervisor (TDX's handling comes with tdx-model).
         if let GuestAccessResult::Fault(GuestFault::Npf(n)) = o.result {
+            if let Some(l) = vtl {
+                return self.vsm_exit(cpu, vm, l, &n, cost);
+            }
             return self.exit_to_kvm(cpu, vm, &n, cost);
         }
         self.fault(fkind, code, Disposition::Raised, cost)
@@ -3115,6 +3171,7 @@ impl Machine {
                 ..self.faults.clone()
             },
             kvm: self.kvm_counts.clone(),
+            vsm: self.vsm_counts(),
             policy: self.policy_counts.clone(),
             iommu: self.iommu.stats(),
             tdx: self.tdx_counts(),

@@ -285,6 +285,9 @@ pub struct Report {
     pub faults: FaultCounts,
     /// KVM and the VMM.
     pub kvm: crate::machine::KvmCounts,
+    /// VSM protection changes, per-VTL stage 2 and accesses (issue #9).
+    #[serde(default)]
+    pub vsm: crate::machine::VsmCounts,
     /// What the physmap policy's hooks did.
     pub policy: crate::machine::PolicyCounts,
     /// The IOMMU: translations, IOTLB hits by size and misses, entry fetches, references, RMP
@@ -482,6 +485,47 @@ impl Report {
                 k.gmem_allocs,
                 k.gmem_frees
             );
+        }
+        let v = &self.vsm;
+        if v.changes > 0 || !v.by_vtl.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nVSM ({}) changes {}   pages {} (changed {})   cycles per change {:.0}   zaps {}   flushes {}",
+                v.design,
+                v.changes,
+                v.pages,
+                v.pages_changed,
+                v.cycles_per_change,
+                v.zaps,
+                v.flushes
+            );
+            let _ = writeln!(
+                o,
+                "  memslot ops {} (most slots {})   lpage updates {}   rmpadjust {} (failed {})   fault-ins 4K {} 2M {}   re-promotions {}   mixed 2M regions {}",
+                v.memslot_ops,
+                v.memslots_max,
+                v.lpage_updates,
+                v.rmpadjusts,
+                v.rmpadjust_failed,
+                v.faultins_4k,
+                v.faultins_2m,
+                v.repromotions,
+                v.mixed_regions
+            );
+            let _ = writeln!(
+                o,
+                "  stage-2 leaves 4K {} 2M {}",
+                v.stage2[PageSize::K4],
+                v.stage2[PageSize::M2]
+            );
+            for (l, c) in &v.by_vtl {
+                let _ = writeln!(
+                    o,
+                    "  VTL{l}: accesses {}   TLB misses {}   denied {}",
+                    c.accesses, c.tlb_misses, c.denied
+                );
+            }
+            map_line(&mut o, "  refused", &v.refused);
         }
         let f = &self.faults;
         let _ =

@@ -363,6 +363,50 @@ impl VmPaging {
         Ok((tok.map_err(unmap_err)?, root))
     }
 
+    /// Stage-2 leaves per size (every stage-2 table of the VM).
+    pub fn stage2_leaves(&self) -> sim_core::stats::PerSize<u64> {
+        match &self.stage2 {
+            Stage2::Npt(t) => t.leaf_counts(),
+            Stage2::Ept { secure, shared } => {
+                let (a, b) = (secure.leaf_counts(), shared.leaf_counts());
+                let mut s = a;
+                for z in PageSize::ALL {
+                    s[z] += b[z];
+                }
+                s
+            }
+        }
+    }
+
+    /// The stage-2 root for GPAs without the shared bit (the NPT, or a TD's Secure EPT).
+    pub fn private_root(&self) -> Spa {
+        self.nested_root(Gpa::ZERO)
+    }
+
+    /// Remove the stage-2 table of 4K leaves under the 2M entry covering `gpa`, leaves included
+    /// (KVM zapping a non-leaf SPTE), so that a 2M leaf can be mapped there again. Returns the
+    /// leaves removed; `None` if there is no such table (nothing mapped, or a 2M leaf).
+    pub fn stage2_zap_table(
+        &mut self,
+        host: &mut PhysMemTables,
+        frames: &mut impl FrameSource,
+        gpa: Gpa,
+    ) -> Option<u64> {
+        let at = gpa.align_down(PageSize::M2);
+        let res = match &mut self.stage2 {
+            Stage2::Npt(t) => t.zap_table(host, frames, at, PageSize::M2),
+            Stage2::Ept { secure, shared } => {
+                let t = if TD_GPAW.is_shared(gpa) { shared } else { secure };
+                t.zap_table(host, frames, at, PageSize::M2)
+            }
+        };
+        // The caller flushes the VM's translations after every zap.
+        res.ok().map(|(n, tok)| {
+            tok.ignore();
+            n
+        })
+    }
+
     /// Create the guest's page table if it does not exist yet (an empty one: every GVA faults
     /// not-present), backing its root in stage 2.
     pub fn ensure_guest(

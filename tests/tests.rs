@@ -36,6 +36,36 @@ mod scenarios {
         n
     }
 
+    /// Every expectation of the memory-attribute and VSM scenarios holds: a 2M stage-2 mapping
+    /// becomes 4K when one page's VTL protections change, re-promotion on and off, a VTL0 write
+    /// to a page VTL1 made read-only exits with the NPF code, the designs' zaps and memslot
+    /// updates, SNP VMPL masks set by RMPADJUST and RMPADJUST's VMPL rule. See: #9
+    #[test]
+    fn attrs_scenarios_pass() {
+        let n = all_pass(&["attrs"]);
+        assert!(n >= 80, "only {n} expectations ran");
+    }
+
+    /// Bad VSM input is an error naming the line, never a panic: a `vsm-protect` on a VM that
+    /// does not exist, a VTL of 16, an unknown design. See: #9
+    #[test]
+    fn vsm_bad_input_is_an_error() {
+        let head = "version 1\nmachine cpus=2 memory=8G\nvm 1 plain asid=1 memory=1G\n";
+        for (name, body, want) in [
+            ("vm.ccs", "c0 host vsm-protect 0x1000 vm=2 vtl=0 mask=0x1\n", "does not exist"),
+            ("vtl.ccs", "c0 host vsm-protect 0x1000 vm=1 vtl=16 mask=0x1\n", "VTLs are 0 to 15"),
+            (
+                "design.ccs",
+                "machine vsm.design=bogus\nc0 host vsm-protect 0x1000 vm=1 vtl=0 mask=0x1\n",
+                "vsm.design",
+            ),
+        ] {
+            let f = write_tmp(name, &format!("{head}{body}expect rc 0\n"));
+            let e = check_file(&f).expect_err(name).to_string();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+    }
+
     /// Every expectation of the IOMMU and TDX scenarios holds: IOTLB hit/miss and I/O walk
     /// references, invalidation effects, AMD-Vi events and VT-d fault reasons
     /// (docs/conformance-iommu.md); spec/tdx.md §6 V1, V2, V7, V8, V9 and their variants with the

@@ -579,6 +579,61 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         Ok(PendingInvalidation::range(V::from_raw(base), size, small).with_freed_tables())
     }
 
+    /// Remove the table of smaller leaves below the `size`-level entry covering `va`, with every
+    /// leaf in it, and free its page through `frames`: the entry becomes not present, so that a
+    /// leaf of `size` can be mapped there again. This is how KVM zaps a non-leaf SPTE (the child
+    /// table goes with its leaves), the step before a huge mapping replaces small ones. Refuses
+    /// unless every child is a leaf or not present. Returns the leaves removed.
+    ///
+    /// # Errors
+    /// [`MergeError::NotATable`] or [`MergeError::NotLeaf`]; nothing changes on error.
+    pub fn zap_table(
+        &mut self,
+        tables: &mut PhysMemTables<P>,
+        frames: &mut impl FrameSource<P>,
+        va: V,
+        size: PageSize,
+    ) -> Result<(u64, PendingInvalidation<V>), MergeError<V>> {
+        if !va.in_range(self.paging) {
+            return Err(MergeError::NonCanonical { va });
+        }
+        let Some(small) = size.next_smaller() else {
+            return Err(MergeError::BadSize { size });
+        };
+        let target = Level::for_leaf_size(size);
+        let child_level = Level::for_leaf_size(small);
+        let (addr, entry) = match self.locate(tables, va, target) {
+            Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
+                (addr, entry)
+            }
+            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove => {
+                return Err(MergeError::NotATable { va });
+            }
+        };
+        let fmt = self.format;
+        let child: P = entry.next_table(fmt);
+        let page = tables.page(child).expect("non-leaf entries point at installed tables");
+        let base = va.raw() & !(size.bytes() - 1);
+        let mut leaves = 0u64;
+        for (i, &raw) in page.iter().enumerate() {
+            let e = E::from_raw(raw);
+            if e.present() {
+                if !e.leaf_at(child_level) {
+                    return Err(MergeError::NotLeaf {
+                        va: V::from_raw(base + (i as u64) * small.bytes()),
+                    });
+                }
+                leaves += 1;
+            }
+        }
+        tables.write(addr, 0);
+        tables.remove(child);
+        frames.free_table(child);
+        self.table_pages -= 1;
+        self.leaves[small] -= leaves;
+        Ok((leaves, PendingInvalidation::range(V::from_raw(base), size, small).with_freed_tables()))
+    }
+
     /// Free every table page of this page table (root included) through `frames`. Leaves'
     /// frames are not touched: they belong to whoever mapped them.
     pub fn destroy(self, tables: &mut PhysMemTables<P>, frames: &mut impl FrameSource<P>) {

@@ -30,7 +30,7 @@ pub(crate) const MAX_RETRIES: u32 = 4;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Folio {
     pub(super) spa: Spa,
-    order: u8,
+    pub(super) order: u8,
     /// Pages of the folio still populated (not punched out).
     live: u16,
     /// The folio was removed from the direct map (`gmem-no-direct-map`).
@@ -118,11 +118,26 @@ impl KvmVm {
     pub(super) fn shared_remove(&mut self, gfn: u64) -> bool {
         self.shared.remove(&gfn)
     }
+
+    /// How many of the `n` GFNs from `gfn` have the shared attribute.
+    pub(super) fn shared_count(&self, gfn: u64, n: u64) -> usize {
+        self.shared.range(gfn..gfn.saturating_add(n)).count()
+    }
+
+    /// Give `gfn` a VMM (shared) backing page.
+    pub(super) fn vmm_insert(&mut self, gfn: u64, spa: Spa) {
+        self.vmm.insert(gfn, spa);
+    }
+
+    /// The VMM's (shared) backing page of `gfn`, if it has one.
+    pub(super) fn vmm_page(&self, gfn: u64) -> Option<Spa> {
+        self.vmm.get(&gfn).copied()
+    }
 }
 
 impl Machine {
     /// The attribute of `gfn`: private for an SNP VM unless set shared.
-    fn attr_private(&self, vm: VmId, gfn: u64) -> bool {
+    pub(super) fn attr_private(&self, vm: VmId, gfn: u64) -> bool {
         let snp = self.vms.get(&vm).is_some_and(|i| i.kind == VmKind::Snp);
         snp && !self.kvm.get(&vm).is_some_and(|k| k.shared.contains(&gfn))
     }
@@ -173,14 +188,20 @@ impl Machine {
         Some(self.handled(cost))
     }
 
-    fn handled(&mut self, cost: Cycles) -> Cycles {
+    pub(super) fn handled(&mut self, cost: Cycles) -> Cycles {
         self.kvm_counts.exits_handled += 1;
         self.cycles.kvm += cost;
         cost
     }
 
     /// KVM_EXIT_MEMORY_FAULT: the VMM converts `gfn` to what the access wanted.
-    fn implicit_conversion(&mut self, cpu: usize, vm: VmId, gfn: u64, private: bool) -> Cycles {
+    pub(super) fn implicit_conversion(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gfn: u64,
+        private: bool,
+    ) -> Cycles {
         self.kvm_counts.implicit_conversions += 1;
         self.cfg.host.user_exit_cost + self.set_attributes(cpu, vm, gfn, 1, private)
     }
@@ -248,7 +269,7 @@ impl Machine {
     }
 
     /// The host page an input-made stage-2 mapping gave `gfn`, if any.
-    fn adopted(&self, vm: VmId, gfn: u64) -> Option<Spa> {
+    pub(super) fn adopted(&self, vm: VmId, gfn: u64) -> Option<Spa> {
         let (&first, &(spa, size)) = self.kvm.get(&vm)?.adopted.range(..=gfn).next_back()?;
         (gfn - first < size.pages_4k())
             .then(|| Spa::new_truncate(spa.raw() + ((gfn - first) << 12)))
@@ -277,7 +298,7 @@ impl Machine {
     }
 
     /// `sev_gmem_prepare` for the page of `gfn` in `folio`.
-    fn gmem_prepare(
+    pub(super) fn gmem_prepare(
         &mut self,
         cpu: usize,
         info: VmInfo,
@@ -328,6 +349,9 @@ impl Machine {
         let Some(p) = self.vm_paging.get_mut(&vm) else { return false };
         let ok =
             p.stage2_map(&mut self.tables, &mut buddy_frames!(self), gpa, spa, size, f).is_ok();
+        if ok {
+            self.vsm.note_map(vm, 0, gpa, size);
+        }
         if ok && size == PageSize::M2 {
             self.kvm_counts.stage2_2m_maps += 1;
         }
@@ -335,7 +359,7 @@ impl Machine {
     }
 
     /// PSMASH of the 2M RMP entry holding `spa`, by KVM.
-    fn kvm_psmash(&mut self, _cpu: usize, spa: Spa) -> Cycles {
+    pub(super) fn kvm_psmash(&mut self, _cpu: usize, spa: Spa) -> Cycles {
         self.kvm_counts.psmash += 1;
         let base = spa.align_down(PageSize::M2);
         let rc = self.rmp.psmash(Executor::Hypervisor, base);
