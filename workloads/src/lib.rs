@@ -20,6 +20,7 @@ mod params;
 mod qemu_process;
 mod snp_churn;
 mod snp_launch;
+mod tdx;
 #[cfg(test)]
 mod testutil;
 
@@ -135,6 +136,8 @@ pub fn registry() -> &'static [WorkloadInfo] {
         qemu_process::INFO,
         multi_tenant::INFO,
         dma_streams::INFO,
+        tdx::BOOT_INFO,
+        tdx::CHURN_INFO,
     ]
 }
 
