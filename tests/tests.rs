@@ -1196,6 +1196,48 @@ mod tdx_mirror {
     }
 }
 
+/// A MapGPA to shared of a range holding thousands of private pages zaps every one of them in
+/// an ordinary run (the operation's step bound grows with its leaves; it stopped after ~2,000
+/// leaves and left `mmu_lock` held). See: #8
+mod tdx_large_zap {
+    use ccsim::config::ConfigBuilder;
+    use ccsim::machine::Machine;
+    use sim_core::Record;
+
+    #[test]
+    fn map_gpa_of_2560_private_pages_zaps_them_all() {
+        let b = ConfigBuilder::from_preset("spr").unwrap();
+        let mut m = Machine::new(b.build().unwrap(), &[], false).unwrap();
+        let mut text = String::from(
+            "state td tdr=0x80000000 root=0x80001000 hkid=16 state=runnable vm=1\n\
+             c1 host td-enter vm=1 vcpu=0\n",
+        );
+        for p in 0..2560u64 {
+            text += &format!("c1 vm1/v0 tdcall 6 rcx={:#x}\n", 0x4000_0000 + p * 4096);
+        }
+        text += "c1 vm1/v0 map-gpa 0x40000000 0xa00000 shared\n";
+        for l in traces::ccs::parse_str(&text, "zap.ccs").unwrap() {
+            match l.record {
+                Record::State(s) => m.apply_state(&s).unwrap(),
+                Record::Event(te) => {
+                    let _ = m.exec(&te);
+                }
+                _ => {}
+            }
+        }
+        let info = ccsim::report::InputInfo {
+            kind: "test".into(),
+            name: "zap".into(),
+            params: Default::default(),
+            seed: 0,
+        };
+        let r = m.report(&info);
+        assert_eq!((r.tdx.kvm.augs_4k, r.tdx.kvm.zaps, r.tdx.kvm.bugs), (2560, 2560, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+        assert!(m.invariants().is_empty());
+    }
+}
+
 /// Built-in workloads run end to end through the engine.
 mod workloads_run {
     use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
