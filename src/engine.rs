@@ -303,6 +303,14 @@ fn run_workload(
             workloads::registry().iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
         )
     })?;
+    let defaulted;
+    let layers = match (info.preset, &layers.preset) {
+        (Some(p), None) => {
+            defaulted = ConfigLayers { preset: Some(p.to_owned()), ..layers.clone() };
+            &defaulted
+        }
+        _ => layers,
+    };
     let cfg = layers.build(&[])?;
     let mut w = info.instantiate(params, opts.seed).map_err(|e| anyhow!("workload {name}: {e}"))?;
     let mut m = Machine::new(cfg, &[], true)?;

@@ -2942,6 +2942,14 @@ impl Machine {
             }
             return self.exit_to_kvm(cpu, vm, &n, cost);
         }
+        // A TD's shared-EPT violation goes to KVM the same way.
+        if let GuestAccessResult::Fault(GuestFault::EptViolation(v)) = o.result
+            && let Some(extra) = self.kvm_handle_td_shared_ept(vm, &v)
+        {
+            let mut out = self.fault(fkind, code, Disposition::Handled, cost + extra);
+            out.retry = true;
+            return out;
+        }
         self.fault(fkind, code, Disposition::Raised, cost)
     }
 

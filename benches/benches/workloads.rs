@@ -68,6 +68,11 @@ fn generators(c: &mut Criterion) {
             ])
             .unwrap(),
         ),
+        // tdx-boot: its defaults (1 TD of 256M: the build with 4M of PAGE.ADD and MR.EXTEND,
+        // 2 vCPUs × 100 k accesses, 30 lazily accepted and zeroed 2M units, the SWIOTLB).
+        ("tdx-boot", workloads::Params::default()),
+        // tdx-churn: its defaults (1 TD, 2 vCPUs × 200 k accesses, a conversion per 1,000).
+        ("tdx-churn", workloads::Params::default()),
     ] {
         let (events, accesses) = generate(name, &params);
         eprintln!("{name}: {events} events, {accesses} accesses per iteration");

@@ -188,6 +188,34 @@ impl Machine {
         Some(self.handled(cost))
     }
 
+    /// KVM's EPT-violation handler for a TD's **shared** GPA (the direct root, spec/tdx.md
+    /// §1.2): a non-present shared-EPT entry of a GFN whose attribute is shared is faulted in
+    /// from the VMM's memory, and the access retries. `None` (raised as it is) for
+    /// `host.kvm_faults = raise`, a permission fault, a GPA without the shared bit, or a GFN whose
+    /// attribute is private: KVM exits to the VMM with KVM_EXIT_MEMORY_FAULT there, and the
+    /// VMM's implicit conversion to shared is not modelled.
+    pub(super) fn kvm_handle_td_shared_ept(
+        &mut self,
+        vm: VmId,
+        v: &mmu_model::EptViolation,
+    ) -> Option<Cycles> {
+        use mmu_model::EptQualification as Q;
+        if self.cfg.host.kvm_faults == KvmFaults::Raise {
+            return None;
+        }
+        let bit = self.tdx.shared_bit(self.tdx.tdr_of(vm)?);
+        let gpa = v.gpa.raw();
+        if gpa & bit == 0 || v.qual.intersects(Q::READABLE | Q::WRITABLE | Q::EXECUTABLE) {
+            return None;
+        }
+        // KVM looks the attribute up by the GFN without the shared bit.
+        if !self.kvm.get(&vm).is_some_and(|k| k.is_shared((gpa & !bit) >> 12)) {
+            return None;
+        }
+        let cost = self.cfg.host.vmexit_cost + self.vmm_fault_in(vm, gpa >> 12)?;
+        Some(self.handled(cost))
+    }
+
     pub(super) fn handled(&mut self, cost: Cycles) -> Cycles {
         self.kvm_counts.exits_handled += 1;
         self.cycles.kvm += cost;
@@ -405,9 +433,31 @@ impl Machine {
         cost
     }
 
-    /// [`Machine::zap_stage2`] for KVM's TDX MMU.
+    /// [`Machine::zap_stage2`] for KVM's TDX MMU, with KVM's remote TLB flush, so that a TD's
+    /// later shared access to a GFN made private walks the shared EPT again. A TD's TLB entries,
+    /// shared translations included, are tagged with its one EPTP (the S-EPT root): KVM's flush
+    /// for a TD is TDH.MEM.TRACK and a kick, after which the module flushes the TD's EPT
+    /// context at the next entry (spec/tdx.md §3.4); modelled as INVEPT single-context of both
+    /// roots on every CPU (the shared root keys the shared walk's cached entries).
     pub(super) fn zap_stage2_gfn(&mut self, vm: VmId, gfn: u64) -> bool {
-        self.zap_stage2(vm, gfn)
+        let gpa = Gpa::new_truncate(gfn << 12);
+        let Some(p) = self.vm_paging.get_mut(&vm) else { return false };
+        let Some((_, size)) = p.stage2_lookup(&self.tables, gpa) else { return false };
+        let (asid, eptp) = (p.asid(), p.nested_root(Gpa::ZERO));
+        match p.stage2_unmap(&mut self.tables, gpa.align_down(size), size) {
+            Ok((tok, root)) => {
+                for c in &mut self.cpus {
+                    self.tlb_invalidated += c.mmu.invalidate_nested(&tok, asid, root).tlb;
+                    if eptp != root {
+                        self.tlb_invalidated += c.mmu.invalidate_nested(&tok, asid, eptp).tlb;
+                    }
+                }
+                tok.ignore(); // applied on every CPU above
+                self.kvm_counts.zaps += 1;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// [`Machine::vmm_discard`] for KVM's TDX MMU.

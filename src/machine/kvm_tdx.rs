@@ -418,9 +418,18 @@ impl Machine {
     }
 
     /// Run `op` to its end (an ordinary run: nothing else runs meanwhile, so a blocked step
-    /// can never unblock; it is reported as not modelled).
+    /// can never unblock; it is reported as not modelled). The step bound grows with a zap's
+    /// leaves (at most 8 steps each: clear, BLOCK, TRACK, kick, REMOVE, and a BUSY's kick and
+    /// retry), so that a MapGPA of a large range (a 64 MiB SWIOTLB: 16,384 leaves) completes.
     pub(super) fn run_op(&mut self, mut op: Op) -> Outcome {
-        for _ in 0..10_000 {
+        let leaves = match &op {
+            Op::Kvm(k) => match &k.kind {
+                KvmOpKind::Zap(z) => z.todo.len(),
+                KvmOpKind::Enter { .. } | KvmOpKind::Guest { .. } => 0,
+            },
+            Op::Atomic(_) => 0,
+        };
+        for _ in 0..10_000 + 8 * leaves {
             match self.op_step(&mut op) {
                 Step::Yield => {}
                 Step::Done(o) => return o,

@@ -278,6 +278,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   maps guest-private pages for the devices, so their DMA meets RMP violations.",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 /// Everything the devices and drivers do, read from the parameters.

@@ -143,6 +143,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   model.",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 /// What every stream does.

@@ -20,6 +20,7 @@ mod params;
 mod qemu_process;
 mod snp_churn;
 mod snp_launch;
+mod tdx;
 #[cfg(test)]
 mod testutil;
 
@@ -62,6 +63,9 @@ pub struct WorkloadInfo {
     pub params: &'static [ParamDoc],
     /// Build a generator from parameters and a seed.
     pub build: BuildFn,
+    /// The preset a run uses when it names none: a TDX workload needs an Intel host (`spr`),
+    /// the SEV-SNP ones run on the default AMD preset.
+    pub preset: Option<&'static str>,
 }
 
 impl WorkloadInfo {
@@ -135,6 +139,8 @@ pub fn registry() -> &'static [WorkloadInfo] {
         qemu_process::INFO,
         multi_tenant::INFO,
         dma_streams::INFO,
+        tdx::BOOT_INFO,
+        tdx::CHURN_INFO,
     ]
 }
 

@@ -135,6 +135,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   overlapping lifetimes beside kernel slab pages.",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {

@@ -107,6 +107,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   to a real user-process capture (page reuse distance).",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 #[derive(Debug, Clone)]

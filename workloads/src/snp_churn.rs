@@ -180,6 +180,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   the kernel's slab pages. Guests beyond the guest CPUs are time-sliced.",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {

@@ -75,6 +75,7 @@ pub(crate) const INFO: WorkloadInfo = WorkloadInfo {
                   `split-on-assign` the direct map splits to 4K around every private page.",
     params: PARAMS,
     build,
+    preset: None,
 };
 
 fn build(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
