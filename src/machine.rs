@@ -2470,17 +2470,26 @@ impl Machine {
                     return Outcome::default();
                 };
                 let r = match self.vm_paging.get_mut(&vm) {
-                    Some(p) => p.stage2_unmap(&mut self.tables, g, size).map(|t| (t, p.asid())),
+                    Some(p) => {
+                        let eptp = p.nested_root(Gpa::ZERO);
+                        p.stage2_unmap(&mut self.tables, g, size).map(|t| (t, p.asid(), eptp))
+                    }
                     None => Err(VmMapError::Table(format!("no stage-2 table for VM {vm}"))),
                 };
                 match r {
                     // KVM's remote TLB flush after zapping SPTEs: every CPU drops what the
                     // root's translations left (combined entries cannot be found by GPA), and
                     // the initiator pays one full flush (TLB_CONTROL at the next VMRUN, or
-                    // INVEPT single-context).
-                    Ok(((tok, root), asid)) => {
+                    // INVEPT single-context). A TD's entries, shared ones included, carry its
+                    // one EPTP, so a shared-EPT unmap flushes under that root too (as
+                    // `zap_stage2_gfn` does).
+                    Ok(((tok, root), asid, eptp)) => {
                         for c in &mut self.cpus {
                             self.tlb_invalidated += c.mmu.invalidate_nested(&tok, asid, root).tlb;
+                            if eptp != root {
+                                self.tlb_invalidated +=
+                                    c.mmu.invalidate_nested(&tok, asid, eptp).tlb;
+                            }
                         }
                         tok.ignore(); // applied on every CPU above
                         self.charge_invalidation(self.cfg.host.flush_all_cost)
