@@ -47,6 +47,7 @@
 //! **Cost.** Steady-state generation allocates nothing: the published working set of each TD is
 //! a vector sized for all its units up front, the build queue holds at most one page's events.
 
+use crate::kernel::{self, KernelConfig, KernelStream};
 use crate::params::{ParamDoc, ParamError, Params};
 use crate::snp_churn::write_threshold;
 use crate::{Workload, WorkloadInfo};
@@ -225,6 +226,21 @@ const CHURN_PARAMS: &[ParamDoc] = &[
     POLL,
     FIRST_HKID,
     HOST_2M,
+    ParamDoc {
+        name: "kernel_cpus",
+        default: "0",
+        doc: "CPUs running host-kernel direct-map activity (snp-launch's kernel streams: slab \
+              pages from the same allocator as the TDs' pages), numbered after the vCPU CPUs; \
+              with it, tdx-churn and snp-churn put the same kernel traffic beside converting \
+              guests (docs/snp-vs-tdx.md)",
+    },
+    ParamDoc {
+        name: "kernel_accesses",
+        default: "100000",
+        doc: "direct-map accesses per kernel CPU",
+    },
+    kernel::SLAB_PAGES,
+    kernel::SLAB_CHURN,
 ];
 
 /// Registry entry of `tdx-boot`.
@@ -931,6 +947,9 @@ impl Vcpu {
 #[derive(Debug)]
 struct TdxWorkload {
     agents: Vec<Agent>,
+    /// Host-kernel direct-map streams after the vCPU streams (tdx-churn's `kernel_cpus`).
+    kernel: Vec<KernelStream>,
+    kcfg: Option<KernelConfig>,
     /// Per stream, the issuer of the event last returned.
     last: Vec<Agent>,
     cfg: Cfg,
@@ -947,6 +966,10 @@ impl Workload for TdxWorkload {
     fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
         match stream.checked_sub(1) {
             None => self.builder.next(&self.cfg.td, &mut self.tds, mem),
+            Some(i) if i >= self.vcpus.len() => {
+                let k = self.kernel.get_mut(i - self.vcpus.len())?;
+                k.next(self.kcfg.as_ref()?, mem)
+            }
             Some(i) => {
                 let v = self.vcpus.get_mut(i)?;
                 v.next(&self.cfg, &mut self.tds[v.td], &mut self.last[stream])
@@ -993,7 +1016,12 @@ fn td_config(p: &Params, docs: &[ParamDoc]) -> Result<(u64, TdConfig), ParamErro
     ))
 }
 
-fn assemble(tds: u64, cfg: Cfg, seed: u64) -> Box<dyn Workload> {
+fn assemble(
+    tds: u64,
+    cfg: Cfg,
+    seed: u64,
+    kernel: Option<(u64, KernelConfig)>,
+) -> Box<dyn Workload> {
     let rng = Rng::new(seed);
     let accesses = match &cfg.prog {
         Program::Boot { accesses, .. } | Program::Churn { accesses, .. } => *accesses,
@@ -1022,9 +1050,23 @@ fn assemble(tds: u64, cfg: Cfg, seed: u64) -> Box<dyn Workload> {
             agents.push(Agent::host(cpu));
         }
     }
+    let (kernel_cpus, kcfg) = match kernel {
+        Some((n, k)) => (n, Some(k)),
+        None => (0, None),
+    };
+    let mut kernel = Vec::new();
+    for c in 0..kernel_cpus {
+        let cpu = u32::try_from(agents.len()).unwrap_or(u32::MAX);
+        agents.push(Agent::host(cpu));
+        if let Some(k) = &kcfg {
+            kernel.push(KernelStream::new(rng.fork(0xC0DE_0000 + c), k));
+        }
+    }
     Box::new(TdxWorkload {
         last: agents.clone(),
         agents,
+        kernel,
+        kcfg,
         cfg,
         builder: Builder {
             td: 0,
@@ -1087,7 +1129,7 @@ fn build_boot(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         gap,
         io_ppm: p.fraction_ppm(docs, "io_fraction")?,
     };
-    Ok(assemble(tds, Cfg { td, prog }, seed))
+    Ok(assemble(tds, Cfg { td, prog }, seed, None))
 }
 
 /// `SIZE:WEIGHT,...` with cumulative weights.
@@ -1153,7 +1195,9 @@ fn build_churn(p: &Params, seed: u64) -> Result<Box<dyn Workload>, ParamError> {
         sizes,
         shared_accesses: p.u64_in(docs, "shared_accesses", 0, 1 << 30)?,
     };
-    Ok(assemble(tds, Cfg { td, prog }, seed))
+    let kernel_cpus = p.u64_in(docs, "kernel_cpus", 0, 255)?;
+    let kernel = (kernel_cpus > 0).then(|| KernelConfig::parse(p, docs)).transpose()?;
+    Ok(assemble(tds, Cfg { td, prog }, seed, kernel.map(|k| (kernel_cpus, k))))
 }
 
 #[cfg(test)]
