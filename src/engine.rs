@@ -377,7 +377,7 @@ fn drive(
         if records.is_multiple_of(PROGRESS_EVERY) {
             tick(progress, PROGRESS_EVERY);
         }
-        sched.ready(k.stream, k.agent, m.clock(agent));
+        sched.requeue(k.stream, m.clock(agent));
     }
     tick(progress, records % PROGRESS_EVERY);
     Ok(records)
