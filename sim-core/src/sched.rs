@@ -21,23 +21,30 @@ pub struct ReadyKey {
     pub stream: usize,
 }
 
-/// The ready streams, ordered by packed integer keys `(at, agent rank, stream)` (comparing
-/// [`Agent`]s through their derived `Ord` on every comparison was a tenth of a workload run's
-/// time). Each stream's agent and its rank are kept beside the ready set, indexed by stream, so
-/// a stream re-added under the same agent (the engine's loop) does not pack its rank again.
+/// The ready streams, each as one `u128` key: its clock in the high 64 bits, and in the low
+/// bits its stream's position in the order of `(agent rank, stream index)` over every stream
+/// seen so far (`ord`). Comparing keys then compares `(at, agent, stream)` exactly, in one
+/// integer comparison (comparing [`Agent`]s through their derived `Ord` on every comparison was
+/// a tenth of a workload run's time; tuples of packed ranks still cost a few branches each).
+/// The positions are recomputed, and the waiting keys rewritten, only when a stream changes
+/// agent (in a workload run: once per stream, at the start).
 ///
 /// Why two shapes: a run has a handful of streams (one per CPU), where one linear scan of an
 /// unordered vector finds the minimum in a few comparisons, cheaper than a heap's sift down and
-/// up; past [`Scheduler::LINEAR_MAX`] ready streams the entries move to a binary heap. Both give
-/// the same order: keys are unique (the stream index is), so the minimum is unique.
+/// up; past [`Scheduler::LINEAR_MAX`] ready streams the keys move to a binary heap. Both give
+/// the same order: keys are unique (the positions are), so the minimum is unique.
 #[derive(Debug, Default, Clone)]
 pub struct Scheduler {
-    /// Ready entries, unordered (while the heap is empty and there are few).
-    small: Vec<(u64, u128, usize)>,
-    /// Ready entries once there have been more than [`Scheduler::LINEAR_MAX`] at once.
-    heap: BinaryHeap<Reverse<(u64, u128, usize)>>,
+    /// Ready keys, unordered (while the heap is empty and there are few).
+    small: Vec<u128>,
+    /// Ready keys once there have been more than [`Scheduler::LINEAR_MAX`] at once.
+    heap: BinaryHeap<Reverse<u128>>,
+    /// Per stream: its agent, the agent's rank ([`agent_rank`]) and its position `ord`.
     agents: Vec<Agent>,
     ranks: Vec<u128>,
+    ord: Vec<u64>,
+    /// The stream at each position.
+    by_ord: Vec<usize>,
 }
 
 /// `agent` as an integer that orders exactly as `Agent`'s derived `Ord` does: variant indices
@@ -95,12 +102,10 @@ impl Scheduler {
     /// most once (the caller re-adds it after running its event).
     #[inline]
     pub fn ready(&mut self, stream: usize, agent: Agent, at: Cycles) {
-        let rank = if self.agents.get(stream) == Some(&agent) {
-            self.ranks[stream]
-        } else {
-            self.remember(stream, agent)
-        };
-        self.push((at.get(), rank, stream));
+        if self.agents.get(stream) != Some(&agent) {
+            self.remember(stream, agent);
+        }
+        self.requeue(stream, at);
     }
 
     /// Mark stream `stream` ready again at cycle `at`, under the agent it was last made ready
@@ -110,22 +115,26 @@ impl Scheduler {
     /// If `stream` was never made ready with [`Scheduler::ready`].
     #[inline]
     pub fn requeue(&mut self, stream: usize, at: Cycles) {
-        self.push((at.get(), self.ranks[stream], stream));
-    }
-
-    #[inline]
-    fn push(&mut self, key: (u64, u128, usize)) {
+        let key = u128::from(at.get()) << 64 | u128::from(self.ord[stream]);
         if self.heap.is_empty() && self.small.len() < Self::LINEAR_MAX {
             self.small.push(key);
         } else {
-            self.heap.extend(self.small.drain(..).map(Reverse));
-            self.heap.push(Reverse(key));
+            self.push_heap(key);
         }
     }
 
-    /// Record `agent` as stream `stream`'s; return its rank.
+    /// Add `key` to the heap, moving the vector's keys there first.
     #[cold]
-    fn remember(&mut self, stream: usize, agent: Agent) -> u128 {
+    #[inline(never)]
+    fn push_heap(&mut self, key: u128) {
+        self.heap.extend(self.small.drain(..).map(Reverse));
+        self.heap.push(Reverse(key));
+    }
+
+    /// Record `agent` as stream `stream`'s: recompute every stream's position and rewrite the
+    /// waiting keys with the new positions.
+    #[cold]
+    fn remember(&mut self, stream: usize, agent: Agent) {
         let rank = agent_rank(agent);
         if self.agents.len() <= stream {
             // Every slot holds an agent with its own rank, so a slot filled here in passing
@@ -135,14 +144,36 @@ impl Scheduler {
         }
         self.agents[stream] = agent;
         self.ranks[stream] = rank;
-        rank
+        let old = std::mem::take(&mut self.by_ord);
+        let mut by_ord: Vec<usize> = (0..self.agents.len()).collect();
+        by_ord.sort_unstable_by_key(|&s| (self.ranks[s], s));
+        self.ord = vec![0; by_ord.len()];
+        for (i, &s) in by_ord.iter().enumerate() {
+            self.ord[s] = i as u64;
+        }
+        self.by_ord = by_ord;
+        let ord = &self.ord;
+        let rewrite = |k: u128| {
+            let s = old[usize::try_from(k & u128::from(u64::MAX)).expect("a position")];
+            (k >> 64) << 64 | u128::from(ord[s])
+        };
+        for k in &mut self.small {
+            *k = rewrite(*k);
+        }
+        if !self.heap.is_empty() {
+            let keys: Vec<_> = std::mem::take(&mut self.heap)
+                .into_iter()
+                .map(|Reverse(k)| Reverse(rewrite(k)))
+                .collect();
+            self.heap = BinaryHeap::from(keys);
+        }
     }
 
     /// The next stream to run, removed from the ready set; the caller re-adds it with its new
     /// clock after executing one event.
     #[inline]
     pub fn pop(&mut self) -> Option<ReadyKey> {
-        let (at, _, stream) = if self.heap.is_empty() {
+        let key = if self.heap.is_empty() {
             let (first, rest) = self.small.split_first()?;
             let mut best = (0, *first);
             for (i, &k) in rest.iter().enumerate() {
@@ -154,6 +185,9 @@ impl Scheduler {
         } else {
             self.heap.pop()?.0
         };
+        #[allow(clippy::cast_possible_truncation)] // the halves of the key
+        let (at, ord) = ((key >> 64) as u64, key as u64);
+        let stream = self.by_ord[usize::try_from(ord).expect("a position")];
         Some(ReadyKey { at: Cycles::new(at), agent: self.agents[stream], stream })
     }
 
