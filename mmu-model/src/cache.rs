@@ -90,12 +90,18 @@ impl RefClass {
     /// The class of [`RefClass::index`] `i` (a line's `meta` bits; any other value is Data,
     /// never stored).
     const fn from_index(i: u8) -> RefClass {
-        match i {
-            1 => RefClass::TableRead,
-            2 => RefClass::TableAdWrite,
-            3 => RefClass::CheckRead,
-            _ => RefClass::Data,
-        }
+        // A table rather than a match: evictions decode it on the hot path.
+        const BY_INDEX: [RefClass; 8] = [
+            RefClass::Data,
+            RefClass::TableRead,
+            RefClass::TableAdWrite,
+            RefClass::CheckRead,
+            RefClass::Data,
+            RefClass::Data,
+            RefClass::Data,
+            RefClass::Data,
+        ];
+        BY_INDEX[(i & 7) as usize]
     }
 
     /// The class and whether the reference writes the line.
@@ -746,7 +752,7 @@ impl Cache {
     }
 
     /// Put an absent line in the lowest empty way of its set, else in the policy's victim.
-    #[inline]
+    #[inline(always)]
     fn install(&mut self, s: Slot, class: RefClass, flag: u8) -> Option<Evicted> {
         let (all_ways, ways) = (self.all_ways, self.geom.ways as usize);
         let repl = &mut self.repl;

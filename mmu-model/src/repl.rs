@@ -207,7 +207,10 @@ impl ReplState {
 /// # Panics
 /// If `ways` is 0 or above `W`.
 pub(crate) fn rank_init<const W: usize>(ways: usize) -> [u8; W] {
-    assert!((1..=W).contains(&ways) && W <= 64, "1..=W ways, W <= 64");
+    assert!(
+        (1..=W).contains(&ways) && W <= 64 && W.is_multiple_of(8),
+        "1..=W ways, W a multiple of 8 up to 64"
+    );
     let mut rank = [RANK_PAD; W];
     for (w, r) in rank.iter_mut().take(ways).enumerate() {
         *r = u8::try_from(ways - 1 - w).expect("below 64");
@@ -239,16 +242,25 @@ pub(crate) fn rank_victim<const W: usize>(rank: &[u8; W], ways: usize) -> usize 
         rank.iter().filter(|&&x| x == oldest).count() == 1,
         "the ranks of a set are a permutation of 0..ways"
     );
-    // Exactly one lane matches: OR-ing every matching lane's index (a byte-wide select and
-    // reduction, which vectorizes; a bit mask built lane by lane does not) gives its index.
-    let mut pos = 0u8;
-    for (i, &x) in rank.iter().enumerate() {
-        #[allow(clippy::cast_possible_truncation)] // i < W ≤ 64
-        let lane = i as u8;
-        pos |= if x == oldest { lane } else { 0 };
+    // Eight lanes per word (SWAR): lanes equal to `oldest` become zero, and
+    // (x − 0x01…) & !x & 0x80… flags the lowest zero byte exactly (a borrow can only flag bytes
+    // above a real zero). Every rank and the padding is below 0x80, so no lane borrows into
+    // the next unless it was zero.
+    let want = u64::from(oldest) * LANES_LO;
+    for (i, chunk) in rank.as_chunks::<8>().0.iter().enumerate() {
+        let x = u64::from_le_bytes(*chunk) ^ want;
+        let zero = x.wrapping_sub(LANES_LO) & !x & LANES_HI;
+        if zero != 0 {
+            return i * 8 + zero.trailing_zeros() as usize / 8;
+        }
     }
-    usize::from(pos)
+    unreachable!("the ranks of a set are a permutation of 0..ways")
 }
+
+/// The byte 0x01 in every lane of a word.
+const LANES_LO: u64 = 0x0101_0101_0101_0101;
+/// The byte 0x80 in every lane of a word.
+const LANES_HI: u64 = 0x8080_8080_8080_8080;
 
 #[cfg(test)]
 mod tests {
