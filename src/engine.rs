@@ -362,7 +362,11 @@ fn drive(
                 event.keyword()
             );
         }
-        let te = TimedEvent { time: Some(m.clock(agent)), agent, event };
+        // The event's time is its CPU's clock, which is what the machine would wait for
+        // anyway: only a recording needs it written out (a live run passes none, sparing a
+        // clock lookup per event).
+        let time = if rec.is_some() { Some(m.clock(agent)) } else { None };
+        let te = TimedEvent { time, agent, event };
         if let Some(r) = rec.as_deref_mut() {
             let logged =
                 alloc_key(&te.event).and_then(|key| early.get_mut(&key)).filter(|n| **n > 0);
