@@ -974,11 +974,31 @@ impl Machine {
             let gap = t - self.cpus[cpu].clock;
             self.cpus[cpu].charge(gap, Timing::Serial);
         }
-        let out = self.dispatch(cpu, te.agent, &te.event);
+        // The common events of a workload (a CPU's loads, stores and `work`) take a short path;
+        // everything else goes through `dispatch`, kept out of line so that this stays small.
+        let out = match (&te.event, te.agent) {
+            (Event::Load { addr, size }, Agent::Cpu { ctx, .. }) if !self.tdx.active => {
+                self.access(cpu, ctx, *addr, *size, AccessKind::Read)
+            }
+            (Event::Store { addr, size, .. }, Agent::Cpu { ctx, .. }) if !self.tdx.active => {
+                self.access(cpu, ctx, *addr, *size, AccessKind::Write)
+            }
+            (Event::Work { count }, _) => self.work(*count),
+            _ => self.dispatch(cpu, te.agent, &te.event),
+        };
         self.cpus[cpu].charge(out.cost, out.timing);
         out
     }
 
+    /// `work N`: N non-memory instructions at the base CPI.
+    #[inline]
+    fn work(&mut self, count: u64) -> Outcome {
+        let cost = self.cfg.machine.base_cpi.times(count);
+        self.cycles.base += cost;
+        Outcome { cost, timing: Timing::Issue, ..Outcome::default() }
+    }
+
+    #[inline(never)]
     fn dispatch(&mut self, cpu: usize, agent: Agent, ev: &Event) -> Outcome {
         let ctx = match agent {
             Agent::Cpu { ctx, .. } => Some(ctx),
@@ -1012,11 +1032,7 @@ impl Machine {
                 self.cycles.base += base;
                 self.access(cpu, c, *addr, *size, AccessKind::Fetch).with_cost(base)
             }
-            (Event::Work { count }, _) => {
-                let cost = self.cfg.machine.base_cpi.times(*count);
-                self.cycles.base += cost;
-                Outcome { cost, timing: Timing::Issue, ..Outcome::default() }
-            }
+            (Event::Work { count }, _) => self.work(*count),
             (
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
                 Some(Context::HostKernel),
