@@ -700,7 +700,7 @@ impl Cache {
     }
 
     /// [`Cache::lookup`] of a computed slot; returns the way hit.
-    #[inline]
+    #[inline(always)]
     fn lookup_at(&mut self, s: Slot, class: RefClass, write: bool) -> Option<usize> {
         let flag = if write { DIRTY } else { 0 };
         let repl = &mut self.repl;
@@ -723,13 +723,14 @@ impl Cache {
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
+    #[inline]
     pub fn fill(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
         self.fill_at(self.slot(spa), class, dirty)
     }
 
     /// [`Cache::fill`] of a computed slot: one pass over the set finds the line or installs
     /// it.
-    #[inline]
+    #[inline(always)]
     fn fill_at(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
         let flag = if dirty { DIRTY } else { 0 };
         let repl = &mut self.repl;
@@ -746,6 +747,7 @@ impl Cache {
 
     /// [`Cache::fill`] of a line the caller knows is absent (its lookup just missed and
     /// nothing has filled this cache since): skips the search for it.
+    #[inline(always)]
     fn fill_absent(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
         debug_assert!(self.find(s).is_none(), "fill_absent of a present line");
         self.install(s, class, if dirty { DIRTY } else { 0 })
@@ -791,7 +793,7 @@ impl Cache {
     }
 
     /// [`Cache::invalidate`] of a computed slot.
-    #[inline]
+    #[inline(always)]
     fn invalidate_at(&mut self, s: Slot) -> Option<Evicted> {
         let w = self.find(s)?;
         Some(self.invalidate_way(s.set, w))
@@ -1567,6 +1569,7 @@ fn invalidate_others(
 
 /// An L2 gave up `ev`: a victim LLC takes every L2 victim; a fill-on-miss LLC only dirty ones.
 /// A dirty LLC victim is a DRAM write-back.
+#[inline(always)]
 fn l2_victim(llc: &mut Cache, victim_llc: bool, stats: &mut HierarchyStats, ev: Evicted) {
     if (victim_llc || ev.dirty)
         && let Some(out) = llc.fill(ev.line, ev.class, ev.dirty)
