@@ -854,6 +854,7 @@ impl Machine {
     }
 
     /// The clock of an agent (its CPU's clock; devices and firmware share CPU 0's).
+    #[inline]
     pub fn clock(&self, a: Agent) -> Cycles {
         if let Agent::Device(d) = a {
             return self.device_clock(d);
