@@ -500,6 +500,20 @@ struct Cpu {
     /// The TD vCPU (TDVPR) that last entered on this CPU (TDH.VP.ENTER flushes the TD TLB
     /// contexts when another vCPU ran here last; spec/tdx.md §3.4).
     td_vcpu: Option<u64>,
+    /// What this CPU's last guest-physical access learnt of its VM ([`VmMemo`]).
+    vm_memo: Option<VmMemo>,
+}
+
+/// A CPU's memo of the VM its last guest-physical access ran in: the VM's stage-2 tables
+/// exist and its [`VmInfo`] is `info`, for as long as [`Machine::vm_epoch`] is `epoch`. It
+/// spares a guest access two of its three map lookups (VMs sit in ordered maps, where each
+/// lookup was ~50 instructions of a ~3,000-instruction access); the epoch moves whenever a VM
+/// is declared, created or destroyed, or its tables built or dropped.
+#[derive(Clone, Copy, Debug)]
+struct VmMemo {
+    vm: VmId,
+    epoch: u64,
+    info: Option<VmInfo>,
 }
 
 impl Cpu {
@@ -646,9 +660,13 @@ pub struct Machine {
     cpus: Vec<Cpu>,
     rmp: Rmp,
     caches: CacheHierarchy,
+    /// The VMs by id. Every insertion or removal here or in `vm_paging` must bump `vm_epoch`.
     vms: BTreeMap<VmId, VmInfo>,
     /// Each VM's stage-2 and guest page tables, built on first use ([`crate::vm`]).
     vm_paging: BTreeMap<VmId, VmPaging>,
+    /// Moves whenever `vms` or `vm_paging` gains or loses a VM, voiding every CPU's
+    /// [`VmMemo`].
+    vm_epoch: u64,
     /// Guest translation counters.
     guest: report::GuestCounts,
     /// KVM's and the VMM's state per VM ([`kvm`]).
@@ -765,6 +783,7 @@ impl Machine {
                 vmsa: None,
                 running_vmsa: None,
                 td_vcpu: None,
+                vm_memo: None,
             };
             cpu.keep_current();
             cpus.push(cpu);
@@ -787,6 +806,7 @@ impl Machine {
             caches,
             vms: BTreeMap::new(),
             vm_paging: BTreeMap::new(),
+            vm_epoch: 0,
             guest: report::GuestCounts::default(),
             kvm: BTreeMap::new(),
             kvm_counts: KvmCounts::default(),
@@ -843,6 +863,7 @@ impl Machine {
             }
         }
         self.vms.insert(vm, VmInfo { kind, asid, memory });
+        self.vm_epoch += 1;
         Ok(())
     }
 
@@ -909,6 +930,7 @@ impl Machine {
     }
 
     /// The clock of an agent (its CPU's clock; devices and firmware share CPU 0's).
+    #[inline]
     pub fn clock(&self, a: Agent) -> Cycles {
         if let Agent::Device(d) = a {
             return self.device_clock(d);
@@ -1039,19 +1061,43 @@ impl Machine {
             let gap = t - self.cpus[cpu].clock;
             self.cpus[cpu].charge(gap, Timing::Serial);
         }
-        if let Some(e) = self.vendor_refusal(&te.event) {
-            self.input_error.get_or_insert(e);
-            return Outcome::default();
-        }
-        // KVM's TDX operations run as resumable steps (`ccsim explore` interleaves them).
-        if let Some(op) = self.kvm_op(te) {
-            return self.run_op(op);
-        }
-        let out = self.dispatch(cpu, te.agent, &te.event);
+        // The common events of a workload (a CPU's loads, stores and `work`) take a short path
+        // while no TD exists; everything else goes through `dispatch`, kept out of line so that
+        // this stays small.
+        let out = match (&te.event, te.agent) {
+            (Event::Load { addr, size }, Agent::Cpu { ctx, .. }) if !self.tdx.active => {
+                self.access(cpu, ctx, *addr, *size, AccessKind::Read)
+            }
+            (Event::Store { addr, size, .. }, Agent::Cpu { ctx, .. }) if !self.tdx.active => {
+                self.access(cpu, ctx, *addr, *size, AccessKind::Write)
+            }
+            (Event::Work { count }, _) => self.work(*count),
+            _ => {
+                if let Some(e) = self.vendor_refusal(&te.event) {
+                    self.input_error.get_or_insert(e);
+                    return Outcome::default();
+                }
+                // KVM's TDX operations run as resumable steps (`ccsim explore` interleaves
+                // them).
+                if let Some(op) = self.kvm_op(te) {
+                    return self.run_op(op);
+                }
+                self.dispatch(cpu, te.agent, &te.event)
+            }
+        };
         self.cpus[cpu].charge(out.cost, out.timing);
         out
     }
 
+    /// `work N`: N non-memory instructions at the base CPI.
+    #[inline]
+    fn work(&mut self, count: u64) -> Outcome {
+        let cost = self.cfg.machine.base_cpi.times(count);
+        self.cycles.base += cost;
+        Outcome { cost, timing: Timing::Issue, ..Outcome::default() }
+    }
+
+    #[inline(never)]
     fn dispatch(&mut self, cpu: usize, agent: Agent, ev: &Event) -> Outcome {
         let ctx = match agent {
             Agent::Cpu { ctx, .. } => Some(ctx),
@@ -1085,11 +1131,7 @@ impl Machine {
                 self.cycles.base += base;
                 self.access(cpu, c, *addr, *size, AccessKind::Fetch).with_cost(base)
             }
-            (Event::Work { count }, _) => {
-                let cost = self.cfg.machine.base_cpi.times(*count);
-                self.cycles.base += cost;
-                Outcome { cost, timing: Timing::Issue, ..Outcome::default() }
-            }
+            (Event::Work { count }, _) => self.work(*count),
             (
                 Event::RmpUpdate { spa, size, assigned, asid, gpa, immutable },
                 Some(Context::HostKernel),
@@ -1229,6 +1271,7 @@ impl Machine {
                     self.drop_vm_tables(*vm);
                 }
                 self.vms.insert(*vm, info);
+                self.vm_epoch += 1;
                 if *kind == VmKind::Tdx {
                     self.tdx_bind_vm(*vm, *asid);
                 }
@@ -1251,6 +1294,7 @@ impl Machine {
                 self.vsm_destroy(*vm);
                 self.drop_vm_tables(*vm);
                 self.vms.remove(vm);
+                self.vm_epoch += 1;
                 Outcome::default()
             }
             (e, _) => {
@@ -2580,6 +2624,7 @@ impl Machine {
                 &mut buddy_frames!(self),
             )?;
             self.vm_paging.insert(vm, p);
+            self.vm_epoch += 1;
         }
         if guest {
             let p = self.vm_paging.get_mut(&vm).expect("inserted above");
@@ -2617,6 +2662,7 @@ impl Machine {
     /// nested root lands on the same freed page).
     fn drop_vm_tables(&mut self, vm: VmId) {
         if let Some(p) = self.vm_paging.remove(&vm) {
+            self.vm_epoch += 1;
             let asid = p.asid();
             p.destroy(&mut self.tables, &mut buddy_frames!(self));
             for c in &mut self.cpus {
@@ -2666,9 +2712,17 @@ impl Machine {
         }
         // A TD builds its shared EPT only for a shared GPA (below).
         if !td {
-            if let Err(e) = self.vm_tables(vm, !physical) {
-                self.not_modelled(&format!("guest access: {}", e.category()));
-                return Outcome::default();
+            // A guest-physical access needs only the stage-2 tables, which the CPU's memo may
+            // already vouch for.
+            if !(physical && self.vm_memo(cpu, vm).is_some()) {
+                if let Err(e) = self.vm_tables(vm, !physical) {
+                    self.not_modelled(&format!("guest access: {}", e.category()));
+                    return Outcome::default();
+                }
+                if physical {
+                    let info = self.vms.get(&vm).copied();
+                    self.cpus[cpu].vm_memo = Some(VmMemo { vm, epoch: self.vm_epoch, info });
+                }
             }
             self.switch_vmsa(cpu, vm, ctx);
         }
@@ -2691,6 +2745,12 @@ impl Machine {
             };
             m.guest_access_retrying(cpu, ctx, vm, a, kind)
         })
+    }
+
+    /// CPU `cpu`'s [`VmMemo`], if it is of `vm` and still valid.
+    #[inline]
+    fn vm_memo(&self, cpu: usize, vm: VmId) -> Option<VmMemo> {
+        self.cpus[cpu].vm_memo.filter(|m| m.vm == vm && m.epoch == self.vm_epoch)
     }
 
     /// Run an access of `size` bytes from `first` one 4 KiB page at a time (an access that
@@ -2825,6 +2885,10 @@ impl Machine {
         kind: AccessKind,
     ) -> Outcome {
         let physical = matches!(addr, GuestAddr::Physical(_));
+        let info = match self.vm_memo(cpu, vm) {
+            Some(m) => m.info,
+            None => self.vms.get(&vm).copied(),
+        };
         let vtl = vsm::vtl_of(ctx);
         let paging = match vtl {
             Some(l) if l > 0 => self.vsm.paging_mut(vm, l),
@@ -2844,7 +2908,7 @@ impl Machine {
         // `Mmu::guest_access_into` fills it in place).
         let mut rmp_stage;
         let checker: &mut dyn TranslationCheck =
-            match rmp_context(self.vms.get(&vm), ctx, &self.cfg.vsm) {
+            match rmp_context(info.as_ref(), ctx, &self.cfg.vsm) {
                 Some(who) => {
                     rmp_stage = RmpCheckStage::guest(
                         &mut self.rmp,

@@ -47,7 +47,7 @@
 //!   rule 14).
 
 use crate::latency::{CacheLatency, MemRefKind};
-use crate::repl::{RankLru, ReplState, Replacement};
+use crate::repl::{ReplState, Replacement};
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source, check_pow2, check_range};
 use sim_core::{Cycles, Rng, Spa};
 use std::ops::Sub;
@@ -90,12 +90,18 @@ impl RefClass {
     /// The class of [`RefClass::index`] `i` (a line's `meta` bits; any other value is Data,
     /// never stored).
     const fn from_index(i: u8) -> RefClass {
-        match i {
-            1 => RefClass::TableRead,
-            2 => RefClass::TableAdWrite,
-            3 => RefClass::CheckRead,
-            _ => RefClass::Data,
-        }
+        // A table rather than a match: evictions decode it on the hot path.
+        const BY_INDEX: [RefClass; 8] = [
+            RefClass::Data,
+            RefClass::TableRead,
+            RefClass::TableAdWrite,
+            RefClass::CheckRead,
+            RefClass::Data,
+            RefClass::Data,
+            RefClass::Data,
+            RefClass::Data,
+        ];
+        BY_INDEX[(i & 7) as usize]
     }
 
     /// The class and whether the reference writes the line.
@@ -426,19 +432,132 @@ const EMPTY_HI: u32 = u32::MAX;
 /// `meta` bit: the line is dirty. The low bits hold the filler's `RefClass::index`.
 const DIRTY: u8 = 0x80;
 const CLASS_BITS: u8 = 0x07;
-/// Ways a set scan compares at once. Each set's tag block is padded to a multiple of it, so the
-/// scan has no remainder loop.
+/// Ways a set scan compares at once. Every set holds a multiple of it.
 const GROUP: usize = 8;
 
 /// Where one line lives in one cache: its set, and its tag (the line address without the set
-/// bits) split into halves as the tag array stores them. Computed once per reference and level,
-/// then used by the lookup and by the fill that follows a miss (and, for a write, once for every
+/// bits) split into halves as a set stores them. Computed once per reference and level, then
+/// used by the lookup and by the fill that follows a miss (and, for a write, once for every
 /// other CPU's L1D and L2, which share the geometry).
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     set: usize,
     lo: u32,
     hi: u32,
+}
+
+/// One set of a cache: `W` way slots (`W` a power of two, at least 8 and at least the cache's
+/// ways; slots past the last way are padding that never matches and never ages), all of its
+/// state in one record.
+///
+/// Why one record: a reference touches the tags, the valid mask, the dirty/class byte and the
+/// LRU ranks of one set, so keeping them together costs the host one or two cache lines per
+/// set instead of one per array, and a fixed `W` lets every scan and rank update run over
+/// arrays of known length (unrolled, vectorized, no bounds checks on way indices masked to
+/// `W`).
+#[derive(Clone, Debug)]
+struct Set<const W: usize> {
+    /// Low halves of the ways' tags. Why halves: a scan compares the low halves eight at a time
+    /// (32-bit lanes vectorize with the baseline SSE2; 64-bit equality does not), and only a
+    /// candidate's high half is then checked, which also rules out an empty way whose stale low
+    /// half matched.
+    lo: [u32; W],
+    /// High halves ([`EMPTY_HI`] for an empty way or padding).
+    hi: [u32; W],
+    /// Dirty bit and filler class per way.
+    meta: [u8; W],
+    /// LRU recency rank per way (0 = most recently used; see [`crate::repl::rank_touch`]);
+    /// unused under the other policies.
+    rank: [u8; W],
+    /// Bit `w` set iff way `w` holds a line (the same facts as the high halves, kept so that a
+    /// fill finds the lowest empty way with one `trailing_zeros`).
+    valid: u64,
+}
+
+impl<const W: usize> Set<W> {
+    fn empty(ways: usize) -> Set<W> {
+        Set {
+            lo: [0; W],
+            hi: [EMPTY_HI; W],
+            meta: [0; W],
+            rank: crate::repl::rank_init(ways),
+            valid: 0,
+        }
+    }
+
+    /// The way holding the line with tag halves `lo`, `hi`, if any.
+    #[inline(always)]
+    fn find(&self, lo: u32, hi: u32) -> Option<usize> {
+        for (g, group) in self.lo.as_chunks::<GROUP>().0.iter().enumerate() {
+            // Eight low halves compared at once, branch-free (it vectorizes). Most lookups and
+            // nearly all remote probes miss, and a miss costs only this.
+            if !group.iter().fold(false, |any, &t| any | (t == lo)) {
+                continue;
+            }
+            for (i, &t) in group.iter().enumerate() {
+                let w = g * GROUP + i;
+                if t == lo && self.hi[w % W] == hi {
+                    return Some(w % W);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A cache's sets, by slot count (the ways rounded up to a power of two, at least 8): each
+/// width is its own monomorphized code.
+#[derive(Clone, Debug)]
+enum Sets {
+    W8(Vec<Set<8>>),
+    W16(Vec<Set<16>>),
+    W32(Vec<Set<32>>),
+    W64(Vec<Set<64>>),
+}
+
+/// Run `$body` with `$set` bound to set `$idx` of `$sets` (`&mut`, or `&` after `ref`),
+/// whatever its width.
+macro_rules! with_set {
+    ($sets:expr, $idx:expr, |$set:ident| $body:expr) => {
+        match $sets {
+            Sets::W8(v) => {
+                let $set = &mut v[$idx];
+                $body
+            }
+            Sets::W16(v) => {
+                let $set = &mut v[$idx];
+                $body
+            }
+            Sets::W32(v) => {
+                let $set = &mut v[$idx];
+                $body
+            }
+            Sets::W64(v) => {
+                let $set = &mut v[$idx];
+                $body
+            }
+        }
+    };
+    (ref $sets:expr, $idx:expr, |$set:ident| $body:expr) => {
+        match $sets {
+            Sets::W8(v) => {
+                let $set = &v[$idx];
+                $body
+            }
+            Sets::W16(v) => {
+                let $set = &v[$idx];
+                $body
+            }
+            Sets::W32(v) => {
+                let $set = &v[$idx];
+                $body
+            }
+            Sets::W64(v) => {
+                let $set = &v[$idx];
+                $body
+            }
+        }
+    };
 }
 
 /// One set-associative cache, physically indexed and tagged by [`Spa`] (functional state only:
@@ -458,35 +577,17 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct Cache {
     geom: CacheGeometry,
-    /// Ways rounded up to a multiple of [`GROUP`]: the per-set stride of `tags` and `meta`.
-    stride: usize,
     line_shift: u32,
     set_bits: u32,
     set_mask: u64,
     /// Bit `w` set for every way `w` of a set.
     all_ways: u64,
-    /// Per set, one block of `2 × stride` words: the low halves of the ways' tags, then the high
-    /// halves ([`EMPTY_HI`] for an empty way or padding). Why halves: a scan compares the low
-    /// halves eight at a time (32-bit lanes vectorize with the baseline SSE2; 64-bit equality
-    /// does not), and only a candidate's high half is then checked, which also rules out an
-    /// empty way whose stale low half matched. One block keeps a set's tags in one or two host
-    /// cache lines.
-    tags: Vec<u32>,
-    /// Dirty bit and filler class per way (`stride` per set).
-    meta: Vec<u8>,
-    /// Per set, bit `w` set iff way `w` holds a line (the same facts as the high halves, kept so
-    /// that a fill finds the lowest empty way with one `trailing_zeros`).
-    valid: Vec<u64>,
-    repl: CacheRepl,
+    /// The sets, one record each ([`Set`]).
+    sets: Sets,
+    /// Replacement state of tree-PLRU and random (the crate's shared [`ReplState`]); `None`
+    /// for LRU (every preset), whose byte ranks live in the sets.
+    repl: Option<ReplState>,
     stats: CacheStats,
-}
-
-/// A cache's replacement state: LRU (every preset) as byte ranks, compact and cheap to update;
-/// tree-PLRU and random through the crate's shared [`ReplState`].
-#[derive(Clone, Debug)]
-enum CacheRepl {
-    Lru(RankLru),
-    Other(ReplState),
 }
 
 impl Cache {
@@ -498,24 +599,28 @@ impl Cache {
         geom.check()?;
         let ways = to_usize(u64::from(geom.ways));
         let sets = to_usize(u64::from(geom.sets));
-        let stride = ways.next_multiple_of(GROUP);
-        let mut block = vec![0; stride];
-        block.resize(2 * stride, EMPTY_HI);
+        let width = ways.next_power_of_two().max(GROUP);
+        let sets = match width {
+            8 => Sets::W8(vec![Set::empty(ways); sets]),
+            16 => Sets::W16(vec![Set::empty(ways); sets]),
+            32 => Sets::W32(vec![Set::empty(ways); sets]),
+            _ => Sets::W64(vec![Set::empty(ways); sets]),
+        };
         Ok(Cache {
             geom,
-            stride,
             line_shift: geom.line_size.trailing_zeros(),
             set_bits: geom.sets.trailing_zeros(),
             set_mask: u64::from(geom.sets) - 1,
             all_ways: u64::MAX >> (64 - ways),
-            tags: block.repeat(sets),
-            meta: vec![0; sets * stride],
-            valid: vec![0; sets],
+            sets,
             repl: match geom.replacement {
-                Replacement::Lru => CacheRepl::Lru(RankLru::new(sets, ways)),
-                Replacement::TreePlru | Replacement::Random => {
-                    CacheRepl::Other(ReplState::new(geom.replacement, sets, ways, Rng::new(seed)))
-                }
+                Replacement::Lru => None,
+                Replacement::TreePlru | Replacement::Random => Some(ReplState::new(
+                    geom.replacement,
+                    to_usize(u64::from(geom.sets)),
+                    ways,
+                    Rng::new(seed),
+                )),
             },
             stats: CacheStats::default(),
         })
@@ -543,7 +648,15 @@ impl Cache {
 
     /// Lines currently valid.
     pub fn valid_lines(&self) -> usize {
-        self.valid.iter().map(|v| v.count_ones() as usize).sum()
+        fn count<const W: usize>(v: &[Set<W>]) -> usize {
+            v.iter().map(|s| s.valid.count_ones() as usize).sum()
+        }
+        match &self.sets {
+            Sets::W8(v) => count(v),
+            Sets::W16(v) => count(v),
+            Sets::W32(v) => count(v),
+            Sets::W64(v) => count(v),
+        }
     }
 
     /// The set and tag halves of the line holding `spa`.
@@ -562,22 +675,7 @@ impl Cache {
     /// The way of `s.set` holding the line, if any.
     #[inline(always)]
     fn find(&self, s: Slot) -> Option<usize> {
-        let block = &self.tags[2 * s.set * self.stride..2 * (s.set + 1) * self.stride];
-        let (lo, hi) = block.split_at(self.stride);
-        for (g, group) in lo.as_chunks::<GROUP>().0.iter().enumerate() {
-            // Eight low halves compared at once, branch-free (it vectorizes). Most lookups and
-            // nearly all remote probes miss, and a miss costs only this.
-            if !group.iter().fold(false, |any, &t| any | (t == s.lo)) {
-                continue;
-            }
-            for (i, &t) in group.iter().enumerate() {
-                let w = g * GROUP + i;
-                if t == s.lo && hi[w] == s.hi {
-                    return Some(w);
-                }
-            }
-        }
-        None
+        with_set!(ref &self.sets, s.set, |set| set.find(s.lo, s.hi))
     }
 
     /// Whether the line holding `spa` is present (functional probe: no state changes, no
@@ -589,7 +687,9 @@ impl Cache {
     /// Whether the line holding `spa` is present and dirty.
     pub fn is_dirty(&self, spa: Spa) -> bool {
         let s = self.slot(spa);
-        self.find(s).is_some_and(|w| self.meta[s.set * self.stride + w] & DIRTY != 0)
+        with_set!(ref &self.sets, s.set, |set| set
+            .find(s.lo, s.hi)
+            .is_some_and(|w| set.meta[w] & DIRTY != 0))
     }
 
     /// Look `spa` up for a reference of class `class`: on a hit, update the replacement state
@@ -600,18 +700,22 @@ impl Cache {
     }
 
     /// [`Cache::lookup`] of a computed slot; returns the way hit.
-    #[inline]
+    #[inline(always)]
     fn lookup_at(&mut self, s: Slot, class: RefClass, write: bool) -> Option<usize> {
-        let hit = self.find(s);
-        match hit {
-            Some(w) => {
-                self.stats.class_mut(class).hits += 1;
-                if write {
-                    self.meta[s.set * self.stride + w] |= DIRTY;
-                }
-                self.touch(s.set, w);
+        let flag = if write { DIRTY } else { 0 };
+        let repl = &mut self.repl;
+        let hit = with_set!(&mut self.sets, s.set, |set| {
+            let hit = set.find(s.lo, s.hi);
+            if let Some(w) = hit {
+                set.meta[w] |= flag;
+                touch(set, repl, s.set, w);
             }
-            None => self.stats.class_mut(class).misses += 1,
+            hit
+        });
+        let counts = self.stats.class_mut(class);
+        match hit {
+            Some(_) => counts.hits += 1,
+            None => counts.misses += 1,
         }
         hit
     }
@@ -619,49 +723,67 @@ impl Cache {
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
+    #[inline]
     pub fn fill(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
-        let s = self.slot(spa);
+        self.fill_at(self.slot(spa), class, dirty)
+    }
+
+    /// [`Cache::fill`] of a computed slot: one pass over the set finds the line or installs
+    /// it.
+    #[inline(always)]
+    fn fill_at(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
         let flag = if dirty { DIRTY } else { 0 };
-        if let Some(w) = self.find(s) {
-            self.meta[s.set * self.stride + w] |= flag;
-            self.touch(s.set, w);
-            return None;
-        }
-        self.install(s, class, flag)
+        let repl = &mut self.repl;
+        let present = with_set!(&mut self.sets, s.set, |set| {
+            let w = set.find(s.lo, s.hi);
+            if let Some(w) = w {
+                set.meta[w] |= flag;
+                touch(set, repl, s.set, w);
+            }
+            w.is_some()
+        });
+        if present { None } else { self.install(s, class, flag) }
     }
 
     /// [`Cache::fill`] of a line the caller knows is absent (its lookup just missed and
     /// nothing has filled this cache since): skips the search for it.
+    #[inline(always)]
     fn fill_absent(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
         debug_assert!(self.find(s).is_none(), "fill_absent of a present line");
         self.install(s, class, if dirty { DIRTY } else { 0 })
     }
 
     /// Put an absent line in the lowest empty way of its set, else in the policy's victim.
-    #[inline]
+    #[inline(always)]
     fn install(&mut self, s: Slot, class: RefClass, flag: u8) -> Option<Evicted> {
-        let empty = !self.valid[s.set] & self.all_ways;
-        let (w, evicted) = if empty != 0 {
-            (empty.trailing_zeros() as usize, None)
-        } else {
-            let w = match &mut self.repl {
-                CacheRepl::Lru(r) => r.victim(s.set),
-                CacheRepl::Other(r) => r.victim(s.set),
+        let (all_ways, ways) = (self.all_ways, self.geom.ways as usize);
+        let repl = &mut self.repl;
+        let old = with_set!(&mut self.sets, s.set, |set| {
+            let empty = !set.valid & all_ways;
+            let (w, old) = if empty != 0 {
+                (empty.trailing_zeros() as usize, None)
+            } else {
+                let w = match repl {
+                    None => crate::repl::rank_victim(&set.rank, ways),
+                    Some(r) => r.victim(s.set),
+                };
+                let w = w % set.lo.len();
+                (w, Some((set.lo[w], set.hi[w], set.meta[w])))
             };
-            let ev = self.evicted_at(s.set, w);
-            let counts = self.stats.class_mut(ev.class);
-            counts.evictions += 1;
-            counts.writebacks += u64::from(ev.dirty);
-            (w, Some(ev))
-        };
-        self.valid[s.set] |= 1 << w;
-        let b = 2 * s.set * self.stride;
-        self.tags[b + w] = s.lo;
-        self.tags[b + self.stride + w] = s.hi;
-        self.meta[s.set * self.stride + w] = flag | class.index();
+            set.valid |= 1 << w;
+            set.lo[w] = s.lo;
+            set.hi[w] = s.hi;
+            set.meta[w] = flag | class.index();
+            touch(set, repl, s.set, w);
+            old
+        });
         self.stats.class_mut(class).fills += 1;
-        self.touch(s.set, w);
-        evicted
+        let (lo, hi, m) = old?;
+        let ev = self.evicted(s.set, lo, hi, m);
+        let counts = self.stats.class_mut(ev.class);
+        counts.evictions += 1;
+        counts.writebacks += u64::from(ev.dirty);
+        Some(ev)
     }
 
     /// Drop the line holding `spa`, returning it if it was present (the caller writes it back
@@ -671,7 +793,7 @@ impl Cache {
     }
 
     /// [`Cache::invalidate`] of a computed slot.
-    #[inline]
+    #[inline(always)]
     fn invalidate_at(&mut self, s: Slot) -> Option<Evicted> {
         let w = self.find(s)?;
         Some(self.invalidate_way(s.set, w))
@@ -679,43 +801,56 @@ impl Cache {
 
     /// Empty way `w` of `set` (which holds a line) and return what it held.
     fn invalidate_way(&mut self, set: usize, w: usize) -> Evicted {
-        let ev = self.evicted_at(set, w);
-        self.tags[(2 * set + 1) * self.stride + w] = EMPTY_HI;
-        self.meta[set * self.stride + w] = 0;
-        self.valid[set] &= !(1 << w);
-        ev
+        let (lo, hi, m) = with_set!(&mut self.sets, set, |rec| {
+            let w = w % rec.lo.len();
+            let old = (rec.lo[w], rec.hi[w], rec.meta[w]);
+            rec.hi[w] = EMPTY_HI;
+            rec.meta[w] = 0;
+            rec.valid &= !(1 << w);
+            old
+        });
+        self.evicted(set, lo, hi, m)
     }
 
     /// Drop every line; return the dirty ones, in set-then-way order.
     pub fn invalidate_all(&mut self) -> Vec<Evicted> {
-        let mut dirty = Vec::new();
-        for set in 0..self.valid.len() {
-            let mut v = self.valid[set];
-            while v != 0 {
-                let w = v.trailing_zeros() as usize;
-                v &= v - 1;
-                if self.meta[set * self.stride + w] & DIRTY != 0 {
-                    dirty.push(self.evicted_at(set, w));
+        fn dirty_of<const W: usize>(v: &[Set<W>]) -> Vec<(usize, u32, u32, u8)> {
+            let mut dirty = Vec::new();
+            for (i, set) in v.iter().enumerate() {
+                let mut valid = set.valid;
+                while valid != 0 {
+                    let w = valid.trailing_zeros() as usize % W;
+                    valid &= valid - 1;
+                    if set.meta[w] & DIRTY != 0 {
+                        dirty.push((i, set.lo[w], set.hi[w], set.meta[w]));
+                    }
                 }
             }
-            let hi = (2 * set + 1) * self.stride;
-            self.tags[hi..hi + self.stride].fill(EMPTY_HI);
+            dirty
         }
         // Replacement state is left as is: invalid ways are filled before it is consulted.
-        self.meta.fill(0);
-        self.valid.fill(0);
-        dirty
+        fn clear<const W: usize>(v: &mut [Set<W>]) {
+            for set in v {
+                set.hi = [EMPTY_HI; W];
+                set.meta = [0; W];
+                set.valid = 0;
+            }
+        }
+        let dirty = match &mut self.sets {
+            Sets::W8(v) => (dirty_of(v), clear(v)).0,
+            Sets::W16(v) => (dirty_of(v), clear(v)).0,
+            Sets::W32(v) => (dirty_of(v), clear(v)).0,
+            Sets::W64(v) => (dirty_of(v), clear(v)).0,
+        };
+        dirty.into_iter().map(|(set, lo, hi, m)| self.evicted(set, lo, hi, m)).collect()
     }
 
-    /// The line held by way `w` of `set`.
+    /// The line of set `set` with tag halves `lo`, `hi` and meta byte `m`.
     #[inline]
-    fn evicted_at(&self, set: usize, w: usize) -> Evicted {
-        let b = 2 * set * self.stride;
-        let (lo, hi) = (self.tags[b + w], self.tags[b + self.stride + w]);
+    fn evicted(&self, set: usize, lo: u32, hi: u32, m: u8) -> Evicted {
         debug_assert!(hi != EMPTY_HI, "a valid way has a tag");
         let tag = u64::from(hi) << 32 | u64::from(lo);
         let line = tag << self.set_bits | set as u64;
-        let m = self.meta[set * self.stride + w];
         Evicted {
             // The line came from an `Spa`, so it is in range: no check needed.
             line: Spa::new_truncate(line << self.line_shift),
@@ -723,13 +858,15 @@ impl Cache {
             class: RefClass::from_index(m & CLASS_BITS),
         }
     }
+}
 
-    #[inline]
-    fn touch(&mut self, set: usize, way: usize) {
-        match &mut self.repl {
-            CacheRepl::Lru(r) => r.touch(set, way),
-            CacheRepl::Other(r) => r.touch(set, way),
-        }
+/// Record a use of way `w` of `set` (index `idx`): its LRU rank, or the shared replacement
+/// state of the other policies.
+#[inline(always)]
+fn touch<const W: usize>(set: &mut Set<W>, repl: &mut Option<ReplState>, idx: usize, w: usize) {
+    match repl {
+        None => crate::repl::rank_touch(&mut set.rank, w),
+        Some(r) => r.touch(idx, w),
     }
 }
 
@@ -1432,6 +1569,7 @@ fn invalidate_others(
 
 /// An L2 gave up `ev`: a victim LLC takes every L2 victim; a fill-on-miss LLC only dirty ones.
 /// A dirty LLC victim is a DRAM write-back.
+#[inline(always)]
 fn l2_victim(llc: &mut Cache, victim_llc: bool, stats: &mut HierarchyStats, ev: Evicted) {
     if (victim_llc || ev.dirty)
         && let Some(out) = llc.fill(ev.line, ev.class, ev.dirty)
@@ -1915,7 +2053,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..400),
             r in prop_oneof![Just(Replacement::Lru), Just(Replacement::TreePlru), Just(Replacement::Random)],
             sets_log in 0u32..3,
-            ways in 1u32..13,
+            ways in prop_oneof![1u32..13, 13u32..=64],
         ) {
             let sets = 1u32 << sets_log;
             let mut c = Cache::new(CacheGeometry { sets, ways, line_size: 64, replacement: r }, 3).unwrap();
@@ -1945,14 +2083,21 @@ mod tests {
                 }
                 prop_assert_eq!(c.valid_lines(), may_hold.len());
                 // The per-set valid bits say what the tags' high halves say; padding stays empty.
-                for set in 0..c.valid.len() {
-                    let hi = &c.tags[(2 * set + 1) * c.stride..(2 * set + 2) * c.stride];
-                    for (w, &h) in hi.iter().enumerate() {
-                        let bit = c.valid[set] >> w & 1 == 1;
-                        prop_assert_eq!(bit, h != EMPTY_HI);
-                        prop_assert!(c.all_ways >> w & 1 == 1 || !bit);
-                    }
+                fn consistent<const W: usize>(sets: &[Set<W>], all_ways: u64) -> bool {
+                    sets.iter().all(|s| {
+                        s.hi.iter().enumerate().all(|(w, &h)| {
+                            let bit = s.valid >> w & 1 == 1;
+                            bit == (h != EMPTY_HI) && (all_ways >> w & 1 == 1 || !bit)
+                        })
+                    })
                 }
+                let ok = match &c.sets {
+                    Sets::W8(v) => consistent(v, c.all_ways),
+                    Sets::W16(v) => consistent(v, c.all_ways),
+                    Sets::W32(v) => consistent(v, c.all_ways),
+                    Sets::W64(v) => consistent(v, c.all_ways),
+                };
+                prop_assert!(ok, "valid bits agree with the tags; padding stays empty");
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
             }
         }

@@ -191,92 +191,76 @@ impl ReplState {
 }
 
 /// True LRU for sets of at most 64 ways (the data caches), as one recency rank per way: one
-/// byte per way, 0 = most recently used … `ways − 1` = least, eight ways to a `u64`.
+/// byte per way, 0 = most recently used … `ways − 1` = least, in an array of `W` bytes kept in
+/// the cache's per-set record (lanes past the last way hold [`RANK_PAD`]).
 ///
 /// Why not [`ReplState`]: its recency list costs 8 bytes per way plus an 8-byte stamp that only
 /// the TLBs need (to compare victims across arrays), which for a 32 MiB LLC is 8 MiB of
 /// replacement state the host has to miss on. Ranks cost one byte per way, and a use or a
-/// victim choice is a few word operations per eight ways ("SWAR": SIMD within a register).
-/// It makes exactly the choices of [`ReplState`]'s LRU: ways never used rank oldest in index
-/// order (way 0 is the first victim).
+/// victim choice is one pass over `W` bytes, which the compiler vectorizes. It makes exactly
+/// the choices of [`ReplState`]'s LRU: ways never used rank oldest in index order (way 0 is
+/// the first victim).
 ///
-/// Every byte stays at most 0x7f (ranks are below 64; bytes past the last way hold [`PAD`]),
-/// so byte-wise subtraction below never borrows from the next byte.
-#[derive(Clone, Debug)]
-pub(crate) struct RankLru {
-    ways: usize,
-    /// `u64` words per set: `ways.div_ceil(8)`.
-    words: usize,
-    /// Per set, `words` words; byte `w % 8` of word `w / 8` is way `w`'s rank.
-    ranks: Vec<u64>,
+/// The ranks of one set with `ways` ways (`ways ≤ W ≤ 64`): way 0 least recently used … way
+/// `ways − 1` most.
+///
+/// # Panics
+/// If `ways` is 0 or above `W`.
+pub(crate) fn rank_init<const W: usize>(ways: usize) -> [u8; W] {
+    assert!(
+        (1..=W).contains(&ways) && W <= 64 && W.is_multiple_of(8),
+        "1..=W ways, W a multiple of 8 up to 64"
+    );
+    let mut rank = [RANK_PAD; W];
+    for (w, r) in rank.iter_mut().take(ways).enumerate() {
+        *r = u8::try_from(ways - 1 - w).expect("below 64");
+    }
+    rank
 }
 
-/// The byte 0x01 in every lane.
-const LO: u64 = 0x0101_0101_0101_0101;
-/// The byte 0x80 in every lane.
-const HI: u64 = 0x8080_8080_8080_8080;
 /// The rank of a lane past the last way: above every real rank (never ages, never a victim).
-const PAD: u64 = 0x7f;
+pub(crate) const RANK_PAD: u8 = 0x7f;
 
-impl RankLru {
-    /// Most ways a set may have.
-    pub const MAX_WAYS: usize = 64;
-
-    /// `sets` × `ways`, way 0 least recently used … way `ways − 1` most.
-    ///
-    /// # Panics
-    /// If `ways` is 0 or above [`RankLru::MAX_WAYS`].
-    pub fn new(sets: usize, ways: usize) -> RankLru {
-        assert!((1..=Self::MAX_WAYS).contains(&ways), "1..=64 ways");
-        let words = ways.div_ceil(8);
-        let mut set = vec![0u64; words];
-        for (w, word) in set.iter_mut().enumerate() {
-            for lane in 0..8 {
-                let way = w * 8 + lane;
-                let rank = if way < ways { (ways - 1 - way) as u64 } else { PAD };
-                *word |= rank << (8 * lane);
-            }
-        }
-        RankLru { ways, words, ranks: set.repeat(sets) }
+/// Record a use of `way`: it becomes rank 0, and every way used more recently than it (a
+/// smaller rank) ages by one.
+#[inline(always)]
+pub(crate) fn rank_touch<const W: usize>(rank: &mut [u8; W], way: usize) {
+    let way = way % W;
+    let r = rank[way];
+    for x in rank.iter_mut() {
+        *x += u8::from(*x < r);
     }
-
-    /// Record a use of `way` in `set`: it becomes rank 0, and every way used more recently
-    /// than it (a smaller rank) ages by one.
-    #[inline]
-    pub fn touch(&mut self, set: usize, way: usize) {
-        let words = &mut self.ranks[set * self.words..(set + 1) * self.words];
-        let (i, shift) = (way / 8, 8 * (way % 8));
-        let r = (words[i] >> shift) & 0xff;
-        if r == 0 {
-            return;
-        }
-        // Per byte x: (0x80 | r) − x has its high bit set iff x ≤ r (x, r ≤ 0x7f: no borrow
-        // crosses a byte). Adding that bit, shifted down to 1, ages those ways; `way` itself
-        // (x = r) is then reset to 0.
-        let rs = HI | (r * LO);
-        for word in words.iter_mut() {
-            *word += ((rs - *word) & HI) >> 7;
-        }
-        words[i] &= !(0xff << shift);
-    }
-
-    /// The least recently used way of `set` (the one ranked `ways − 1`).
-    #[inline]
-    pub fn victim(&self, set: usize) -> usize {
-        let words = &self.ranks[set * self.words..(set + 1) * self.words];
-        let oldest = (self.ways as u64 - 1) * LO;
-        for (i, &word) in words.iter().enumerate() {
-            // Bytes equal to `ways − 1` become zero; (x − 0x01…) & !x & 0x80… flags the lowest
-            // zero byte exactly (a borrow can only flag bytes above a real zero).
-            let x = word ^ oldest;
-            let zero = x.wrapping_sub(LO) & !x & HI;
-            if zero != 0 {
-                return i * 8 + zero.trailing_zeros() as usize / 8;
-            }
-        }
-        unreachable!("the ranks of a set are a permutation of 0..ways")
-    }
+    rank[way] = 0;
 }
+
+/// The least recently used of `ways` ways (the one ranked `ways − 1`).
+#[inline(always)]
+pub(crate) fn rank_victim<const W: usize>(rank: &[u8; W], ways: usize) -> usize {
+    #[allow(clippy::cast_possible_truncation)] // ways ≤ 64
+    let oldest = (ways - 1) as u8;
+    debug_assert!(
+        rank.iter().filter(|&&x| x == oldest).count() == 1,
+        "the ranks of a set are a permutation of 0..ways"
+    );
+    // Eight lanes per word (SWAR): lanes equal to `oldest` become zero, and
+    // (x − 0x01…) & !x & 0x80… flags the lowest zero byte exactly (a borrow can only flag bytes
+    // above a real zero). Every rank and the padding is below 0x80, so no lane borrows into
+    // the next unless it was zero.
+    let want = u64::from(oldest) * LANES_LO;
+    for (i, chunk) in rank.as_chunks::<8>().0.iter().enumerate() {
+        let x = u64::from_le_bytes(*chunk) ^ want;
+        let zero = x.wrapping_sub(LANES_LO) & !x & LANES_HI;
+        if zero != 0 {
+            return i * 8 + zero.trailing_zeros() as usize / 8;
+        }
+    }
+    unreachable!("the ranks of a set are a permutation of 0..ways")
+}
+
+/// The byte 0x01 in every lane of a word.
+const LANES_LO: u64 = 0x0101_0101_0101_0101;
+/// The byte 0x80 in every lane of a word.
+const LANES_HI: u64 = 0x8080_8080_8080_8080;
 
 #[cfg(test)]
 mod tests {
@@ -347,16 +331,21 @@ mod tests {
         /// Byte ranks choose exactly what the recency list chooses, for any way count.
         #[test]
         fn rank_lru_matches_list(ways in 1usize..=64, touches in proptest::collection::vec(0usize..64, 0..200)) {
-            let mut list = ReplState::new(Replacement::Lru, 2, ways, Rng::new(0));
-            let mut ranks = RankLru::new(2, ways);
-            proptest::prop_assert_eq!(ranks.victim(1), list.victim(1));
+            let mut list = ReplState::new(Replacement::Lru, 1, ways, Rng::new(0));
+            let mut wide = rank_init::<64>(ways);
+            let mut narrow = (ways <= 8).then(|| rank_init::<8>(ways));
+            proptest::prop_assert_eq!(rank_victim(&wide, ways), list.victim(0));
             for t in touches {
                 let w = t % ways;
-                list.touch(1, w);
-                ranks.touch(1, w);
-                proptest::prop_assert_eq!(ranks.victim(1), list.victim(1));
-                proptest::prop_assert_eq!(ranks.victim(0), 0, "other sets untouched");
+                list.touch(0, w);
+                rank_touch(&mut wide, w);
+                proptest::prop_assert_eq!(rank_victim(&wide, ways), list.victim(0));
+                if let Some(n) = &mut narrow {
+                    rank_touch(n, w);
+                    proptest::prop_assert_eq!(rank_victim(n, ways), list.victim(0));
+                }
             }
+            proptest::prop_assert!(wide[ways..].iter().all(|&p| p == RANK_PAD), "padding never ages");
         }
     }
 
