@@ -452,6 +452,16 @@ fn key_of(vpn: u64, size: PageSize) -> u64 {
     vpn << 2 | size.index() as u64
 }
 
+/// The page size of a valid entry's key.
+#[inline(always)]
+fn key_size(key: u64) -> PageSize {
+    match key & 3 {
+        0 => PageSize::K4,
+        1 => PageSize::M2,
+        _ => PageSize::G1,
+    }
+}
+
 /// The 32-bit fold of a key.
 #[allow(clippy::cast_possible_truncation)] // folding on purpose
 const fn fold32(key: u64) -> u32 {
@@ -489,7 +499,7 @@ impl Array {
             (false, false) | (true, true) => {}
         }
         if old != NO_KEY {
-            self.size_used[self.entries[slot].size.index()] -= 1;
+            self.size_used[key_size(old).index()] -= 1;
             if !self.filter.is_empty() {
                 self.filter[filter_hash(old, self.filter_bits)] -= 1;
             }
@@ -505,7 +515,8 @@ impl Array {
 
     /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
     /// (searched for only if the filters allow one and `search()`), else the first invalid
-    /// way, else the policy's victim.
+    /// way, else the policy's victim. Also returns whether the way holds the same entry (when
+    /// not, no entry of `set` is the same: the filter, the memo or the search says so).
     #[inline(always)]
     fn fill_way(
         &mut self,
@@ -514,7 +525,7 @@ impl Array {
         size: PageSize,
         search: impl FnOnce() -> bool,
         same: impl Fn(&Entry) -> bool,
-    ) -> usize {
+    ) -> (usize, bool) {
         let base = set * self.ways;
         let keys = &self.keys[base..base + self.ways];
         if self.may_hold(want, size)
@@ -524,14 +535,14 @@ impl Array {
                 .enumerate()
                 .position(|(w, &k)| k == want && same(&self.entries[base + w]))
         {
-            return w;
+            return (w, true);
         }
         if (self.used[set] as usize) < self.ways
             && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
         {
-            return w;
+            return (w, false);
         }
-        self.repl.victim(set)
+        (self.repl.victim(set), false)
     }
 
     /// Whether a valid entry may have key `key`, of size `size` (`false`: certainly none).
@@ -541,6 +552,7 @@ impl Array {
             && (self.filter.is_empty() || self.filter[filter_hash(key, self.filter_bits)] != 0)
     }
 
+    #[inline(always)]
     fn set_of(&self, va: u64, size: PageSize) -> usize {
         // sets is a power of two that fits usize: the mask keeps the value below it.
         usize::try_from((va >> size.shift()) & (self.sets as u64 - 1)).expect("below sets")
@@ -953,7 +965,6 @@ impl Tlb {
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
     /// installed (the same fill; the victim is not copied out).
-    #[inline]
     pub(crate) fn fill_in_size(
         &mut self,
         va: u64,
@@ -964,7 +975,20 @@ impl Tlb {
         self.fill_impl::<false>(va, tag, nested_root, fill).installed
     }
 
-    #[inline]
+    /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
+    /// every walk of the default machine).
+    #[inline(always)]
+    pub(crate) fn fill_in_size_inline(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_impl::<false>(va, tag, nested_root, fill).installed
+    }
+
+    #[inline(always)]
     fn fill_impl<const VICTIM: bool>(
         &mut self,
         va: u64,
@@ -993,9 +1017,10 @@ impl Tlb {
                 && m.nroot == nroot
                 && m.hit.is_none()
         };
-        let (ai, w) = if let [a] = &mut self.arrays[..] {
+        let (ai, set, (w, found)) = if let [a] = &mut self.arrays[..] {
             // One array (most TLBs): it holds every installed size (validated).
-            (0, a.fill_way(a.set_of(va, size), want, size, || !none_same(), same))
+            let set = a.set_of(va, size);
+            (0, set, a.fill_way(set, want, size, || !none_same(), same))
         } else {
             // Candidate (array, set) pairs: every array holding the size.
             let mut chosen: Option<(usize, usize)> = None; // (array, way)
@@ -1032,17 +1057,19 @@ impl Tlb {
                     }
                 }
             }
-            chosen
-                .or(best_invalid)
-                .or(best_victim.map(|(a, w, _)| (a, w)))
-                .expect("validated: some array holds every installed size")
+            let (ai, w, found) = chosen
+                .map(|(a, w)| (a, w, true))
+                .or(best_invalid.map(|(a, w)| (a, w, false)))
+                .or(best_victim.map(|(a, w, _)| (a, w, false)))
+                .expect("validated: some array holds every installed size");
+            (ai, self.arrays[ai].set_of(va, size), (w, found))
         };
         let a = &mut self.arrays[ai];
-        let set = a.set_of(va, size);
         let slot = set * a.ways + w;
-        let old = &a.entries[slot];
-        let evicted = (old.valid && !same(old)).then_some(old.size);
-        let victim = if VICTIM && evicted.is_some() { Some(*old) } else { None };
+        // The entry replaced, unless it is the same translation (its size from its key).
+        let old_key = a.keys[slot];
+        let evicted = (old_key != NO_KEY && !found).then(|| key_size(old_key));
+        let victim = if VICTIM && evicted.is_some() { Some(a.entries[slot]) } else { None };
         a.set_slot(
             set,
             slot,
