@@ -866,7 +866,48 @@ impl Mmu {
             return;
         }
         let look = self.tlbs.lookup(req.va.raw(), self.cr3.tag, None, req.kind);
+        if look.hit.is_none()
+            && checker.allows_everything()
+            && !self.pwc.exists()
+            && self.oracle.is_none()
+            && self.walk_unchecked(tables, lat, req, look.latency, out)
+        {
+            return;
+        }
         self.access_slow(tables, checker, lat, req, Some(look), out);
+    }
+
+    /// [`Mmu::access_slow`] for a TLB miss on a machine with no check stage, no
+    /// paging-structure cache and the oracle off, when [`fast_walk_x86`] reads the walk: the
+    /// same steps without the general path's set-up. `false` (nothing done but the fast
+    /// walk's reads, which change no state of the machine): take the general path.
+    #[inline(always)]
+    fn walk_unchecked<L: CacheLatency + ?Sized>(
+        &mut self,
+        tables: &mut PhysMemTables,
+        lat: &mut L,
+        req: &AccessRequest,
+        latency: Cycles,
+        out: &mut AccessOutcome,
+    ) -> bool {
+        if !fast_walk_x86(
+            &mut self.fast,
+            tables,
+            WalkStart::root(self.cr3.root, self.cr3.paging),
+            &self.masks,
+            req.va.raw(),
+            req.kind == AccessKind::Write,
+            self.walk_ok[fast_index(req.kind, req.privilege)],
+        ) {
+            return false;
+        }
+        // As `access_slow` (the PWC probes nothing: there is none).
+        out.cost = latency + self.pwc.probe_latency();
+        out.path = AccessPath::Walk;
+        self.work.clear();
+        self.fast_walk_done(req, Ok(CheckAllow::WRITE_OK), lat, out);
+        self.finish(out);
+        true
     }
 
     /// [`Mmu::access`] after the TLB lookup (`None`: non-canonical, no lookup made), filling
@@ -1021,6 +1062,7 @@ impl Mmu {
     /// read in `self.work`): what the general path does for the same walk (its references and
     /// the checks' reads priced, then the TLB and PWC fills, or the fault's invalidations, and
     /// the counters), without a plan.
+    #[inline(always)]
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,

@@ -965,6 +965,7 @@ impl Tlb {
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
     /// installed (the same fill; the victim is not copied out).
+    #[inline]
     pub(crate) fn fill_in_size(
         &mut self,
         va: u64,
