@@ -252,7 +252,7 @@ impl TlbHierarchy {
     ) -> TlbLookup {
         let (t1, l1) = self.l1_mut(kind);
         let latency = t1.hit_latency();
-        if let Some(hit) = t1.lookup_in(va, tag, nested_root) {
+        if let Some(hit) = t1.lookup_in_inline(va, tag, nested_root) {
             return TlbLookup { hit: Some(hit), level: Some(l1), latency };
         }
         let Some(l2) = self.l2_for(kind) else {

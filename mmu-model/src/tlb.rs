@@ -875,6 +875,18 @@ impl Tlb {
     /// host-side keys).
     #[inline]
     pub fn lookup_in(&mut self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
+        self.lookup_in_inline(va, tag, nested_root)
+    }
+
+    /// [`Tlb::lookup_in`], always inlined (the hierarchy's L1 lookup: every access that
+    /// misses the MMU's hit fast path).
+    #[inline(always)]
+    pub(crate) fn lookup_in_inline(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+    ) -> Option<TlbHit> {
         self.stats.lookups += 1;
         let nroot = nroot_key(nested_root);
         let m = &self.memo[Self::memo_index(va)];
