@@ -448,6 +448,7 @@ const NO_KEY: u64 = u64::MAX;
 /// A wanted key that matches nothing (for sizes an array does not hold).
 const NO_WANT: u64 = u64::MAX - 1;
 
+#[inline(always)]
 fn key_of(vpn: u64, size: PageSize) -> u64 {
     vpn << 2 | size.index() as u64
 }
@@ -473,7 +474,7 @@ const FILTER_MIN_WAYS: usize = 16;
 
 /// The filter bucket of `key` in a filter of `2^bits` buckets (a multiplicative hash: keys of
 /// neighbouring pages spread out).
-#[inline]
+#[inline(always)]
 fn filter_hash(key: u64, bits: u32) -> usize {
     // The shift leaves `bits` (< 32) bits: always fits.
     usize::try_from(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)).expect("< 2^32")
@@ -546,7 +547,7 @@ impl Array {
     }
 
     /// Whether a valid entry may have key `key`, of size `size` (`false`: certainly none).
-    #[inline]
+    #[inline(always)]
     fn may_hold(&self, key: u64, size: PageSize) -> bool {
         self.size_used[size.index()] != 0
             && (self.filter.is_empty() || self.filter[filter_hash(key, self.filter_bits)] != 0)
@@ -722,11 +723,15 @@ impl Tlb {
     /// translates `va` (`false`: a search must tell).
     #[inline(always)]
     fn proven_absent(&self, va: u64) -> bool {
-        self.arrays.iter().all(|a| {
-            PageSize::ALL
-                .into_iter()
-                .all(|s| !a.holds[s.index()] || !a.may_hold(key_of(va >> s.shift(), s), s))
-        })
+        // Plain loops: the iterator form was compiled as an out-of-line call per lookup.
+        for a in &self.arrays {
+            for s in PageSize::ALL {
+                if a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// [`Tlb::find`] past the filters.
