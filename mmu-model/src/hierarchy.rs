@@ -252,7 +252,7 @@ impl TlbHierarchy {
     ) -> TlbLookup {
         let (t1, l1) = self.l1_mut(kind);
         let latency = t1.hit_latency();
-        if let Some(hit) = t1.lookup_in(va, tag, nested_root) {
+        if let Some(hit) = t1.lookup_in_inline(va, tag, nested_root) {
             return TlbLookup { hit: Some(hit), level: Some(l1), latency };
         }
         let Some(l2) = self.l2_for(kind) else {
@@ -295,7 +295,26 @@ impl TlbHierarchy {
 
     /// Install a walked translation for an access of `kind`, per the inclusion policy. Returns
     /// the size installed in the L1.
+    #[inline(always)]
     pub fn fill(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        kind: AccessKind,
+        fill: &TlbFill,
+    ) -> PageSize {
+        if self.stlb.is_none() && self.l2_itlb.is_none() {
+            // No L2: the L1 alone (either inclusion policy: an exclusive fill's victim has
+            // nowhere to go), inlined.
+            return self.l1_mut(kind).0.fill_in_size_inline(va, tag, nested_root, fill);
+        }
+        self.fill_with_l2(va, tag, nested_root, kind, fill)
+    }
+
+    /// [`TlbHierarchy::fill`] with an L2.
+    #[inline(never)]
+    fn fill_with_l2(
         &mut self,
         va: u64,
         tag: TlbTag,

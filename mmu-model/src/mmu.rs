@@ -866,7 +866,48 @@ impl Mmu {
             return;
         }
         let look = self.tlbs.lookup(req.va.raw(), self.cr3.tag, None, req.kind);
+        if look.hit.is_none()
+            && checker.allows_everything()
+            && !self.pwc.exists()
+            && self.oracle.is_none()
+            && self.walk_unchecked(tables, lat, req, look.latency, out)
+        {
+            return;
+        }
         self.access_slow(tables, checker, lat, req, Some(look), out);
+    }
+
+    /// [`Mmu::access_slow`] for a TLB miss on a machine with no check stage, no
+    /// paging-structure cache and the oracle off, when [`fast_walk_x86`] reads the walk: the
+    /// same steps without the general path's set-up. `false` (nothing done but the fast
+    /// walk's reads, which change no state of the machine): take the general path.
+    #[inline(always)]
+    fn walk_unchecked<L: CacheLatency + ?Sized>(
+        &mut self,
+        tables: &mut PhysMemTables,
+        lat: &mut L,
+        req: &AccessRequest,
+        latency: Cycles,
+        out: &mut AccessOutcome,
+    ) -> bool {
+        if !fast_walk_x86(
+            &mut self.fast,
+            tables,
+            WalkStart::root(self.cr3.root, self.cr3.paging),
+            &self.masks,
+            req.va.raw(),
+            req.kind == AccessKind::Write,
+            self.walk_ok[fast_index(req.kind, req.privilege)],
+        ) {
+            return false;
+        }
+        // As `access_slow` (the PWC probes nothing: there is none).
+        out.cost = latency + self.pwc.probe_latency();
+        out.path = AccessPath::Walk;
+        self.work.clear();
+        self.fast_walk_done(req, Ok(CheckAllow::WRITE_OK), lat, out);
+        self.finish(out);
+        true
     }
 
     /// [`Mmu::access`] after the TLB lookup (`None`: non-canonical, no lookup made), filling
@@ -949,7 +990,7 @@ impl Mmu {
         let who = self.agent(req.ctx);
         if fast_walk_x86(
             &mut self.fast,
-            tables,
+            &mut *tables,
             start.unwrap_or(WalkStart::root(ctx.root, ctx.paging)),
             &self.masks,
             req.va.raw(),
@@ -1021,6 +1062,7 @@ impl Mmu {
     /// read in `self.work`): what the general path does for the same walk (its references and
     /// the checks' reads priced, then the TLB and PWC fills, or the fault's invalidations, and
     /// the counters), without a plan.
+    #[inline(always)]
     fn fast_walk_done<L: CacheLatency + ?Sized>(
         &mut self,
         req: &AccessRequest,
@@ -1879,6 +1921,205 @@ mod tests {
             assert!(m1.stats().walks.total() >= 20, "{:?}", m1.stats());
             for a in (0x100_0000..0x101_0000).step_by(8) {
                 assert_eq!(t1.read(Spa::new(a)), t2.read(Spa::new(a)));
+            }
+        }
+    }
+
+    /// The table storage's memo of upper entries ([`crate::tables::UpperMemo`]) never serves a
+    /// stale entry: two copies of one machine see the same random mix of accesses (mostly
+    /// walks: the TLBs are flushed often) and of table writes through every write path —
+    /// `PageTable` map, unmap, protect, split and merge, the walker's A/D updates (leaves
+    /// mapped or protected with A or D clear), `PhysMemTables::write` of any bit of an entry
+    /// a walk just read (P, R/W, U/S, A, XD, a reserved bit, an address bit: the entry then
+    /// points at another page), and `install`/`remove` of a table page a walk just read.
+    /// One copy forgets the memo before every access; outcomes (references included),
+    /// counters and tables must agree. With and without paging-structure caches.
+    #[test]
+    fn upper_entry_memo_agrees_with_fresh_reads() {
+        let k = 0xffff_8880_0000_0000u64;
+        // Four 2 MiB regions under different PD, PDPT and PML4 entries; region 1 starts as a
+        // 2M page (split and merged below).
+        let bases = [k, k + (2 << 20), k + (1 << 30), 0x7f00_0000_0000];
+        let table = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER;
+        let machine = |cfg: &MmuConfig| {
+            let mut t = PhysMemTables::new();
+            let mut frames: LinearFrames =
+                LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+            let mut pt: PageTable =
+                PageTable::new(&mut t, &mut frames, Paging::FourLevel, cfg.pte_format(), table)
+                    .unwrap();
+            let ad = LeafAttrs::new(
+                PteFlags::WRITABLE | PteFlags::USER | PteFlags::ACCESSED | PteFlags::DIRTY,
+            );
+            for (r, &b) in bases.iter().enumerate() {
+                if r == 1 {
+                    pt.map(&mut t, &mut frames, Hva::new(b), Spa::new(0x20_0000), PageSize::M2, ad)
+                        .unwrap()
+                        .ignore(); // fresh mapping
+                    continue;
+                }
+                for i in 0..8 {
+                    let (va, pa) = (Hva::new(b + i * 4096), Spa::new(0x40_0000 + i * 4096));
+                    pt.map(&mut t, &mut frames, va, pa, PageSize::K4, ad).unwrap().ignore();
+                }
+            }
+            let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+            (t, frames, pt, Mmu::new(0, cfg, cr3).unwrap())
+        };
+        let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
+        // Bits a raw write flips: P, R/W, U/S, A, D, XD, a reserved bit (MAXPHYADDR 52 in the
+        // default format: bit 52 is ignored, so a PS bit instead), and address bits 12 and 13.
+        let flips = [0x1, 0x2, 0x4, 0x20, 0x40, 1 << 63, 0x80, 0x1000, 0x2000];
+        let pick =
+            |rng: &mut Rng, n: usize| usize::try_from(rng.below(n as u64)).expect("below a usize");
+        enum Undo {
+            Write(Spa, u64),
+            Install(Spa, Box<crate::tables::TablePage>),
+        }
+        for (ci, cfg) in [MmuConfig::default(), MmuConfig::zen4()].into_iter().enumerate() {
+            for seed in 0..6u64 {
+                let mut rng = Rng::new(seed * 2 + ci as u64);
+                let (mut t1, mut f1, mut p1, mut m1) = machine(&cfg);
+                let (mut t2, mut f2, mut p2, mut m2) = machine(&cfg);
+                let mut last: Vec<Spa> = Vec::new();
+                let mut undo: Vec<Undo> = Vec::new();
+                let (mut memo_walks, mut writes) = (0u64, 0u64);
+                for step in 0..3000 {
+                    let page = |rng: &mut Rng| Hva::new(bases[pick(rng, 4)] + rng.below(10) * 4096);
+                    let op = rng.below(100);
+                    let attrs = |rng: &mut Rng| {
+                        let mut f = PteFlags::empty();
+                        for (b, fl) in [
+                            PteFlags::WRITABLE,
+                            PteFlags::USER,
+                            PteFlags::ACCESSED,
+                            PteFlags::DIRTY,
+                            PteFlags::NO_EXECUTE,
+                        ]
+                        .into_iter()
+                        .enumerate()
+                        {
+                            // A and D mostly set, so that most walks take the fast path.
+                            if rng.chance(if b == 2 || b == 3 { 7 } else { 1 }, 8) {
+                                f |= fl;
+                            }
+                        }
+                        LeafAttrs::new(f)
+                    };
+                    macro_rules! both {
+                        (|$t:ident, $f:ident, $p:ident| $e:expr) => {{
+                            let r1 = {
+                                let ($t, $f, $p) = (&mut t1, &mut f1, &mut p1);
+                                format!("{:?}", $e)
+                            };
+                            let r2 = {
+                                let ($t, $f, $p) = (&mut t2, &mut f2, &mut p2);
+                                format!("{:?}", $e)
+                            };
+                            assert_eq!(r1, r2, "seed {seed} step {step}");
+                            writes += 1;
+                        }};
+                    }
+                    // Raw writes and removals are undone (through `write` and install)
+                    // before the next `PageTable` operation, whose bookkeeping they would
+                    // break; accesses in between see them.
+                    if (65..84).contains(&op) {
+                        while let Some(u) = undo.pop() {
+                            match u {
+                                Undo::Write(a, v) => both!(|t, _f, _p| t.write(a, v)),
+                                Undo::Install(page, e) => {
+                                    both!(|t, _f, _p| t.install_entries(page, &e));
+                                }
+                            }
+                        }
+                    }
+                    match op {
+                        0..=64 => {
+                            let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch]
+                                [pick(&mut rng, 3)];
+                            let privilege = if rng.chance(1, 4) {
+                                Privilege::User
+                            } else {
+                                Privilege::Supervisor
+                            };
+                            let va = Hva::new(page(&mut rng).raw() + 8);
+                            let req =
+                                AccessRequest { privilege, ..AccessRequest::kernel(va, kind) };
+                            t2.forget_upper();
+                            if t1.upper().n != 0 {
+                                memo_walks += 1;
+                            }
+                            let a = m1.access(&mut t1, &mut NoCheck, &mut lat, &req);
+                            let b = m2.access(&mut t2, &mut NoCheck, &mut lat, &req);
+                            assert_eq!(a, b, "seed {seed} step {step} {req:?}");
+                            if !a.refs.is_empty() {
+                                last = a.refs.iter().map(|r| r.addr).collect();
+                            }
+                            if rng.chance(1, 4) {
+                                // The PWCs too: walks from the root.
+                                assert_eq!(m1.flush_all(), m2.flush_all());
+                            } else if rng.chance(2, 3) {
+                                m1.tlb_mut().flush(FlushScope::All);
+                                m2.tlb_mut().flush(FlushScope::All);
+                            }
+                        }
+                        65..=69 => {
+                            let (va, at) = (page(&mut rng), attrs(&mut rng));
+                            let pa = Spa::new(0x40_0000 + rng.below(64) * 4096);
+                            both!(|t, f, p| p
+                                .map(t, f, va, pa, PageSize::K4, at)
+                                .map(|i| i.ignore()));
+                        }
+                        70..=73 => {
+                            let va = page(&mut rng);
+                            both!(|t, _f, p| p.unmap(t, va, PageSize::K4).map(|u| u.0));
+                        }
+                        74..=79 => {
+                            let (va, at) = (page(&mut rng), attrs(&mut rng));
+                            both!(|t, _f, p| p
+                                .protect(t, va, PageSize::K4, at)
+                                .map(|i| i.ignore()));
+                        }
+                        80..=81 => {
+                            let va = Hva::new(bases[1]);
+                            both!(|t, f, p| p.split(t, f, va).map(|(s, i)| {
+                                i.ignore();
+                                s
+                            }));
+                        }
+                        82..=83 => {
+                            let va = Hva::new(bases[1]);
+                            both!(|t, f, p| p.merge(t, f, va, PageSize::M2).map(|i| i.ignore()));
+                        }
+                        84..=95 if !last.is_empty() => {
+                            // Any entry the last walk read, one bit flipped.
+                            let a = last[pick(&mut rng, last.len())];
+                            let bit = flips[pick(&mut rng, flips.len())];
+                            if t1.is_table(Spa::new(a.raw() & !0xfff)) {
+                                undo.push(Undo::Write(a, t1.read(a)));
+                                both!(|t, _f, _p| t.write(a, t.read(a) ^ bit));
+                            }
+                        }
+                        96..=99 if !last.is_empty() => {
+                            // A table page the last walk read: removed (it reads as zeros).
+                            let a = last[pick(&mut rng, last.len())];
+                            let page = Spa::new(a.raw() & !0xfff);
+                            if let Some(e) = t1.page(page) {
+                                undo.push(Undo::Install(page, Box::new(e)));
+                                both!(|t, _f, _p| t.remove(page));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                assert_eq!(m1.stats(), m2.stats());
+                assert_eq!(m1.tlb().stats(), m2.tlb().stats());
+                assert_eq!(m1.pwc().stats(), m2.pwc().stats());
+                for a in (0x100_0000..0x102_0000).step_by(8) {
+                    assert_eq!(t1.read(Spa::new(a)), t2.read(Spa::new(a)));
+                }
+                assert!(memo_walks > 200, "seed {seed}: {memo_walks} accesses with a memo");
+                assert!(writes > 200, "seed {seed}: {writes} writes");
             }
         }
     }

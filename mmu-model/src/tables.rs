@@ -133,7 +133,41 @@ pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
     /// index: a walk reads a handful of pages over and over. Purely a speed-up: entries are
     /// dropped when their page stops being a table, so it always agrees with the index.
     recent: [Cell<(u64, u32)>; RECENT],
+    /// The upper entries of the last walk that reached a page table (the walker's memo,
+    /// [`UpperMemo`]). Every write path of this storage — [`PhysMemTables::write`],
+    /// install and [`PhysMemTables::remove`] — empties it, so it only ever holds what a read
+    /// would return now.
+    upper: UpperMemo,
     _p: PhantomData<P>,
+}
+
+/// What a 4- or 5-level walk read above its page table (PT), remembered in the table storage
+/// for the next walk of the same 2 MiB region: the walk's start table and level, the region
+/// (`va >> 21`), the walker's address mask, and each entry's address and value, root side
+/// first. Consecutive walks share these entries 511 times in 512 (a sweep of 4K pages).
+///
+/// The storage cannot tell what a walker does with the entries, only what they are: the
+/// memo is a copy of table content, and any write to the storage (any entry, any page
+/// installed or removed) forgets it. What the walker tests on an entry it tests again on the
+/// copy ([`crate::walk`]'s fast walk), except what cannot change while the values do not
+/// (present, not a leaf).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UpperMemo {
+    /// Entries remembered (0: none).
+    pub n: usize,
+    /// The table the walk started at, and its level index (root first, as in the walker).
+    pub table: u64,
+    pub first: usize,
+    /// `va >> 21` of the walk.
+    pub region: u64,
+    /// The walker's mask of a table address in an entry.
+    pub addr_mask: u64,
+    /// AND and OR of the entries.
+    pub and_all: u64,
+    pub or_all: u64,
+    /// Address and value of each entry, root side first.
+    pub addrs: [u64; 4],
+    pub entries: [u64; 4],
 }
 
 const RECENT: usize = 64;
@@ -186,6 +220,7 @@ impl<P: PhysAddr> PhysMemTables<P> {
             free_slots: Vec::new(),
             full: 0,
             recent: std::array::from_fn(|_| Cell::new((0, 0))),
+            upper: UpperMemo::default(),
             _p: PhantomData,
         }
     }
@@ -245,6 +280,7 @@ impl<P: PhysAddr> PhysMemTables<P> {
         if matches!(slot, Slot::Full(_)) {
             self.full += 1;
         }
+        self.upper.n = 0;
         let s = match self.free_slots.pop() {
             Some(s) => {
                 self.slots[s as usize] = slot;
@@ -283,6 +319,7 @@ impl<P: PhysAddr> PhysMemTables<P> {
 
     /// Stop treating `page` as a table. Returns whether it was one.
     pub fn remove(&mut self, page: P) -> bool {
+        self.upper.n = 0;
         let pn = page.raw() >> 12;
         let r = &self.recent[recent_index(pn)];
         if r.get().0 == pn.wrapping_add(1) {
@@ -315,6 +352,7 @@ impl<P: PhysAddr> PhysMemTables<P> {
     /// scenario state and tests; no invalidation is computed). Returns `false`, writing
     /// nothing, if `addr` is not in a table page.
     pub fn write(&mut self, addr: P, value: u64) -> bool {
+        self.upper.n = 0;
         let raw = addr.raw();
         let Some(slot) = self.slot_of(raw >> 12) else { return false };
         let i = entry_index(raw);
@@ -330,6 +368,24 @@ impl<P: PhysAddr> PhysMemTables<P> {
             }
         }
         true
+    }
+
+    /// The walker's memo of upper entries (empty after any write).
+    #[inline(always)]
+    pub(crate) const fn upper(&self) -> &UpperMemo {
+        &self.upper
+    }
+
+    /// Remember the upper entries of a walk (see [`UpperMemo`]).
+    #[inline]
+    pub(crate) fn set_upper(&mut self, memo: UpperMemo) {
+        self.upper = memo;
+    }
+
+    /// Forget the walker's memo (for tests that compare against a storage without one).
+    #[cfg(test)]
+    pub(crate) fn forget_upper(&mut self) {
+        self.upper.n = 0;
     }
 
     /// A copy of a whole table page (for merge checks and teardown).

@@ -448,8 +448,19 @@ const NO_KEY: u64 = u64::MAX;
 /// A wanted key that matches nothing (for sizes an array does not hold).
 const NO_WANT: u64 = u64::MAX - 1;
 
+#[inline(always)]
 fn key_of(vpn: u64, size: PageSize) -> u64 {
     vpn << 2 | size.index() as u64
+}
+
+/// The page size of a valid entry's key.
+#[inline(always)]
+fn key_size(key: u64) -> PageSize {
+    match key & 3 {
+        0 => PageSize::K4,
+        1 => PageSize::M2,
+        _ => PageSize::G1,
+    }
 }
 
 /// The 32-bit fold of a key.
@@ -463,7 +474,7 @@ const FILTER_MIN_WAYS: usize = 16;
 
 /// The filter bucket of `key` in a filter of `2^bits` buckets (a multiplicative hash: keys of
 /// neighbouring pages spread out).
-#[inline]
+#[inline(always)]
 fn filter_hash(key: u64, bits: u32) -> usize {
     // The shift leaves `bits` (< 32) bits: always fits.
     usize::try_from(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)).expect("< 2^32")
@@ -489,7 +500,7 @@ impl Array {
             (false, false) | (true, true) => {}
         }
         if old != NO_KEY {
-            self.size_used[self.entries[slot].size.index()] -= 1;
+            self.size_used[key_size(old).index()] -= 1;
             if !self.filter.is_empty() {
                 self.filter[filter_hash(old, self.filter_bits)] -= 1;
             }
@@ -505,7 +516,8 @@ impl Array {
 
     /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
     /// (searched for only if the filters allow one and `search()`), else the first invalid
-    /// way, else the policy's victim.
+    /// way, else the policy's victim. Also returns whether the way holds the same entry (when
+    /// not, no entry of `set` is the same: the filter, the memo or the search says so).
     #[inline(always)]
     fn fill_way(
         &mut self,
@@ -514,7 +526,7 @@ impl Array {
         size: PageSize,
         search: impl FnOnce() -> bool,
         same: impl Fn(&Entry) -> bool,
-    ) -> usize {
+    ) -> (usize, bool) {
         let base = set * self.ways;
         let keys = &self.keys[base..base + self.ways];
         if self.may_hold(want, size)
@@ -524,23 +536,24 @@ impl Array {
                 .enumerate()
                 .position(|(w, &k)| k == want && same(&self.entries[base + w]))
         {
-            return w;
+            return (w, true);
         }
         if (self.used[set] as usize) < self.ways
             && let Some(w) = keys.iter().position(|&k| k == NO_KEY)
         {
-            return w;
+            return (w, false);
         }
-        self.repl.victim(set)
+        (self.repl.victim(set), false)
     }
 
     /// Whether a valid entry may have key `key`, of size `size` (`false`: certainly none).
-    #[inline]
+    #[inline(always)]
     fn may_hold(&self, key: u64, size: PageSize) -> bool {
         self.size_used[size.index()] != 0
             && (self.filter.is_empty() || self.filter[filter_hash(key, self.filter_bits)] != 0)
     }
 
+    #[inline(always)]
     fn set_of(&self, va: u64, size: PageSize) -> usize {
         // sets is a power of two that fits usize: the mask keeps the value below it.
         usize::try_from((va >> size.shift()) & (self.sets as u64 - 1)).expect("below sets")
@@ -710,11 +723,15 @@ impl Tlb {
     /// translates `va` (`false`: a search must tell).
     #[inline(always)]
     fn proven_absent(&self, va: u64) -> bool {
-        self.arrays.iter().all(|a| {
-            PageSize::ALL
-                .into_iter()
-                .all(|s| !a.holds[s.index()] || !a.may_hold(key_of(va >> s.shift(), s), s))
-        })
+        // Plain loops: the iterator form was compiled as an out-of-line call per lookup.
+        for a in &self.arrays {
+            for s in PageSize::ALL {
+                if a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// [`Tlb::find`] past the filters.
@@ -863,6 +880,18 @@ impl Tlb {
     /// host-side keys).
     #[inline]
     pub fn lookup_in(&mut self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
+        self.lookup_in_inline(va, tag, nested_root)
+    }
+
+    /// [`Tlb::lookup_in`], always inlined (the hierarchy's L1 lookup: every access that
+    /// misses the MMU's hit fast path).
+    #[inline(always)]
+    pub(crate) fn lookup_in_inline(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+    ) -> Option<TlbHit> {
         self.stats.lookups += 1;
         let nroot = nroot_key(nested_root);
         let m = &self.memo[Self::memo_index(va)];
@@ -964,7 +993,20 @@ impl Tlb {
         self.fill_impl::<false>(va, tag, nested_root, fill).installed
     }
 
-    #[inline]
+    /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
+    /// every walk of the default machine).
+    #[inline(always)]
+    pub(crate) fn fill_in_size_inline(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_impl::<false>(va, tag, nested_root, fill).installed
+    }
+
+    #[inline(always)]
     fn fill_impl<const VICTIM: bool>(
         &mut self,
         va: u64,
@@ -993,9 +1035,10 @@ impl Tlb {
                 && m.nroot == nroot
                 && m.hit.is_none()
         };
-        let (ai, w) = if let [a] = &mut self.arrays[..] {
+        let (ai, set, (w, found)) = if let [a] = &mut self.arrays[..] {
             // One array (most TLBs): it holds every installed size (validated).
-            (0, a.fill_way(a.set_of(va, size), want, size, || !none_same(), same))
+            let set = a.set_of(va, size);
+            (0, set, a.fill_way(set, want, size, || !none_same(), same))
         } else {
             // Candidate (array, set) pairs: every array holding the size.
             let mut chosen: Option<(usize, usize)> = None; // (array, way)
@@ -1032,17 +1075,19 @@ impl Tlb {
                     }
                 }
             }
-            chosen
-                .or(best_invalid)
-                .or(best_victim.map(|(a, w, _)| (a, w)))
-                .expect("validated: some array holds every installed size")
+            let (ai, w, found) = chosen
+                .map(|(a, w)| (a, w, true))
+                .or(best_invalid.map(|(a, w)| (a, w, false)))
+                .or(best_victim.map(|(a, w, _)| (a, w, false)))
+                .expect("validated: some array holds every installed size");
+            (ai, self.arrays[ai].set_of(va, size), (w, found))
         };
         let a = &mut self.arrays[ai];
-        let set = a.set_of(va, size);
         let slot = set * a.ways + w;
-        let old = &a.entries[slot];
-        let evicted = (old.valid && !same(old)).then_some(old.size);
-        let victim = if VICTIM && evicted.is_some() { Some(*old) } else { None };
+        // The entry replaced, unless it is the same translation (its size from its key).
+        let old_key = a.keys[slot];
+        let evicted = (old_key != NO_KEY && !found).then(|| key_size(old_key));
+        let victim = if VICTIM && evicted.is_some() { Some(a.entries[slot]) } else { None };
         a.set_slot(
             set,
             slot,

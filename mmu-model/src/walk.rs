@@ -13,7 +13,7 @@ pub use crate::entry::Perms;
 use crate::inline::InlineVec;
 use crate::level::{Level, Paging};
 use crate::pte::{LeafAttrs, PteFlags, PteFormat, X86Pte};
-use crate::tables::PhysMemTables;
+use crate::tables::{PhysMemTables, UpperMemo};
 use sim_core::{Agent, PageSize, Spa};
 
 /// The kind of access being translated.
@@ -475,7 +475,7 @@ impl X86Masks {
 #[inline(always)]
 pub(crate) fn fast_walk_x86(
     w: &mut FastWalk,
-    tables: &PhysMemTables<Spa>,
+    tables: &mut PhysMemTables<Spa>,
     start: WalkStart<Spa>,
     masks: &X86Masks,
     va: u64,
@@ -491,6 +491,39 @@ pub(crate) fn fast_walk_x86(
     let mut n = 0;
     // Level index (root first): shift 48 − 9 × idx.
     let mut idx = first;
+    let mut from_memo = false;
+    // The entries above the PT, from the storage's memo when the last walk that reached a PT
+    // read them (same start, same 2 MiB region, same address mask, nothing written since):
+    // the same values a read returns now. They are present and not leaves (the walk that
+    // stored them went below them); their reserved bits are tested here as the loop would.
+    let m = tables.upper();
+    if m.n != 0
+        && m.region == va >> 21
+        && m.table == table
+        && m.first == first
+        && m.addr_mask == masks.addr
+        && let (Some(ma), Some(me), Some(wa), Some(we), Some(rsvd)) = (
+            m.addrs.get(..m.n),
+            m.entries.get(..m.n),
+            w.addrs.get_mut(..m.n),
+            w.entries.get_mut(..m.n),
+            masks.rsvd.get(first..first + m.n),
+        )
+    {
+        let mut bad = 0;
+        for i in 0..m.n {
+            wa[i] = Spa::new_truncate(ma[i]);
+            we[i] = me[i];
+            bad |= me[i] & rsvd[i][0];
+        }
+        if bad != 0 {
+            return false;
+        }
+        (and_all, or_all, n) = (m.and_all, m.or_all, m.n);
+        from_memo = true;
+        idx = first + n;
+        table = me[n - 1] & masks.addr;
+    }
     let leaf_idx = loop {
         let Some(rsvd) = masks.rsvd.get(idx) else { return false };
         let addr = Spa::new_truncate(table + 8 * ((va >> (48 - 9 * idx)) & 0x1ff));
@@ -502,12 +535,32 @@ pub(crate) fn fast_walk_x86(
         let (Some(a), Some(e)) = (w.addrs.get_mut(n), w.entries.get_mut(n)) else { return false };
         (*a, *e) = (addr, raw);
         n += 1;
-        and_all &= raw;
-        or_all |= raw;
         // PS is reserved (malformed, returned above) at PML4 and PML5.
         if huge || idx == 4 {
+            if idx == 4 && n > 1 && !from_memo {
+                // Remember the entries above the PT for the next walk of this region.
+                let mut memo = UpperMemo {
+                    n: n - 1,
+                    table: start.table.raw(),
+                    first,
+                    region: va >> 21,
+                    addr_mask: masks.addr,
+                    and_all,
+                    or_all,
+                    ..UpperMemo::default()
+                };
+                for i in 0..n - 1 {
+                    memo.addrs[i] = w.addrs[i].raw();
+                    memo.entries[i] = w.entries[i];
+                }
+                tables.set_upper(memo);
+            }
+            and_all &= raw;
+            or_all |= raw;
             break idx;
         }
+        and_all &= raw;
+        or_all |= raw;
         table = raw & masks.addr;
         idx += 1;
     };
