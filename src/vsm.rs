@@ -385,21 +385,31 @@ impl AttrLayer {
 
     /// Set `gfn`'s protections; whether they changed.
     pub fn set(&mut self, gfn: u64, p: u8) -> bool {
+        use std::collections::btree_map::Entry;
         let region = gfn / REGION_PAGES;
-        let old = self.get(gfn);
-        if old == p {
-            return false;
-        }
-        if p == prot::ALL {
-            self.restricted.remove(&gfn);
-            if let Some(n) = self.per_region.get_mut(&region) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_region.remove(&region);
+        // One search of the map for the lookup and the update (the hot path of a change).
+        match self.restricted.entry(gfn) {
+            Entry::Occupied(mut e) => {
+                if *e.get() == p {
+                    return false;
+                }
+                if p != prot::ALL {
+                    *e.get_mut() = p;
+                    return true;
+                }
+                e.remove();
+                if let Some(n) = self.per_region.get_mut(&region) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_region.remove(&region);
+                    }
                 }
             }
-        } else {
-            if self.restricted.insert(gfn, p).is_none() {
+            Entry::Vacant(e) => {
+                if p == prot::ALL {
+                    return false;
+                }
+                e.insert(p);
                 *self.per_region.entry(region).or_insert(0) += 1;
             }
         }

@@ -458,9 +458,14 @@ impl Machine {
         let mut g = start;
         while g < end {
             let Some(pg) = vtl_paging!(self, vm, vtl) else { return n };
-            let Some((_, size)) = pg.stage2_lookup(&self.tables, gpa_of(g)) else {
-                g += 1;
-                continue;
+            let size = match pg.stage2_lookup_or_gap(&self.tables, gpa_of(g)) {
+                Ok((_, size)) => size,
+                Err(gap) => {
+                    // No leaf in the next `gap` bytes (a missing table, a run of not-present
+                    // entries): nothing to zap there.
+                    g += (gap >> 12).max(1);
+                    continue;
+                }
             };
             let first = g - g % size.pages_4k();
             if let Ok((tok, _)) = pg.stage2_unmap(&mut self.tables, gpa_of(first), size) {
