@@ -284,11 +284,7 @@ impl Machine {
         self.vsm.counts.pages += pages;
         let st = self.vsm.vtl(vm, vtl);
         let mut changed = Vec::new();
-        for g in start..end {
-            if st.attrs.set(g, p) {
-                changed.push(g);
-            }
-        }
+        st.attrs.set_range(start, end, p, |g| changed.push(g));
         self.vsm.counts.pages_changed += changed.len() as u64;
         let mut zapped = 0u64;
         match design {
