@@ -178,8 +178,10 @@ const PARAMS: &[ParamDoc] = &[
     },
     ParamDoc {
         name: "poll",
-        default: "1000",
-        doc: "instructions of one `work` event while a vCPU waits for the initial pass",
+        default: "100000",
+        doc: "instructions of one `work` event while a vCPU waits for the initial pass (about \
+              30 µs: the initial pass under address-space-per-vtl takes ~0.3 s of guest time, so a \
+              shorter wait would make most of a run's events waits)",
     },
     ParamDoc {
         name: "cbit_pos",
