@@ -345,6 +345,22 @@ impl VmPaging {
         }
     }
 
+    /// [`VmPaging::stage2_lookup`], or how many bytes from `gpa` on have no leaf
+    /// ([`mmu_model::PageTable::lookup_or_gap`]).
+    pub fn stage2_lookup_or_gap(
+        &self,
+        host: &PhysMemTables,
+        gpa: Gpa,
+    ) -> Result<(Spa, PageSize), u64> {
+        match &self.stage2 {
+            Stage2::Npt(t) => t.lookup_or_gap(host, gpa).map(|l| (l.pa(gpa), l.size)),
+            Stage2::Ept { secure, shared } => {
+                let t = if TD_GPAW.is_shared(gpa) { shared } else { secure };
+                t.lookup_or_gap(host, gpa).map(|l| (l.pa(gpa), l.size))
+            }
+        }
+    }
+
     /// Remove the stage-2 leaf of `size` at `gpa`: the token and the root it was under.
     pub fn stage2_unmap(
         &mut self,

@@ -5,14 +5,16 @@
 //! costs, RMPADJUST on SNP) is in `machine/vsm.rs`.
 //!
 //! Representation choices:
-//! - **Attributes are stored sparsely**: a page whose VTL protections are the default (RWX, what
-//!   a VTL has before a higher VTL restricts it) has no entry. A Windows boot restricts a few
-//!   percent of guest memory, so a map of the exceptions is small where a dense array of a
-//!   multi-GiB guest is not.
-//! - **Per 2M region, the number of pages that are not default** is kept next to the map, so
+//! - **Attributes are stored sparsely by 2M region**: a region whose pages all have the default
+//!   VTL protections (RWX, what a VTL has before a higher VTL restricts it) has no entry; a
+//!   region with a restricted page has a dense array of its 512 pages' protections. A Windows
+//!   boot restricts a few percent of guest memory, so the map is small where a dense array of
+//!   a multi-GiB guest is not, and a change's run of consecutive pages costs one map search per
+//!   region rather than one per page.
+//! - **Per 2M region, the number of pages that are not default** is kept with its array, so
 //!   that "is this 2M region uniform?" (KVM's `KVM_LPAGE_MIXED_FLAG`,
 //!   `hugepage_has_attrs`) is O(1) for the common cases (0 or 512 restricted pages) and a scan
-//!   of at most 512 entries otherwise.
+//!   of 512 entries otherwise.
 
 use serde::{Deserialize, Serialize};
 use sim_core::Cycles;
@@ -371,65 +373,109 @@ pub const REGION_PAGES: u64 = 512;
 /// One VTL's protections over a VM's GFNs (functional: no timing).
 #[derive(Debug, Default, Clone)]
 pub struct AttrLayer {
-    /// Protections of the pages that are not [`prot::ALL`], by GFN.
-    restricted: BTreeMap<u64, u8>,
-    /// Pages of each 2M region (by region number, GFN / 512) in `restricted`.
-    per_region: BTreeMap<u64, u16>,
+    /// The 2M regions (by region number, GFN / 512) with a page that is not [`prot::ALL`].
+    /// Why a dense region under a sparse map: a change names runs of consecutive pages, so
+    /// one map search serves a whole run's pages in a region, where a map of pages would be
+    /// searched (and rebalanced) once per page — the hot spot of a 100,000-change boot.
+    regions: BTreeMap<u64, Box<Region>>,
+    /// Pages that are not [`prot::ALL`].
+    restricted: u64,
+}
+
+/// [`REGION_PAGES`] as an array length.
+const REGION_LEN: usize = 512;
+const _: () = assert!(REGION_LEN as u64 == REGION_PAGES);
+
+/// The protections of one 2M region's pages, and how many are not [`prot::ALL`].
+#[derive(Debug, Clone)]
+struct Region {
+    prot: [u8; REGION_LEN],
+    restricted: u16,
 }
 
 impl AttrLayer {
     /// The protections of `gfn`.
     pub fn get(&self, gfn: u64) -> u8 {
-        self.restricted.get(&gfn).copied().unwrap_or(prot::ALL)
+        self.regions.get(&(gfn / REGION_PAGES)).map_or(prot::ALL, |r| r.prot[page_of(gfn)])
     }
 
     /// Set `gfn`'s protections; whether they changed.
     pub fn set(&mut self, gfn: u64, p: u8) -> bool {
-        let region = gfn / REGION_PAGES;
-        let old = self.get(gfn);
-        if old == p {
-            return false;
-        }
-        if p == prot::ALL {
-            self.restricted.remove(&gfn);
-            if let Some(n) = self.per_region.get_mut(&region) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_region.remove(&region);
+        let mut changed = false;
+        self.set_range(gfn, gfn + 1, p, |_| changed = true);
+        changed
+    }
+
+    /// Set the protections of GFNs `start..end` to `p`, calling `changed` with each GFN whose
+    /// protections changed, in order.
+    pub fn set_range(&mut self, start: u64, end: u64, p: u8, mut changed: impl FnMut(u64)) {
+        let mut g = start;
+        while g < end {
+            let region = g / REGION_PAGES;
+            let stop = end.min((region + 1) * REGION_PAGES);
+            let r = match self.regions.get_mut(&region) {
+                Some(r) => r,
+                None if p == prot::ALL => {
+                    // Every page of an absent region is already ALL.
+                    g = stop;
+                    continue;
                 }
+                None => self.regions.entry(region).or_insert_with(|| {
+                    Box::new(Region { prot: [prot::ALL; REGION_LEN], restricted: 0 })
+                }),
+            };
+            for gfn in g..stop {
+                let slot = &mut r.prot[page_of(gfn)];
+                let old = *slot;
+                if old == p {
+                    continue;
+                }
+                *slot = p;
+                if old == prot::ALL {
+                    r.restricted += 1;
+                    self.restricted += 1;
+                } else if p == prot::ALL {
+                    r.restricted -= 1;
+                    self.restricted -= 1;
+                }
+                changed(gfn);
             }
-        } else {
-            if self.restricted.insert(gfn, p).is_none() {
-                *self.per_region.entry(region).or_insert(0) += 1;
+            if r.restricted == 0 {
+                self.regions.remove(&region);
             }
+            g = stop;
         }
-        true
     }
 
     /// Whether every page of 2M region `region` has the same protections (KVM may map it at
     /// 2M as far as attributes go).
     pub fn uniform(&self, region: u64) -> bool {
-        match self.per_region.get(&region).copied().map_or(0, u64::from) {
-            0 => true,
-            REGION_PAGES => {
-                let base = region * REGION_PAGES;
-                let mut it = self.restricted.range(base..base + REGION_PAGES).map(|(_, &p)| p);
-                let first = it.next();
-                it.all(|p| Some(p) == first)
+        match self.regions.get(&region) {
+            None => true,
+            Some(r) if u64::from(r.restricted) == REGION_PAGES => {
+                r.prot.iter().all(|&p| p == r.prot[0])
             }
-            _ => false,
+            Some(_) => false,
         }
     }
 
     /// 2M regions that are not uniform.
     pub fn mixed_regions(&self) -> u64 {
-        self.per_region.keys().filter(|&&r| !self.uniform(r)).count() as u64
+        self.regions.keys().filter(|&&r| !self.uniform(r)).count() as u64
     }
 
     /// Pages whose protections are not the default.
     pub fn restricted_pages(&self) -> u64 {
-        self.restricted.len() as u64
+        self.restricted
     }
+}
+
+/// The index of `gfn` in its 2M region.
+fn page_of(gfn: u64) -> usize {
+    // Below 512: fits.
+    #[allow(clippy::cast_possible_truncation)]
+    let i = (gfn % REGION_PAGES) as usize;
+    i
 }
 
 /// One memslot of a VTL's address space (design address-space-per-vtl): GFNs `start..end` with
@@ -535,6 +581,21 @@ mod tests {
         l.set(600, prot::READ | prot::WRITE);
         assert!(!l.uniform(1));
         assert_eq!(l.restricted_pages(), 512);
+    }
+
+    #[test]
+    fn set_range_reports_the_changed_pages_across_regions() {
+        let mut l = AttrLayer::default();
+        l.set(511, prot::READ);
+        let mut changed = Vec::new();
+        l.set_range(510, 514, prot::READ, |g| changed.push(g));
+        assert_eq!(changed, [510, 512, 513], "511 was already read-only");
+        assert_eq!((l.restricted_pages(), l.mixed_regions()), (4, 2));
+        changed.clear();
+        l.set_range(0, 1024, prot::ALL, |g| changed.push(g));
+        assert_eq!(changed, [510, 511, 512, 513]);
+        assert_eq!((l.restricted_pages(), l.mixed_regions()), (0, 0));
+        assert!(l.uniform(0) && l.uniform(1));
     }
 
     #[test]

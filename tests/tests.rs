@@ -1480,6 +1480,79 @@ mod workloads_run {
         }
     }
 
+    fn tiny_vsm(extra: &[&str]) -> workloads::Params {
+        let mut v = vec![
+            "guest_memory=256M",
+            "image=4M",
+            "vtl1_memory=4M",
+            "working_set=32M",
+            "changes=1500",
+        ];
+        v.extend_from_slice(extra);
+        workloads::Params::parse(v).unwrap()
+    }
+
+    fn run_vsm(design: &str, params: &workloads::Params, seed: u64) -> ccsim::report::Report {
+        let sets = vec![format!("vsm.design={design}"), "vsm.series_every=100".into()];
+        let layers = ConfigLayers { sets, ..Default::default() };
+        let input = Input::Workload { name: "vsm-boot".into(), params: params.clone() };
+        run(&layers, &input, &RunOptions { seed, record: None, progress: None }).unwrap().report
+    }
+
+    /// `ccsim run --workload vsm-boot` under each VSM design: every call the generator issues
+    /// is counted as a change, none is refused, VTL 0 is never denied (its accesses respect the
+    /// protections) and nothing faults fatally or is left not modelled; only the memslot design
+    /// updates memslots, only the attribute designs recompute 2M regions; stage 2 maps 2M where
+    /// regions are uniform and 4K where they are mixed. Each design sees the same calls. See: #9
+    #[test]
+    fn vsm_boot_runs_under_each_design() {
+        let p = tiny_vsm(&[]);
+        let mut pages = Vec::new();
+        for design in ["address-space-per-vtl", "attr-arrays", "vm-per-vtl"] {
+            let r = run_vsm(design, &p, 1);
+            let v = &r.vsm;
+            assert_eq!(v.design, design);
+            assert_eq!(v.changes, 1500, "{design}");
+            assert!(v.refused.is_empty(), "{design}: {:?}", v.refused);
+            assert_eq!(v.by_vtl[&0].denied, 0, "{design}");
+            assert!(v.by_vtl[&0].accesses > 4000 && v.by_vtl[&0].tlb_misses > 0, "{design}");
+            assert_eq!((r.faults.raised, r.faults.fatal), (0, 0), "{design}");
+            assert!(r.not_modelled.is_empty(), "{design}: {:?}", r.not_modelled);
+            let memslots = design == "address-space-per-vtl";
+            assert_eq!(v.memslot_ops > 0, memslots, "{design}");
+            assert_eq!(v.lpage_updates > 0, !memslots, "{design}");
+            assert!(v.faultins_2m > 0 && v.faultins_4k > 0 && v.mixed_regions > 0, "{design}");
+            assert!(v.stage2[sim_core::PageSize::K4] > 0, "{design}: {:?}", v.stage2);
+            assert!(v.zaps > 0 && v.flushes > 0 && v.cycles_per_change > 0.0, "{design}");
+            assert!(v.series.samples.len() > 1, "{design}");
+            pages.push((v.pages, v.pages_changed));
+        }
+        assert!(pages.windows(2).all(|w| w[0] == w[1]), "same calls: {pages:?}");
+    }
+
+    /// `vsm-boot` on an SNP guest: the protections also go through RMPADJUST, every one of
+    /// which succeeds; VTL 0's accesses to its private memory pass the VMPL check. See: #9
+    #[test]
+    fn vsm_boot_snp_adjusts_vmpl_masks() {
+        let r = run_vsm("vm-per-vtl", &tiny_vsm(&["kind=snp", "changes=400"]), 2);
+        let v = &r.vsm;
+        assert_eq!(v.changes, 400);
+        assert_eq!(v.rmpadjusts, v.pages);
+        assert_eq!(v.rmpadjust_failed, 0);
+        assert_eq!(v.by_vtl[&0].denied, 0);
+        assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
+        assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
+    }
+
+    /// The same seed gives the same report, byte for byte; another seed another. See: #9
+    #[test]
+    fn vsm_boot_is_deterministic() {
+        let p = tiny_vsm(&["changes=800", "vcpus=3"]);
+        let a = run_vsm("address-space-per-vtl", &p, 9).to_json().unwrap();
+        assert_eq!(a, run_vsm("address-space-per-vtl", &p, 9).to_json().unwrap());
+        assert_ne!(a, run_vsm("address-space-per-vtl", &p, 10).to_json().unwrap());
+    }
+
     /// `ccsim run --workload qemu-process`: every access goes through a 2M user mapping of
     /// an order-9 block, with no fault and nothing not modelled. See: #5
     #[test]

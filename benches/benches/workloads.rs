@@ -73,6 +73,8 @@ fn generators(c: &mut Criterion) {
         ("tdx-boot", workloads::Params::default()),
         // tdx-churn: its defaults (1 TD, 2 vCPUs × 200 k accesses, a conversion per 1,000).
         ("tdx-churn", workloads::Params::default()),
+        // vsm-boot: its defaults (100 k protection changes, 4 VTL 0 accesses each, 2 vCPUs).
+        ("vsm-boot", workloads::Params::default()),
     ] {
         let (events, accesses) = generate(name, &params);
         eprintln!("{name}: {events} events, {accesses} accesses per iteration");

@@ -222,8 +222,8 @@ enum Located<P, E> {
     At { addr: P, entry: E },
     /// A leaf above the requested level.
     LeafAbove { level: Level, addr: P, entry: E },
-    /// A not-present entry above the requested level.
-    MissingAbove,
+    /// A not-present entry above the requested level, at `level`.
+    MissingAbove { level: Level },
 }
 
 /// A page table in simulated physical memory: a root, a depth, the entry format and the flags
@@ -319,7 +319,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
                 return Located::At { addr, entry };
             }
             if !entry.present() {
-                return Located::MissingAbove;
+                return Located::MissingAbove { level };
             }
             if entry.leaf_at(level) {
                 return Located::LeafAbove { level, addr, entry };
@@ -337,13 +337,54 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         let (level, entry) = match self.locate(tables, va, Level::Pt) {
             Located::At { entry, .. } => (Level::Pt, entry),
             Located::LeafAbove { level, entry, .. } => (level, entry),
-            Located::MissingAbove => return None,
+            Located::MissingAbove { .. } => return None,
         };
         if !entry.present() {
             return None;
         }
         let size = level.leaf_size()?;
         Some(Leaf {
+            frame: entry.leaf_frame(size, self.format),
+            size,
+            attrs: entry.attrs_of(size, self.format),
+        })
+    }
+
+    /// [`PageTable::lookup`], or where there is no leaf, how many bytes from `va` on are known
+    /// to have none, so that a caller scanning a range can skip them: to the end of the span of
+    /// a missing upper-level entry (2M for a missing page-directory entry, …), or up to the next
+    /// present entry of the last-level table (at most to its end). An address out of the
+    /// table's range gives 4K.
+    pub fn lookup_or_gap(
+        &self,
+        tables: &PhysMemTables<P>,
+        va: V,
+    ) -> Result<Leaf<P, E::Attrs>, u64> {
+        if !va.in_range(self.paging) {
+            return Err(Level::Pt.span());
+        }
+        let (level, entry) = match self.locate(tables, va, Level::Pt) {
+            Located::At { addr, entry } => {
+                if !entry.present() {
+                    // Scan the rest of this table for its next present entry.
+                    let idx = Level::Pt.index(va) as u64;
+                    let mut k = 1;
+                    while idx + k < 512
+                        && !E::from_raw(tables.read(P::from_raw(addr.raw() + 8 * k))).present()
+                    {
+                        k += 1;
+                    }
+                    return Err(k * Level::Pt.span());
+                }
+                (Level::Pt, entry)
+            }
+            Located::LeafAbove { level, entry, .. } => (level, entry),
+            Located::MissingAbove { level } => {
+                return Err(level.span() - va.raw() % level.span());
+            }
+        };
+        let size = level.leaf_size().ok_or(level.span())?;
+        Ok(Leaf {
             frame: entry.leaf_frame(size, self.format),
             size,
             attrs: entry.attrs_of(size, self.format),
@@ -418,7 +459,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         }
         let target = Level::for_leaf_size(size);
         match self.locate(tables, va, target) {
-            Located::MissingAbove => Err(LeafError::NotMapped { va }),
+            Located::MissingAbove { .. } => Err(LeafError::NotMapped { va }),
             Located::LeafAbove { level, .. } => {
                 Err(LeafError::SizeMismatch { va, requested: size, found: level.leaf_size() })
             }
@@ -486,7 +527,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             return Err(SplitError::NonCanonical { va });
         }
         let (level, addr, entry) = match self.locate(tables, va, Level::Pt) {
-            Located::MissingAbove => return Err(SplitError::NotMapped { va }),
+            Located::MissingAbove { .. } => return Err(SplitError::NotMapped { va }),
             Located::At { entry, .. } if !entry.present() => {
                 return Err(SplitError::NotMapped { va });
             }
@@ -539,7 +580,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
                 (addr, entry)
             }
-            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove => {
+            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove { .. } => {
                 return Err(MergeError::NotATable { va });
             }
         };
@@ -606,7 +647,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
                 (addr, entry)
             }
-            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove => {
+            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove { .. } => {
                 return Err(MergeError::NotATable { va });
             }
         };
@@ -708,6 +749,40 @@ mod tests {
                 .unwrap()
                 .ignore(); // fresh mapping: nothing cached
         }
+    }
+
+    /// `lookup_or_gap` finds the leaves `lookup` finds and, between them, skips runs of
+    /// not-present last-level entries and missing tables without passing a leaf.
+    #[test]
+    fn lookup_or_gap_skips_only_empty_ranges() {
+        let mut r = rig();
+        r.map(0x5000, PageSize::K4);
+        r.map(0x9000, PageSize::K4);
+        r.map(0x60_0000, PageSize::M2);
+        // 0x1000: not present until 0x5000 (four 4K entries).
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0x1000)).unwrap_err(), 0x4000);
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0x5000)).unwrap().size, PageSize::K4);
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0x6000)).unwrap_err(), 0x3000);
+        // After the last leaf of the table: to the table's end.
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0xa000)).unwrap_err(), 0x20_0000 - 0xa000);
+        // No page table under 2M..4M: the rest of that 2M.
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0x20_3000)).unwrap_err(), 0x1f_d000);
+        assert_eq!(r.pt.lookup_or_gap(&r.tables, dm(0x61_0000)).unwrap().size, PageSize::M2);
+        // Scanning a range with it visits exactly the leaves.
+        let (mut va, mut leaves) = (0u64, Vec::new());
+        while va < 0x80_0000 {
+            match r.pt.lookup_or_gap(&r.tables, dm(va)) {
+                Ok(l) => {
+                    leaves.push((va, l.size));
+                    va = (va & !(l.size.bytes() - 1)) + l.size.bytes();
+                }
+                Err(gap) => va += gap,
+            }
+        }
+        assert_eq!(
+            leaves,
+            [(0x5000, PageSize::K4), (0x9000, PageSize::K4), (0x60_0000, PageSize::M2)]
+        );
     }
 
     #[test]

@@ -284,11 +284,7 @@ impl Machine {
         self.vsm.counts.pages += pages;
         let st = self.vsm.vtl(vm, vtl);
         let mut changed = Vec::new();
-        for g in start..end {
-            if st.attrs.set(g, p) {
-                changed.push(g);
-            }
-        }
+        st.attrs.set_range(start, end, p, |g| changed.push(g));
         self.vsm.counts.pages_changed += changed.len() as u64;
         let mut zapped = 0u64;
         match design {
@@ -458,9 +454,14 @@ impl Machine {
         let mut g = start;
         while g < end {
             let Some(pg) = vtl_paging!(self, vm, vtl) else { return n };
-            let Some((_, size)) = pg.stage2_lookup(&self.tables, gpa_of(g)) else {
-                g += 1;
-                continue;
+            let size = match pg.stage2_lookup_or_gap(&self.tables, gpa_of(g)) {
+                Ok((_, size)) => size,
+                Err(gap) => {
+                    // No leaf in the next `gap` bytes (a missing table, a run of not-present
+                    // entries): nothing to zap there.
+                    g += (gap >> 12).max(1);
+                    continue;
+                }
             };
             let first = g - g % size.pages_4k();
             if let Ok((tok, _)) = pg.stage2_unmap(&mut self.tables, gpa_of(first), size) {

@@ -23,6 +23,7 @@ mod snp_launch;
 mod tdx;
 #[cfg(test)]
 mod testutil;
+mod vsm_boot;
 
 pub use params::{ParamDoc, ParamError, Params};
 
@@ -141,6 +142,7 @@ pub fn registry() -> &'static [WorkloadInfo] {
         dma_streams::INFO,
         tdx::BOOT_INFO,
         tdx::CHURN_INFO,
+        vsm_boot::INFO,
     ]
 }
 
