@@ -472,6 +472,13 @@ struct Set<const W: usize> {
     /// Bit `w` set iff way `w` holds a line (the same facts as the high halves, kept so that a
     /// fill finds the lowest empty way with one `trailing_zeros`).
     valid: u64,
+    /// Under LRU, the way used last (rank 0) and the way used before it (rank 1; the same way
+    /// in a 1-way cache). Ranks change only when a way is used, and every use updates these,
+    /// so they always name the ways of rank 0 and 1 (empty or not: an emptied way has high
+    /// half [`EMPTY_HI`] and never matches). A hit on the first changes no rank, a hit on the
+    /// second swaps the two: [`Cache::hit_recent`] takes both without a scan. Unused under the
+    /// other policies.
+    mru: [u8; 2],
 }
 
 impl<const W: usize> Set<W> {
@@ -482,6 +489,11 @@ impl<const W: usize> Set<W> {
             meta: [0; W],
             rank: crate::repl::rank_init(ways),
             valid: 0,
+            // `rank_init` ranks the last way 0 and the one before it 1.
+            mru: {
+                let last = u8::try_from(ways - 1).expect("below 64");
+                [last, last.saturating_sub(1)]
+            },
         }
     }
 
@@ -720,6 +732,39 @@ impl Cache {
         hit
     }
 
+    /// [`Cache::lookup_at`] when it is a hit on one of the two most recently used ways of its
+    /// set under LRU (rank 0: no rank changes; rank 1: it and the rank-0 way swap ranks):
+    /// does what the lookup would do and returns `true`. Otherwise changes nothing and returns
+    /// `false` (the caller takes the general path).
+    #[inline(always)]
+    fn hit_recent(&mut self, s: Slot, class: RefClass, write: bool) -> bool {
+        if self.repl.is_some() {
+            return false;
+        }
+        let flag = if write { DIRTY } else { 0 };
+        let hit = with_set!(&mut self.sets, s.set, |set| {
+            let [m0, m1] = set.mru;
+            let (w0, w1) = (usize::from(m0) % set.lo.len(), usize::from(m1) % set.lo.len());
+            if set.lo[w0] == s.lo && set.hi[w0] == s.hi {
+                set.meta[w0] |= flag;
+                true
+            } else if set.lo[w1] == s.lo && set.hi[w1] == s.hi {
+                // Not the rank-0 way, so `w1 != w0`: rank 1 becomes 0 and 0 becomes 1.
+                set.meta[w1] |= flag;
+                set.rank[w0] = 1;
+                set.rank[w1] = 0;
+                set.mru = [m1, m0];
+                true
+            } else {
+                false
+            }
+        });
+        if hit {
+            self.stats.class_mut(class).hits += 1;
+        }
+        hit
+    }
+
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
@@ -865,12 +910,20 @@ impl Cache {
 #[inline(always)]
 fn touch<const W: usize>(set: &mut Set<W>, repl: &mut Option<ReplState>, idx: usize, w: usize) {
     match repl {
-        None => crate::repl::rank_touch(&mut set.rank, w),
+        None => {
+            crate::repl::rank_touch(&mut set.rank, w);
+            #[allow(clippy::cast_possible_truncation)] // below W ≤ 64
+            let w = w as u8;
+            if set.mru[0] != w {
+                set.mru = [w, set.mru[0]];
+            }
+        }
         Some(r) => r.touch(idx, w),
     }
 }
 
 /// `usize` from a value bounded by a cache's size (sets × ways ≤ 2^26), so it always fits.
+#[inline(always)]
 fn to_usize(v: u64) -> usize {
     usize::try_from(v).expect("bounded by MAX_CACHE_LINES")
 }
@@ -1439,7 +1492,26 @@ impl CacheHierarchy {
     ///
     /// # Panics
     /// If `cpu` is out of range.
+    #[inline(always)]
     pub fn reference(&mut self, cpu: usize, spa: Spa, class: RefClass, write: bool) -> Served {
+        assert!(cpu < self.cores.len(), "cpu {cpu} out of range");
+        // An L1D hit on one of the two lines its set used last, with no other CPU to probe:
+        // only counters, a dirty bit and at most two ranks change. Walks re-read the same
+        // upper-level lines and each PT line several times in a row.
+        if self.cfg.enabled && (!write || !self.cfg.write_invalidate || self.cores.len() == 1) {
+            let l1d = &mut self.cores[cpu].l1d;
+            if l1d.hit_recent(l1d.slot(spa), class, write) {
+                self.stats.class_mut(class).bump(HitLevel::L1d);
+                return Served { level: Some(HitLevel::L1d), latency: self.cfg.l1d.latency };
+            }
+        }
+        self.reference_general(cpu, spa, class, write)
+    }
+
+    /// [`CacheHierarchy::reference`] without its shortcut for the recently used lines (the
+    /// same outcome and state).
+    #[inline(never)]
+    fn reference_general(&mut self, cpu: usize, spa: Spa, class: RefClass, write: bool) -> Served {
         assert!(cpu < self.cores.len(), "cpu {cpu} out of range");
         if !self.cfg.enabled {
             self.stats.flat += 1;
@@ -1595,6 +1667,7 @@ impl CpuCaches<'_> {
 }
 
 impl CacheLatency for CpuCaches<'_> {
+    #[inline(always)]
     fn latency(&mut self, spa: Spa, kind: MemRefKind) -> Cycles {
         let (class, write) = RefClass::of(kind);
         self.hier.reference(self.cpu, spa, class, write).latency
@@ -2035,6 +2108,24 @@ mod tests {
         InvalidateAll,
     }
 
+    #[derive(Clone, Debug)]
+    enum HierOp {
+        Ref { cpu: usize, line: u64, class: u8, write: bool },
+        Flush(u64),
+        FlushAll,
+    }
+
+    /// Mostly reads of 24 lines (three lines per L1D set of the widest test geometry, and
+    /// often the same line again), some writes, a few flushes.
+    fn hier_op() -> impl Strategy<Value = HierOp> {
+        prop_oneof![
+            40 => (0usize..3, 0u64..24, 0u8..4, prop_oneof![5 => Just(false), 1 => Just(true)])
+                .prop_map(|(cpu, line, class, write)| HierOp::Ref { cpu, line, class, write }),
+            2 => (0u64..24).prop_map(HierOp::Flush),
+            1 => Just(HierOp::FlushAll),
+        ]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         let line = 0u64..48;
         prop_oneof![
@@ -2100,6 +2191,57 @@ mod tests {
                 prop_assert!(ok, "valid bits agree with the tags; padding stays empty");
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
             }
+        }
+
+        /// `CacheHierarchy::reference` with its shortcut for the two most recently used lines
+        /// of an L1D set agrees with the general path alone: same level and latency for every
+        /// reference, and in the end (and every 64 steps) the same state of every cache (tags,
+        /// valid masks, dirty and class bytes, LRU ranks, the recently used ways) and the same
+        /// counters. Random streams of references (every class, reads and writes, 1 to 3 CPUs,
+        /// write-invalidate on or off, both LLC fills, LRU or tree-PLRU L1Ds, disabled models)
+        /// over a few lines that share sets, with line flushes and whole flushes.
+        #[test]
+        fn recent_line_shortcut_agrees_with_the_general_path(
+            ops in proptest::collection::vec(hier_op(), 1..600),
+            l1_sets_log in 0u32..3,
+            l1_ways in prop_oneof![1u32..5, 5u32..17],
+            l1_repl in prop_oneof![4 => Just(Replacement::Lru), 1 => Just(Replacement::TreePlru)],
+            cpus in 1usize..4,
+            write_invalidate in any::<bool>(),
+            victim in any::<bool>(),
+            enabled in prop_oneof![9 => Just(true), 1 => Just(false)],
+        ) {
+            let mut cfg = small(if victim { LlcFill::Victim } else { LlcFill::FillOnMiss });
+            cfg.l1d.sets = 1 << l1_sets_log;
+            cfg.l1d.ways = l1_ways;
+            cfg.l1d.replacement = l1_repl;
+            cfg.write_invalidate = write_invalidate;
+            cfg.enabled = enabled;
+            let mut fast = CacheHierarchy::new(&cfg, cpus).unwrap();
+            let mut general = fast.clone();
+            for (i, o) in ops.into_iter().enumerate() {
+                match o {
+                    HierOp::Ref { cpu, line, class, write } => {
+                        let (cpu, spa) = (cpu % cpus, Spa::new(line * LINE + 8));
+                        let class = RefClass::from_index(class);
+                        let a = fast.reference(cpu, spa, class, write);
+                        let b = general.reference_general(cpu, spa, class, write);
+                        prop_assert_eq!(a, b, "reference {} (cpu {}, line {})", i, cpu, line);
+                    }
+                    HierOp::Flush(line) => {
+                        let spa = Spa::new(line * LINE);
+                        prop_assert_eq!(fast.flush_line(spa), general.flush_line(spa));
+                    }
+                    HierOp::FlushAll => {
+                        fast.flush_all();
+                        general.flush_all();
+                    }
+                }
+                if i % 64 == 0 {
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                }
+            }
+            prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
         }
 
         /// Set index is (spa / line) mod sets for any address and geometry.
