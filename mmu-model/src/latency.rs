@@ -44,6 +44,12 @@ impl CacheLatency for FlatLatency {
     fn latency(&mut self, _spa: Spa, _kind: MemRefKind) -> Cycles {
         self.per_ref
     }
+
+    #[inline]
+    fn table_reads(&mut self, addrs: &[Spa], _levels: &[Level]) -> Cycles {
+        // The sum of `addrs.len()` equal saturating additions.
+        Cycles::new(self.per_ref.get().saturating_mul(addrs.len() as u64))
+    }
 }
 
 impl<L: CacheLatency + ?Sized> CacheLatency for &mut L {
