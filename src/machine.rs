@@ -478,6 +478,12 @@ impl CacheLatency for Metered<'_> {
         }
         c
     }
+
+    fn table_reads(&mut self, addrs: &[Spa], levels: &[mmu_model::Level]) -> Cycles {
+        let c = self.caches.table_reads(addrs, levels);
+        self.walk += c;
+        c
+    }
 }
 
 #[derive(Debug)]

@@ -47,6 +47,7 @@
 //!   rule 14).
 
 use crate::latency::{CacheLatency, MemRefKind};
+use crate::level::Level;
 use crate::repl::{ReplState, Replacement};
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source, check_pow2, check_range};
 use sim_core::{Cycles, Rng, Spa};
@@ -472,6 +473,13 @@ struct Set<const W: usize> {
     /// Bit `w` set iff way `w` holds a line (the same facts as the high halves, kept so that a
     /// fill finds the lowest empty way with one `trailing_zeros`).
     valid: u64,
+    /// Under LRU, the way used last (rank 0) and the way used before it (rank 1; the same way
+    /// in a 1-way cache). Ranks change only when a way is used, and every use updates these,
+    /// so they always name the ways of rank 0 and 1 (empty or not: an emptied way has high
+    /// half [`EMPTY_HI`] and never matches). A hit on the first changes no rank, a hit on the
+    /// second swaps the two: [`Cache::hit_recent`] takes both without a scan. Unused under the
+    /// other policies.
+    mru: [u8; 2],
 }
 
 impl<const W: usize> Set<W> {
@@ -482,6 +490,11 @@ impl<const W: usize> Set<W> {
             meta: [0; W],
             rank: crate::repl::rank_init(ways),
             valid: 0,
+            // `rank_init` ranks the last way 0 and the one before it 1.
+            mru: {
+                let last = u8::try_from(ways - 1).expect("below 64");
+                [last, last.saturating_sub(1)]
+            },
         }
     }
 
@@ -720,6 +733,61 @@ impl Cache {
         hit
     }
 
+    /// [`Cache::lookup_at`] when it is a hit on one of the two most recently used ways of its
+    /// set under LRU (rank 0: no rank changes; rank 1: it and the rank-0 way swap ranks):
+    /// does what the lookup would do and returns `true`. Otherwise changes nothing and returns
+    /// `false` (the caller takes the general path).
+    #[inline(always)]
+    fn hit_recent(&mut self, s: Slot, class: RefClass, write: bool) -> bool {
+        if self.repl.is_some() {
+            return false;
+        }
+        let hit = self.hit_recent_lru(s, write);
+        if hit {
+            self.stats.class_mut(class).hits += 1;
+        }
+        hit
+    }
+
+    /// [`Cache::hit_recent`] of a cache under LRU, without counting the hit.
+    #[inline(always)]
+    fn hit_recent_lru(&mut self, s: Slot, write: bool) -> bool {
+        debug_assert!(self.repl.is_none(), "LRU only");
+        let flag = if write { DIRTY } else { 0 };
+        with_set!(&mut self.sets, s.set, |set| {
+            let [m0, m1] = set.mru;
+            let (w0, w1) = (usize::from(m0) % set.lo.len(), usize::from(m1) % set.lo.len());
+            if set.lo[w0] == s.lo && set.hi[w0] == s.hi {
+                set.meta[w0] |= flag;
+                true
+            } else if set.lo[w1] == s.lo && set.hi[w1] == s.hi {
+                // Not the rank-0 way, so `w1 != w0`: rank 1 becomes 0 and 0 becomes 1.
+                set.meta[w1] |= flag;
+                set.rank[w0] = 1;
+                set.rank[w1] = 0;
+                set.mru = [m1, m0];
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Under LRU, the reads of `addrs`, in order, as long as they hit: each does what
+    /// [`Cache::lookup`] of a read does except counting the hit. Returns how many hit (the
+    /// first miss, if any, is left to the caller, nothing done for it).
+    #[inline(always)]
+    fn read_hits(&mut self, addrs: &[Spa]) -> usize {
+        debug_assert!(self.repl.is_none(), "LRU only");
+        let geo = (self.line_shift, self.set_bits, self.set_mask);
+        match &mut self.sets {
+            Sets::W8(v) => lru_read_hits(v, geo, addrs),
+            Sets::W16(v) => lru_read_hits(v, geo, addrs),
+            Sets::W32(v) => lru_read_hits(v, geo, addrs),
+            Sets::W64(v) => lru_read_hits(v, geo, addrs),
+        }
+    }
+
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
@@ -865,12 +933,56 @@ impl Cache {
 #[inline(always)]
 fn touch<const W: usize>(set: &mut Set<W>, repl: &mut Option<ReplState>, idx: usize, w: usize) {
     match repl {
-        None => crate::repl::rank_touch(&mut set.rank, w),
+        None => lru_touch(set, w),
         Some(r) => r.touch(idx, w),
     }
 }
 
+/// Record a use of way `w` of `set` under LRU: its rank, and the two most recent ways.
+#[inline(always)]
+fn lru_touch<const W: usize>(set: &mut Set<W>, w: usize) {
+    crate::repl::rank_touch(&mut set.rank, w);
+    #[allow(clippy::cast_possible_truncation)] // below W ≤ 64
+    let w = w as u8;
+    if set.mru[0] != w {
+        set.mru = [w, set.mru[0]];
+    }
+}
+
+/// [`Cache::read_hits`] on the sets of one width (`line_shift`, `set_bits`, `set_mask`: the
+/// cache's geometry).
+#[inline(always)]
+fn lru_read_hits<const W: usize>(
+    sets: &mut [Set<W>],
+    (line_shift, set_bits, set_mask): (u32, u32, u64),
+    addrs: &[Spa],
+) -> usize {
+    for (i, a) in addrs.iter().enumerate() {
+        let line = a.raw() >> line_shift;
+        let tag = line >> set_bits;
+        #[allow(clippy::cast_possible_truncation)] // `lo` is the low half, by design
+        let (lo, hi) = (tag as u32, u32::try_from(tag >> 32).expect("tags are below 2^49"));
+        let set = &mut sets[to_usize(line & set_mask)];
+        let [m0, m1] = set.mru;
+        let (w0, w1) = (usize::from(m0) % W, usize::from(m1) % W);
+        if set.lo[w0] == lo && set.hi[w0] == hi {
+            // Rank 0: nothing changes.
+        } else if set.lo[w1] == lo && set.hi[w1] == hi {
+            // Rank 1 (so `w1 != w0`): it and the rank-0 way swap.
+            set.rank[w0] = 1;
+            set.rank[w1] = 0;
+            set.mru = [m1, m0];
+        } else if let Some(w) = set.find(lo, hi) {
+            lru_touch(set, w);
+        } else {
+            return i;
+        }
+    }
+    addrs.len()
+}
+
 /// `usize` from a value bounded by a cache's size (sets × ways ≤ 2^26), so it always fits.
+#[inline(always)]
 fn to_usize(v: u64) -> usize {
     usize::try_from(v).expect("bounded by MAX_CACHE_LINES")
 }
@@ -1439,7 +1551,54 @@ impl CacheHierarchy {
     ///
     /// # Panics
     /// If `cpu` is out of range.
+    #[inline(always)]
     pub fn reference(&mut self, cpu: usize, spa: Spa, class: RefClass, write: bool) -> Served {
+        assert!(cpu < self.cores.len(), "cpu {cpu} out of range");
+        // An L1D hit on one of the two lines its set used last, with no other CPU to probe:
+        // only counters, a dirty bit and at most two ranks change. Walks re-read the same
+        // upper-level lines and each PT line several times in a row.
+        if self.cfg.enabled && (!write || !self.cfg.write_invalidate || self.cores.len() == 1) {
+            let l1d = &mut self.cores[cpu].l1d;
+            if l1d.hit_recent(l1d.slot(spa), class, write) {
+                self.stats.class_mut(class).bump(HitLevel::L1d);
+                return Served { level: Some(HitLevel::L1d), latency: self.cfg.l1d.latency };
+            }
+        }
+        self.reference_general(cpu, spa, class, write)
+    }
+
+    /// The summed latency of walk reads ([`RefClass::TableRead`]) of `addrs` by CPU `cpu`, in
+    /// order: the same outcome and state as [`reference`](Self::reference) of each. Under
+    /// LRU, the L1D hits (nearly every walk read) are taken in one loop over the L1D's sets
+    /// (the two most recent ways of a set tested first), their counters added once; a miss
+    /// takes the general path.
+    ///
+    /// # Panics
+    /// If `cpu` is out of range.
+    #[inline(always)]
+    pub fn table_reads(&mut self, cpu: usize, addrs: &[Spa]) -> Cycles {
+        assert!(cpu < self.cores.len(), "cpu {cpu} out of range");
+        let class = RefClass::TableRead;
+        if !self.cfg.enabled || self.cores[cpu].l1d.repl.is_some() {
+            return addrs.iter().map(|&a| self.reference(cpu, a, class, false).latency).sum();
+        }
+        let (mut cost, mut hits, mut rest) = (Cycles::ZERO, 0u64, addrs);
+        loop {
+            let n = self.cores[cpu].l1d.read_hits(rest);
+            hits += n as u64;
+            let Some((&miss, tail)) = rest[n..].split_first() else { break };
+            cost += self.reference_general(cpu, miss, class, false).latency;
+            rest = tail;
+        }
+        self.cores[cpu].l1d.stats.class_mut(class).hits += hits;
+        self.stats.class_mut(class).l1d += hits;
+        cost + Cycles::new(self.cfg.l1d.latency.get().saturating_mul(hits))
+    }
+
+    /// [`CacheHierarchy::reference`] without its shortcut for the recently used lines (the
+    /// same outcome and state).
+    #[inline(never)]
+    fn reference_general(&mut self, cpu: usize, spa: Spa, class: RefClass, write: bool) -> Served {
         assert!(cpu < self.cores.len(), "cpu {cpu} out of range");
         if !self.cfg.enabled {
             self.stats.flat += 1;
@@ -1595,9 +1754,16 @@ impl CpuCaches<'_> {
 }
 
 impl CacheLatency for CpuCaches<'_> {
+    #[inline(always)]
     fn latency(&mut self, spa: Spa, kind: MemRefKind) -> Cycles {
         let (class, write) = RefClass::of(kind);
         self.hier.reference(self.cpu, spa, class, write).latency
+    }
+
+    #[inline(always)]
+    fn table_reads(&mut self, addrs: &[Spa], levels: &[Level]) -> Cycles {
+        debug_assert_eq!(addrs.len(), levels.len(), "one level per address");
+        self.hier.table_reads(self.cpu, addrs)
     }
 }
 
@@ -2035,6 +2201,27 @@ mod tests {
         InvalidateAll,
     }
 
+    #[derive(Clone, Debug)]
+    enum HierOp {
+        Ref { cpu: usize, line: u64, class: u8, write: bool },
+        Walk { cpu: usize, lines: Vec<u64> },
+        Flush(u64),
+        FlushAll,
+    }
+
+    /// Mostly reads of 24 lines (three lines per L1D set of the widest test geometry, and
+    /// often the same line again), some writes, a few flushes.
+    fn hier_op() -> impl Strategy<Value = HierOp> {
+        prop_oneof![
+            40 => (0usize..3, 0u64..24, 0u8..4, prop_oneof![5 => Just(false), 1 => Just(true)])
+                .prop_map(|(cpu, line, class, write)| HierOp::Ref { cpu, line, class, write }),
+            8 => (0usize..3, proptest::collection::vec(0u64..24, 0..6))
+                .prop_map(|(cpu, lines)| HierOp::Walk { cpu, lines }),
+            2 => (0u64..24).prop_map(HierOp::Flush),
+            1 => Just(HierOp::FlushAll),
+        ]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         let line = 0u64..48;
         prop_oneof![
@@ -2100,6 +2287,68 @@ mod tests {
                 prop_assert!(ok, "valid bits agree with the tags; padding stays empty");
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
             }
+        }
+
+        /// `CacheHierarchy::reference` with its shortcut for the two most recently used lines
+        /// of an L1D set agrees with the general path alone: same level and latency for every
+        /// reference, and in the end (and every 64 steps) the same state of every cache (tags,
+        /// valid masks, dirty and class bytes, LRU ranks, the recently used ways) and the same
+        /// counters. Random streams of references (every class, reads and writes, 1 to 3 CPUs,
+        /// write-invalidate on or off, both LLC fills, LRU or tree-PLRU L1Ds, disabled models)
+        /// over a few lines that share sets, with line flushes and whole flushes), and walks'
+        /// reads priced together by `CacheHierarchy::table_reads`.
+        #[test]
+        fn recent_line_shortcut_agrees_with_the_general_path(
+            ops in proptest::collection::vec(hier_op(), 1..600),
+            l1_sets_log in 0u32..3,
+            l1_ways in prop_oneof![1u32..5, 5u32..17],
+            l1_repl in prop_oneof![4 => Just(Replacement::Lru), 1 => Just(Replacement::TreePlru)],
+            cpus in 1usize..4,
+            write_invalidate in any::<bool>(),
+            victim in any::<bool>(),
+            enabled in prop_oneof![9 => Just(true), 1 => Just(false)],
+        ) {
+            let mut cfg = small(if victim { LlcFill::Victim } else { LlcFill::FillOnMiss });
+            cfg.l1d.sets = 1 << l1_sets_log;
+            cfg.l1d.ways = l1_ways;
+            cfg.l1d.replacement = l1_repl;
+            cfg.write_invalidate = write_invalidate;
+            cfg.enabled = enabled;
+            let mut fast = CacheHierarchy::new(&cfg, cpus).unwrap();
+            let mut general = fast.clone();
+            for (i, o) in ops.into_iter().enumerate() {
+                match o {
+                    HierOp::Ref { cpu, line, class, write } => {
+                        let (cpu, spa) = (cpu % cpus, Spa::new(line * LINE + 8));
+                        let class = RefClass::from_index(class);
+                        let a = fast.reference(cpu, spa, class, write);
+                        let b = general.reference_general(cpu, spa, class, write);
+                        prop_assert_eq!(a, b, "reference {} (cpu {}, line {})", i, cpu, line);
+                    }
+                    HierOp::Walk { cpu, lines } => {
+                        let cpu = cpu % cpus;
+                        let spas: Vec<Spa> = lines.iter().map(|l| Spa::new(l * LINE + 16)).collect();
+                        let a = fast.table_reads(cpu, &spas);
+                        let b = spas
+                            .iter()
+                            .map(|&spa| general.reference_general(cpu, spa, RefClass::TableRead, false).latency)
+                            .sum::<Cycles>();
+                        prop_assert_eq!(a, b, "walk {} (cpu {}, lines {:?})", i, cpu, lines);
+                    }
+                    HierOp::Flush(line) => {
+                        let spa = Spa::new(line * LINE);
+                        prop_assert_eq!(fast.flush_line(spa), general.flush_line(spa));
+                    }
+                    HierOp::FlushAll => {
+                        fast.flush_all();
+                        general.flush_all();
+                    }
+                }
+                if i % 64 == 0 {
+                    prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
+                }
+            }
+            prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));
         }
 
         /// Set index is (spa / line) mod sets for any address and geometry.

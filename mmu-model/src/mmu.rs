@@ -1075,12 +1075,12 @@ impl Mmu {
         // The references, listed and priced in walk order, then the check stage's reads (as
         // `price_walk` does).
         self.stats.walk_reads += w.n as u64;
-        let mut cost = Cycles::ZERO;
         for (i, &addr) in w.addrs[..w.n].iter().enumerate() {
             let level = w.level(i);
             out.refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Native });
-            cost += lat.latency(addr, MemRefKind::TableRead(level));
         }
+        let first = w.first.idx();
+        let mut cost = lat.table_reads(&w.addrs[..w.n], &Level::ALL[first..first + w.n]);
         self.stats.check_reads += self.work.reads.len() as u64;
         for &a in &self.work.reads {
             cost += lat.latency(a, MemRefKind::CheckRead);
