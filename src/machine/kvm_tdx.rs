@@ -582,15 +582,11 @@ impl Machine {
                     return Step::Done(out);
                 }
                 *tries += 1;
-                self.tdx_counts_mut().faults += 1;
+                self.tdx.kvm_counts.faults += 1;
                 // The exit was raised by td_access/tdcall: KVM handles it.
                 self.faults.raised = self.faults.raised.saturating_sub(1);
+                // (Its count by code stays: codes are counted whatever the disposition.)
                 self.faults.handled += 1;
-                let f0 = exit.expect("fixable exits exist");
-                if let Some(n) = self.fault_codes.get_mut(&(f0.kind, f0.code)) {
-                    *n = n.saturating_sub(1);
-                }
-                *self.fault_codes.entry((f0.kind, f0.code)).or_insert(0) += 1;
                 let mut o = o;
                 if let Some(fi) = &mut o.fault {
                     fi.disposition = Disposition::Handled;
@@ -627,10 +623,6 @@ impl Machine {
         }
     }
 
-    fn tdx_counts_mut(&mut self) -> &mut KvmTdxCounts {
-        &mut self.tdx.kvm_counts
-    }
-
     /// The zero-step counter (spec/tdx.md §3.7): consecutive EPT-violation exits of a vCPU at
     /// one private GPA; any other outcome resets it.
     fn note_epf(&mut self, vm: VmId, vcpu: u32, gpa: u64, exited: bool) {
@@ -653,18 +645,6 @@ impl Machine {
         {
             t.bug = Some(what);
         }
-    }
-
-    /// A SEAMCALL issued by KVM, in one go.
-    fn kvm_seamcall(&mut self, cpu: usize, lf: u16, regs: Regs) -> (Regs, Cycles) {
-        let out = self.tdx.module.seamcall(&mut self.tables, lf, 0, regs);
-        if out.regs.rax == status::TDX_SUCCESS {
-            self.tdx_claim_operands(lf, &regs);
-        }
-        let cost = out.cost + self.tdx_refs(cpu, &out.refs);
-        self.tdx.cycles += cost;
-        self.tdx.last_regs = Some(out.regs);
-        (out.regs, cost)
     }
 
     fn fault_step(&mut self, cpu: usize, vm: VmId, tdr: u64, f: &mut Fault) -> FaultStep {
@@ -775,8 +755,7 @@ impl Machine {
                     }
                     Err(o) => {
                         let cost = o.cost + self.tdx_refs(cpu, &o.refs);
-                        self.tdx.cycles += cost;
-                        self.tdx.last_regs = Some(o.regs);
+                        self.tdx_charge(o.regs, cost);
                         if o.regs.rax & 0xFFFF_FFFF_0000_0000 == status::TDX_OPERAND_BUSY {
                             // Restore the SPTE and retry (spec/tdx.md §3.3 group 2).
                             self.tdx.kvm_counts.busy += 1;
@@ -805,8 +784,7 @@ impl Machine {
                 let out = self.tdx.module.finish(&mut self.tables, *inflight);
                 self.tdx_claim_operands(lf, &regs_in);
                 let cost = out.cost + self.tdx_refs(cpu, &out.refs);
-                self.tdx.cycles += cost;
-                self.tdx.last_regs = Some(out.regs);
+                self.tdx_charge(out.regs, cost);
                 let t = self.kvm_td(vm).expect("a TD");
                 t.set(level, gpa, new);
                 match child {
@@ -934,7 +912,7 @@ impl Machine {
                     ZapCall::Track => leaf::MEM_TRACK,
                     ZapCall::Remove => leaf::MEM_PAGE_REMOVE,
                 };
-                let (out, _) = self.kvm_seamcall(cpu, lf, regs);
+                let (out, _) = self.tdx_host_call(cpu, lf, 0, regs);
                 if out.rax & 0xFFFF_FFFF_0000_0000 == status::TDX_OPERAND_BUSY {
                     self.tdx.kvm_counts.busy += 1;
                     if retry && !kicked {
@@ -974,9 +952,10 @@ impl Machine {
                         let hkid = self.tdx.module.td(tdr).map_or(0, |v| u64::from(v.hkid));
                         let cfg = self.tdx.module.config();
                         let keyed = hpa | (hkid << (cfg.max_pa - cfg.hkid_bits));
-                        let _ = self.kvm_seamcall(
+                        let _ = self.tdx_host_call(
                             cpu,
                             leaf::PHYMEM_PAGE_WBINVD,
+                            0,
                             Regs { rcx: keyed, ..Regs::default() },
                         );
                         let bytes = 4096u64 << (9 * u32::from(level));

@@ -300,7 +300,26 @@ impl Machine {
         }
     }
 
-    /// `seamcall LEAF …` by the host kernel.
+    /// A SEAMCALL by the host kernel, in one go: the module runs it, the pages it took are
+    /// claimed, its S-EPT references priced and its cost and registers kept. Returns the
+    /// output registers and the cost.
+    pub(super) fn tdx_host_call(
+        &mut self,
+        cpu: usize,
+        leaf: u16,
+        version: u8,
+        regs: Regs,
+    ) -> (Regs, Cycles) {
+        let out = self.tdx.module.seamcall(&mut self.tables, leaf, version, regs);
+        if out.regs.rax == tdx_model::status::TDX_SUCCESS {
+            self.tdx_claim_operands(leaf, &regs);
+        }
+        let cost = out.cost + self.tdx_refs(cpu, &out.refs);
+        self.tdx_charge(out.regs, cost);
+        (out.regs, cost)
+    }
+
+    /// `seamcall LEAF …` by the host kernel (KVM's, so KVM's mirror follows what it changed).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn seamcall(
         &mut self,
@@ -314,11 +333,10 @@ impl Machine {
         r10: u64,
     ) -> Outcome {
         let regs = Regs { rax: 0, rcx, rdx, r8, r9, r10, r11: 0 };
-        let out = self.tdx.module.seamcall(&mut self.tables, leaf, version, regs);
-        if out.regs.rax == tdx_model::status::TDX_SUCCESS {
-            self.tdx_claim_operands(leaf, &regs);
-            use tdx_model::leaf as l;
-            if matches!(
+        let (out, cost) = self.tdx_host_call(cpu, leaf, version, regs);
+        use tdx_model::leaf as l;
+        if out.rax == tdx_model::status::TDX_SUCCESS
+            && matches!(
                 leaf,
                 l::MEM_SEPT_ADD
                     | l::MEM_PAGE_ADD
@@ -330,20 +348,24 @@ impl Machine {
                     | l::MEM_PAGE_DEMOTE
                     | l::MEM_PAGE_PROMOTE
                     | l::MEM_PAGE_RELOCATE
-            ) {
-                let level = u8::try_from(rcx & 7).unwrap_or(0);
-                self.mirror_follow(rdx, rcx & !0xfff, level);
-            }
+            )
+        {
+            let level = u8::try_from(rcx & 7).unwrap_or(0);
+            self.mirror_follow(rdx, rcx & !0xfff, level);
         }
-        let cost = out.cost + self.tdx_refs(cpu, &out.refs);
-        self.tdx_returned(out.regs, cost)
+        Outcome { rc: Some((out.rax, None)), cost, timing: Timing::Serial, ..Outcome::default() }
+    }
+
+    /// Count `cost` cycles of module work and keep `regs` for `expect regs`.
+    pub(super) fn tdx_charge(&mut self, regs: Regs, cost: Cycles) {
+        self.tdx.cycles += cost;
+        self.tdx.last_regs = Some(regs);
     }
 
     /// A SEAMCALL, TD entry or TDCALL that returned `regs` after `cost` cycles: RAX is its
     /// return code, the registers are kept for `expect regs`.
     pub(super) fn tdx_returned(&mut self, regs: Regs, cost: Cycles) -> Outcome {
-        self.tdx.cycles += cost;
-        self.tdx.last_regs = Some(regs);
+        self.tdx_charge(regs, cost);
         Outcome { rc: Some((regs.rax, None)), cost, timing: Timing::Serial, ..Outcome::default() }
     }
 
