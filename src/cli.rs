@@ -291,7 +291,8 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ccsim: error: {}", clip_lines(&format!("{e:#}")));
+            // Parsers quote the offending line, which in hostile input can be megabytes long.
+            eprintln!("ccsim: error: {}", crate::config::clip_lines(&format!("{e:#}"), 300, "\n"));
             ExitCode::from(2)
         }
     }
@@ -313,19 +314,6 @@ fn quiet_on_closed_stdout() {
         }
         default(info);
     }));
-}
-
-/// An error message with every line cut to 300 characters: parsers quote the offending line,
-/// which in hostile input can be megabytes long.
-fn clip_lines(msg: &str) -> String {
-    const MAX: usize = 300;
-    msg.lines()
-        .map(|l| match l.char_indices().nth(MAX) {
-            Some((i, _)) => format!("{}… ({} more bytes)", &l[..i], l.len() - i),
-            None => l.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -225,15 +225,18 @@ pub fn preset(name: &str) -> Result<&'static Preset, ConfigError> {
 /// A parser's multi-line message as one line, each of its lines cut to 200 characters (a
 /// parser quotes the offending line, which in hostile input can be megabytes long).
 pub(crate) fn one_line(msg: &str) -> String {
-    const MAX: usize = 200;
-    msg.trim_end()
-        .lines()
-        .map(|l| match l.char_indices().nth(MAX) {
+    clip_lines(msg.trim_end(), 200, " ")
+}
+
+/// `msg` with every line cut to `max` characters (the rest counted in bytes), joined by `sep`.
+pub(crate) fn clip_lines(msg: &str, max: usize, sep: &str) -> String {
+    msg.lines()
+        .map(|l| match l.char_indices().nth(max) {
             Some((i, _)) => format!("{}… ({} more bytes)", &l[..i], l.len() - i),
             None => l.to_owned(),
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(sep)
 }
 
 /// Builds a configuration layer by layer.
