@@ -240,12 +240,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
                         at(line)
                     );
                 };
-                let (passed, message) = m.check(&check, Some(o), &input_info_file(&name));
-                results.push(ExpectResult {
-                    line,
-                    passed,
-                    message: format!("{message} (after line {eline})"),
-                });
+                results.push(expect_after(m, &check, line, Some((*eline, o)), &name));
             }
         }
     }
@@ -263,14 +258,8 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
                 }
             }
             Record::Expect { check, .. } => {
-                let o = last.as_ref().map(|(_, o)| o);
-                let (passed, message) = m.check(&check, o, &input_info_file(&name));
-                let after = last.as_ref().map_or(0, |(l, _)| *l);
-                results.push(ExpectResult {
-                    line,
-                    passed,
-                    message: format!("{message} (after line {after})"),
-                });
+                let after = last.as_ref().map(|(l, o)| (*l, o));
+                results.push(expect_after(&m, &check, line, after, &name));
             }
             _ => {}
         }
@@ -285,6 +274,20 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     let mut report = m.report(&info);
     report.records = records;
     Ok(RunOutput { report, expectations: results })
+}
+
+/// The `expect` line `line` checked after the event of line `after.0`, whose outcome is
+/// `after.1` (none: checked against the machine state alone).
+fn expect_after(
+    m: &Machine,
+    check: &Check,
+    line: u64,
+    after: Option<(u64, &Outcome)>,
+    name: &str,
+) -> ExpectResult {
+    let (passed, message) = m.check(check, after.map(|(_, o)| o), &input_info_file(name));
+    let eline = after.map_or(0, |(l, _)| l);
+    ExpectResult { line, passed, message: format!("{message} (after line {eline})") }
 }
 
 fn input_info_file(name: &str) -> InputInfo {
