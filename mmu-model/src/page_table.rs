@@ -568,24 +568,9 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         va: V,
         size: PageSize,
     ) -> Result<PendingInvalidation<V>, MergeError<V>> {
-        if !va.in_range(self.paging) {
-            return Err(MergeError::NonCanonical { va });
-        }
-        let Some(small) = size.next_smaller() else {
-            return Err(MergeError::BadSize { size });
-        };
-        let target = Level::for_leaf_size(size);
-        let child_level = Level::for_leaf_size(small);
-        let (addr, entry) = match self.locate(tables, va, target) {
-            Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
-                (addr, entry)
-            }
-            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove { .. } => {
-                return Err(MergeError::NotATable { va });
-            }
-        };
+        let (addr, child, small) = self.table_below(tables, va, size)?;
         let fmt = self.format;
-        let child: P = entry.next_table(fmt);
+        let child_level = Level::for_leaf_size(small);
         let page = tables.page(child).expect("non-leaf entries point at installed tables");
         let base = va.raw() & !(size.bytes() - 1);
         let child_va = |i: usize| V::from_raw(base + (i as u64) * small.bytes());
@@ -620,6 +605,32 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         Ok(PendingInvalidation::range(V::from_raw(base), size, small).with_freed_tables())
     }
 
+    /// The `size`-level entry covering `va` when it points to a table of smaller entries: its
+    /// address, the table, and the size of the table's leaves (the first steps of
+    /// [`PageTable::merge`] and [`PageTable::zap_table`]).
+    fn table_below(
+        &self,
+        tables: &PhysMemTables<P>,
+        va: V,
+        size: PageSize,
+    ) -> Result<(P, P, PageSize), MergeError<V>> {
+        if !va.in_range(self.paging) {
+            return Err(MergeError::NonCanonical { va });
+        }
+        let Some(small) = size.next_smaller() else {
+            return Err(MergeError::BadSize { size });
+        };
+        let target = Level::for_leaf_size(size);
+        match self.locate(tables, va, target) {
+            Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
+                Ok((addr, entry.next_table(self.format), small))
+            }
+            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove { .. } => {
+                Err(MergeError::NotATable { va })
+            }
+        }
+    }
+
     /// Remove the table of smaller leaves below the `size`-level entry covering `va`, with every
     /// leaf in it, and free its page through `frames`: the entry becomes not present, so that a
     /// leaf of `size` can be mapped there again. This is how KVM zaps a non-leaf SPTE (the child
@@ -635,24 +646,8 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         va: V,
         size: PageSize,
     ) -> Result<(u64, PendingInvalidation<V>), MergeError<V>> {
-        if !va.in_range(self.paging) {
-            return Err(MergeError::NonCanonical { va });
-        }
-        let Some(small) = size.next_smaller() else {
-            return Err(MergeError::BadSize { size });
-        };
-        let target = Level::for_leaf_size(size);
+        let (addr, child, small) = self.table_below(tables, va, size)?;
         let child_level = Level::for_leaf_size(small);
-        let (addr, entry) = match self.locate(tables, va, target) {
-            Located::At { addr, entry } if entry.present() && !entry.leaf_at(target) => {
-                (addr, entry)
-            }
-            Located::At { .. } | Located::LeafAbove { .. } | Located::MissingAbove { .. } => {
-                return Err(MergeError::NotATable { va });
-            }
-        };
-        let fmt = self.format;
-        let child: P = entry.next_table(fmt);
         let page = tables.page(child).expect("non-leaf entries point at installed tables");
         let base = va.raw() & !(size.bytes() - 1);
         let mut leaves = 0u64;
