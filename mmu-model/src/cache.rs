@@ -480,11 +480,16 @@ struct Set<const W: usize> {
     /// second swaps the two: [`Cache::hit_recent`] takes both without a scan. Unused under the
     /// other policies.
     mru: [u8; 2],
+    /// The whole tags of the ways `mru` names (see [`Set::tag_of`]: an empty way's never
+    /// matches), so that a hit on one of them is one 64-bit compare, without splitting the
+    /// tag or indexing the halves. Rewritten wherever `mru` or one of those ways' tags
+    /// changes. Unused under the other policies.
+    mru_tag: [u64; 2],
 }
 
 impl<const W: usize> Set<W> {
     fn empty(ways: usize) -> Set<W> {
-        Set {
+        let mut set = Set {
             lo: [0; W],
             hi: [EMPTY_HI; W],
             meta: [0; W],
@@ -495,7 +500,24 @@ impl<const W: usize> Set<W> {
                 let last = u8::try_from(ways - 1).expect("below 64");
                 [last, last.saturating_sub(1)]
             },
-        }
+            mru_tag: [0; 2],
+        };
+        set.refresh_mru_tags();
+        set
+    }
+
+    /// The whole tag of way `w`: the halves joined. An empty way or padding has high half
+    /// [`EMPTY_HI`], so its tag is at least 2^63 and equals no line's (tags are below 2^49).
+    #[inline(always)]
+    fn tag_of(&self, w: usize) -> u64 {
+        u64::from(self.hi[w % W]) << 32 | u64::from(self.lo[w % W])
+    }
+
+    /// Recompute [`Set::mru_tag`] from the ways `mru` names.
+    #[inline(always)]
+    fn refresh_mru_tags(&mut self) {
+        self.mru_tag =
+            [self.tag_of(usize::from(self.mru[0])), self.tag_of(usize::from(self.mru[1]))];
     }
 
     /// The way holding the line with tag halves `lo`, `hi`, if any.
@@ -754,18 +776,17 @@ impl Cache {
     fn hit_recent_lru(&mut self, s: Slot, write: bool) -> bool {
         debug_assert!(self.repl.is_none(), "LRU only");
         let flag = if write { DIRTY } else { 0 };
+        let tag = u64::from(s.hi) << 32 | u64::from(s.lo);
         with_set!(&mut self.sets, s.set, |set| {
             let [m0, m1] = set.mru;
             let (w0, w1) = (usize::from(m0) % set.lo.len(), usize::from(m1) % set.lo.len());
-            if set.lo[w0] == s.lo && set.hi[w0] == s.hi {
+            if set.mru_tag[0] == tag {
                 set.meta[w0] |= flag;
                 true
-            } else if set.lo[w1] == s.lo && set.hi[w1] == s.hi {
+            } else if set.mru_tag[1] == tag {
                 // Not the rank-0 way, so `w1 != w0`: rank 1 becomes 0 and 0 becomes 1.
                 set.meta[w1] |= flag;
-                set.rank[w0] = 1;
-                set.rank[w1] = 0;
-                set.mru = [m1, m0];
+                swap_recent(set);
                 true
             } else {
                 false
@@ -843,6 +864,8 @@ impl Cache {
             set.hi[w] = s.hi;
             set.meta[w] = flag | class.index();
             touch(set, repl, s.set, w);
+            // `w` may have been a recent way already (an emptied one): its tag changed.
+            set.refresh_mru_tags();
             old
         });
         self.stats.class_mut(class).fills += 1;
@@ -875,9 +898,28 @@ impl Cache {
             rec.hi[w] = EMPTY_HI;
             rec.meta[w] = 0;
             rec.valid &= !(1 << w);
+            rec.refresh_mru_tags();
             old
         });
         self.evicted(set, lo, hi, m)
+    }
+
+    /// Whether every set's [`Set::mru_tag`] holds the tags of the ways its `mru` names (the
+    /// invariant the recent-way shortcuts rely on; the tests check it after every step).
+    #[cfg(test)]
+    fn recent_tags_consistent(&self) -> bool {
+        fn ok<const W: usize>(v: &[Set<W>]) -> bool {
+            v.iter().all(|set| {
+                set.mru_tag
+                    == [set.tag_of(usize::from(set.mru[0])), set.tag_of(usize::from(set.mru[1]))]
+            })
+        }
+        match &self.sets {
+            Sets::W8(v) => ok(v),
+            Sets::W16(v) => ok(v),
+            Sets::W32(v) => ok(v),
+            Sets::W64(v) => ok(v),
+        }
     }
 
     /// Drop every line; return the dirty ones, in set-then-way order.
@@ -902,6 +944,7 @@ impl Cache {
                 set.hi = [EMPTY_HI; W];
                 set.meta = [0; W];
                 set.valid = 0;
+                set.refresh_mru_tags();
             }
         }
         let dirty = match &mut self.sets {
@@ -941,12 +984,30 @@ fn touch<const W: usize>(set: &mut Set<W>, repl: &mut Option<ReplState>, idx: us
 /// Record a use of way `w` of `set` under LRU: its rank, and the two most recent ways.
 #[inline(always)]
 fn lru_touch<const W: usize>(set: &mut Set<W>, w: usize) {
+    lru_touch_tag(set, w, set.tag_of(w));
+}
+
+/// [`lru_touch`] of a way whose whole tag the caller knows (`tag`).
+#[inline(always)]
+fn lru_touch_tag<const W: usize>(set: &mut Set<W>, w: usize, tag: u64) {
+    debug_assert_eq!(set.tag_of(w), tag, "the tag of way {w}");
     crate::repl::rank_touch(&mut set.rank, w);
     #[allow(clippy::cast_possible_truncation)] // below W ≤ 64
-    let w = w as u8;
-    if set.mru[0] != w {
-        set.mru = [w, set.mru[0]];
+    let w8 = w as u8;
+    if set.mru[0] != w8 {
+        set.mru = [w8, set.mru[0]];
+        set.mru_tag = [tag, set.mru_tag[0]];
     }
+}
+
+/// Under LRU, a use of the rank-1 way of `set` (not the rank-0 way): the two swap ranks.
+#[inline(always)]
+fn swap_recent<const W: usize>(set: &mut Set<W>) {
+    let [m0, m1] = set.mru;
+    set.rank[usize::from(m0) % W] = 1;
+    set.rank[usize::from(m1) % W] = 0;
+    set.mru = [m1, m0];
+    set.mru_tag = [set.mru_tag[1], set.mru_tag[0]];
 }
 
 /// [`Cache::read_hits`] on the sets of one width (`line_shift`, `set_bits`, `set_mask`: the
@@ -957,23 +1018,24 @@ fn lru_read_hits<const W: usize>(
     (line_shift, set_bits, set_mask): (u32, u32, u64),
     addrs: &[Spa],
 ) -> usize {
+    // One bounds check here instead of one per address: an index masked by `set_mask` is
+    // below this slice's length.
+    let sets = &mut sets[..=to_usize(set_mask)];
     for (i, a) in addrs.iter().enumerate() {
         let line = a.raw() >> line_shift;
         let tag = line >> set_bits;
-        #[allow(clippy::cast_possible_truncation)] // `lo` is the low half, by design
-        let (lo, hi) = (tag as u32, u32::try_from(tag >> 32).expect("tags are below 2^49"));
+        // Both halves truncate by design: an `Spa` is below 2^52, so the high half of a tag
+        // (below 2^49) always fits.
+        #[allow(clippy::cast_possible_truncation)]
+        let (lo, hi) = (tag as u32, (tag >> 32) as u32);
         let set = &mut sets[to_usize(line & set_mask)];
-        let [m0, m1] = set.mru;
-        let (w0, w1) = (usize::from(m0) % W, usize::from(m1) % W);
-        if set.lo[w0] == lo && set.hi[w0] == hi {
+        if set.mru_tag[0] == tag {
             // Rank 0: nothing changes.
-        } else if set.lo[w1] == lo && set.hi[w1] == hi {
-            // Rank 1 (so `w1 != w0`): it and the rank-0 way swap.
-            set.rank[w0] = 1;
-            set.rank[w1] = 0;
-            set.mru = [m1, m0];
+        } else if set.mru_tag[1] == tag {
+            // Rank 1 (so not the rank-0 way): it and the rank-0 way swap.
+            swap_recent(set);
         } else if let Some(w) = set.find(lo, hi) {
-            lru_touch(set, w);
+            lru_touch_tag(set, w, tag);
         } else {
             return i;
         }
@@ -1586,7 +1648,7 @@ impl CacheHierarchy {
         loop {
             let n = self.cores[cpu].l1d.read_hits(rest);
             hits += n as u64;
-            let Some((&miss, tail)) = rest[n..].split_first() else { break };
+            let Some((&miss, tail)) = rest.get(n..).and_then(<[Spa]>::split_first) else { break };
             cost += self.reference_general(cpu, miss, class, false).latency;
             rest = tail;
         }
@@ -2343,6 +2405,9 @@ mod tests {
                         fast.flush_all();
                         general.flush_all();
                     }
+                }
+                if l1_repl == Replacement::Lru {
+                    prop_assert!(fast.cores.iter().all(|c| c.l1d.recent_tags_consistent()), "op {}", i);
                 }
                 if i % 64 == 0 {
                     prop_assert_eq!(format!("{fast:?}"), format!("{general:?}"));

@@ -49,6 +49,21 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
         &mut self.items[self.len - 1]
     }
 
+    /// Append `n` slots and return them, keeping whatever values they last held: the caller
+    /// must overwrite every one. One capacity check for the lot (a walk's reference list is
+    /// written this way).
+    ///
+    /// # Panics
+    /// If fewer than `n` slots are free.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn push_reuse_n(&mut self, n: usize) -> &mut [T] {
+        let start = self.len;
+        assert!(n <= N - start, "InlineVec capacity {N} exceeded");
+        self.len = start + n;
+        &mut self.items[start..start + n]
+    }
+
     /// Remove everything.
     #[inline]
     pub fn clear(&mut self) {

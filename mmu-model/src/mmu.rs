@@ -1075,9 +1075,10 @@ impl Mmu {
         // The references, listed and priced in walk order, then the check stage's reads (as
         // `price_walk` does).
         self.stats.walk_reads += w.n as u64;
-        for (i, &addr) in w.addrs[..w.n].iter().enumerate() {
+        let slots = out.refs.push_reuse_n(w.n);
+        for (i, (slot, &addr)) in slots.iter_mut().zip(&w.addrs[..w.n]).enumerate() {
             let level = w.level(i);
-            out.refs.push(WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Native });
+            *slot = WalkRef { addr, level, kind: RefKind::Read, stage: Stage::Native };
         }
         let first = w.first.idx();
         let mut cost = lat.table_reads(&w.addrs[..w.n], &Level::ALL[first..first + w.n]);

@@ -456,11 +456,10 @@ fn key_of(vpn: u64, size: PageSize) -> u64 {
 /// The page size of a valid entry's key.
 #[inline(always)]
 fn key_size(key: u64) -> PageSize {
-    match key & 3 {
-        0 => PageSize::K4,
-        1 => PageSize::M2,
-        _ => PageSize::G1,
-    }
+    // A table of four, so that the two key bits index it without a branch or bounds check
+    // (a valid key's low bits are 0, 1 or 2: `key_of`).
+    const BY_BITS: [PageSize; 4] = [PageSize::K4, PageSize::M2, PageSize::G1, PageSize::G1];
+    BY_BITS[(key & 3) as usize]
 }
 
 /// The 32-bit fold of a key.
