@@ -151,17 +151,12 @@ impl Scenario {
         Machine::new(cfg.clone(), &self.settings, false).map_err(|e| anyhow!("{}: {e}", self.name))
     }
 
-    /// Run one schedule: the steps of `forced` first, then the default choice (the program
-    /// that ran last if it can go on, else the lowest that can).
-    fn run(
-        &self,
-        cfg: &crate::config::MachineConfig,
-        forced: &[usize],
-        log: bool,
-    ) -> anyhow::Result<Run> {
+    /// The machine every schedule starts from: built from the header, then the `state` lines
+    /// and the lines outside programs run in file order. Deterministic, so it is built once
+    /// and each schedule runs on a clone.
+    fn start(&self, cfg: &crate::config::MachineConfig) -> anyhow::Result<Machine> {
         let info = info(&self.name);
         let mut m = self.machine(cfg)?;
-        let mut run = Run { infeasible: false, points: Vec::new(), failure: None, log: Vec::new() };
         let mut last: Option<(u64, Outcome)> = None;
         for (line, r) in &self.prelude {
             match r {
@@ -186,6 +181,16 @@ impl Scenario {
                 _ => {}
             }
         }
+        Ok(m)
+    }
+
+    /// Run one schedule on a copy of `start` (see [`Scenario::start`]): the steps of `forced`
+    /// first, then the default choice (the program that ran last if it can go on, else the
+    /// lowest that can).
+    fn run(&self, start: &Machine, forced: &[usize], log: bool) -> anyhow::Result<Run> {
+        let info = info(&self.name);
+        let mut m = start.clone();
+        let mut run = Run { infeasible: false, points: Vec::new(), failure: None, log: Vec::new() };
         let mut progs: Vec<Prog> = self
             .programs
             .iter()
@@ -349,7 +354,7 @@ pub fn explore(
     opts: &ExploreOptions,
 ) -> anyhow::Result<ExploreResult> {
     let s = load(path)?;
-    let cfg = layers.build(&s.settings)?;
+    let start = s.start(&layers.build(&s.settings)?)?;
     let mut res = ExploreResult {
         programs: s.programs.iter().map(|(n, _)| n.clone()).collect(),
         schedules: 0,
@@ -361,7 +366,7 @@ pub fn explore(
     let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
     loop {
         let forced: Vec<usize> = stack.iter().map(|(c, _)| *c).collect();
-        let run = s.run(&cfg, &forced, false)?;
+        let run = s.run(&start, &forced, false)?;
         if run.infeasible {
             // Nothing new below this prefix: go to the next alternative.
             stack.truncate(run.points.len() + 1);
@@ -432,7 +437,8 @@ pub fn replay(
     schedule: &[usize],
 ) -> anyhow::Result<(Vec<String>, Option<String>)> {
     let s = load(path)?;
-    let run = s.run(&layers.build(&s.settings)?, schedule, true)?;
+    let start = s.start(&layers.build(&s.settings)?)?;
+    let run = s.run(&start, schedule, true)?;
     Ok((run.log, run.failure))
 }
 

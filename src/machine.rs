@@ -486,7 +486,7 @@ impl CacheLatency for Metered<'_> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Cpu {
     mmu: Mmu,
     /// Retire clock: what the CPU has waited for so far (the overlap layer's frontier).
@@ -652,7 +652,7 @@ struct ShootdownSums {
 }
 
 /// The simulated host.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Machine {
     cfg: MachineConfig,
     tables: PhysMemTables,
@@ -3131,9 +3131,7 @@ impl Machine {
             n => n,
         };
         let v = serde_json::to_value(&r).ok()?;
-        let mut cols = Vec::new();
-        report::flatten("", &v, &mut cols);
-        cols.into_iter().find(|(k, _)| k == alias).and_then(|(_, v)| v.parse().ok())
+        report::leaf(&v, alias)?.parse().ok()
     }
 
     /// The report of the run so far.
@@ -3228,10 +3226,12 @@ impl Machine {
         machine.insert("alloc_order".to_owned(), self.cfg.host.alloc_order.name().to_owned());
         machine.insert(
             "rmp.tlb_on_update".to_owned(),
-            crate::config::value_of(&self.cfg, "rmp", "tlb_on_update")
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned(),
+            // The setting's name as the config file spells it (serializing the whole
+            // configuration for it cost a report ~230,000 instructions).
+            serde_json::to_value(self.cfg.rmp.tlb_on_update)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
         );
         let not_modelled = self.not_modelled.clone();
         Report {

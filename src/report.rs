@@ -636,6 +636,28 @@ pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, Strin
     }
 }
 
+/// The leaf [`flatten`] would name `path` (the first in the same order), without building
+/// the flattened list: its text as `flatten` writes it.
+pub fn leaf<'v>(v: &'v serde_json::Value, path: &str) -> Option<std::borrow::Cow<'v, str>> {
+    let serde_json::Value::Object(m) = v else { return None };
+    for (k, child) in m {
+        let Some(rest) = path.strip_prefix(k.as_str()) else { continue };
+        let found = if rest.is_empty() {
+            match child {
+                serde_json::Value::Object(_) | serde_json::Value::Array(_) => None,
+                serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+                other => Some(std::borrow::Cow::Owned(other.to_string())),
+            }
+        } else {
+            rest.strip_prefix('.').and_then(|rest| leaf(child, rest))
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 /// A CSV field, quoted when it holds a comma, quote or newline.
 pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -648,6 +670,26 @@ pub fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `leaf` finds exactly what `flatten` lists, under the same names, and nothing else.
+    #[test]
+    fn leaf_agrees_with_flatten() {
+        let v = serde_json::json!({
+            "a": {"b": 1, "c": "x,y", "d.e": {"f": true}},
+            "a.b": 7,
+            "s": [1, 2],
+            "n": null,
+        });
+        let mut cols = Vec::new();
+        flatten("", &v, &mut cols);
+        for (k, text) in &cols {
+            let first = cols.iter().find(|(k2, _)| k2 == k).map(|(_, t)| t.as_str());
+            assert_eq!(leaf(&v, k).as_deref(), first, "{k} ({text})");
+        }
+        for absent in ["a", "s", "a.", "a.x", "", "a.d", "a.d.e", "zz"] {
+            assert_eq!(leaf(&v, absent), None, "{absent}");
+        }
+    }
 
     #[test]
     fn csv_quotes_and_flattens() {

@@ -137,7 +137,7 @@ impl VmMapError {
 }
 
 /// The stage-2 (nested) translation of a VM.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Stage2 {
     /// AMD NPT (nCR3).
     Npt(NptTable),
@@ -151,7 +151,7 @@ pub(crate) enum Stage2 {
 }
 
 /// A guest's own page table and where its pages come from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct GuestTables {
     /// Table pages, keyed by GPA.
     pub tables: PhysMemTables<Gpa>,
@@ -185,7 +185,7 @@ impl FrameSource<Gpa> for GuestFrames<'_> {
 }
 
 /// One VM's translation state.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct VmPaging {
     kind: VmKind,
     asid: u16,

@@ -549,7 +549,7 @@ pub struct IommuStats {
 }
 
 /// A domain's I/O page table.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum IoTable {
     Amd(PageTable<Iova, Spa, AmdIoPte>),
     Vtd(PageTable<Iova, Spa, EptEntry>),
@@ -598,7 +598,7 @@ pub enum IommuError {
 }
 
 /// The IOMMU unit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Iommu {
     cfg: IommuConfig,
     fmt: PteFormat,

@@ -234,7 +234,7 @@ enum Located<P, E> {
 /// Every mutating primitive returns a [`PendingInvalidation`] token or a small error enum
 /// naming what was wrong. Invariant kept by the primitives: every non-leaf entry points at a
 /// page installed in `PhysMemTables`, allocated through the [`FrameSource`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PageTable<V: PagedAddr = Hva, P: PhysAddr = Spa, E: PagingEntry = X86Pte> {
     root: P,
     paging: Paging,

@@ -124,6 +124,7 @@ impl Slot {
 /// rule 14).
 ///
 /// Memory that is not a table page reads as zero (a not-present entry).
+#[derive(Clone)]
 pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
     slots: Vec<Slot>,
     index: FxHashMap<u64, u32>,

@@ -207,7 +207,7 @@ impl CollapseAttempt {
 }
 
 /// The direct map and its Linux counters.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct DirectMap {
     pt: PageTable,
     end: u64,

@@ -38,7 +38,7 @@ pub(super) struct Folio {
 }
 
 /// KVM's and the VMM's state of one VM.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct KvmVm {
     /// The guest context page the firmware keeps for the VM (SNP_GCTX_CREATE).
     gctx: Option<Spa>,

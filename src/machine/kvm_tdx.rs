@@ -71,7 +71,7 @@ struct Child {
 }
 
 /// KVM's state of one TD.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct KvmTd {
     /// Mirror SPTEs by (level, first GPA); absent = non-present.
     mirror: BTreeMap<(u8, u64), u64>,

@@ -29,7 +29,7 @@ use sim_core::{Check, Cycles, Gpa, Spa, VmId};
 use tdx_model::{Lifecycle, OpState, PageType, PrivateFault, Regs, SeptState};
 
 /// The machine's TDX state: the module and the bindings of the event stream's VMs to TDs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct TdxHost {
     pub(super) module: tdx_model::TdxModule,
     /// VM id → TDR.

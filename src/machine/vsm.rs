@@ -48,7 +48,7 @@ pub(crate) const HV_STATUS_ACCESS_DENIED: u64 = 6;
 const UNSIZED_RAM_PAGES: u64 = crate::vm::GUEST_TABLE_BASE >> 12;
 
 /// One VTL of a VSM guest.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct VtlState {
     /// Its protections.
     attrs: AttrLayer,
@@ -62,7 +62,7 @@ struct VtlState {
 }
 
 /// A VSM guest.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct VsmVm {
     vtls: BTreeMap<u8, VtlState>,
     /// VMM THP backing (`vsm.vmm_thp`), by 2M region.
@@ -70,7 +70,7 @@ struct VsmVm {
 }
 
 /// The machine's VSM state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct VsmHost {
     vms: BTreeMap<VmId, VsmVm>,
     counts: VsmCounts,

@@ -491,7 +491,7 @@ pub enum SetupError {
 }
 
 /// The TDX module model. See the crate documentation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TdxModule {
     pub(crate) cfg: TdxConfig,
     pub(crate) tds: BTreeMap<u64, TdState>,
