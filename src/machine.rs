@@ -3130,8 +3130,18 @@ impl Machine {
             "DirectMap1G" => "directmap.kb.1G",
             n => n,
         };
-        let v = serde_json::to_value(&r).ok()?;
-        report::leaf(&v, alias)?.parse().ok()
+        // Only the section the name starts with is serialized.
+        let (section, rest) = alias.split_once('.').unwrap_or((alias, ""));
+        let v = r.section(section)?;
+        let text = if rest.is_empty() {
+            match v {
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return None,
+            }
+        } else {
+            report::leaf(&v, rest)?.into_owned()
+        };
+        text.parse().ok()
     }
 
     /// The report of the run so far.

@@ -349,6 +349,12 @@ impl<P: PhysAddr> PhysMemTables<P> {
         }
     }
 
+    /// The 512 entries of table page `page` (any address in it), or `None` if it is not a
+    /// table page: one lookup for a whole page, for callers that scan every entry.
+    pub fn entries(&self, page: P) -> Option<[u64; ENTRIES_PER_TABLE]> {
+        self.slot_of(page.raw() >> 12).map(|s| self.slots[s as usize].entries())
+    }
+
     /// Write the 8-byte entry at `addr`, bypassing the [`crate::PageTable`] primitives (for
     /// scenario state and tests; no invalidation is computed). Returns `false`, writing
     /// nothing, if `addr` is not in a table page.

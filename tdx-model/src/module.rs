@@ -1106,8 +1106,9 @@ impl TdxModule {
         let mut out = Vec::new();
         let mut stack = vec![(root.raw() & sept::bits::HPA_MASK, root_level, 0u64)];
         while let Some((table, level, base)) = stack.pop() {
-            for i in 0..512u64 {
-                let raw = tables.read(spa(table + i * 8));
+            // A non-table page reads as zeros (FREE), as `PhysMemTables::read` reads it.
+            let entries = tables.entries(spa(table)).unwrap_or([0; 512]);
+            for (i, &raw) in (0u64..).zip(&entries) {
                 let Some(s) = SeptState::decode(raw) else { continue };
                 if s == SeptState::Free {
                     continue;
