@@ -36,6 +36,7 @@ pub const MAX_PLRU_WAYS: u32 = 64;
 #[derive(Clone, Debug)]
 pub(crate) struct ReplState {
     policy: Replacement,
+    sets: usize,
     ways: usize,
     /// Leaves of the PLRU tree (ways rounded up to a power of two).
     leaves: usize,
@@ -53,15 +54,43 @@ pub(crate) struct ReplState {
 
 impl ReplState {
     pub fn new(policy: Replacement, sets: usize, ways: usize, rng: Rng) -> ReplState {
-        let leaves = ways.next_power_of_two();
-        let tree = match policy {
-            Replacement::TreePlru => vec![0; sets],
-            Replacement::Lru | Replacement::Random => Vec::new(),
-        };
-        let (mut links, mut ends) = (Vec::new(), Vec::new());
-        if policy == Replacement::Lru {
+        let mut r = ReplState::new_lazy(policy, sets, ways, rng);
+        r.allocate();
+        r
+    }
+
+    /// [`ReplState::new`] without its per-set and per-slot storage, which [`ReplState::allocate`]
+    /// adds (until then nothing may be touched or chosen). For structures that allocate their
+    /// slots on first use (the TLB arrays).
+    pub fn new_lazy(policy: Replacement, sets: usize, ways: usize, rng: Rng) -> ReplState {
+        ReplState {
+            policy,
+            sets,
+            ways,
+            leaves: ways.next_power_of_two(),
+            stamps: Vec::new(),
+            tree: Vec::new(),
+            links: Vec::new(),
+            ends: Vec::new(),
+            clock: 0,
+            rng,
+        }
+    }
+
+    /// Add the storage of a [`ReplState::new_lazy`] state, in the initial state [`ReplState::new`]
+    /// gives (nothing is drawn from the random stream). Does nothing if it is there already.
+    pub fn allocate(&mut self) {
+        if !self.stamps.is_empty() || self.sets * self.ways == 0 {
+            return;
+        }
+        let (sets, ways) = (self.sets, self.ways);
+        if self.policy == Replacement::TreePlru {
+            self.tree = vec![0; sets];
+        }
+        if self.policy == Replacement::Lru {
             // Initial order: way 0 oldest (tail) … way ways-1 newest (head).
             let w = u32::try_from(ways).expect("ways fit u32");
+            let (mut links, mut ends) = (Vec::with_capacity(sets * ways), Vec::with_capacity(sets));
             for _ in 0..sets {
                 for i in 0..w {
                     // Way 0 has no older way (u32::MAX), the last no newer one.
@@ -69,18 +98,9 @@ impl ReplState {
                 }
                 ends.push((w.saturating_sub(1), 0));
             }
+            (self.links, self.ends) = (links, ends);
         }
-        ReplState {
-            policy,
-            ways,
-            leaves,
-            stamps: vec![0; sets * ways],
-            tree,
-            links,
-            ends,
-            clock: 0,
-            rng,
-        }
+        self.stamps = vec![0; sets * ways];
     }
 
     /// Move `way` to the head of `set`'s recency list.

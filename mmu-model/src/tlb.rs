@@ -368,11 +368,23 @@ impl Entry {
     }
 }
 
+/// One set-associative array of a TLB.
+///
+/// Its per-slot storage (`entries`, `keys`, `keys32`, `used`, `filter` and the replacement
+/// state's) is allocated by the first fill ([`Array::ensure_storage`]), not at construction:
+/// until then every one of those vectors is empty and `size_used` is all zero, so no lookup
+/// reads them (each probe tests `size_used` first, [`Array::may_hold`]) and flushes and
+/// invalidations find no valid slot. Why: a machine's TLBs are most of its memory (an `spr`
+/// STLB is 1,536–2,048 slots of ~100 bytes per CPU), and many machines never fill most of
+/// them — the race explorer (`ccsim explore`) clones one machine per schedule, and a CPU that
+/// has not translated anything yet then costs nothing to build or copy.
 #[derive(Clone, Debug)]
 struct Array {
     holds: [bool; 3],
     sets: usize,
     ways: usize,
+    /// Filter buckets once allocated (0: no filter).
+    buckets: usize,
     entries: Vec<Entry>,
     /// Per slot: `vpn << 2 | size index` of a valid entry, [`NO_KEY`] for an invalid one. A
     /// dense copy of what a search compares first, so a 72-way scan touches 576 bytes.
@@ -480,6 +492,26 @@ fn filter_hash(key: u64, bits: u32) -> usize {
 }
 
 impl Array {
+    /// Allocate the per-slot storage if this array has none yet (see [`Array`]).
+    #[inline(always)]
+    fn ensure_storage(&mut self) {
+        if self.keys.is_empty() {
+            self.allocate();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allocate(&mut self) {
+        let n = self.sets * self.ways;
+        self.entries = vec![INVALID; n];
+        self.keys = vec![NO_KEY; n];
+        self.keys32 = vec![fold32(NO_KEY); n];
+        self.used = vec![0; self.sets];
+        self.filter = vec![0; self.buckets];
+        self.repl.allocate();
+    }
+
     /// Record that slot `slot` (of set `set`) now holds `e`.
     #[inline(always)]
     fn set_slot(&mut self, set: usize, slot: usize, e: Entry) {
@@ -645,18 +677,19 @@ impl Tlb {
                 let filter_on = ways >= FILTER_MIN_WAYS && entries <= usize::from(u16::MAX);
                 let buckets = if filter_on { (entries * 8).next_power_of_two().max(64) } else { 0 };
                 Array {
-                    filter: vec![0; buckets],
+                    filter: Vec::new(),
                     size_used: [0; 3],
                     filter_bits: buckets.trailing_zeros(),
                     holds,
                     sets,
                     ways,
-                    entries: vec![INVALID; sets * ways],
-                    keys: vec![NO_KEY; sets * ways],
-                    keys32: vec![fold32(NO_KEY); sets * ways],
-                    used: vec![0; sets],
+                    buckets,
+                    entries: Vec::new(),
+                    keys: Vec::new(),
+                    keys32: Vec::new(),
+                    used: Vec::new(),
                     valid: SlotBits::new(entries),
-                    repl: ReplState::new(cfg.replacement, sets, ways, rng.fork(i as u64)),
+                    repl: ReplState::new_lazy(cfg.replacement, sets, ways, rng.fork(i as u64)),
                 }
             })
             .collect();
@@ -694,7 +727,7 @@ impl Tlb {
 
     /// Total entries.
     pub fn capacity(&self) -> usize {
-        self.arrays.iter().map(|a| a.entries.len()).sum()
+        self.arrays.iter().map(|a| a.sets * a.ways).sum()
     }
 
     /// Valid entries per size (what the TLB holds now).
@@ -1036,6 +1069,7 @@ impl Tlb {
         };
         let (ai, set, (w, found)) = if let [a] = &mut self.arrays[..] {
             // One array (most TLBs): it holds every installed size (validated).
+            a.ensure_storage();
             let set = a.set_of(va, size);
             (0, set, a.fill_way(set, want, size, || !none_same(), same))
         } else {
@@ -1047,6 +1081,7 @@ impl Tlb {
                 if !a.holds[size.index()] {
                     continue;
                 }
+                a.ensure_storage();
                 let set = a.set_of(va, size);
                 let base = set * a.ways;
                 let keys = &a.keys[base..base + a.ways];
@@ -1264,6 +1299,28 @@ mod tests {
     }
 
     const T: TlbTag = TlbTag::HOST;
+
+    /// A fresh TLB has no per-slot storage; everything that reads it before the first fill
+    /// behaves as an empty TLB, and the first fill allocates it in the initial state (the
+    /// LRU order of a fresh array: the lowest invalid way first, then way 0 oldest).
+    #[test]
+    fn storage_comes_with_the_first_fill() {
+        for cfg in [fa(4), fa(72), split(4, 2)] {
+            let mut t = Tlb::new(&cfg).unwrap();
+            assert!(t.arrays.iter().all(|a| a.keys.is_empty() && a.entries.is_empty()));
+            assert_eq!(t.capacity(), cfg.arrays.iter().map(|a| (a.sets * a.ways) as usize).sum());
+            let copy = t.clone();
+            assert!(t.lookup(Hva::new(0x1000), T).is_none());
+            assert_eq!(t.flush(FlushScope::All), 0);
+            assert_eq!(t.invalidate_page(Hva::new(0x1000), T), 0);
+            assert_eq!(t.occupancy(), PerSize([0, 0, 0]));
+            assert!(t.arrays.iter().all(|a| a.keys.is_empty()), "nothing allocated yet");
+            t.fill(Hva::new(0x1000), T, &fill(0xa000, PageSize::K4, false));
+            assert!(t.arrays.iter().any(|a| a.keys.len() == a.sets * a.ways));
+            assert_eq!(t.lookup(Hva::new(0x1abc), T).unwrap().pa, Spa::new(0xaabc));
+            assert!(copy.arrays.iter().all(|a| a.keys.is_empty()), "the clone is separate");
+        }
+    }
 
     #[test]
     fn hit_miss_lru() {
