@@ -930,6 +930,37 @@ impl Machine {
         &self.rmp
     }
 
+    /// Turn on every CPU's TLB oracle ([`Mmu::enable_oracle`]): from now on each host and
+    /// guest access's translation is compared with a fresh functional walk of the tables as
+    /// they are, and a disagreement (a TLB or paging-structure-cache entry that a required
+    /// invalidation missed) is recorded. Slow; for property tests and debugging (issue #10).
+    pub fn enable_tlb_oracle(&mut self) {
+        for c in &mut self.cpus {
+            c.mmu.enable_oracle();
+        }
+    }
+
+    /// What the CPUs' TLB oracles recorded, as (CPU, mismatch) in CPU order; empty while the
+    /// oracle is off ([`Machine::enable_tlb_oracle`]) or saw no disagreement.
+    pub fn tlb_oracle_mismatches(&self) -> Vec<(u32, mmu_model::OracleMismatch)> {
+        (0u32..)
+            .zip(&self.cpus)
+            .flat_map(|(i, c)| c.mmu.oracle_mismatches().iter().map(move |m| (i, *m)))
+            .collect()
+    }
+
+    /// The SPA host-virtual address `va` translates to now in the kernel's page table (`pid`
+    /// `None`: the direct map and kernel mappings) or in process `pid`'s: a functional lookup
+    /// of present leaves, with no TLB, permission or RMP check. For invariant checks of what
+    /// an access reached.
+    pub fn host_translation(&self, pid: Option<u32>, va: Hva) -> Option<Spa> {
+        let pt = match pid {
+            None => self.dm.table(),
+            Some(p) => self.procs.get(&p)?,
+        };
+        pt.lookup(&self.tables, va).map(|l| l.pa(va))
+    }
+
     /// Logical CPUs.
     pub fn cpus(&self) -> u32 {
         self.cfg.machine.cpus

@@ -1236,6 +1236,264 @@ mod invariants {
     }
 }
 
+/// TLB contents stay within what the page tables permit after the invalidations Linux and the
+/// hardware make, at machine level: with every CPU's TLB oracle on (`Mmu::enable_oracle`),
+/// each access's translation is compared with a fresh functional walk, whatever mix of host
+/// kernel accesses through the direct map and kernel mappings, user accesses (demand-paged and
+/// through 4K and 2M user mappings), CPA requests, RMPUPDATE/PSMASH under each physmap policy
+/// (which split, unmap, restore and collapse the direct map), and SNP guest accesses, page-state
+/// changes and PVALIDATEs (KVM faulting guest_memfd pages in, zapping and freeing them) runs on
+/// two CPUs; and no host write completes to an RMP-assigned page. See: #10
+mod tlb_oracle {
+    use ccsim::config::ConfigBuilder;
+    use ccsim::host::config::PhysmapPolicy;
+    use ccsim::host::directmap::dm_va;
+    use ccsim::machine::Machine;
+    use proptest::prelude::*;
+    use sim_core::event::Disposition;
+    use sim_core::{Hva, Record, Spa};
+
+    /// Host pages: 0..8 are 4 pages in each of two 2M regions at 32 MiB, the only pages the
+    /// ops RMPUPDATE, map and CPA (few, so that ops meet on them); 8..40 are the first 128 KiB
+    /// the allocator hands out (the direct map's and KVM's table pages, demand-paged user
+    /// pages and the guest's guest_memfd folios land there, lowest first), touched by kernel
+    /// accesses only.
+    fn page(i: u8) -> u64 {
+        if i < 8 {
+            0x200_0000 + u64::from(i / 4) * 0x20_0000 + u64::from(i % 4) * 0x1000 * 61
+        } else {
+            0x10_0000 + u64::from(i - 8) * 0x1000
+        }
+    }
+
+    /// User addresses: 0..4 demand-paged (in processes 1 and 2), 4..12 four pages in each of
+    /// two 2M slots that `UMap` maps onto the pages above (in process 1).
+    fn uva(i: u8) -> u64 {
+        if i < 4 {
+            0x7f00_0000_0000 + u64::from(i) * 0x1000
+        } else {
+            let j = i - 4;
+            uslot(j / 4) + u64::from(j % 4) * 0x1000 * 61
+        }
+    }
+
+    fn uslot(j: u8) -> u64 {
+        0x7f10_0000_0000 + u64::from(j % 2) * 0x20_0000
+    }
+
+    /// A kernel mapping outside the direct map (vmalloc space).
+    fn kva(slot: u8) -> u64 {
+        0xffff_c900_0000_0000 + u64::from(slot % 4) * 0x1000
+    }
+
+    /// Guest-physical pages of VM 1: two in each of two 2M regions.
+    fn gpa(i: u8) -> u64 {
+        0x10_0000 + u64::from(i / 2 % 2) * 0x20_0000 + u64::from(i % 2) * 0x3000
+    }
+
+    const CPA: [&str; 13] = [
+        "4k",
+        "ro",
+        "rw",
+        "rox",
+        "x",
+        "nx",
+        "np",
+        "p",
+        "encrypted",
+        "decrypted",
+        "dm-invalid",
+        "dm-default",
+        "dm-valid",
+    ];
+
+    /// A CPA op, mostly one that changes what a translation allows (`ro`, `np`,
+    /// `dm-invalid`) or undoes it.
+    fn cpa_op() -> impl Strategy<Value = u8> {
+        prop_oneof![2 => Just(1u8), 2 => Just(6), 2 => Just(10), 3 => 0u8..13]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A kernel load or store through the direct map: page, CPU, write.
+        Kernel(u8, u8, bool),
+        Assign(u8, bool),
+        Unassign(u8, bool),
+        Psmash(u8),
+        /// A CPA request: op, first page, page count.
+        Cpa(u8, u8, u64),
+        /// A user load or store: PID, address, CPU, write.
+        User(u8, u8, u8, bool),
+        /// Map user slot `j` of process 1 onto a region (2M) or its first page (4K).
+        UMap(u8, u8, bool),
+        UUnmap(u8, bool),
+        /// Map kernel slot onto a page; unmap it; access it (CPU, write).
+        KMap(u8, u8),
+        KUnmap(u8),
+        KAccess(u8, u8, bool),
+        /// A guest access: CPU, page, private, write.
+        Guest(u8, u8, bool, bool),
+        /// A page-state change by the guest: CPU, page, to private.
+        Psc(u8, u8, bool),
+        Pvalidate(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let cpu = 0u8..2;
+        prop_oneof![
+            8 => (prop_oneof![3 => 0u8..8, 1 => 8u8..40], cpu.clone(), any::<bool>())
+                .prop_map(|(p, c, w)| Op::Kernel(p, c, w)),
+            3 => (0u8..8, any::<bool>()).prop_map(|(p, big)| Op::Assign(p, big)),
+            2 => (0u8..8, any::<bool>()).prop_map(|(p, big)| Op::Unassign(p, big)),
+            1 => (0u8..8).prop_map(Op::Psmash),
+            3 => (cpa_op(), 0u8..8, prop_oneof![Just(1u64), Just(3), Just(600)])
+                .prop_map(|(o, p, n)| Op::Cpa(o, p, n)),
+            3 => (1u8..3, 0u8..12, cpu.clone(), any::<bool>())
+                .prop_map(|(pid, v, c, w)| Op::User(if v < 4 { pid } else { 1 }, v, c, w)),
+            2 => (0u8..2, 0u8..2, any::<bool>()).prop_map(|(j, r, big)| Op::UMap(j, r, big)),
+            1 => (0u8..2, any::<bool>()).prop_map(|(j, big)| Op::UUnmap(j, big)),
+            1 => (0u8..4, 0u8..8).prop_map(|(s, p)| Op::KMap(s, p)),
+            1 => (0u8..4).prop_map(Op::KUnmap),
+            2 => (0u8..4, cpu.clone(), any::<bool>()).prop_map(|(s, c, w)| Op::KAccess(s, c, w)),
+            5 => (cpu.clone(), 0u8..4, any::<bool>(), any::<bool>())
+                .prop_map(|(c, g, p, w)| Op::Guest(c, g, p, w)),
+            3 => (cpu.clone(), 0u8..4, any::<bool>()).prop_map(|(c, g, p)| Op::Psc(c, g, p)),
+            1 => (cpu, 0u8..4).prop_map(|(c, g)| Op::Pvalidate(c, g)),
+        ]
+    }
+
+    fn line(o: &Op) -> String {
+        let rmp_base = |p: u8, big: bool| if big { page(p) & !0x1f_ffff } else { page(p) };
+        let size = |big: bool| if big { "2M" } else { "4K" };
+        let ld = |w: bool| if w { "store" } else { "load" };
+        match *o {
+            Op::Kernel(p, c, w) => format!("c{c} host {} phys:{:#x} 8", ld(w), page(p)),
+            Op::Assign(p, big) => format!(
+                "c0 host rmpupdate spa={:#x} size={} assigned asid=9 gpa={:#x}",
+                rmp_base(p, big),
+                size(big),
+                rmp_base(p, big)
+            ),
+            Op::Unassign(p, big) => {
+                format!("c0 host rmpupdate spa={:#x} size={}", rmp_base(p, big), size(big))
+            }
+            Op::Psmash(p) => format!("c0 host psmash spa={:#x}", page(p) & !0x1f_ffff),
+            Op::Cpa(o, p, n) => {
+                let op = CPA[usize::from(o)];
+                let cpa = format!("c1 host cpa {op} phys:{:#x} pages={n}", page(p));
+                // set_direct_map_invalid_noflush leaves the flush to its caller (secretmem,
+                // guest_memfd), which makes it at once with flush_tlb_kernel_range.
+                if op == "dm-invalid" {
+                    format!("{cpa}\nc1 host shootdown - addr=phys:{:#x} pages={n}", page(p))
+                } else {
+                    cpa
+                }
+            }
+            Op::User(pid, v, c, w) => format!("c{c} proc:{pid} {} hva:{:#x} 8", ld(w), uva(v)),
+            Op::UMap(j, r, big) => {
+                let pa = if big { page(r * 4) & !0x1f_ffff } else { page(r * 4) };
+                format!(
+                    "c0 host map hva:{:#x} phys:{pa:#x} {} space=proc:1 w user",
+                    uslot(j),
+                    size(big)
+                )
+            }
+            Op::UUnmap(j, big) => {
+                format!("c0 host unmap hva:{:#x} {} space=proc:1", uslot(j), size(big))
+            }
+            Op::KMap(s, p) => {
+                format!("c0 host map hva:{:#x} phys:{:#x} 4K space=kernel w", kva(s), page(p))
+            }
+            Op::KUnmap(s) => format!("c1 host unmap hva:{:#x} 4K space=kernel", kva(s)),
+            Op::KAccess(s, c, w) => format!("c{c} host {} hva:{:#x} 8", ld(w), kva(s)),
+            Op::Guest(c, g, private, w) => {
+                let cbit = if private { 1u64 << 51 } else { 0 };
+                format!("c{c} vm1/v{c} {} gpa:{:#x} 8", ld(w), cbit | gpa(g))
+            }
+            Op::Psc(c, g, private) => {
+                let to = if private { "private" } else { "shared" };
+                format!("c{c} vm1/v{c} psc {to} {:#x}", gpa(g))
+            }
+            Op::Pvalidate(c, g) => format!("c{c} vm1/v{c} pvalidate gpa:{:#x} validate", gpa(g)),
+        }
+    }
+
+    /// The host address a store op writes through, with its process (`None`: the kernel).
+    fn host_store(o: &Op) -> Option<(Option<u32>, Hva)> {
+        match *o {
+            Op::Kernel(p, _, true) => Some((None, dm_va(Spa::new(page(p))))),
+            Op::User(pid, v, _, true) => Some((Some(u32::from(pid)), Hva::new(uva(v)))),
+            Op::KAccess(s, _, true) => Some((None, Hva::new(kva(s)))),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #[test]
+        fn tlbs_never_disagree_with_the_page_tables(
+            ops in proptest::collection::vec(op(), 1..80),
+            policy in 0usize..PhysmapPolicy::ALL.len(),
+            coherent in any::<bool>(),
+            recheck in any::<bool>(),
+            gbpages in any::<bool>(),
+            gmem_2m in any::<bool>(),
+        ) {
+            let policy = PhysmapPolicy::ALL[policy];
+            let mut b = ConfigBuilder::from_preset("tiny").unwrap();
+            b.set(&format!("host.policy={}", policy.name()), "test").unwrap();
+            let tlb = if coherent { "coherent" } else { "global-flush" };
+            b.set(&format!("rmp.tlb_on_update={tlb}"), "test").unwrap();
+            b.set(&format!("mmu.recheck_write_on_read_fill={recheck}"), "test").unwrap();
+            if gmem_2m {
+                // 2M guest_memfd folios: 2M RMP entries and NPT leaves, PSMASH on SIZEM.
+                b.set("host.gmem_folio_order=9", "test").unwrap();
+            }
+            if gbpages {
+                // 1G direct-map leaves, which SNP hosts cache as 2M TLB entries.
+                b.set("machine.memory=2G", "test").unwrap();
+                b.set("host.physmap=1G", "test").unwrap();
+            }
+            let settings: Vec<_> = traces::ccs::parse_str("vm 1 snp asid=5 memory=16M\n", "vm")
+                .unwrap()
+                .into_iter()
+                .filter_map(|l| match l.record {
+                    Record::Setting(s) => Some(("vm".to_owned(), s)),
+                    _ => None,
+                })
+                .collect();
+            let mut m = Machine::new(b.build().unwrap(), &settings, false).unwrap();
+            m.enable_tlb_oracle();
+            let how =
+                format!("{policy:?} {tlb} recheck={recheck} gbpages={gbpages} gmem_2m={gmem_2m}");
+            let all: String = ops.iter().map(|o| line(o) + "\n").collect();
+            for (i, o) in ops.iter().enumerate() {
+                let mut last = None;
+                for l in traces::ccs::parse_str(&line(o), "op").unwrap() {
+                    let Record::Event(te) = l.record else { continue };
+                    last = Some(m.exec(&te));
+                    prop_assert!(m.take_input_error().is_none());
+                    let bad = m.tlb_oracle_mismatches();
+                    prop_assert!(bad.is_empty(), "{how}: op {i} {o:?}: {bad:x?}\n{all}");
+                }
+                let completed = last.is_some_and(|out| {
+                    out.fault.is_none_or(|f| f.disposition == Disposition::Handled)
+                });
+                if let (true, Some((pid, va))) = (completed, host_store(o))
+                    && let Some(spa) = m.host_translation(pid, va)
+                {
+                    let e = m.rmp().entry(spa);
+                    prop_assert!(
+                        !e.assigned,
+                        "{how}: op {i} {o:?}: a host store to {spa} completed on an assigned \
+                         page\n{all}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// KVM's TDX MMU keeps its mirror and the S-EPT in agreement (spec/tdx.md §6 V17 invariant),
 /// whatever the guest accepts and touches and whatever the VMM converts, under both protocols
 /// with 4K and 2M private mappings (run one after another: with no concurrency the naive
