@@ -138,6 +138,9 @@ pub struct RunOutput {
     pub report: Report,
     /// Expectation results (scenarios).
     pub expectations: Vec<ExpectResult>,
+    /// The machine as the run left it, for checks of its state that the report does not
+    /// carry (tests: the direct map's counters against a recount of its page table).
+    pub machine: Machine,
 }
 
 /// One expectation's result.
@@ -273,7 +276,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     }
     let mut report = m.report(&info);
     report.records = records;
-    Ok(RunOutput { report, expectations: results })
+    Ok(RunOutput { report, expectations: results, machine: m })
 }
 
 /// The `expect` line `line` checked after the event of line `after.0`, whose outcome is
@@ -341,7 +344,7 @@ fn run_workload(
         seed: opts.seed,
     });
     report.records = records;
-    Ok(RunOutput { report, expectations: Vec::new() })
+    Ok(RunOutput { report, expectations: Vec::new(), machine: m })
 }
 
 /// Run every stream of `w` on `m` to its end, merged by `(cycle, agent)`, recording each event

@@ -961,6 +961,13 @@ impl Machine {
         pt.lookup(&self.tables, va).map(|l| l.pa(va))
     }
 
+    /// `DirectMap4k/2M/1G` in kB recounted by walking the direct map's page table
+    /// ([`DirectMap::recount`]), not from the counters CPA keeps: what the report's
+    /// `directmap.kb` must equal (issue #10).
+    pub fn directmap_recount_kb(&self) -> sim_core::stats::PerSize<u64> {
+        crate::host::directmap::kb(self.dm.recount(&self.tables))
+    }
+
     /// Logical CPUs.
     pub fn cpus(&self) -> u32 {
         self.cfg.machine.cpus

@@ -35,6 +35,12 @@ pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
 /// (arch/x86/include/asm/pgtable_types.h in commit 41d88484c71c).
 pub const KERNEL_4K: PteFlags = PteFlags::AVL11;
 
+/// Leaf counts per size in kB, as /proc/meminfo prints `DirectMap4k/2M/1G`.
+pub fn kb(leaves: PerSize<u64>) -> PerSize<u64> {
+    let c = leaves;
+    PerSize([c[PageSize::K4] * 4, c[PageSize::M2] * 2048, c[PageSize::G1] * 1024 * 1024])
+}
+
 /// The direct-map virtual address of a physical address (`__va(pa)`).
 pub fn dm_va(spa: Spa) -> Hva {
     Hva::new(PAGE_OFFSET + spa.raw())
@@ -566,8 +572,7 @@ impl DirectMap {
 
     /// `DirectMap4k/2M/1G` in kB, as /proc/meminfo prints them.
     pub fn meminfo_kb(&self) -> PerSize<u64> {
-        let c = self.pages;
-        PerSize([c[PageSize::K4] * 4, c[PageSize::M2] * 2048, c[PageSize::G1] * 1024 * 1024])
+        kb(self.pages)
     }
 
     /// Count the direct map's leaves by walking it (present or not): what
