@@ -1,5 +1,6 @@
-//! Determinism (issue #2): the same inputs give byte-identical JSON reports; a recorded
-//! workload replays to the same counters. CI runs this in release as well as debug.
+//! Determinism (issues #2, #10): the same inputs give byte-identical JSON reports, whatever the
+//! thread count, locale and time zone; a recorded workload replays to the same counters. CI
+//! runs this in release as well as debug.
 
 use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
 
@@ -133,11 +134,11 @@ fn recorded_dma_streams_replays_identically() {
     assert!(live.iommu.blocked > 0, "{:?}", live.iommu);
 }
 
-/// Report and recorded-trace bytes do not depend on the thread count (the `.cct` writer
-/// compresses frames in parallel) or on the locale and time zone.
-#[test]
-fn bytes_independent_of_threads_and_locale() {
-    let dir = std::env::temp_dir().join(format!("ccsim-env-{}", std::process::id()));
+/// Run `ccsim run --quiet ARGS --json --record` three times, with RAYON_NUM_THREADS 1, 8 and 2
+/// and different locales and time zones, and check that the JSON reports and the recorded
+/// traces are byte-identical.
+fn same_bytes_in_every_environment(what: &str, args: &[&str]) {
+    let dir = std::env::temp_dir().join(format!("ccsim-env-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut outputs = Vec::new();
     for (i, (threads, lang, tz)) in [
@@ -151,16 +152,8 @@ fn bytes_independent_of_threads_and_locale() {
         let json = dir.join(format!("r{i}.json"));
         let cct = dir.join(format!("r{i}.cct"));
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_ccsim"))
-            .args([
-                "run",
-                "--quiet",
-                "--param",
-                "guests=1",
-                "--param",
-                "guest_memory=4M",
-                "--param",
-                "kernel_accesses=3000",
-            ])
+            .args(["run", "--quiet"])
+            .args(args)
             .arg("--json")
             .arg(&json)
             .arg("--record")
@@ -171,13 +164,64 @@ fn bytes_independent_of_threads_and_locale() {
             .env("TZ", tz)
             .status()
             .unwrap();
-        assert!(st.success());
+        assert!(st.success(), "{what}");
         outputs.push((std::fs::read(&json).unwrap(), std::fs::read(&cct).unwrap()));
     }
     for o in &outputs[1..] {
-        assert!(o.0 == outputs[0].0, "JSON differs between environments");
-        assert!(o.1 == outputs[0].1, "recorded trace differs between environments");
+        assert!(o.0 == outputs[0].0, "{what}: JSON differs between environments");
+        assert!(o.1 == outputs[0].1, "{what}: recorded trace differs between environments");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Report and recorded-trace bytes do not depend on the thread count (the `.cct` writer
+/// compresses frames in parallel) or on the locale and time zone.
+#[test]
+fn bytes_independent_of_threads_and_locale() {
+    same_bytes_in_every_environment(
+        "snp-launch",
+        &["--param", "guests=1", "--param", "guest_memory=4M", "--param", "kernel_accesses=3000"],
+    );
+}
+
+/// The same for the TDX workloads on `spr` (SEAMCALLs, KVM's TDX MMU, the S-EPT; `tdx-churn`
+/// with a host-kernel CPU beside the TD) and for `vsm-boot` on an SNP guest (VTL protections,
+/// RMPADJUST). See: #8, #9, #10
+#[test]
+fn tdx_and_vsm_bytes_independent_of_threads_and_locale() {
+    let p = |items: &[&'static str]| -> Vec<&'static str> {
+        items.iter().flat_map(|i| ["--param", *i]).collect()
+    };
+    let boot = p(&["guest_memory=32M", "swiotlb=4M", "accesses=2000", "touch=0.5"]);
+    same_bytes_in_every_environment(
+        "tdx-boot",
+        &[&["--workload", "tdx-boot", "--preset", "spr"][..], &boot].concat(),
+    );
+    let churn = p(&[
+        "guest_memory=32M",
+        "working_set=4M",
+        "pool=4M",
+        "accesses=4000",
+        "convert_interval=300",
+        "kernel_cpus=1",
+        "kernel_accesses=2000",
+    ]);
+    same_bytes_in_every_environment(
+        "tdx-churn",
+        &[&["--workload", "tdx-churn", "--preset", "spr"][..], &churn].concat(),
+    );
+    let vsm = p(&[
+        "kind=snp",
+        "guest_memory=256M",
+        "image=4M",
+        "vtl1_memory=4M",
+        "working_set=32M",
+        "changes=400",
+    ]);
+    same_bytes_in_every_environment(
+        "vsm-boot",
+        &[&["--workload", "vsm-boot", "--preset", "zen4"][..], &vsm].concat(),
+    );
 }
 
 /// `tdx-boot` and `tdx-churn` (issue #8): the same seed gives byte-identical JSON reports, and
