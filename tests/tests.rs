@@ -1429,12 +1429,14 @@ mod tlb_oracle {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
         #[test]
         fn tlbs_never_disagree_with_the_page_tables(
             ops in proptest::collection::vec(op(), 1..80),
             policy in 0usize..PhysmapPolicy::ALL.len(),
-            coherent in any::<bool>(),
+            // Mostly the coherent reading: a global flush on every RMPUPDATE hides what other
+            // invalidations miss.
+            coherent in proptest::bool::weighted(0.75),
             recheck in any::<bool>(),
             gbpages in any::<bool>(),
             gmem_2m in any::<bool>(),
