@@ -1231,6 +1231,23 @@ mod invariants {
                     let e = m.rmp().entry(spa);
                     prop_assert!(!e.assigned, "{policy:?} {tlb}: store to {spa} completed on an assigned page\n{text}");
                 }
+                // Issue #10: the policies that split the direct map ahead of RMP changes leave no
+                // window where a kernel store to a page the RMP does not assign faults (a large
+                // direct-map leaf over an assigned 4K page would: the 2M-region rule).
+                if store
+                    && matches!(
+                        policy,
+                        PhysmapPolicy::SplitOnAssign | PhysmapPolicy::AdjustDirectMap | PhysmapPolicy::Presplit4k
+                    )
+                    && let sim_core::Event::Store { addr: sim_core::Address::Spa(spa), .. } = te.event
+                    && !m.rmp().entry(spa).assigned
+                {
+                    prop_assert!(
+                        out.fault.is_none(),
+                        "{policy:?} {tlb}: kernel store to unassigned {spa} faulted: {:?}\n{text}",
+                        out.fault
+                    );
+                }
             }
         }
     }
