@@ -83,6 +83,10 @@ pub struct TlbLookup {
     pub level: Option<TlbLevelId>,
     /// Cycles of the levels probed.
     pub latency: Cycles,
+    /// A miss the L1's filters settled: no L1 entry of any size translates the address, so a
+    /// fill of it into the L1 right after, nothing changed in between, need not search
+    /// ([`TlbHierarchy::fill_absent`]).
+    pub l1_absent: bool,
 }
 
 /// The TLB levels of one CPU.
@@ -252,11 +256,12 @@ impl TlbHierarchy {
     ) -> TlbLookup {
         let (t1, l1) = self.l1_mut(kind);
         let latency = t1.hit_latency();
-        if let Some(hit) = t1.lookup_in_inline(va, tag, nested_root) {
-            return TlbLookup { hit: Some(hit), level: Some(l1), latency };
+        let (hit, l1_absent) = t1.lookup_in_inline(va, tag, nested_root);
+        if let Some(hit) = hit {
+            return TlbLookup { hit: Some(hit), level: Some(l1), latency, l1_absent };
         }
         let Some(l2) = self.l2_for(kind) else {
-            return TlbLookup { hit: None, level: None, latency };
+            return TlbLookup { hit: None, level: None, latency, l1_absent };
         };
         self.lookup_l2(va, tag, nested_root, l1, l2, latency)
     }
@@ -276,7 +281,7 @@ impl TlbHierarchy {
         let t2 = self.get_mut(l2);
         latency += t2.hit_latency();
         let Some(h2) = t2.lookup_in(va, tag, nested_root) else {
-            return TlbLookup { hit: None, level: None, latency };
+            return TlbLookup { hit: None, level: None, latency, l1_absent: false };
         };
         let entry = match inclusion {
             Inclusion::NonInclusive => t2.entry(h2.slot),
@@ -290,7 +295,7 @@ impl TlbHierarchy {
         }
         let hit = self.get_mut(l1).peek_in(va, tag, nested_root);
         debug_assert!(hit.is_some(), "just refilled");
-        TlbLookup { hit, level: Some(l2), latency }
+        TlbLookup { hit, level: Some(l2), latency, l1_absent: false }
     }
 
     /// Install a walked translation for an access of `kind`, per the inclusion policy. Returns
@@ -308,6 +313,24 @@ impl TlbHierarchy {
             // No L2: the L1 alone (either inclusion policy: an exclusive fill's victim has
             // nowhere to go), inlined.
             return self.l1_mut(kind).0.fill_in_size_inline(va, tag, nested_root, fill);
+        }
+        self.fill_with_l2(va, tag, nested_root, kind, fill)
+    }
+
+    /// [`TlbHierarchy::fill`] right after the lookup of `va` for `kind` that returned
+    /// `l1_absent` (nothing changed since): the L1's search for an entry to replace is
+    /// skipped. With an L2, as `fill`.
+    #[inline(always)]
+    pub fn fill_absent(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        kind: AccessKind,
+        fill: &TlbFill,
+    ) -> PageSize {
+        if self.stlb.is_none() && self.l2_itlb.is_none() {
+            return self.l1_mut(kind).0.fill_in_size_absent(va, tag, nested_root, fill);
         }
         self.fill_with_l2(va, tag, nested_root, kind, fill)
     }

@@ -870,7 +870,7 @@ impl Mmu {
             && checker.allows_everything()
             && !self.pwc.exists()
             && self.oracle.is_none()
-            && self.walk_unchecked(tables, lat, req, look.latency, out)
+            && self.walk_unchecked(tables, lat, req, look.latency, look.l1_absent, out)
         {
             return;
         }
@@ -888,6 +888,7 @@ impl Mmu {
         lat: &mut L,
         req: &AccessRequest,
         latency: Cycles,
+        l1_absent: bool,
         out: &mut AccessOutcome,
     ) -> bool {
         if !fast_walk_x86(
@@ -905,7 +906,7 @@ impl Mmu {
         out.cost = latency + self.pwc.probe_latency();
         out.path = AccessPath::Walk;
         self.work.clear();
-        self.fast_walk_done(req, Ok(CheckAllow::WRITE_OK), lat, out);
+        self.fast_walk_done(req, Ok(CheckAllow::WRITE_OK), lat, l1_absent, out);
         self.finish(out);
         true
     }
@@ -1002,7 +1003,7 @@ impl Mmu {
             } else {
                 check_fast_walk(&self.fast, req.kind, req.privilege, who, checker, &mut self.work)
             };
-            self.fast_walk_done(req, verdict, lat, out);
+            self.fast_walk_done(req, verdict, lat, look.l1_absent, out);
             self.oracle_host(tables, req, out);
             self.finish(out);
             return;
@@ -1068,6 +1069,7 @@ impl Mmu {
         req: &AccessRequest,
         verdict: Result<CheckAllow, PfErrorCode>,
         lat: &mut L,
+        l1_absent: bool,
         out: &mut AccessOutcome,
     ) {
         let (va, tag) = (req.va.raw(), self.cr3.tag);
@@ -1102,21 +1104,22 @@ impl Mmu {
         };
         let (leaf, size) = (w.leaf(), w.size);
         let fill_size = allow.fill_size.unwrap_or(size).min(size);
-        let installed = self.tlbs.fill(
-            va,
-            tag,
-            None,
-            req.kind,
-            &TlbFill {
-                frame: Spa::new_truncate(w.pa.raw() & !(fill_size.bytes() - 1)),
-                size: fill_size,
-                perms: w.perms,
-                nested_perms: Perms::ALL,
-                global: leaf.flags().contains(PteFlags::GLOBAL),
-                dirty: leaf.flags().contains(PteFlags::DIRTY),
-                cache: allow.cache,
-            },
-        );
+        let fill = TlbFill {
+            frame: Spa::new_truncate(w.pa.raw() & !(fill_size.bytes() - 1)),
+            size: fill_size,
+            perms: w.perms,
+            nested_perms: Perms::ALL,
+            global: leaf.flags().contains(PteFlags::GLOBAL),
+            dirty: leaf.flags().contains(PteFlags::DIRTY),
+            cache: allow.cache,
+        };
+        // The lookup that missed just before proved the L1 holds nothing for `va` (when its
+        // filters settled it); the walk and the checks did not touch the TLBs since.
+        let installed = if l1_absent {
+            self.tlbs.fill_absent(va, tag, None, req.kind, &fill)
+        } else {
+            self.tlbs.fill(va, tag, None, req.kind, &fill)
+        };
         if self.pwc.exists() {
             // Cache the non-leaf entries, with the rights combined down to each.
             let mut perms = w.start_perms;

@@ -546,11 +546,12 @@ impl Array {
     }
 
     /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
-    /// (searched for only if the filters allow one and `search()`), else the first invalid
+    /// (searched for only if the filters allow one and `search()`, and not at all when the
+    /// caller knows there is none: `ABSENT`), else the first invalid
     /// way, else the policy's victim. Also returns whether the way holds the same entry (when
     /// not, no entry of `set` is the same: the filter, the memo or the search says so).
     #[inline(always)]
-    fn fill_way(
+    fn fill_way<const ABSENT: bool>(
         &mut self,
         set: usize,
         want: u64,
@@ -560,7 +561,8 @@ impl Array {
     ) -> (usize, bool) {
         let base = set * self.ways;
         let keys = &self.keys[base..base + self.ways];
-        if self.may_hold(want, size)
+        if !ABSENT
+            && self.may_hold(want, size)
             && search()
             && let Some(w) = keys
                 .iter()
@@ -912,21 +914,25 @@ impl Tlb {
     /// host-side keys).
     #[inline]
     pub fn lookup_in(&mut self, va: u64, tag: TlbTag, nested_root: Option<Spa>) -> Option<TlbHit> {
-        self.lookup_in_inline(va, tag, nested_root)
+        self.lookup_in_inline(va, tag, nested_root).0
     }
 
     /// [`Tlb::lookup_in`], always inlined (the hierarchy's L1 lookup: every access that
-    /// misses the MMU's hit fast path).
+    /// misses the MMU's hit fast path). Also returns whether the filters proved that no
+    /// entry of any size and tag translates `va` (so that a fill of `va` that follows, with
+    /// nothing changed in between, need not look for one to replace:
+    /// [`Tlb::fill_in_size_absent`]).
     #[inline(always)]
     pub(crate) fn lookup_in_inline(
         &mut self,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
-    ) -> Option<TlbHit> {
+    ) -> (Option<TlbHit>, bool) {
         self.stats.lookups += 1;
         let nroot = nroot_key(nested_root);
         let m = &self.memo[Self::memo_index(va)];
+        let mut absent = false;
         let found = if m.generation == self.generation
             && m.page == va >> 12
             && m.tag == tag
@@ -935,8 +941,8 @@ impl Tlb {
             m.hit
         } else if self.proven_absent(va) {
             // The common miss (every walk): settled by the filters, not remembered — a fill
-            // follows, which changes the generation, and its own search for an entry to
-            // replace asks the same filters.
+            // follows, which changes the generation, and is told that nothing is there.
+            absent = true;
             None
         } else {
             self.find_memo_slow(va, tag, nroot)
@@ -952,11 +958,11 @@ impl Tlb {
                 );
                 self.stats.by_size[hit.size].hits += 1;
                 hit.pa = Spa::new_truncate(hit.pa.raw() | (va & 0xfff));
-                Some(hit)
+                (Some(hit), false)
             }
             None => {
                 self.stats.misses += 1;
-                None
+                (None, absent)
             }
         }
     }
@@ -1009,7 +1015,7 @@ impl Tlb {
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> FillResult {
-        self.fill_impl::<true>(va, tag, nested_root, fill)
+        self.fill_impl::<true, false>(va, tag, nested_root, fill)
     }
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
@@ -1022,7 +1028,7 @@ impl Tlb {
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, false>(va, tag, nested_root, fill).installed
     }
 
     /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
@@ -1035,11 +1041,25 @@ impl Tlb {
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, false>(va, tag, nested_root, fill).installed
+    }
+
+    /// [`Tlb::fill_in_size_inline`] right after a lookup of `va` that proved no entry
+    /// translates it ([`Tlb::lookup_in_inline`]'s second result), nothing having changed this
+    /// TLB since: the search for an entry to replace is skipped (it could find none).
+    #[inline(always)]
+    pub(crate) fn fill_in_size_absent(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_impl::<false, true>(va, tag, nested_root, fill).installed
     }
 
     #[inline(always)]
-    fn fill_impl<const VICTIM: bool>(
+    fn fill_impl<const VICTIM: bool, const ABSENT: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -1071,7 +1091,7 @@ impl Tlb {
             // One array (most TLBs): it holds every installed size (validated).
             a.ensure_storage();
             let set = a.set_of(va, size);
-            (0, set, a.fill_way(set, want, size, || !none_same(), same))
+            (0, set, a.fill_way::<ABSENT>(set, want, size, || !none_same(), same))
         } else {
             // Candidate (array, set) pairs: every array holding the size.
             let mut chosen: Option<(usize, usize)> = None; // (array, way)
