@@ -863,9 +863,20 @@ impl Cache {
             set.lo[w] = s.lo;
             set.hi[w] = s.hi;
             set.meta[w] = flag | class.index();
-            touch(set, repl, s.set, w);
-            // `w` may have been a recent way already (an emptied one): its tag changed.
-            set.refresh_mru_tags();
+            match repl {
+                None => {
+                    let tag = u64::from(s.hi) << 32 | u64::from(s.lo);
+                    lru_touch_tag(set, w, tag);
+                    // `w` is now the rank-0 way; it may have been it already (an emptied
+                    // way), and then the touch left its old tag there — in a 1-way set,
+                    // in both recent slots.
+                    set.mru_tag[0] = tag;
+                    if usize::from(set.mru[1]) == w {
+                        set.mru_tag[1] = tag;
+                    }
+                }
+                Some(r) => r.touch(s.set, w),
+            }
             old
         });
         self.stats.class_mut(class).fills += 1;
