@@ -309,12 +309,7 @@ impl TlbHierarchy {
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
-        if self.stlb.is_none() && self.l2_itlb.is_none() {
-            // No L2: the L1 alone (either inclusion policy: an exclusive fill's victim has
-            // nowhere to go), inlined.
-            return self.l1_mut(kind).0.fill_in_size_inline(va, tag, nested_root, fill);
-        }
-        self.fill_with_l2(va, tag, nested_root, kind, fill)
+        self.fill_known::<false>(va, tag, nested_root, kind, fill)
     }
 
     /// [`TlbHierarchy::fill`] right after the lookup of `va` for `kind` that returned
@@ -329,8 +324,24 @@ impl TlbHierarchy {
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
+        self.fill_known::<true>(va, tag, nested_root, kind, fill)
+    }
+
+    /// [`TlbHierarchy::fill`] (`L1_ABSENT`: [`TlbHierarchy::fill_absent`]).
+    #[inline(always)]
+    fn fill_known<const L1_ABSENT: bool>(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        kind: AccessKind,
+        fill: &TlbFill,
+    ) -> PageSize {
         if self.stlb.is_none() && self.l2_itlb.is_none() {
-            return self.l1_mut(kind).0.fill_in_size_absent(va, tag, nested_root, fill);
+            // No L2: the L1 alone (either inclusion policy: an exclusive fill's victim has
+            // nowhere to go), inlined.
+            let l1 = self.l1_mut(kind).0;
+            return l1.fill_in_size_inline::<L1_ABSENT>(va, tag, nested_root, fill);
         }
         self.fill_with_l2(va, tag, nested_root, kind, fill)
     }

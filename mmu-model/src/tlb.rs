@@ -921,7 +921,7 @@ impl Tlb {
     /// misses the MMU's hit fast path). Also returns whether the filters proved that no
     /// entry of any size and tag translates `va` (so that a fill of `va` that follows, with
     /// nothing changed in between, need not look for one to replace:
-    /// [`Tlb::fill_in_size_absent`]).
+    /// [`Tlb::fill_in_size_inline`]).
     #[inline(always)]
     pub(crate) fn lookup_in_inline(
         &mut self,
@@ -1032,30 +1032,19 @@ impl Tlb {
     }
 
     /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
-    /// every walk of the default machine).
+    /// every walk of the default machine). `ABSENT`: the fill follows a lookup of `va` that
+    /// proved no entry translates it ([`Tlb::lookup_in_inline`]'s second result), nothing
+    /// having changed this TLB since, so the search for an entry to replace is skipped (it
+    /// could find none).
     #[inline(always)]
-    pub(crate) fn fill_in_size_inline(
+    pub(crate) fn fill_in_size_inline<const ABSENT: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false, false>(va, tag, nested_root, fill).installed
-    }
-
-    /// [`Tlb::fill_in_size_inline`] right after a lookup of `va` that proved no entry
-    /// translates it ([`Tlb::lookup_in_inline`]'s second result), nothing having changed this
-    /// TLB since: the search for an entry to replace is skipped (it could find none).
-    #[inline(always)]
-    pub(crate) fn fill_in_size_absent(
-        &mut self,
-        va: u64,
-        tag: TlbTag,
-        nested_root: Option<Spa>,
-        fill: &TlbFill,
-    ) -> PageSize {
-        self.fill_impl::<false, true>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, ABSENT>(va, tag, nested_root, fill).installed
     }
 
     #[inline(always)]
