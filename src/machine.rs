@@ -3171,15 +3171,8 @@ impl Machine {
         // Only the section the name starts with is serialized.
         let (section, rest) = alias.split_once('.').unwrap_or((alias, ""));
         let v = r.section(section)?;
-        let text = if rest.is_empty() {
-            match v {
-                serde_json::Value::Number(n) => n.to_string(),
-                _ => return None,
-            }
-        } else {
-            report::leaf(&v, rest)?.into_owned()
-        };
-        text.parse().ok()
+        let text = if rest.is_empty() { report::leaf_text(&v) } else { report::leaf(&v, rest) };
+        text?.parse().ok()
     }
 
     /// The report of the run so far.

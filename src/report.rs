@@ -676,11 +676,7 @@ pub fn leaf<'v>(v: &'v serde_json::Value, path: &str) -> Option<std::borrow::Cow
     for (k, child) in m {
         let Some(rest) = path.strip_prefix(k.as_str()) else { continue };
         let found = if rest.is_empty() {
-            match child {
-                serde_json::Value::Object(_) | serde_json::Value::Array(_) => None,
-                serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-                other => Some(std::borrow::Cow::Owned(other.to_string())),
-            }
+            leaf_text(child)
         } else {
             rest.strip_prefix('.').and_then(|rest| leaf(child, rest))
         };
@@ -689,6 +685,15 @@ pub fn leaf<'v>(v: &'v serde_json::Value, path: &str) -> Option<std::borrow::Cow
         }
     }
     None
+}
+
+/// The text [`flatten`] writes for `v` if it is a leaf (`None` for an object or array).
+pub fn leaf_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) => None,
+        serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+        other => Some(std::borrow::Cow::Owned(other.to_string())),
+    }
 }
 
 /// A CSV field, quoted when it holds a comma, quote or newline.
