@@ -664,6 +664,13 @@ impl Machine {
             // A table of 4K leaves is in the way (the region was mixed and no re-promotion
             // removed it): 4K.
         }
+        self.vtl_map_4k(vm, vtl, gfn, spa, f)?;
+        Some(cost)
+    }
+
+    /// Map `gfn` to `spa` at 4K with `f` in VTL `vtl`'s stage 2, noted and counted as a 4K
+    /// fault-in (`None`: the stage 2 is missing or refuses the mapping).
+    fn vtl_map_4k(&mut self, vm: VmId, vtl: u8, gfn: u64, spa: Spa, f: MapFlags) -> Option<()> {
         let pg = vtl_paging!(self, vm, vtl)?;
         pg.stage2_map(
             &mut self.tables,
@@ -676,7 +683,7 @@ impl Machine {
         .ok()?;
         self.vsm.note_map(vm, vtl, gpa_of(gfn), PageSize::K4);
         self.vsm.counts.faultins_4k += 1;
-        Some(cost)
+        Some(())
     }
 
     /// A 4K page of VMM memory for `gfn` (shared with KVM's own shared fault-in), mapped in
@@ -699,18 +706,7 @@ impl Machine {
             user: true,
             enc: false,
         };
-        let pg = vtl_paging!(self, vm, vtl)?;
-        pg.stage2_map(
-            &mut self.tables,
-            &mut buddy_frames!(self),
-            gpa_of(gfn),
-            spa,
-            PageSize::K4,
-            f,
-        )
-        .ok()?;
-        self.vsm.note_map(vm, vtl, gpa_of(gfn), PageSize::K4);
-        self.vsm.counts.faultins_4k += 1;
+        self.vtl_map_4k(vm, vtl, gfn, spa, f)?;
         Some(Cycles::ZERO)
     }
 
