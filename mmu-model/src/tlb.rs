@@ -230,7 +230,7 @@ pub struct TlbFill {
 
 /// Where a hit entry lives, to update its check cache. Valid until the next fill, invalidation
 /// or flush.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlbSlot {
     array: u32,
     set: u32,
@@ -626,6 +626,25 @@ pub(crate) fn hit_state(h: &TlbHit) -> u8 {
 
 const MEMO_SLOTS: usize = 64;
 
+/// A memo of recent searches that found a 2M or 1G entry, by 2 MiB region: which slot they
+/// found. Like [`Memo`] a simulator speed-up only, discarded with it (`generation`), and used
+/// only when the presence filters prove that no smaller entry could translate the address
+/// looked up (a smaller entry would win the search). It lets lookups of the many 4 KiB pages
+/// under one large entry skip the search (the kernel's direct map under SNP: 2M entries, and a
+/// 4 KiB memo that misses on every new page).
+#[derive(Clone, Copy, Debug, Default)]
+struct LargeMemo {
+    /// 0 (never current: generations start at 1) until first written.
+    generation: u64,
+    /// `va >> 21` of the search.
+    region: u64,
+    tag: TlbTag,
+    nroot: u64,
+    slot: TlbSlot,
+}
+
+const LARGE_MEMO_SLOTS: usize = 32;
+
 /// One TLB level. Deterministic: replacement by a per-array use counter (LRU), tree bits
 /// (PLRU) or a seeded [`Rng`] (random).
 #[derive(Clone, Debug)]
@@ -639,6 +658,7 @@ pub struct Tlb {
     clock: u64,
     generation: u64,
     memo: Box<[Memo; MEMO_SLOTS]>,
+    large_memo: Box<[LargeMemo; LARGE_MEMO_SLOTS]>,
 }
 
 /// What a fill displaced.
@@ -714,6 +734,7 @@ impl Tlb {
             clock: 0,
             generation: 1,
             memo: Box::new([Memo::default(); MEMO_SLOTS]),
+            large_memo: Box::new([LargeMemo::default(); LARGE_MEMO_SLOTS]),
         })
     }
 
@@ -761,6 +782,20 @@ impl Tlb {
         for a in &self.arrays {
             for s in PageSize::ALL {
                 if a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether the per-size counts and presence filters prove that no entry (of any tag)
+    /// smaller than `size` translates `va`.
+    #[inline(always)]
+    fn proven_none_smaller(&self, va: u64, size: PageSize) -> bool {
+        for a in &self.arrays {
+            for s in PageSize::ALL {
+                if s < size && a.holds[s.index()] && a.may_hold(key_of(va >> s.shift(), s), s) {
                     return false;
                 }
             }
@@ -840,8 +875,26 @@ impl Tlb {
     /// The search behind a memo miss the filters did not settle: a full search, remembered.
     #[inline(never)]
     fn find_memo_slow(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbHit> {
-        let slot = self.find_scan(va, tag, nroot);
         let generation = self.generation;
+        let region = va >> 21;
+        let li = usize::try_from(region % LARGE_MEMO_SLOTS as u64).expect("below 32");
+        let lm = self.large_memo[li];
+        let slot = if lm.generation == generation
+            && lm.region == region
+            && lm.tag == tag
+            && lm.nroot == nroot
+            && self.proven_none_smaller(va, self.slot_entry(lm.slot).size)
+        {
+            Some(lm.slot)
+        } else {
+            let slot = self.find_scan(va, tag, nroot);
+            if let Some(s) = slot
+                && self.slot_entry(s).size != PageSize::K4
+            {
+                self.large_memo[li] = LargeMemo { generation, region, tag, nroot, slot: s };
+            }
+            slot
+        };
         let m = &mut self.memo[Self::memo_index(va)];
         (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
         let Some(slot) = slot else {
@@ -1542,6 +1595,49 @@ mod tests {
         assert_eq!((h.size, h.pa), (PageSize::K4, Spa::new(0x9000)));
         t.invalidate_page(Hva::new(0x20_1000), T);
         assert!(t.lookup(Hva::new(0x20_1000), T).is_none());
+    }
+
+    /// Lookups answered through the memos (the 4 KiB one and the large-page one) find what a
+    /// search without them finds, over a mix of 4K, 2M and 1G fills, invalidations and flushes
+    /// in a few 2 MiB regions, two tags, and arrays with and without presence filters.
+    #[test]
+    fn memos_agree_with_a_plain_search() {
+        for cfg in [fa(72), fa(8), split(16, 24)] {
+            let mut t = Tlb::new(&cfg).unwrap();
+            let mut rng = Rng::new(11);
+            let tags = [T, TlbTag { asid: 3, pcid: 0 }];
+            let mut found_large = 0;
+            for step in 0..20_000 {
+                // Six 2 MiB regions in two 1 GiB regions: large-memo slots are shared and reused.
+                let region = rng.below(6);
+                let va = (region % 2) << 30 | (region / 2) << 21 | rng.below(512) << 12;
+                let tag = tags[usize::try_from(rng.below(2)).unwrap()];
+                match rng.below(100) {
+                    0..=5 => {
+                        let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
+                        let base = va & !(size.bytes() - 1);
+                        t.fill(Hva::new(base), tag, &fill(0x1_0000_0000 + base, size, false));
+                    }
+                    6 => {
+                        t.invalidate_page(Hva::new(va), tag);
+                    }
+                    7 if step % 50 == 0 => {
+                        t.flush(FlushScope::All);
+                    }
+                    _ => {
+                        let want = t.peek(Hva::new(va), tag);
+                        let got = t.lookup(Hva::new(va), tag);
+                        assert_eq!(
+                            got.map(|h| (h.pa, h.size, h.slot)),
+                            want.map(|h| (h.pa, h.size, h.slot)),
+                            "step {step} va {va:#x} tag {tag:?}"
+                        );
+                        found_large += u32::from(got.is_some_and(|h| h.size != PageSize::K4));
+                    }
+                }
+            }
+            assert!(found_large > 1000, "large entries were found: {found_large}");
+        }
     }
 
     /// The valid-slot bitset that flushes walk agrees with the entries after any mix of fills,
