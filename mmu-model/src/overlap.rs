@@ -19,7 +19,6 @@
 //! misses of latency `L` cost `⌈W / P⌉ · L`.
 
 use sim_core::Cycles;
-use std::collections::VecDeque;
 
 /// One access as the timing layer sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +34,14 @@ pub struct TimedAccess {
 /// The per-CPU overlap layer.
 #[derive(Clone, Debug)]
 pub struct WalkOverlap {
-    mlp_window: usize,
     /// When each walker is next free.
     walker_free: Vec<Cycles>,
-    /// Retire times of the last `mlp_window` accesses, oldest first.
-    window: VecDeque<Cycles>,
+    /// Retire times of the last `mlp_window` accesses, a ring whose oldest is at `oldest`.
+    /// Slots not yet written hold 0, which constrains no start (every start is at least 0),
+    /// so a window not yet full behaves as one with fewer accesses in it.
+    window: Box<[Cycles]>,
+    /// Index of the oldest retire time in `window` (the slot the next access overwrites).
+    oldest: usize,
     /// Retire time of the last access: the CPU's clock as charged so far.
     frontier: Cycles,
 }
@@ -49,9 +51,9 @@ impl WalkOverlap {
     pub fn new(page_walkers: u32, mlp_window: u32) -> WalkOverlap {
         let w = usize::try_from(mlp_window.max(1)).expect("u32 fits usize");
         WalkOverlap {
-            mlp_window: w,
             walker_free: vec![Cycles::ZERO; usize::try_from(page_walkers.max(1)).expect("fits")],
-            window: VecDeque::with_capacity(w),
+            window: vec![Cycles::ZERO; w].into_boxed_slice(),
+            oldest: 0,
             frontier: Cycles::ZERO,
         }
     }
@@ -62,13 +64,10 @@ impl WalkOverlap {
     }
 
     /// Charge one access; returns the cycles the CPU's clock advances by.
+    #[inline]
     pub fn charge(&mut self, a: TimedAccess) -> Cycles {
-        let mut start = a.start;
-        if self.window.len() == self.mlp_window
-            && let Some(&oldest) = self.window.front()
-        {
-            start = start.max(oldest);
-        }
+        // The access `mlp_window` back must have retired (0 while the window is not full).
+        let start = a.start.max(self.window[self.oldest]);
         let done = if a.walk {
             let (w, free) = self
                 .walker_free
@@ -85,10 +84,11 @@ impl WalkOverlap {
             start + a.latency
         };
         let retire = self.frontier.max(done);
-        if self.window.len() == self.mlp_window {
-            self.window.pop_front();
+        self.window[self.oldest] = retire;
+        self.oldest += 1;
+        if self.oldest == self.window.len() {
+            self.oldest = 0;
         }
-        self.window.push_back(retire);
         let charged = retire - self.frontier;
         self.frontier = retire;
         charged
@@ -144,6 +144,46 @@ mod tests {
         // A dependent access starts when its producer completed (200): the chain adds up.
         assert_eq!(o.charge(miss(200, 100)), Cycles::new(100));
         assert_eq!(o.clock(), Cycles::new(300));
+    }
+
+    /// The ring agrees with the rule stated plainly: the window as a queue that fills up
+    /// before it constrains anything, the walkers scanned for the earliest free.
+    #[test]
+    fn ring_agrees_with_a_queue_of_the_last_accesses() {
+        let mut rng = sim_core::Rng::new(5);
+        for (walkers, window) in [(1, 1), (2, 3), (4, 8), (3, 16)] {
+            let mut o = WalkOverlap::new(walkers, window);
+            let mut q = std::collections::VecDeque::new();
+            let mut free = vec![0u64; walkers as usize];
+            let mut frontier = 0u64;
+            for i in 0..5_000u64 {
+                let a = TimedAccess {
+                    start: Cycles::new(i * 3 + rng.below(40)),
+                    latency: Cycles::new(rng.below(300)),
+                    walk: rng.chance(1, 3),
+                };
+                let mut start = a.start.get();
+                if q.len() == window as usize {
+                    start = start.max(q.pop_front().unwrap());
+                }
+                let done = if a.walk {
+                    let w = (0..free.len()).min_by_key(|&w| (free[w], w)).unwrap();
+                    free[w] = start.max(free[w]) + a.latency.get();
+                    free[w]
+                } else {
+                    start + a.latency.get()
+                };
+                let retire = frontier.max(done);
+                q.push_back(retire);
+                let want = retire - frontier;
+                frontier = retire;
+                assert_eq!(
+                    o.charge(a).get(),
+                    want,
+                    "access {i}, {walkers} walkers, window {window}"
+                );
+            }
+        }
     }
 
     #[test]
