@@ -713,6 +713,9 @@ pub struct Machine {
     /// An event the machine refuses as bad input (a guest or instruction of the other CPU
     /// vendor); the engine stops the run with it.
     input_error: Option<String>,
+    /// Working space of the functional 2-D walks that translate PVALIDATE's and RMPADJUST's
+    /// operands.
+    walk_scratch: mmu_model::Walk2dScratch,
 }
 
 impl Machine {
@@ -837,6 +840,7 @@ impl Machine {
             tdx: tdx::TdxHost::new(cfg.tdx.clone()),
             vsm: vsm::VsmHost::default(),
             input_error: None,
+            walk_scratch: mmu_model::Walk2dScratch::default(),
             device_clocks: BTreeMap::new(),
             cfg,
         };
@@ -2187,8 +2191,14 @@ impl Machine {
             privilege: Privilege::Supervisor,
             who: Agent::Cpu { cpu: 0, ctx },
         };
-        let walk = mmu_model::walk_2d_functional(&self.tables, gtables, &gctx, &req);
-        let (spa, gpa) = match walk.outcome {
+        let outcome = mmu_model::translate_2d_functional(
+            &mut self.walk_scratch,
+            &self.tables,
+            gtables,
+            &gctx,
+            &req,
+        );
+        let (spa, gpa) = match outcome {
             mmu_model::GuestTranslation::Translated { spa, gpa, .. } => (spa, gpa),
             mmu_model::GuestTranslation::Fault(f) => {
                 let (kind, code) = guest_fault_code(&f);

@@ -135,8 +135,8 @@ pub use mmu::{
 };
 pub use nested::{
     CheckedGuestWalk, GuestAddr, GuestContext, GuestMemory, GuestPaging, GuestTranslation,
-    GuestWalk, GuestWalkRequest, MAX_2D_REFS, NestedContext, NestedKind, NestedRefs, walk_2d,
-    walk_2d_checked, walk_2d_functional,
+    GuestWalk, GuestWalkRequest, MAX_2D_REFS, NestedContext, NestedKind, NestedRefs, Walk2dScratch,
+    translate_2d_functional, walk_2d, walk_2d_checked, walk_2d_functional,
 };
 pub use npt::NptEntry;
 pub use overlap::{TimedAccess, WalkOverlap};

@@ -1157,6 +1157,25 @@ pub fn walk_2d_functional(
     GuestWalk { outcome: p.outcome, refs: p.refs() }
 }
 
+/// Reusable working space for [`translate_2d_functional`] (a 2-D walk's plan is over 1 KiB:
+/// building and copying one per call cost more than the walk).
+#[derive(Clone, Debug, Default)]
+pub struct Walk2dScratch(Box<Plan2d>);
+
+/// The outcome of [`walk_2d_functional`] alone, planned in `scratch`: no reference list is
+/// built and nothing but the outcome is copied out. For instructions that need only where a
+/// guest address goes (PVALIDATE's and RMPADJUST's operand).
+pub fn translate_2d_functional(
+    scratch: &mut Walk2dScratch,
+    host: &PhysMemTables<Spa>,
+    guest: &PhysMemTables<Gpa>,
+    ctx: &GuestContext,
+    req: &GuestWalkRequest,
+) -> GuestTranslation {
+    plan_2d_into(&mut scratch.0, host, guest, ctx, req, &mut NoCaches);
+    scratch.0.outcome
+}
+
 /// Walk a guest access without caches, setting A/D bits (guest entries in `guest`, nested
 /// entries in `host`). No check stage: see [`walk_2d_checked`].
 pub fn walk_2d(
@@ -1330,8 +1349,18 @@ mod tests {
             }
         }
 
+        /// The functional walk; also checks that [`translate_2d_functional`], in a scratch
+        /// that planned another walk before, finds the same outcome.
         fn walk(&self, addr: GuestAddr, access: AccessKind) -> GuestWalk {
-            walk_2d_functional(&self.host, &self.guest, &self.ctx, &self.req(addr, access))
+            let req = self.req(addr, access);
+            let w = walk_2d_functional(&self.host, &self.guest, &self.ctx, &req);
+            let mut scratch = Walk2dScratch::default();
+            let other = self.req(GuestAddr::Physical(Gpa::new(GPA)), AccessKind::Write);
+            translate_2d_functional(&mut scratch, &self.host, &self.guest, &self.ctx, &other);
+            let outcome =
+                translate_2d_functional(&mut scratch, &self.host, &self.guest, &self.ctx, &req);
+            assert_eq!(outcome, w.outcome);
+            w
         }
     }
 
