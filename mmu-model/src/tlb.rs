@@ -1311,6 +1311,11 @@ impl Tlb {
 
     /// Flush a whole scope. Returns how many entries were removed.
     pub fn flush(&mut self, scope: FlushScope) -> u64 {
+        // An empty TLB (the common case under `rmp.tlb_on_update = global-flush`, which
+        // flushes every CPU on every RMP change) has nothing to visit.
+        if self.arrays.iter().all(|a| a.size_used == [0; 3]) {
+            return 0;
+        }
         match scope {
             FlushScope::All => self.remove_where(|_| true),
             FlushScope::Asid(asid) => self.remove_where(|e| e.tag.asid == asid),
