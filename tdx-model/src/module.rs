@@ -1109,6 +1109,11 @@ impl TdxModule {
             // A non-table page reads as zeros (FREE), as `PhysMemTables::read` reads it.
             let entries = tables.entries(spa(table)).unwrap_or([0; 512]);
             for (i, &raw) in (0u64..).zip(&entries) {
+                // Most of a table holds the FREE value the module fills tables with: one
+                // comparison instead of a decode.
+                if raw == sept::FREE_RAW {
+                    continue;
+                }
                 let Some(s) = SeptState::decode(raw) else { continue };
                 if s == SeptState::Free {
                     continue;
