@@ -456,7 +456,7 @@ struct Slot {
 /// set instead of one per array, and a fixed `W` lets every scan and rank update run over
 /// arrays of known length (unrolled, vectorized, no bounds checks on way indices masked to
 /// `W`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Set<const W: usize> {
     /// Low halves of the ways' tags. Why halves: a scan compares the low halves eight at a time
     /// (32-bit lanes vectorize with the baseline SSE2; 64-bit equality does not), and only a
