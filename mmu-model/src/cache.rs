@@ -49,6 +49,7 @@
 use crate::latency::{CacheLatency, MemRefKind};
 use crate::level::Level;
 use crate::repl::{ReplState, Replacement};
+use rustc_hash::FxHashMap;
 use sim_core::config::{ConfigBlock, ConfigError, FieldDoc, Source, check_pow2, check_range};
 use sim_core::{Cycles, Rng, Spa};
 use std::ops::Sub;
@@ -541,20 +542,121 @@ impl<const W: usize> Set<W> {
 }
 
 /// A cache's sets, by slot count (the ways rounded up to a power of two, at least 8): each
-/// width is its own monomorphized code.
+/// width is its own monomorphized code. A large cache starts sparse (`S*`: records only for
+/// the sets touched so far) and turns dense (`W*`: one record per set) once it has touched
+/// [`SPARSE_SHARE`] of them: a machine that has used little of its caches is cheap to build
+/// and to copy (the race explorer copies one per schedule), and one that has used them pays
+/// nothing for it.
 #[derive(Clone, Debug)]
 enum Sets {
     W8(Vec<Set<8>>),
     W16(Vec<Set<16>>),
     W32(Vec<Set<32>>),
     W64(Vec<Set<64>>),
+    S8(Box<SparseSets<8>>),
+    S16(Box<SparseSets<16>>),
+    S32(Box<SparseSets<32>>),
+    S64(Box<SparseSets<64>>),
+}
+
+/// Caches of at most this many sets are dense from the start.
+const SPARSE_MIN_SETS: usize = 256;
+
+/// A sparse cache turns dense when it holds records for more than one set in this many.
+const SPARSE_SHARE: usize = 16;
+
+impl Sets {
+    /// `sets` sets of `ways` ways, in records of `width` slots; sparse to begin with if
+    /// `sparse`.
+    fn new(width: usize, ways: usize, sets: usize, sparse: bool) -> Sets {
+        match (width, sparse) {
+            (8, false) => Sets::W8(vec![Set::empty(ways); sets]),
+            (16, false) => Sets::W16(vec![Set::empty(ways); sets]),
+            (32, false) => Sets::W32(vec![Set::empty(ways); sets]),
+            (_, false) => Sets::W64(vec![Set::empty(ways); sets]),
+            (8, true) => Sets::S8(Box::new(SparseSets::new(ways, sets))),
+            (16, true) => Sets::S16(Box::new(SparseSets::new(ways, sets))),
+            (32, true) => Sets::S32(Box::new(SparseSets::new(ways, sets))),
+            (_, true) => Sets::S64(Box::new(SparseSets::new(ways, sets))),
+        }
+    }
+
+    /// Turn a sparse store that has touched its share of sets dense (cold: once per cache).
+    #[cold]
+    #[inline(never)]
+    fn densify(&mut self) {
+        let dense = match self {
+            Sets::S8(s) => Sets::W8(s.dense()),
+            Sets::S16(s) => Sets::W16(s.dense()),
+            Sets::S32(s) => Sets::W32(s.dense()),
+            Sets::S64(s) => Sets::W64(s.dense()),
+            Sets::W8(_) | Sets::W16(_) | Sets::W32(_) | Sets::W64(_) => return,
+        };
+        *self = dense;
+    }
+}
+
+/// The sets of a sparse cache: a record for each set touched so far; every other set is
+/// `empty` (what [`Set::empty`] builds, which is what a dense store holds for it).
+#[derive(Clone, Debug)]
+struct SparseSets<const W: usize> {
+    touched: FxHashMap<u32, Set<W>>,
+    empty: Set<W>,
+    sets: usize,
+}
+
+impl<const W: usize> SparseSets<W> {
+    fn new(ways: usize, sets: usize) -> SparseSets<W> {
+        SparseSets { touched: FxHashMap::default(), empty: Set::empty(ways), sets }
+    }
+
+    fn key(idx: usize) -> u32 {
+        u32::try_from(idx).expect("sets × ways ≤ 2^26")
+    }
+
+    #[inline]
+    fn get(&self, idx: usize) -> &Set<W> {
+        self.touched.get(&Self::key(idx)).unwrap_or(&self.empty)
+    }
+
+    /// Set `idx`, given a record if it had none (it then holds what `empty` holds).
+    #[inline]
+    fn get_mut(&mut self, idx: usize) -> &mut Set<W> {
+        let empty = self.empty;
+        self.touched.entry(Self::key(idx)).or_insert(empty)
+    }
+
+    /// Whether the store has touched its share of sets and should turn dense.
+    #[inline]
+    fn full(&self) -> bool {
+        self.touched.len() > self.sets / SPARSE_SHARE
+    }
+
+    /// One record per set.
+    // Each record goes to its own index: the visiting order cannot matter.
+    #[allow(clippy::iter_over_hash_type)]
+    fn dense(&self) -> Vec<Set<W>> {
+        let mut v = vec![self.empty; self.sets];
+        for (&i, set) in &self.touched {
+            v[i as usize] = *set;
+        }
+        v
+    }
+
+    /// The touched sets with their indices, in set order.
+    fn in_order(&self) -> Vec<(usize, &Set<W>)> {
+        let mut v: Vec<_> = self.touched.iter().map(|(&i, s)| (i as usize, s)).collect();
+        v.sort_unstable_by_key(|&(i, _)| i);
+        v
+    }
 }
 
 /// Run `$body` with `$set` bound to set `$idx` of `$sets` (`&mut`, or `&` after `ref`),
 /// whatever its width.
 macro_rules! with_set {
-    ($sets:expr, $idx:expr, |$set:ident| $body:expr) => {
-        match $sets {
+    ($sets:expr, $idx:expr, |$set:ident| $body:expr) => {{
+        let sets: &mut Sets = $sets;
+        match sets {
             Sets::W8(v) => {
                 let $set = &mut v[$idx];
                 $body
@@ -571,8 +673,22 @@ macro_rules! with_set {
                 let $set = &mut v[$idx];
                 $body
             }
+            Sets::S8(s) => with_set!(@sparse sets, s, $idx, |$set| $body),
+            Sets::S16(s) => with_set!(@sparse sets, s, $idx, |$set| $body),
+            Sets::S32(s) => with_set!(@sparse sets, s, $idx, |$set| $body),
+            Sets::S64(s) => with_set!(@sparse sets, s, $idx, |$set| $body),
         }
-    };
+    }};
+    (@sparse $sets:ident, $s:ident, $idx:expr, |$set:ident| $body:expr) => {{
+        let r = {
+            let $set = $s.get_mut($idx);
+            $body
+        };
+        if $s.full() {
+            $sets.densify();
+        }
+        r
+    }};
     (ref $sets:expr, $idx:expr, |$set:ident| $body:expr) => {
         match $sets {
             Sets::W8(v) => {
@@ -589,6 +705,22 @@ macro_rules! with_set {
             }
             Sets::W64(v) => {
                 let $set = &v[$idx];
+                $body
+            }
+            Sets::S8(s) => {
+                let $set = s.get($idx);
+                $body
+            }
+            Sets::S16(s) => {
+                let $set = s.get($idx);
+                $body
+            }
+            Sets::S32(s) => {
+                let $set = s.get($idx);
+                $body
+            }
+            Sets::S64(s) => {
+                let $set = s.get($idx);
                 $body
             }
         }
@@ -631,16 +763,16 @@ impl Cache {
     /// # Errors
     /// [`CacheError::Geometry`] if the shape is invalid ([`CacheGeometry::check`]).
     pub fn new(geom: CacheGeometry, seed: u64) -> Result<Cache, CacheError> {
+        Cache::with_storage(geom, seed, u64::from(geom.sets) > SPARSE_MIN_SETS as u64)
+    }
+
+    /// [`Cache::new`], sparse to begin with or not (the tests compare the two).
+    fn with_storage(geom: CacheGeometry, seed: u64, sparse: bool) -> Result<Cache, CacheError> {
         geom.check()?;
         let ways = to_usize(u64::from(geom.ways));
         let sets = to_usize(u64::from(geom.sets));
         let width = ways.next_power_of_two().max(GROUP);
-        let sets = match width {
-            8 => Sets::W8(vec![Set::empty(ways); sets]),
-            16 => Sets::W16(vec![Set::empty(ways); sets]),
-            32 => Sets::W32(vec![Set::empty(ways); sets]),
-            _ => Sets::W64(vec![Set::empty(ways); sets]),
-        };
+        let sets = Sets::new(width, ways, sets, sparse);
         Ok(Cache {
             geom,
             line_shift: geom.line_size.trailing_zeros(),
@@ -683,14 +815,18 @@ impl Cache {
 
     /// Lines currently valid.
     pub fn valid_lines(&self) -> usize {
-        fn count<const W: usize>(v: &[Set<W>]) -> usize {
-            v.iter().map(|s| s.valid.count_ones() as usize).sum()
+        fn count<'a, const W: usize>(v: impl Iterator<Item = &'a Set<W>>) -> usize {
+            v.map(|s| s.valid.count_ones() as usize).sum()
         }
         match &self.sets {
-            Sets::W8(v) => count(v),
-            Sets::W16(v) => count(v),
-            Sets::W32(v) => count(v),
-            Sets::W64(v) => count(v),
+            Sets::W8(v) => count(v.iter()),
+            Sets::W16(v) => count(v.iter()),
+            Sets::W32(v) => count(v.iter()),
+            Sets::W64(v) => count(v.iter()),
+            Sets::S8(s) => count(s.touched.values()),
+            Sets::S16(s) => count(s.touched.values()),
+            Sets::S32(s) => count(s.touched.values()),
+            Sets::S64(s) => count(s.touched.values()),
         }
     }
 
@@ -801,12 +937,30 @@ impl Cache {
     fn read_hits(&mut self, addrs: &[Spa]) -> usize {
         debug_assert!(self.repl.is_none(), "LRU only");
         let geo = (self.line_shift, self.set_bits, self.set_mask);
-        match &mut self.sets {
+        let sets = &mut self.sets;
+        match sets {
             Sets::W8(v) => lru_read_hits(v, geo, addrs),
             Sets::W16(v) => lru_read_hits(v, geo, addrs),
             Sets::W32(v) => lru_read_hits(v, geo, addrs),
             Sets::W64(v) => lru_read_hits(v, geo, addrs),
+            Sets::S8(_) | Sets::S16(_) | Sets::S32(_) | Sets::S64(_) => {
+                self.read_hits_sparse(addrs)
+            }
         }
+    }
+
+    /// [`Cache::read_hits`] of a sparse store (out of line: the dense path stays as small).
+    #[cold]
+    #[inline(never)]
+    fn read_hits_sparse(&mut self, addrs: &[Spa]) -> usize {
+        for (i, &a) in addrs.iter().enumerate() {
+            let s = self.slot(a);
+            let tag = u64::from(s.hi) << 32 | u64::from(s.lo);
+            if !with_set!(&mut self.sets, s.set, |set| lru_read_one(set, s.lo, s.hi, tag)) {
+                return i;
+            }
+        }
+        addrs.len()
     }
 
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
@@ -919,25 +1073,31 @@ impl Cache {
     /// invariant the recent-way shortcuts rely on; the tests check it after every step).
     #[cfg(test)]
     fn recent_tags_consistent(&self) -> bool {
-        fn ok<const W: usize>(v: &[Set<W>]) -> bool {
-            v.iter().all(|set| {
+        fn ok<'a, const W: usize>(mut v: impl Iterator<Item = &'a Set<W>>) -> bool {
+            v.all(|set| {
                 set.mru_tag
                     == [set.tag_of(usize::from(set.mru[0])), set.tag_of(usize::from(set.mru[1]))]
             })
         }
         match &self.sets {
-            Sets::W8(v) => ok(v),
-            Sets::W16(v) => ok(v),
-            Sets::W32(v) => ok(v),
-            Sets::W64(v) => ok(v),
+            Sets::W8(v) => ok(v.iter()),
+            Sets::W16(v) => ok(v.iter()),
+            Sets::W32(v) => ok(v.iter()),
+            Sets::W64(v) => ok(v.iter()),
+            Sets::S8(s) => ok(s.touched.values().chain([&s.empty])),
+            Sets::S16(s) => ok(s.touched.values().chain([&s.empty])),
+            Sets::S32(s) => ok(s.touched.values().chain([&s.empty])),
+            Sets::S64(s) => ok(s.touched.values().chain([&s.empty])),
         }
     }
 
     /// Drop every line; return the dirty ones, in set-then-way order.
     pub fn invalidate_all(&mut self) -> Vec<Evicted> {
-        fn dirty_of<const W: usize>(v: &[Set<W>]) -> Vec<(usize, u32, u32, u8)> {
+        fn dirty_of<'a, const W: usize>(
+            v: impl Iterator<Item = (usize, &'a Set<W>)>,
+        ) -> Vec<(usize, u32, u32, u8)> {
             let mut dirty = Vec::new();
-            for (i, set) in v.iter().enumerate() {
+            for (i, set) in v {
                 let mut valid = set.valid;
                 while valid != 0 {
                     let w = valid.trailing_zeros() as usize % W;
@@ -950,7 +1110,7 @@ impl Cache {
             dirty
         }
         // Replacement state is left as is: invalid ways are filled before it is consulted.
-        fn clear<const W: usize>(v: &mut [Set<W>]) {
+        fn clear<'a, const W: usize>(v: impl Iterator<Item = &'a mut Set<W>>) {
             for set in v {
                 set.hi = [EMPTY_HI; W];
                 set.meta = [0; W];
@@ -958,11 +1118,16 @@ impl Cache {
                 set.refresh_mru_tags();
             }
         }
+        // A sparse store's untouched sets are empty: nothing to write back or clear.
         let dirty = match &mut self.sets {
-            Sets::W8(v) => (dirty_of(v), clear(v)).0,
-            Sets::W16(v) => (dirty_of(v), clear(v)).0,
-            Sets::W32(v) => (dirty_of(v), clear(v)).0,
-            Sets::W64(v) => (dirty_of(v), clear(v)).0,
+            Sets::W8(v) => (dirty_of(v.iter().enumerate()), clear(v.iter_mut())).0,
+            Sets::W16(v) => (dirty_of(v.iter().enumerate()), clear(v.iter_mut())).0,
+            Sets::W32(v) => (dirty_of(v.iter().enumerate()), clear(v.iter_mut())).0,
+            Sets::W64(v) => (dirty_of(v.iter().enumerate()), clear(v.iter_mut())).0,
+            Sets::S8(s) => (dirty_of(s.in_order().into_iter()), clear(s.touched.values_mut())).0,
+            Sets::S16(s) => (dirty_of(s.in_order().into_iter()), clear(s.touched.values_mut())).0,
+            Sets::S32(s) => (dirty_of(s.in_order().into_iter()), clear(s.touched.values_mut())).0,
+            Sets::S64(s) => (dirty_of(s.in_order().into_iter()), clear(s.touched.values_mut())).0,
         };
         dirty.into_iter().map(|(set, lo, hi, m)| self.evicted(set, lo, hi, m)).collect()
     }
@@ -1039,19 +1204,28 @@ fn lru_read_hits<const W: usize>(
         // (below 2^49) always fits.
         #[allow(clippy::cast_possible_truncation)]
         let (lo, hi) = (tag as u32, (tag >> 32) as u32);
-        let set = &mut sets[to_usize(line & set_mask)];
-        if set.mru_tag[0] == tag {
-            // Rank 0: nothing changes.
-        } else if set.mru_tag[1] == tag {
-            // Rank 1 (so not the rank-0 way): it and the rank-0 way swap.
-            swap_recent(set);
-        } else if let Some(w) = set.find(lo, hi) {
-            lru_touch_tag(set, w, tag);
-        } else {
+        if !lru_read_one(&mut sets[to_usize(line & set_mask)], lo, hi, tag) {
             return i;
         }
     }
     addrs.len()
+}
+
+/// Under LRU, a read of the line with tag `tag` (halves `lo`, `hi`) in `set`: on a hit,
+/// update the ranks and return `true`; on a miss change nothing and return `false`.
+#[inline(always)]
+fn lru_read_one<const W: usize>(set: &mut Set<W>, lo: u32, hi: u32, tag: u64) -> bool {
+    if set.mru_tag[0] == tag {
+        // Rank 0: nothing changes.
+    } else if set.mru_tag[1] == tag {
+        // Rank 1 (so not the rank-0 way): it and the rank-0 way swap.
+        swap_recent(set);
+    } else if let Some(w) = set.find(lo, hi) {
+        lru_touch_tag(set, w, tag);
+    } else {
+        return false;
+    }
+    true
 }
 
 /// `usize` from a value bounded by a cache's size (sets × ways ≤ 2^26), so it always fits.
@@ -2343,8 +2517,11 @@ mod tests {
                 }
                 prop_assert_eq!(c.valid_lines(), may_hold.len());
                 // The per-set valid bits say what the tags' high halves say; padding stays empty.
-                fn consistent<const W: usize>(sets: &[Set<W>], all_ways: u64) -> bool {
-                    sets.iter().all(|s| {
+                fn consistent<'a, const W: usize>(
+                    mut sets: impl Iterator<Item = &'a Set<W>>,
+                    all_ways: u64,
+                ) -> bool {
+                    sets.all(|s| {
                         s.hi.iter().enumerate().all(|(w, &h)| {
                             let bit = s.valid >> w & 1 == 1;
                             bit == (h != EMPTY_HI) && (all_ways >> w & 1 == 1 || !bit)
@@ -2352,13 +2529,63 @@ mod tests {
                     })
                 }
                 let ok = match &c.sets {
-                    Sets::W8(v) => consistent(v, c.all_ways),
-                    Sets::W16(v) => consistent(v, c.all_ways),
-                    Sets::W32(v) => consistent(v, c.all_ways),
-                    Sets::W64(v) => consistent(v, c.all_ways),
+                    Sets::W8(v) => consistent(v.iter(), c.all_ways),
+                    Sets::W16(v) => consistent(v.iter(), c.all_ways),
+                    Sets::W32(v) => consistent(v.iter(), c.all_ways),
+                    Sets::W64(v) => consistent(v.iter(), c.all_ways),
+                    Sets::S8(s) => consistent(s.touched.values(), c.all_ways),
+                    Sets::S16(s) => consistent(s.touched.values(), c.all_ways),
+                    Sets::S32(s) => consistent(s.touched.values(), c.all_ways),
+                    Sets::S64(s) => consistent(s.touched.values(), c.all_ways),
                 };
                 prop_assert!(ok, "valid bits agree with the tags; padding stays empty");
                 prop_assert!(c.valid_lines() <= to_usize(u64::from(sets * ways)));
+            }
+        }
+
+        /// A cache that starts sparse behaves exactly as one that starts dense: every lookup,
+        /// fill (and what it evicts), invalidation, run of LRU read hits and whole flush (and
+        /// the dirty lines it returns, in order) agree, before and after the sparse one turns
+        /// dense; so does the state once both are dense.
+        #[test]
+        fn sparse_sets_behave_as_dense(
+            ops in proptest::collection::vec((0u8..6, 0u64..1 << 14, any::<bool>()), 1..1500),
+            r in prop_oneof![3 => Just(Replacement::Lru), 1 => Just(Replacement::TreePlru), 1 => Just(Replacement::Random)],
+            sets_log in 9u32..12,
+            ways in prop_oneof![1u32..9, 9u32..=24],
+        ) {
+            let g = CacheGeometry { sets: 1 << sets_log, ways, line_size: 64, replacement: r };
+            let mut sparse = Cache::with_storage(g, 5, true).unwrap();
+            let mut dense = Cache::with_storage(g, 5, false).unwrap();
+            for (i, &(op, line, write)) in ops.iter().enumerate() {
+                // Lines of a few hundred sets mostly, so that some runs stay sparse.
+                let spa = Spa::new((if write { line } else { line % 600 }) * LINE);
+                match op {
+                    0 | 1 => prop_assert_eq!(
+                        sparse.lookup(spa, RefClass::Data, write),
+                        dense.lookup(spa, RefClass::Data, write),
+                        "lookup {}", i
+                    ),
+                    2 | 3 => prop_assert_eq!(
+                        sparse.fill(spa, RefClass::TableRead, write),
+                        dense.fill(spa, RefClass::TableRead, write),
+                        "fill {}", i
+                    ),
+                    4 if r == Replacement::Lru => {
+                        let run: Vec<Spa> = (0..4).map(|k| Spa::new(spa.raw() + k * 4096)).collect();
+                        prop_assert_eq!(sparse.read_hits(&run), dense.read_hits(&run), "reads {}", i);
+                    }
+                    4 => prop_assert_eq!(sparse.invalidate(spa), dense.invalidate(spa)),
+                    _ if line % 64 == 0 => {
+                        prop_assert_eq!(sparse.invalidate_all(), dense.invalidate_all(), "flush {}", i);
+                    }
+                    _ => prop_assert_eq!(sparse.is_dirty(spa), dense.is_dirty(spa)),
+                }
+                prop_assert_eq!(sparse.valid_lines(), dense.valid_lines());
+            }
+            prop_assert_eq!(sparse.stats(), dense.stats());
+            if matches!(sparse.sets, Sets::W8(_) | Sets::W16(_) | Sets::W32(_) | Sets::W64(_)) {
+                prop_assert_eq!(format!("{sparse:?}"), format!("{dense:?}"));
             }
         }
 
