@@ -808,6 +808,14 @@ impl Machine {
             procs: BTreeMap::new(),
             cpus,
             rmp: {
+                // An Intel host has no RMP: an empty table (nothing covered) that no check
+                // consults costs nothing to copy. Its memory stays reserved as on an AMD host
+                // (UNCONFIRMED whether that matters: it only shifts where allocations land).
+                let layout = if cfg.machine.vendor == crate::config::Vendor::Intel {
+                    RmpLayout::covering(Spa::new(rmp_base), 0).map_err(setup)?
+                } else {
+                    layout
+                };
                 let mut r = Rmp::new(layout);
                 r.set_overlap_rule(cfg.rmp.overlap_rule);
                 r
