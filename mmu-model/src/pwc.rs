@@ -159,6 +159,10 @@ pub struct Pwc {
     levels: [Option<PwcArray>; 4],
     /// Whether any level exists (fixed at construction).
     exists: bool,
+    /// Whether the levels' entries and replacement state are allocated: on the first fill,
+    /// so that a CPU that has walked nothing costs nothing to build or copy (until then
+    /// every lookup misses, as in an allocated cache with no valid entry).
+    allocated: bool,
     hit_latency: Cycles,
     stats: PwcStats,
 }
@@ -184,14 +188,15 @@ impl Pwc {
                 PwcArray {
                     sets,
                     ways,
-                    entries: vec![PwcEntry::default(); sets * ways],
-                    repl: ReplState::new(cfg.replacement, sets, ways, rng.fork(i)),
+                    entries: Vec::new(),
+                    repl: ReplState::new_lazy(cfg.replacement, sets, ways, rng.fork(i)),
                 }
             })
         };
         let levels = [mk(Level::Pml5, 0), mk(Level::Pml4, 1), mk(Level::Pdpt, 2), mk(Level::Pd, 3)];
         Ok(Pwc {
             exists: levels.iter().any(Option::is_some),
+            allocated: false,
             levels,
             hit_latency: cfg.hit_latency,
             stats: PwcStats::default(),
@@ -246,7 +251,21 @@ impl Pwc {
         if !self.exists {
             return None;
         }
+        if !self.allocated {
+            self.stats.lookups += 1;
+            return None;
+        }
         self.lookup_present(addr, tag, nested_root, top)
+    }
+
+    /// Allocate every level's entries and replacement state (once, at the first fill).
+    #[cold]
+    fn allocate(&mut self) {
+        for a in self.levels.iter_mut().flatten() {
+            a.entries = vec![PwcEntry::default(); a.sets * a.ways];
+            a.repl.allocate();
+        }
+        self.allocated = true;
     }
 
     /// [`Pwc::lookup`] when some level exists.
@@ -301,6 +320,9 @@ impl Pwc {
         table: u64,
         perms: Perms,
     ) {
+        if !self.allocated && self.levels.get(level.idx()).is_some_and(Option::is_some) {
+            self.allocate();
+        }
         let Some(Some(a)) = self.levels.get_mut(level.idx()) else { return };
         let key = key_of(addr, level);
         let nroot = nroot_key(nested_root);
@@ -320,6 +342,9 @@ impl Pwc {
     /// Remove the entries of (`tag`, `nested_root`) that a walk of `addr` would use (after a
     /// fault on it: SDM Vol. 3A §4.10.4.1). Returns how many.
     pub fn remove_addr(&mut self, addr: u64, tag: TlbTag, nested_root: Option<Spa>) -> u64 {
+        if !self.allocated {
+            return 0;
+        }
         let nroot = nroot_key(nested_root);
         let mut n = 0;
         for level in [Level::Pml5, Level::Pml4, Level::Pdpt, Level::Pd] {
@@ -404,6 +429,25 @@ mod tests {
         assert!(p.lookup::<Spa>(0, T, None, Level::Pml4).is_none(), "key 0 was LRU");
         assert!(p.lookup::<Spa>(2 << 21, T, None, Level::Pml4).is_some());
         assert!(p.lookup::<Spa>(4 << 21, T, None, Level::Pml4).is_some());
+    }
+
+    /// Storage comes with the first fill; before it every lookup misses and is counted, and
+    /// invalidations find nothing, as in an allocated cache with no valid entry.
+    #[test]
+    fn storage_comes_with_the_first_fill() {
+        let mut p = pwc();
+        let va = 0xffff_8880_1234_5000u64;
+        assert!(p.levels.iter().flatten().all(|a| a.entries.is_empty()));
+        assert!(p.lookup::<Spa>(va, T, None, Level::Pml4).is_none());
+        assert_eq!(p.stats().lookups, 1);
+        assert_eq!(p.remove_addr(va, T, None), 0);
+        assert_eq!(p.remove_where(|_, _| true), 0);
+        assert_eq!(p.occupancy(), [0; 4]);
+        p.fill(va, T, None, Level::Pdpt, 0x7000, Perms::ALL);
+        assert!(p.levels.iter().flatten().all(|a| a.entries.len() == a.sets * a.ways));
+        let hit = p.lookup::<Spa>(va, T, None, Level::Pml4).expect("filled");
+        assert_eq!((hit.level, hit.table), (Level::Pd, Spa::new(0x7000)));
+        assert_eq!(p.stats().lookups, 2);
     }
 
     #[test]
