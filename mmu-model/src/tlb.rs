@@ -12,6 +12,7 @@ use sim_core::config::{ConfigError, check_pow2, check_range};
 use sim_core::stats::PerSize;
 use sim_core::{Cycles, PageSize, Rng, Spa};
 use std::ops::Sub;
+use std::sync::Arc;
 
 /// The address-space tag of a TLB entry: the ASID (AMD) / VPID (Intel) of the VM, 0 for the
 /// host, and the PCID inside it (Linux uses PCIDs for user/kernel page-table isolation and
@@ -657,8 +658,11 @@ pub struct Tlb {
     /// Use counter shared by the arrays, so that victims of different arrays compare by age.
     clock: u64,
     generation: u64,
-    memo: Box<[Memo; MEMO_SLOTS]>,
-    large_memo: Box<[LargeMemo; LARGE_MEMO_SLOTS]>,
+    /// Shared between copies of a TLB until one of them writes its memo (only a search
+    /// does): a copied machine (the race explorer makes one per schedule) copies no memo it
+    /// does not change. Reading is a plain pointer load, as through a `Box`.
+    memo: Arc<[Memo; MEMO_SLOTS]>,
+    large_memo: Arc<[LargeMemo; LARGE_MEMO_SLOTS]>,
 }
 
 /// What a fill displaced.
@@ -733,8 +737,8 @@ impl Tlb {
             stats: TlbStats::default(),
             clock: 0,
             generation: 1,
-            memo: Box::new([Memo::default(); MEMO_SLOTS]),
-            large_memo: Box::new([LargeMemo::default(); LARGE_MEMO_SLOTS]),
+            memo: Arc::new([Memo::default(); MEMO_SLOTS]),
+            large_memo: Arc::new([LargeMemo::default(); LARGE_MEMO_SLOTS]),
         })
     }
 
@@ -891,11 +895,12 @@ impl Tlb {
             if let Some(s) = slot
                 && self.slot_entry(s).size != PageSize::K4
             {
-                self.large_memo[li] = LargeMemo { generation, region, tag, nroot, slot: s };
+                Arc::make_mut(&mut self.large_memo)[li] =
+                    LargeMemo { generation, region, tag, nroot, slot: s };
             }
             slot
         };
-        let m = &mut self.memo[Self::memo_index(va)];
+        let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
         (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
         let Some(slot) = slot else {
             // A miss: only the discriminant is written (the common case on a walk).
@@ -904,7 +909,7 @@ impl Tlb {
             return None;
         };
         let hit = self.hit_of(slot, va & !0xfff);
-        let m = &mut self.memo[Self::memo_index(va)];
+        let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
         m.hit = Some(hit);
         m.state = hit_state(&hit);
         Some(hit)
