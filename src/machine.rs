@@ -3173,10 +3173,9 @@ impl Machine {
     /// `rmp.violations` and `rmp.updates`, and the Linux names `direct_map_level2_splits`,
     /// `direct_map_level3_splits`, `DirectMap4k`, `DirectMap2M`, `DirectMap1G`.
     pub fn counter(&self, name: &str, info: &InputInfo) -> Option<u64> {
-        let r = self.report(info);
         let alias = match name {
-            "rmp.violations" => return Some(r.rmp.violations.values().sum()),
-            "rmp.updates" => return Some(r.rmp.updates.values().sum()),
+            "rmp.violations" => return Some(self.report_rmp().violations.values().sum()),
+            "rmp.updates" => return Some(self.report_rmp().updates.values().sum()),
             "direct_map_level2_splits" => "directmap.level2_splits",
             "direct_map_level3_splits" => "directmap.level3_splits",
             "direct_map_level2_collapses" => "directmap.level2_collapses",
@@ -3188,13 +3187,78 @@ impl Machine {
         };
         // Only the section the name starts with is serialized.
         let (section, rest) = alias.split_once('.').unwrap_or((alias, ""));
-        let v = r.section(section)?;
+        let v = self.report_section(section, info)?;
         let text = if rest.is_empty() { report::leaf_text(&v) } else { report::leaf(&v, rest) };
         text?.parse().ok()
     }
 
     /// The report of the run so far.
     pub fn report(&self, info: &InputInfo) -> Report {
+        let (dtlb, walks) = self.report_dtlb_walks();
+        let (cycles, total) = self.report_cycles();
+        Report {
+            ccsim: env!("CARGO_PKG_VERSION").to_owned(),
+            input: info.clone(),
+            machine: self.report_machine(),
+            records: 0,
+            events: self.events,
+            accesses: self.accesses,
+            dtlb,
+            walks,
+            guest: self.report_guest(),
+            rmp: self.report_rmp(),
+            faults: self.report_faults(),
+            kvm: self.kvm_counts.clone(),
+            vsm: self.vsm_counts(),
+            policy: self.policy_counts.clone(),
+            iommu: self.iommu.stats(),
+            tdx: self.tdx_counts(),
+            directmap: self.report_directmap(),
+            shootdowns: self.report_shootdowns(),
+            memory: self.report_memory(),
+            cycles,
+            derived: self.report_derived(&dtlb, total),
+            not_modelled: self.not_modelled.clone(),
+        }
+    }
+
+    /// One section of [`Machine::report`] as [`Report::section`] serializes it, building only
+    /// that section (`expect … counter` reads one per check; the race explorer one per
+    /// schedule).
+    pub fn report_section(&self, name: &str, info: &InputInfo) -> Option<serde_json::Value> {
+        use serde_json::to_value as v;
+        match name {
+            "ccsim" => v(env!("CARGO_PKG_VERSION")),
+            "input" => v(info),
+            "machine" => v(self.report_machine()),
+            "records" => v(0u64),
+            "events" => v(self.events),
+            "accesses" => v(self.accesses),
+            "dtlb" => v(self.report_dtlb_walks().0),
+            "walks" => v(self.report_dtlb_walks().1),
+            "guest" => v(self.report_guest()),
+            "rmp" => v(self.report_rmp()),
+            "faults" => v(self.report_faults()),
+            "kvm" => v(&self.kvm_counts),
+            "vsm" => v(self.vsm_counts()),
+            "policy" => v(&self.policy_counts),
+            "iommu" => v(self.iommu.stats()),
+            "tdx" => v(self.tdx_counts()),
+            "directmap" => v(self.report_directmap()),
+            "shootdowns" => v(self.report_shootdowns()),
+            "memory" => v(self.report_memory()),
+            "cycles" => v(self.report_cycles().0),
+            "derived" => {
+                let (dtlb, _) = self.report_dtlb_walks();
+                v(self.report_derived(&dtlb, self.report_cycles().1))
+            }
+            "not_modelled" => v(&self.not_modelled),
+            _ => return None,
+        }
+        .ok()
+    }
+
+    fn report_dtlb_walks(&self) -> (report::TlbCounts, report::WalkCounts) {
         let mut dtlb = report::TlbCounts {
             flushes: self.tlb_flushes,
             invalidated: self.tlb_invalidated,
@@ -3213,8 +3277,12 @@ impl Machine {
             walks.refs += ms.walk_reads + ms.walk_ad_writes;
             walks.ad_writes += ms.walk_ad_writes;
         }
+        (dtlb, walks)
+    }
+
+    fn report_rmp(&self) -> report::RmpCounts {
         let rs = self.rmp.stats();
-        let rmp = report::RmpCounts {
+        report::RmpCounts {
             checks: rs.host_write_checks + rs.host_table_checks,
             guest_checks: rs.guest_checks,
             entry_reads: rs.entry_reads,
@@ -3228,7 +3296,11 @@ impl Machine {
             pvalidate: rs.pvalidate.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
             rmpadjust: rs.rmpadjust.iter().map(|(k, v)| (rc_name(*k).to_owned(), *v)).collect(),
             update_flushes: self.update_flushes,
-        };
+        }
+    }
+
+    /// The cycle counters, and their total.
+    fn report_cycles(&self) -> (report::CycleCounts, Cycles) {
         let c = &self.cycles;
         let total = c.base
             + c.data
@@ -3265,9 +3337,13 @@ impl Machine {
                 .unwrap_or_default()
                 .get(),
         };
+        (cycles, total)
+    }
+
+    fn report_derived(&self, dtlb: &report::TlbCounts, total: Cycles) -> report::Derived {
         let acc = self.accesses.total();
         #[allow(clippy::cast_precision_loss)]
-        let derived = report::Derived {
+        report::Derived {
             kernel_dtlb_mpka: self.accesses.kernel_mpka(),
             dtlb_mpka: if acc == 0 {
                 0.0
@@ -3275,7 +3351,10 @@ impl Machine {
                 dtlb.misses.total() as f64 * 1000.0 / acc as f64
             },
             cycles_per_access: if acc == 0 { 0.0 } else { total.get() as f64 / acc as f64 },
-        };
+        }
+    }
+
+    fn report_machine(&self) -> BTreeMap<String, String> {
         let mut machine = BTreeMap::new();
         machine.insert("preset".to_owned(), self.cfg.machine.preset.clone());
         machine.insert("cpus".to_owned(), self.cfg.machine.cpus.to_string());
@@ -3292,67 +3371,63 @@ impl Machine {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
         );
-        let not_modelled = self.not_modelled.clone();
-        Report {
-            ccsim: env!("CARGO_PKG_VERSION").to_owned(),
-            input: info.clone(),
-            machine,
-            records: 0,
-            events: self.events,
-            accesses: self.accesses,
-            dtlb,
-            walks,
-            guest: report::GuestCounts {
-                stage2_table_pages: self.vm_paging.values().map(|p| p.table_pages().0).sum(),
-                guest_table_pages: self.vm_paging.values().map(|p| p.table_pages().1).sum(),
-                ..self.guest
-            },
-            rmp,
-            faults: report::FaultCounts {
-                by_code: self
-                    .fault_codes
-                    .iter()
-                    .map(|((k, c), n)| (format!("{} {c:#x}", k.name()), *n))
-                    .collect(),
-                ..self.faults.clone()
-            },
-            kvm: self.kvm_counts.clone(),
-            vsm: self.vsm_counts(),
-            policy: self.policy_counts.clone(),
-            iommu: self.iommu.stats(),
-            tdx: self.tdx_counts(),
-            directmap: report::DirectMapCounts {
-                kb: self.dm.meminfo_kb(),
-                level2_splits: self.dm.level2_splits,
-                level3_splits: self.dm.level3_splits,
-                level2_collapses: self.dm.level2_collapses,
-                level3_collapses: self.dm.level3_collapses,
-                table_pages: self.dm.table_pages(),
-                table_kb: self.dm.table_pages() * 4,
-                boot_splits: self.dm.boot_splits,
-                boot_collapses: self.dm.boot_collapses,
-                boot_table_pages: self.boot.taken(),
-                not_present: self.dm.not_present() as u64,
-                cpa: self.cpa,
-                series: self.dm_series.clone(),
-            },
-            shootdowns: report::ShootdownCounts {
-                shootdowns: self.shoot.shootdowns,
-                ipis_sent: self.shoot.ipis,
-                target_stall_cycles: self.shoot.target_stall.get(),
-                initiator_cycles: self.shoot.initiator.get(),
-            },
-            memory: report::MemoryCounts {
-                free_kb: self.alloc.free_pages() * 4,
-                page_tables_kb: 4
-                    * (self.dm.table_pages()
-                        + self.procs.values().map(PageTable::table_pages).sum::<u64>()),
-                captured_4k: self.captured_4k.len() as u64,
-                captured_2m: self.captured_2m.len() as u64,
-            },
-            cycles,
-            derived,
-            not_modelled,
+        machine
+    }
+
+    fn report_guest(&self) -> report::GuestCounts {
+        report::GuestCounts {
+            stage2_table_pages: self.vm_paging.values().map(|p| p.table_pages().0).sum(),
+            guest_table_pages: self.vm_paging.values().map(|p| p.table_pages().1).sum(),
+            ..self.guest
+        }
+    }
+
+    fn report_faults(&self) -> report::FaultCounts {
+        report::FaultCounts {
+            by_code: self
+                .fault_codes
+                .iter()
+                .map(|((k, c), n)| (format!("{} {c:#x}", k.name()), *n))
+                .collect(),
+            ..self.faults.clone()
+        }
+    }
+
+    fn report_directmap(&self) -> report::DirectMapCounts {
+        report::DirectMapCounts {
+            kb: self.dm.meminfo_kb(),
+            level2_splits: self.dm.level2_splits,
+            level3_splits: self.dm.level3_splits,
+            level2_collapses: self.dm.level2_collapses,
+            level3_collapses: self.dm.level3_collapses,
+            table_pages: self.dm.table_pages(),
+            table_kb: self.dm.table_pages() * 4,
+            boot_splits: self.dm.boot_splits,
+            boot_collapses: self.dm.boot_collapses,
+            boot_table_pages: self.boot.taken(),
+            not_present: self.dm.not_present() as u64,
+            cpa: self.cpa,
+            series: self.dm_series.clone(),
+        }
+    }
+
+    fn report_shootdowns(&self) -> report::ShootdownCounts {
+        report::ShootdownCounts {
+            shootdowns: self.shoot.shootdowns,
+            ipis_sent: self.shoot.ipis,
+            target_stall_cycles: self.shoot.target_stall.get(),
+            initiator_cycles: self.shoot.initiator.get(),
+        }
+    }
+
+    fn report_memory(&self) -> report::MemoryCounts {
+        report::MemoryCounts {
+            free_kb: self.alloc.free_pages() * 4,
+            page_tables_kb: 4
+                * (self.dm.table_pages()
+                    + self.procs.values().map(PageTable::table_pages).sum::<u64>()),
+            captured_4k: self.captured_4k.len() as u64,
+            captured_2m: self.captured_2m.len() as u64,
         }
     }
 }

@@ -1547,6 +1547,41 @@ mod directmap_counters {
             "{name} {sets:?}: DirectMap kB in the report vs a recount of the page table"
         );
         assert!(out.report.not_modelled.is_empty(), "{name}: {:?}", out.report.not_modelled);
+        // Each section built alone (what `expect … counter` reads) is the section of the whole
+        // report.
+        let info = &out.report.input;
+        let whole = out.machine.report(info);
+        for section in [
+            "ccsim",
+            "input",
+            "machine",
+            "records",
+            "events",
+            "accesses",
+            "dtlb",
+            "walks",
+            "guest",
+            "rmp",
+            "faults",
+            "kvm",
+            "vsm",
+            "policy",
+            "iommu",
+            "tdx",
+            "directmap",
+            "shootdowns",
+            "memory",
+            "cycles",
+            "derived",
+            "not_modelled",
+        ] {
+            assert_eq!(
+                out.machine.report_section(section, info),
+                whole.section(section),
+                "{name} {sets:?}: section {section}"
+            );
+        }
+        assert!(out.machine.report_section("nonsense", info).is_none());
         out.report
     }
 
