@@ -155,14 +155,17 @@ struct PwcArray {
 /// One set of paging-structure caches (levels PML5E, PML4E, PDPTE, PDE).
 #[derive(Clone, Debug)]
 pub struct Pwc {
-    /// Indexed by [`Level::idx`] (PML5 … PD).
-    levels: [Option<PwcArray>; 4],
+    /// Indexed by [`Level::idx`] (PML5 … PD); `None` until the first fill, so that a CPU that
+    /// has walked nothing costs nothing to build or copy (until then every lookup misses, as
+    /// in an allocated cache with no valid entry).
+    levels: Option<Box<[Option<PwcArray>; 4]>>,
+    /// What the first fill allocates: each level's (sets, ways), `None` for an absent level.
+    shape: [Option<(usize, usize)>; 4],
+    replacement: Replacement,
+    /// The generator the levels' random replacement forks from (one stream per level).
+    rng: Rng,
     /// Whether any level exists (fixed at construction).
     exists: bool,
-    /// Whether the levels' entries and replacement state are allocated: on the first fill,
-    /// so that a CPU that has walked nothing costs nothing to build or copy (until then
-    /// every lookup misses, as in an allocated cache with no valid entry).
-    allocated: bool,
     hit_latency: Cycles,
     stats: PwcStats,
 }
@@ -181,23 +184,16 @@ impl Pwc {
     /// [`ConfigError`] if the geometry is invalid.
     pub fn new(cfg: &PwcConfig, key: &str, rng: &Rng) -> Result<Pwc, ConfigError> {
         cfg.validate(key)?;
-        let mk = |l: Level, i: u64| {
-            let c = cfg.level(l)?;
-            (c.ways > 0).then(|| {
-                let (sets, ways) = (c.sets as usize, c.ways as usize);
-                PwcArray {
-                    sets,
-                    ways,
-                    entries: Vec::new(),
-                    repl: ReplState::new_lazy(cfg.replacement, sets, ways, rng.fork(i)),
-                }
-            })
+        let shape_of = |l: Level| {
+            cfg.level(l).filter(|c| c.ways > 0).map(|c| (c.sets as usize, c.ways as usize))
         };
-        let levels = [mk(Level::Pml5, 0), mk(Level::Pml4, 1), mk(Level::Pdpt, 2), mk(Level::Pd, 3)];
+        let shape = [Level::Pml5, Level::Pml4, Level::Pdpt, Level::Pd].map(shape_of);
         Ok(Pwc {
-            exists: levels.iter().any(Option::is_some),
-            allocated: false,
-            levels,
+            levels: None,
+            exists: shape.iter().any(Option::is_some),
+            shape,
+            replacement: cfg.replacement,
+            rng: rng.clone(),
             hit_latency: cfg.hit_latency,
             stats: PwcStats::default(),
         })
@@ -223,7 +219,7 @@ impl Pwc {
     /// Valid entries per level (PML5E…PDE).
     pub fn occupancy(&self) -> [u64; 4] {
         let mut o = [0; 4];
-        for (i, l) in self.levels.iter().enumerate() {
+        for (i, l) in self.levels.iter().flat_map(|l| l.iter()).enumerate() {
             if let Some(a) = l {
                 o[i] = a.entries.iter().filter(|e| e.valid).count() as u64;
             }
@@ -251,21 +247,25 @@ impl Pwc {
         if !self.exists {
             return None;
         }
-        if !self.allocated {
-            self.stats.lookups += 1;
-            return None;
-        }
         self.lookup_present(addr, tag, nested_root, top)
     }
 
     /// Allocate every level's entries and replacement state (once, at the first fill).
     #[cold]
-    fn allocate(&mut self) {
-        for a in self.levels.iter_mut().flatten() {
-            a.entries = vec![PwcEntry::default(); a.sets * a.ways];
-            a.repl.allocate();
-        }
-        self.allocated = true;
+    fn allocate(&mut self) -> &mut [Option<PwcArray>; 4] {
+        let (replacement, rng) = (self.replacement, &self.rng);
+        let mut i = 0;
+        let levels = self.shape.map(|shape| {
+            let array = shape.map(|(sets, ways)| PwcArray {
+                sets,
+                ways,
+                entries: vec![PwcEntry::default(); sets * ways],
+                repl: ReplState::new(replacement, sets, ways, rng.fork(i)),
+            });
+            i += 1;
+            array
+        });
+        self.levels.insert(Box::new(levels))
     }
 
     /// [`Pwc::lookup`] when some level exists.
@@ -277,13 +277,14 @@ impl Pwc {
         top: Level,
     ) -> Option<WalkStart<P>> {
         self.stats.lookups += 1;
+        let levels = self.levels.as_deref_mut()?;
         let nroot = nroot_key(nested_root);
         for level in [Level::Pd, Level::Pdpt, Level::Pml4, Level::Pml5] {
             // Levels above the root of this table's depth do not exist for it.
             if level < top {
                 continue;
             }
-            let Some(a) = self.levels[level.idx()].as_mut() else { continue };
+            let Some(a) = levels[level.idx()].as_mut() else { continue };
             let key = key_of(addr, level);
             let (set, range) = Self::slot_range(a, key);
             let base = range.start;
@@ -320,10 +321,14 @@ impl Pwc {
         table: u64,
         perms: Perms,
     ) {
-        if !self.allocated && self.levels.get(level.idx()).is_some_and(Option::is_some) {
-            self.allocate();
+        if self.shape.get(level.idx()).is_none_or(Option::is_none) {
+            return;
         }
-        let Some(Some(a)) = self.levels.get_mut(level.idx()) else { return };
+        let levels = match self.levels.as_deref_mut() {
+            Some(l) => l,
+            None => self.allocate(),
+        };
+        let Some(a) = levels[level.idx()].as_mut() else { return };
         let key = key_of(addr, level);
         let nroot = nroot_key(nested_root);
         let (set, range) = Self::slot_range(a, key);
@@ -342,13 +347,11 @@ impl Pwc {
     /// Remove the entries of (`tag`, `nested_root`) that a walk of `addr` would use (after a
     /// fault on it: SDM Vol. 3A §4.10.4.1). Returns how many.
     pub fn remove_addr(&mut self, addr: u64, tag: TlbTag, nested_root: Option<Spa>) -> u64 {
-        if !self.allocated {
-            return 0;
-        }
+        let Some(levels) = self.levels.as_deref_mut() else { return 0 };
         let nroot = nroot_key(nested_root);
         let mut n = 0;
         for level in [Level::Pml5, Level::Pml4, Level::Pdpt, Level::Pd] {
-            let Some(a) = self.levels[level.idx()].as_mut() else { continue };
+            let Some(a) = levels[level.idx()].as_mut() else { continue };
             let key = key_of(addr, level);
             let (_, range) = Self::slot_range(a, key);
             for e in &mut a.entries[range] {
@@ -365,7 +368,8 @@ impl Pwc {
     /// Remove every entry `pred` selects (given its tag and nested-root key). Returns how many.
     pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(TlbTag, u64) -> bool) -> u64 {
         let mut n = 0;
-        for (i, l) in self.levels.iter_mut().enumerate() {
+        let Some(levels) = self.levels.as_deref_mut() else { return 0 };
+        for (i, l) in levels.iter_mut().enumerate() {
             let Some(a) = l else { continue };
             for e in a.entries.iter_mut().filter(|e| e.valid) {
                 if pred(e.tag, e.nroot) {
@@ -437,14 +441,16 @@ mod tests {
     fn storage_comes_with_the_first_fill() {
         let mut p = pwc();
         let va = 0xffff_8880_1234_5000u64;
-        assert!(p.levels.iter().flatten().all(|a| a.entries.is_empty()));
+        assert!(p.levels.is_none());
         assert!(p.lookup::<Spa>(va, T, None, Level::Pml4).is_none());
         assert_eq!(p.stats().lookups, 1);
         assert_eq!(p.remove_addr(va, T, None), 0);
         assert_eq!(p.remove_where(|_, _| true), 0);
         assert_eq!(p.occupancy(), [0; 4]);
         p.fill(va, T, None, Level::Pdpt, 0x7000, Perms::ALL);
-        assert!(p.levels.iter().flatten().all(|a| a.entries.len() == a.sets * a.ways));
+        let levels = p.levels.as_deref().expect("allocated");
+        assert!(levels.iter().flatten().all(|a| a.entries.len() == a.sets * a.ways));
+        assert_eq!(levels.iter().flatten().count(), 3);
         let hit = p.lookup::<Spa>(va, T, None, Level::Pml4).expect("filled");
         assert_eq!((hit.level, hit.table), (Level::Pd, Spa::new(0x7000)));
         assert_eq!(p.stats().lookups, 2);
