@@ -253,9 +253,17 @@ impl mmu_model::FrameSource<Spa> for TopFrames<'_> {
 impl Machine {
     /// Take a page the module now owns out of the host allocator (if it is still free there).
     fn tdx_claim(&mut self, hpa: u64) {
-        let page = Spa::new_truncate(hpa & !0xfff);
-        if page.raw() < self.cfg.machine.memory.0 {
-            let _ = self.alloc.reserve(page, 0);
+        self.tdx_claim_pages(hpa, 1);
+    }
+
+    /// [`Machine::tdx_claim`] of `pages` pages from `hpa`.
+    fn tdx_claim_pages(&mut self, hpa: u64, pages: u64) {
+        let first = hpa & !0xfff;
+        let mem = self.cfg.machine.memory.0;
+        // Only pages inside memory: the part of the range below its end.
+        let inside = mem.saturating_sub(first).div_ceil(4096).min(pages);
+        if inside > 0 {
+            self.alloc.reserve_free_pages(Spa::new_truncate(first), inside);
         }
     }
 
@@ -282,9 +290,7 @@ impl Machine {
             | l::MEM_PAGE_RELOCATE => {
                 // A 2M AUG takes the whole 2 MiB range.
                 let pages = if leaf == l::MEM_PAGE_AUG && regs.rcx & 7 == 1 { 512 } else { 1 };
-                for i in 0..pages {
-                    self.tdx_claim(regs.r8 + i * 4096);
-                }
+                self.tdx_claim_pages(regs.r8, pages);
             }
             l::MNG_CREATE => {
                 self.tdx.active = true;
