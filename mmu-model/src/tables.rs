@@ -355,6 +355,14 @@ impl<P: PhysAddr> PhysMemTables<P> {
         self.slot_of(page.raw() >> 12).map(|s| self.slots[s as usize].entries())
     }
 
+    /// [`PhysMemTables::entries`] without a copy when the page is stored entry by entry.
+    pub fn entries_ref(&self, page: P) -> Option<std::borrow::Cow<'_, [u64; ENTRIES_PER_TABLE]>> {
+        self.slot_of(page.raw() >> 12).map(|s| match &self.slots[s as usize] {
+            Slot::Full(p) => std::borrow::Cow::Borrowed(&**p),
+            linear @ Slot::Linear { .. } => std::borrow::Cow::Owned(linear.entries()),
+        })
+    }
+
     /// Write the 8-byte entry at `addr`, bypassing the [`crate::PageTable`] primitives (for
     /// scenario state and tests; no invalidation is computed). Returns `false`, writing
     /// nothing, if `addr` is not in a table page.
