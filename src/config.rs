@@ -303,11 +303,24 @@ impl ConfigBuilder {
     /// Unknown keys and type errors with their path; range errors from each block.
     pub fn build(&self) -> Result<MachineConfig, ConfigError> {
         let de = toml::Value::Table(self.table.clone());
-        let cfg: MachineConfig =
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
-                origin: "configuration".into(),
-                message: one_line(&format!("{}: {}", e.path(), e.inner())),
-            })?;
+        // The plain deserializer first; only a failure is deserialized again through
+        // `serde_path_to_error`, which names the field (and costs about twice as much).
+        let cfg = match MachineConfig::deserialize(de) {
+            Ok(cfg) => cfg,
+            Err(plain) => {
+                let de = toml::Value::Table(self.table.clone());
+                return Err(match serde_path_to_error::deserialize::<_, MachineConfig>(de) {
+                    Err(e) => ConfigError::Invalid {
+                        origin: "configuration".into(),
+                        message: one_line(&format!("{}: {}", e.path(), e.inner())),
+                    },
+                    Ok(_) => ConfigError::Invalid {
+                        origin: "configuration".into(),
+                        message: one_line(&plain.to_string()),
+                    },
+                });
+            }
+        };
         cfg.machine.validate()?;
         cfg.host.validate()?;
         cfg.mmu.validate()?;
