@@ -89,9 +89,17 @@ impl ConfigLayers {
         for (text, origin) in &self.files {
             b.add_toml(text, origin)?;
         }
+        // Everything applied and validated once; only if that fails, again line by line, so
+        // that a bad key or value is reported at its line (building a configuration is most of
+        // the cost of setting up a scenario).
+        let mut all = b.clone();
+        let fast = settings.iter().all(|(_, s)| apply_setting(&mut all, s).is_ok())
+            && self.sets.iter().all(|s| all.set(s, "--set").is_ok());
+        if fast && let Ok(cfg) = all.build() {
+            return Ok(cfg);
+        }
         for (origin, s) in settings {
             apply_setting(&mut b, s).map_err(|e| anyhow!("{origin}: {e}"))?;
-            // Validate after each line so that a bad key or value is reported at its line.
             b.build().map_err(|e| anyhow!("{origin}: {e}"))?;
         }
         for s in &self.sets {
