@@ -654,7 +654,9 @@ struct ShootdownSums {
 /// The simulated host.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    cfg: MachineConfig,
+    /// Shared by copies of the machine (the race explorer makes one per schedule): never
+    /// changed after construction.
+    cfg: std::sync::Arc<MachineConfig>,
     tables: PhysMemTables,
     alloc: BuddyAllocator,
     /// The boot-time allocator (memblock) of `host.early_boot`; empty otherwise.
@@ -850,7 +852,7 @@ impl Machine {
             input_error: None,
             walk_scratch: mmu_model::Walk2dScratch::default(),
             device_clocks: BTreeMap::new(),
-            cfg,
+            cfg: std::sync::Arc::new(cfg),
         };
         for (origin, s) in settings.iter().filter(|(_, s)| s.section == "vm") {
             m.declare_vm(s).map_err(|e| MachineError::Vm(format!("{origin}: {e}")))?;

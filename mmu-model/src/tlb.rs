@@ -510,6 +510,7 @@ impl Array {
         self.keys32 = vec![fold32(NO_KEY); n];
         self.used = vec![0; self.sets];
         self.filter = vec![0; self.buckets];
+        self.valid = SlotBits::new(n);
         self.repl.allocate();
     }
 
@@ -714,7 +715,7 @@ impl Tlb {
                     keys: Vec::new(),
                     keys32: Vec::new(),
                     used: Vec::new(),
-                    valid: SlotBits::new(entries),
+                    valid: SlotBits::new(0),
                     repl: ReplState::new_lazy(cfg.replacement, sets, ways, rng.fork(i as u64)),
                 }
             })
