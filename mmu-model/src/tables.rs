@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// Where page-table pages come from: the host's physical allocator (in the root crate) or a
 /// test double. Every table page a [`crate::PageTable`] uses is allocated and freed through it.
@@ -74,8 +75,10 @@ pub(crate) type TablePage = [u64; ENTRIES_PER_TABLE];
 /// How one table page is stored.
 #[derive(Clone)]
 enum Slot {
-    /// Every entry.
-    Full(Box<TablePage>),
+    /// Every entry. Shared (`Arc`) by copies of the tables until one of them writes it: a
+    /// copied machine (the race explorer makes one per schedule) copies only the pages it
+    /// changes.
+    Full(Arc<TablePage>),
     /// Entry `i` is `first + i × step` (wrapping): a zeroed page (0, 0), or the 512 leaves a
     /// split produces (consecutive frames, identical attributes). Materialized as `Full` by the
     /// first write that breaks the progression.
@@ -99,7 +102,7 @@ impl Slot {
             .iter()
             .enumerate()
             .all(|(i, &v)| v == e[0].wrapping_add((i as u64).wrapping_mul(step)));
-        if linear { Slot::Linear { first: e[0], step } } else { Slot::Full(Box::new(*e)) }
+        if linear { Slot::Linear { first: e[0], step } } else { Slot::Full(Arc::new(*e)) }
     }
 
     fn entries(&self) -> TablePage {
@@ -373,12 +376,12 @@ impl<P: PhysAddr> PhysMemTables<P> {
         let i = entry_index(raw);
         let s = &mut self.slots[slot as usize];
         match s {
-            Slot::Full(p) => p[i] = value,
+            Slot::Full(p) => Arc::make_mut(p)[i] = value,
             Slot::Linear { .. } if s.get(i) == value => {}
             Slot::Linear { .. } => {
                 let mut e = s.entries();
                 e[i] = value;
-                *s = Slot::Full(Box::new(e));
+                *s = Slot::Full(Arc::new(e));
                 self.full += 1;
             }
         }
