@@ -308,6 +308,15 @@ impl<P: PhysAddr> PhysMemTables<P> {
         self.put(page, Slot::ZERO)
     }
 
+    /// Make `page` a table page whose 512 entries all hold `value` (stored compactly): what
+    /// filling a new page with one value writes, in one step.
+    ///
+    /// # Errors
+    /// [`InstallError`] if the page is misaligned or already a table.
+    pub fn install_filled(&mut self, page: P, value: u64) -> Result<(), InstallError> {
+        self.put(page, Slot::Linear { first: value, step: 0 })
+    }
+
     /// Make `page` a table page holding `entries` (stored compactly when they form an
     /// arithmetic progression).
     ///

@@ -615,13 +615,10 @@ pub fn walk(
 /// `SEPTE_INIT_VALUE` using MOVDIR64B). A page that already holds a table (a host bug: the
 /// module would overwrite it) is replaced.
 pub(crate) fn install_free_table(tables: &mut PhysMemTables<Spa>, page: Spa) {
-    if tables.install(page).is_err() {
+    if tables.install_filled(page, FREE_RAW).is_err() {
         tables.remove(page);
         // Cannot fail now: the page is 4 KiB aligned (callers check) and no longer a table.
-        let _ = tables.install(page);
-    }
-    for i in 0..512u64 {
-        tables.write(spa(page.raw() + i * 8), FREE_RAW);
+        let _ = tables.install_filled(page, FREE_RAW);
     }
 }
 
