@@ -1629,8 +1629,8 @@ impl ConfigBlock for CacheConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = Self::SECTION;
-        check_range(&format!("{s}.flat_latency"), self.flat_latency.get(), 0, MAX_LATENCY)?;
-        check_pow2(&format!("{s}.line_size"), u64::from(self.line_size))?;
+        check_range(|| format!("{s}.flat_latency"), self.flat_latency.get(), 0, MAX_LATENCY)?;
+        check_pow2(|| format!("{s}.line_size"), u64::from(self.line_size))?;
         check_range(
             &format!("{s}.line_size"),
             self.line_size,
@@ -1639,8 +1639,8 @@ impl ConfigBlock for CacheConfig {
         )?;
         let mut floor = 0;
         for (name, l) in [("l1d", &self.l1d), ("l2", &self.l2), ("llc", &self.llc)] {
-            check_pow2(&format!("{s}.{name}.sets"), u64::from(l.sets))?;
-            check_range(&format!("{s}.{name}.ways"), l.ways, 1, MAX_CACHE_WAYS)?;
+            check_pow2(|| format!("{s}.{name}.sets"), u64::from(l.sets))?;
+            check_range(|| format!("{s}.{name}.ways"), l.ways, 1, MAX_CACHE_WAYS)?;
             let lines = u64::from(l.sets) * u64::from(l.ways);
             if lines > MAX_CACHE_LINES {
                 return Err(ConfigError::OutOfRange {
@@ -1650,10 +1650,10 @@ impl ConfigBlock for CacheConfig {
                 });
             }
             // Latencies are totals, so they cannot fall going outwards.
-            check_range(&format!("{s}.{name}.latency"), l.latency.get(), floor, MAX_LATENCY)?;
+            check_range(|| format!("{s}.{name}.latency"), l.latency.get(), floor, MAX_LATENCY)?;
             floor = l.latency.get();
         }
-        check_range(&format!("{s}.dram_latency"), self.dram_latency.get(), floor, MAX_LATENCY)
+        check_range(|| format!("{s}.dram_latency"), self.dram_latency.get(), floor, MAX_LATENCY)
     }
 }
 

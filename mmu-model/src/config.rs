@@ -456,13 +456,18 @@ const MMU_FIELD_DOCS: &[FieldDoc] = &[
 impl MmuConfig {
     fn validate_impl(&self) -> Result<(), ConfigError> {
         let s = Self::SECTION;
-        check_range(&format!("{s}.walk_ref_latency"), self.walk_ref_latency.get(), 0, MAX_LATENCY)?;
-        check_range(&format!("{s}.phys_addr_bits"), self.phys_addr_bits, 32, 52)?;
+        check_range(
+            || format!("{s}.walk_ref_latency"),
+            self.walk_ref_latency.get(),
+            0,
+            MAX_LATENCY,
+        )?;
+        check_range(|| format!("{s}.phys_addr_bits"), self.phys_addr_bits, 32, 52)?;
         if let Some(b) = self.cbit_pos.0 {
-            check_range(&format!("{s}.cbit_pos"), b, 12, 51)?;
+            check_range(|| format!("{s}.cbit_pos"), b, 12, 51)?;
         }
-        check_range(&format!("{s}.page_walkers"), self.page_walkers, 1, 64)?;
-        check_range(&format!("{s}.mlp_window"), self.mlp_window, 1, 4096)?;
+        check_range(|| format!("{s}.page_walkers"), self.page_walkers, 1, 64)?;
+        check_range(|| format!("{s}.mlp_window"), self.mlp_window, 1, 4096)?;
         self.dtlb.validate(&format!("{s}.dtlb"))?;
         for (name, t) in [
             ("itlb", &self.itlb),

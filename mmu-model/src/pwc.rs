@@ -104,18 +104,18 @@ impl PwcConfig {
     /// # Errors
     /// [`ConfigError::OutOfRange`] naming the field.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        check_range(&format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
+        check_range(|| format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
         for (name, c) in
             [("pml5", self.pml5), ("pml4", self.pml4), ("pdpt", self.pdpt), ("pd", self.pd)]
         {
-            check_pow2(&format!("{key}.{name}.sets"), u64::from(c.sets))?;
-            check_range(&format!("{key}.{name}.sets"), c.sets, 1, MAX_TLB_SETS)?;
+            check_pow2(|| format!("{key}.{name}.sets"), u64::from(c.sets))?;
+            check_range(|| format!("{key}.{name}.sets"), c.sets, 1, MAX_TLB_SETS)?;
             let max = if self.replacement == Replacement::TreePlru {
                 MAX_PLRU_WAYS
             } else {
                 MAX_TLB_WAYS
             };
-            check_range(&format!("{key}.{name}.ways"), c.ways, 0, max)?;
+            check_range(|| format!("{key}.{name}.ways"), c.ways, 0, max)?;
         }
         Ok(())
     }

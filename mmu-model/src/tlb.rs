@@ -123,15 +123,15 @@ impl TlbConfig {
         if self.arrays.is_empty() {
             return Err(bad(format!("{key}.arrays"), "[]".into(), "at least one array"));
         }
-        check_range(&format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
+        check_range(|| format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
         let mut seen = [false; 3];
         for (i, a) in self.arrays.iter().enumerate() {
             let k = format!("{key}.arrays[{i}]");
-            check_pow2(&format!("{k}.sets"), u64::from(a.sets))?;
-            check_range(&format!("{k}.sets"), a.sets, 1, MAX_TLB_SETS)?;
-            check_range(&format!("{k}.ways"), a.ways, 1, MAX_TLB_WAYS)?;
+            check_pow2(|| format!("{k}.sets"), u64::from(a.sets))?;
+            check_range(|| format!("{k}.sets"), a.sets, 1, MAX_TLB_SETS)?;
+            check_range(|| format!("{k}.ways"), a.ways, 1, MAX_TLB_WAYS)?;
             if self.replacement == Replacement::TreePlru {
-                check_range(&format!("{k}.ways"), a.ways, 1, MAX_PLRU_WAYS)?;
+                check_range(|| format!("{k}.ways"), a.ways, 1, MAX_PLRU_WAYS)?;
             }
             if a.sizes.is_empty() {
                 return Err(bad(format!("{k}.sizes"), "[]".into(), "at least one page size"));

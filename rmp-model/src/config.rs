@@ -229,7 +229,7 @@ impl ConfigBlock for RmpConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = Self::SECTION;
-        check_range(&format!("{s}.segment_shift"), u64::from(self.segment_shift), 30, 52)?;
+        check_range(|| format!("{s}.segment_shift"), u64::from(self.segment_shift), 30, 52)?;
         for (k, v) in [
             ("rmp_lookup_latency", self.rmp_lookup_latency),
             ("global_flush_latency", self.global_flush_latency),
@@ -239,7 +239,7 @@ impl ConfigBlock for RmpConfig {
             ("rmpadjust_latency", self.rmpadjust_latency),
             ("fw_command_latency", self.fw_command_latency),
         ] {
-            check_range(&format!("{s}.{k}"), v.get(), 0, MAX_LATENCY)?;
+            check_range(|| format!("{s}.{k}"), v.get(), 0, MAX_LATENCY)?;
         }
         Ok(())
     }

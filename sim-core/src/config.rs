@@ -91,19 +91,45 @@ pub enum ConfigError {
     BadOverride(String),
 }
 
+/// A field's dotted name for an error message: a `&str`, or a closure that builds it, so
+/// that a check that passes formats nothing (configurations are validated per CPU and per
+/// scenario line).
+pub trait FieldKey {
+    /// The name.
+    fn name(self) -> String;
+}
+
+impl FieldKey for &str {
+    fn name(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl FieldKey for &String {
+    fn name(self) -> String {
+        self.clone()
+    }
+}
+
+impl<F: FnOnce() -> String> FieldKey for F {
+    fn name(self) -> String {
+        self()
+    }
+}
+
 /// Check `lo <= v <= hi`, naming the field on failure.
 ///
 /// # Errors
 /// [`ConfigError::OutOfRange`].
 pub fn check_range<T: PartialOrd + fmt::Display>(
-    key: &str,
+    key: impl FieldKey,
     v: T,
     lo: T,
     hi: T,
 ) -> Result<(), ConfigError> {
     if v < lo || v > hi {
         return Err(ConfigError::OutOfRange {
-            key: key.to_owned(),
+            key: key.name(),
             value: v.to_string(),
             why: format!("must be in {lo}..={hi}"),
         });
@@ -111,14 +137,14 @@ pub fn check_range<T: PartialOrd + fmt::Display>(
     Ok(())
 }
 
-/// Check that a count is a power of two (TLB sets, cache sets).
+/// Check that a count is a power of two (TLB sets, cache sets), naming the field on failure.
 ///
 /// # Errors
 /// [`ConfigError::OutOfRange`].
-pub fn check_pow2(key: &str, v: u64) -> Result<(), ConfigError> {
+pub fn check_pow2(key: impl FieldKey, v: u64) -> Result<(), ConfigError> {
     if v == 0 || !v.is_power_of_two() {
         return Err(ConfigError::OutOfRange {
-            key: key.to_owned(),
+            key: key.name(),
             value: v.to_string(),
             why: "must be a power of two".into(),
         });
