@@ -367,6 +367,16 @@ impl<P: PhysAddr> PhysMemTables<P> {
         self.slot_of(page.raw() >> 12).map(|s| self.slots[s as usize].entries())
     }
 
+    /// The value every entry of table page `page` holds, if they are all the same (a page
+    /// filled with one value and not written since); `None` otherwise or if `page` is not a
+    /// table page.
+    pub fn uniform(&self, page: P) -> Option<u64> {
+        match &self.slots[self.slot_of(page.raw() >> 12)? as usize] {
+            Slot::Linear { first, step: 0 } => Some(*first),
+            _ => None,
+        }
+    }
+
     /// [`PhysMemTables::entries`] without a copy when the page is stored entry by entry.
     pub fn entries_ref(&self, page: P) -> Option<std::borrow::Cow<'_, [u64; ENTRIES_PER_TABLE]>> {
         self.slot_of(page.raw() >> 12).map(|s| match &self.slots[s as usize] {

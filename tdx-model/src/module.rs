@@ -1107,6 +1107,10 @@ impl TdxModule {
         let mut out = Vec::new();
         let mut stack = vec![(root.raw() & sept::bits::HPA_MASK, root_level, 0u64)];
         while let Some((table, level, base)) = stack.pop() {
+            // A table still as the module made it: nothing but FREE entries.
+            if tables.uniform(spa(table)) == Some(sept::FREE_RAW) {
+                continue;
+            }
             // A non-table page reads as zeros, as `PhysMemTables::read` reads it.
             let entries = tables.entries_ref(spa(table)).unwrap_or(Cow::Owned([0; 512]));
             // Most of a table holds the FREE value the module fills tables with: 64 entries at
