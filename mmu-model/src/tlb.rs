@@ -901,19 +901,22 @@ impl Tlb {
             }
             slot
         };
+        let hit = slot.map(|slot| self.hit_of(slot, va & !0xfff));
+        // One uniqueness check of the shared memo per search (an atomic operation).
         let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
         (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
-        let Some(slot) = slot else {
+        match hit {
+            Some(h) => {
+                m.hit = Some(h);
+                m.state = hit_state(&h);
+            }
             // A miss: only the discriminant is written (the common case on a walk).
-            m.hit = None;
-            m.state = 0;
-            return None;
-        };
-        let hit = self.hit_of(slot, va & !0xfff);
-        let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
-        m.hit = Some(hit);
-        m.state = hit_state(&hit);
-        Some(hit)
+            None => {
+                m.hit = None;
+                m.state = 0;
+            }
+        }
+        hit
     }
 
     #[inline]
