@@ -1926,7 +1926,13 @@ impl Machine {
             let o = {
                 let mut chk = RmpCheckStage::new(&mut self.rmp, lookup)
                     .writes_at_fill(!self.cfg.mmu.recheck_write_on_read_fill);
-                self.cpus[cpu].mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
+                let mmu = &mut self.cpus[cpu].mmu;
+                if pid.is_none() {
+                    // The kernel's direct map: mostly large pages.
+                    mmu.access_large(&mut self.tables, &mut chk, &mut lat, &req)
+                } else {
+                    mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
+                }
             };
             if pid.is_none() && matches!(ctx, Context::HostKernel) && o.walked() {
                 self.accesses.kernel_dtlb_misses += 1;

@@ -950,6 +950,42 @@ impl Tlb {
         }
     }
 
+    /// Whether the memo of searches that found a large entry has something current for
+    /// `va`'s 2 MiB region (then [`Tlb::large_memo_hit`] may answer). Two loads and two
+    /// comparisons, so that a miss of the page memo that walks pays little for asking.
+    #[inline(always)]
+    pub(crate) fn large_memo_current(&self, va: u64) -> bool {
+        let region = va >> 21;
+        let lm = &self.large_memo[(region % LARGE_MEMO_SLOTS as u64) as usize];
+        lm.generation == self.generation && lm.region == region
+    }
+
+    /// [`Tlb::memo_hit`] through the memo of searches that found a large entry: when a recent
+    /// search in `va`'s 2 MiB region found a 2M or 1G entry, nothing has changed since, and
+    /// the filters prove that no smaller entry translates `va`, the hit a lookup would return:
+    /// its slot, size, the address of `va`'s 4 KiB page and its [`hit_state`]. Without side
+    /// effects, like [`Tlb::memo_hit`].
+    #[inline(never)]
+    pub(crate) fn large_memo_hit(
+        &self,
+        va: u64,
+        tag: TlbTag,
+        nroot: u64,
+    ) -> Option<(TlbSlot, PageSize, u64, u8)> {
+        let region = va >> 21;
+        let lm = &self.large_memo[usize::try_from(region % LARGE_MEMO_SLOTS as u64).ok()?];
+        if lm.generation != self.generation
+            || lm.region != region
+            || lm.tag != tag
+            || lm.nroot != nroot
+            || !self.proven_none_smaller(va, self.slot_entry(lm.slot).size)
+        {
+            return None;
+        }
+        let hit = self.hit_of(lm.slot, va & !0xfff);
+        Some((hit.slot, hit.size, hit.pa.raw(), hit_state(&hit)))
+    }
+
     /// The side effects of a lookup that hit `slot` (an entry of `size`): exactly what
     /// [`Tlb::lookup_in`] does on a hit.
     #[inline(always)]
