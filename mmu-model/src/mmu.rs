@@ -777,7 +777,7 @@ impl Mmu {
 
     /// [`Mmu::access`] for an address space mapped mostly with large pages (the kernel's
     /// direct map): a TLB hit on a 4 KiB page the page memo does not know is also answered
-    /// through the memo of its 2 MiB region ([`Mmu::host_hit_large`]). Same outcome and side
+    /// through the memo of its 2 MiB region (`Mmu::host_hit_large`). Same outcome and side
     /// effects as [`Mmu::access`]; a function of its own so that [`Mmu::access`], which the
     /// walk benchmarks of issue #3 measure, pays nothing for the extra test.
     #[inline(always)]
