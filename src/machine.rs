@@ -380,6 +380,20 @@ fn guest_verdict(v: GuestViolation) -> CheckVerdict {
 /// The RMP's view of a vCPU: its VM's ASID, whether the VM is SNP-active, and its VMPL (a VTL
 /// runs at VMPL0 until the VTL-to-VMPL mapping of the memory-attributes issue exists). `None`
 /// for a TD (no RMP on a TDX host) and for an unknown VM.
+/// A host access through `mmu`, checked by `chk`: through [`Mmu::access_large`] for the
+/// kernel (the direct map's large pages), [`Mmu::access`] otherwise.
+#[inline(always)]
+fn host_translate<C: TranslationCheck>(
+    mmu: &mut Mmu,
+    tables: &mut PhysMemTables,
+    chk: &mut C,
+    lat: &mut Metered<'_>,
+    req: &AccessRequest,
+    kernel: bool,
+) -> mmu_model::AccessOutcome {
+    if kernel { mmu.access_large(tables, chk, lat, req) } else { mmu.access(tables, chk, lat, req) }
+}
+
 fn rmp_context(
     vm: Option<&VmInfo>,
     ctx: Context,
@@ -1923,16 +1937,16 @@ impl Machine {
             let lookup = self.cfg.rmp.rmp_lookup_latency;
             let mut lat =
                 Metered { caches: self.caches.cpu(cpu), walk: Cycles::ZERO, check: Cycles::ZERO };
-            let o = {
+            // The kernel's direct map is mostly large pages ([`Mmu::access_large`]).
+            let kernel = pid.is_none();
+            let mmu = &mut self.cpus[cpu].mmu;
+            let o = if self.cfg.machine.vendor == crate::config::Vendor::Intel {
+                // An Intel host has no RMP: its accesses meet no check stage.
+                host_translate(mmu, &mut self.tables, &mut NoCheck, &mut lat, &req, kernel)
+            } else {
                 let mut chk = RmpCheckStage::new(&mut self.rmp, lookup)
                     .writes_at_fill(!self.cfg.mmu.recheck_write_on_read_fill);
-                let mmu = &mut self.cpus[cpu].mmu;
-                if pid.is_none() {
-                    // The kernel's direct map: mostly large pages.
-                    mmu.access_large(&mut self.tables, &mut chk, &mut lat, &req)
-                } else {
-                    mmu.access(&mut self.tables, &mut chk, &mut lat, &req)
-                }
+                host_translate(mmu, &mut self.tables, &mut chk, &mut lat, &req, kernel)
             };
             if pid.is_none() && matches!(ctx, Context::HostKernel) && o.walked() {
                 self.accesses.kernel_dtlb_misses += 1;

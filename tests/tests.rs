@@ -3032,3 +3032,36 @@ mod explore {
         assert_eq!(code, 2);
     }
 }
+
+/// An Intel host has no RMP (spec/tdx.md: TDX protects private memory with the PAMT and
+/// key IDs, not with a reverse map checked on host accesses): the same host stores that an
+/// AMD host checks against the RMP, reading an entry for each, meet no check stage on `spr`,
+/// and no RMP cycles are charged. (Until this stop an Intel host still read RMP entries.)
+mod intel_host {
+    use ccsim::engine::{ConfigLayers, Input, RunOptions, run};
+
+    fn rmp_of(preset: &str) -> (u64, u64, u64) {
+        let dir = std::env::temp_dir().join(format!("ccsim-intel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("stores-{preset}.ccs"));
+        let mut text = format!("machine preset={preset} cpus=1 memory=8G\n");
+        for i in 0..64u64 {
+            text.push_str(&format!("c0 host store phys:{:#x} 8\n", 0x1_0000_0000u64 + i * 0x10000));
+        }
+        std::fs::write(&p, text).unwrap();
+        let r =
+            run(&ConfigLayers::default(), &Input::File(p), &RunOptions::default()).unwrap().report;
+        assert_eq!(r.accesses.stores, 64, "{preset}");
+        (r.rmp.checks, r.rmp.entry_reads, r.cycles.rmp_check)
+    }
+
+    #[test]
+    fn host_stores_meet_the_rmp_on_amd_only() {
+        let (checks, reads, cycles) = rmp_of("zen4");
+        // One check per TLB fill (the entry keeps the result), so fewer than the stores.
+        assert!(checks > 0 && reads > 0 && cycles > 0, "zen4: {checks} {reads} {cycles}");
+        for intel in ["spr", "emr", "gnr", "skylake-sp"] {
+            assert_eq!(rmp_of(intel), (0, 0, 0), "{intel}");
+        }
+    }
+}
