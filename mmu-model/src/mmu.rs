@@ -25,7 +25,7 @@ use crate::nested::{
 use crate::overlap::WalkOverlap;
 use crate::pwc::Pwc;
 use crate::tables::PhysMemTables;
-use crate::tlb::{FlushScope, Tlb, TlbFill, TlbTag};
+use crate::tlb::{FlushScope, Tlb, TlbFill, TlbSlot, TlbTag};
 use crate::walk::{
     AccessKind, FastWalk, PageFault, PagingControls, Perms, PfErrorCode, Plan, Privilege, RefKind,
     Stage, Translation, WalkContext, WalkRef, WalkRefs, WalkRequest, WalkStart, X86Masks,
@@ -788,13 +788,13 @@ impl Mmu {
         lat: &mut L,
         req: &AccessRequest,
     ) -> AccessOutcome {
-        if let Some((spa, size, cost, level)) = self.host_hit_fast(req) {
+        if let Some((spa, size, cost, level)) =
+            self.host_hit_fast(req).or_else(|| self.host_hit_large(req))
+        {
             return hit_outcome(spa, size, cost, level);
         }
         let mut out = empty_outcome(req);
-        if !self.host_hit_large(req, &mut out) {
-            self.access_general(tables, checker, lat, req, &mut out);
-        }
+        self.access_general(tables, checker, lat, req, &mut out);
         out
     }
 
@@ -837,61 +837,70 @@ impl Mmu {
         req: &AccessRequest,
     ) -> Option<(Spa, PageSize, Cycles, TlbLevelId)> {
         let va = req.va.raw();
-        let sh = self.va_shift;
-        // Hva::is_canonical with the shift precomputed.
-        if self.oracle.is_some() || ((va << sh).cast_signed() >> sh).cast_unsigned() != va {
+        if !self.fast_usable(va) {
             return None;
         }
         let ok = self.fast_ok[fast_index(req.kind, req.privilege)];
         let tag = self.cr3.tag;
-        let (t1, level) = self.tlbs.l1_mut(req.kind);
+        let (t1, _) = self.tlbs.l1_mut(req.kind);
         let (h, state) = t1.memo_hit(va, tag, 0)?;
         if ok >> state & 1 == 0 {
             return None;
         }
         let (slot, size, page) = (h.slot, h.size, h.pa.raw());
+        Some(self.fast_hit_done(req, slot, size, page))
+    }
+
+    /// Whether the fast hit paths may answer an access to `va`: the oracle is off and `va` is
+    /// canonical ([`Hva::is_canonical`] with the shift precomputed).
+    #[inline(always)]
+    fn fast_usable(&self, va: u64) -> bool {
+        let sh = self.va_shift;
+        self.oracle.is_none() && ((va << sh).cast_signed() >> sh).cast_unsigned() == va
+    }
+
+    /// The side effects of an L1 hit a fast path found at `slot` (an entry of `size`, `page`
+    /// the address of the accessed 4 KiB page): the TLB's replacement state and counters, the
+    /// MMU's counters. Returns the SPA, size, cost and level.
+    #[inline(always)]
+    fn fast_hit_done(
+        &mut self,
+        req: &AccessRequest,
+        slot: TlbSlot,
+        size: PageSize,
+        page: u64,
+    ) -> (Spa, PageSize, Cycles, TlbLevelId) {
+        let (t1, level) = self.tlbs.l1_mut(req.kind);
         t1.record_memo_hit(slot, size);
         let latency = t1.hit_latency();
         self.stats.accesses += 1;
         self.stats.tlb_hits += 1;
         self.stats.cycles += latency;
-        Some((Spa::new_truncate(page | (va & 0xfff)), size, latency, level))
+        (Spa::new_truncate(page | (req.va.raw() & 0xfff)), size, latency, level)
     }
 
     /// [`Mmu::host_hit_fast`] for a new 4 KiB page under a large L1 entry (the kernel's direct
     /// map under SNP: 2M entries, and a page memo that misses on almost every access): the
     /// memo of the page's 2 MiB region answers, with every side effect of the hit (as the
-    /// general path's hit). `false` (nothing done): take the general path.
+    /// general path's hit). `None` (nothing done): take the general path.
     #[inline(always)]
-    fn host_hit_large(&mut self, req: &AccessRequest, out: &mut AccessOutcome) -> bool {
+    fn host_hit_large(
+        &mut self,
+        req: &AccessRequest,
+    ) -> Option<(Spa, PageSize, Cycles, TlbLevelId)> {
         let va = req.va.raw();
-        let (t1, level) = self.tlbs.l1_mut(req.kind);
-        if !t1.large_memo_current(va) || self.oracle.is_some() {
-            return false;
-        }
-        let sh = self.va_shift;
-        if ((va << sh).cast_signed() >> sh).cast_unsigned() != va {
-            return false;
+        let (t1, _) = self.tlbs.l1_mut(req.kind);
+        if !t1.large_memo_current(va) || !self.fast_usable(va) {
+            return None;
         }
         let ok = self.fast_ok[fast_index(req.kind, req.privilege)];
         let tag = self.cr3.tag;
         let (t1, _) = self.tlbs.l1_mut(req.kind);
-        let Some((slot, size, page, state)) = t1.large_memo_hit(va, tag, 0) else {
-            return false;
-        };
+        let (slot, size, page, state) = t1.large_memo_hit(va, tag, 0)?;
         if ok >> state & 1 == 0 {
-            return false;
+            return None;
         }
-        t1.record_memo_hit(slot, size);
-        let latency = t1.hit_latency();
-        self.stats.accesses += 1;
-        self.stats.tlb_hits += 1;
-        self.stats.cycles += latency;
-        out.result = AccessResult::Translated { spa: Spa::new_truncate(page | (va & 0xfff)), size };
-        out.cost = latency;
-        out.path = AccessPath::TlbHit;
-        out.hit_level = Some(level);
-        true
+        Some(self.fast_hit_done(req, slot, size, page))
     }
 
     /// [`Mmu::access`] past the fast path, filling `out` (initialised as for a non-canonical

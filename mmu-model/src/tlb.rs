@@ -881,26 +881,17 @@ impl Tlb {
     #[inline(never)]
     fn find_memo_slow(&mut self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbHit> {
         let generation = self.generation;
-        let region = va >> 21;
-        let li = usize::try_from(region % LARGE_MEMO_SLOTS as u64).expect("below 32");
-        let lm = self.large_memo[li];
-        let slot = if lm.generation == generation
-            && lm.region == region
-            && lm.tag == tag
-            && lm.nroot == nroot
-            && self.proven_none_smaller(va, self.slot_entry(lm.slot).size)
-        {
-            Some(lm.slot)
-        } else {
+        let slot = self.large_memo_slot(va, tag, nroot).or_else(|| {
             let slot = self.find_scan(va, tag, nroot);
             if let Some(s) = slot
                 && self.slot_entry(s).size != PageSize::K4
             {
-                Arc::make_mut(&mut self.large_memo)[li] =
+                let region = va >> 21;
+                Arc::make_mut(&mut self.large_memo)[Self::large_memo_index(va)] =
                     LargeMemo { generation, region, tag, nroot, slot: s };
             }
             slot
-        };
+        });
         let hit = slot.map(|slot| self.hit_of(slot, va & !0xfff));
         // One uniqueness check of the shared memo per search (an atomic operation).
         let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
@@ -955,16 +946,35 @@ impl Tlb {
     /// comparisons, so that a miss of the page memo that walks pays little for asking.
     #[inline(always)]
     pub(crate) fn large_memo_current(&self, va: u64) -> bool {
-        let region = va >> 21;
-        let lm = &self.large_memo[(region % LARGE_MEMO_SLOTS as u64) as usize];
-        lm.generation == self.generation && lm.region == region
+        let lm = &self.large_memo[Self::large_memo_index(va)];
+        lm.generation == self.generation && lm.region == va >> 21
     }
 
-    /// [`Tlb::memo_hit`] through the memo of searches that found a large entry: when a recent
-    /// search in `va`'s 2 MiB region found a 2M or 1G entry, nothing has changed since, and
-    /// the filters prove that no smaller entry translates `va`, the hit a lookup would return:
-    /// its slot, size, the address of `va`'s 4 KiB page and its [`hit_state`]. Without side
-    /// effects, like [`Tlb::memo_hit`].
+    /// The slot of `va`'s 2 MiB region in the memo of searches that found a large entry.
+    #[inline(always)]
+    fn large_memo_index(va: u64) -> usize {
+        // Masked to 5 bits: always fits.
+        usize::try_from((va >> 21) % LARGE_MEMO_SLOTS as u64).expect("below 32")
+    }
+
+    /// The slot a search for `va` would find, if the memo of searches that found a large entry
+    /// answers it: a search in `va`'s 2 MiB region found a 2M or 1G entry, nothing has changed
+    /// since, and the filters prove that no smaller entry translates `va`.
+    #[inline(always)]
+    fn large_memo_slot(&self, va: u64, tag: TlbTag, nroot: u64) -> Option<TlbSlot> {
+        let lm = &self.large_memo[Self::large_memo_index(va)];
+        (lm.generation == self.generation
+            && lm.region == va >> 21
+            && lm.tag == tag
+            && lm.nroot == nroot
+            && self.proven_none_smaller(va, self.slot_entry(lm.slot).size))
+        .then_some(lm.slot)
+    }
+
+    /// [`Tlb::memo_hit`] through the memo of searches that found a large entry
+    /// ([`Tlb::large_memo_slot`]): the hit a lookup would return, as its slot, size, the
+    /// address of `va`'s 4 KiB page and its [`hit_state`]. Without side effects, like
+    /// [`Tlb::memo_hit`].
     #[inline(never)]
     pub(crate) fn large_memo_hit(
         &self,
@@ -972,17 +982,7 @@ impl Tlb {
         tag: TlbTag,
         nroot: u64,
     ) -> Option<(TlbSlot, PageSize, u64, u8)> {
-        let region = va >> 21;
-        let lm = &self.large_memo[usize::try_from(region % LARGE_MEMO_SLOTS as u64).ok()?];
-        if lm.generation != self.generation
-            || lm.region != region
-            || lm.tag != tag
-            || lm.nroot != nroot
-            || !self.proven_none_smaller(va, self.slot_entry(lm.slot).size)
-        {
-            return None;
-        }
-        let hit = self.hit_of(lm.slot, va & !0xfff);
+        let hit = self.hit_of(self.large_memo_slot(va, tag, nroot)?, va & !0xfff);
         Some((hit.slot, hit.size, hit.pa.raw(), hit_state(&hit)))
     }
 
