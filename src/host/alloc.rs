@@ -248,11 +248,17 @@ impl BuddyAllocator {
         Ok(())
     }
 
+    /// One past the last page of the allocated block that starts nearest at or below `pfn`
+    /// (`pfn` is in it if below that end): one ordered lookup.
+    fn used_end(&self, pfn: u64) -> Option<u64> {
+        self.used.range(..=pfn).next_back().map(|(&b, &o)| b + (1u64 << o))
+    }
+
     /// Whether `pfn` is in a used or free block of this allocator.
     fn managed(&self, pfn: u64) -> bool {
         let covers =
             |base: Option<(u64, u8)>| base.is_some_and(|(b, o)| pfn >= b && pfn < b + (1u64 << o));
-        if covers(self.used.range(..=pfn).next_back().map(|(&b, &o)| (b, o))) {
+        if self.used_end(pfn).is_some_and(|end| pfn < end) {
             return true;
         }
         (0..=MAX_ORDER).any(|o| covers(self.block_at_or_below(o, pfn).map(|b| (b, o))))
@@ -272,9 +278,7 @@ impl BuddyAllocator {
         // A page inside an allocated block is not free: one ordered lookup answers what the
         // search below would, after one lookup per order (a TDX 2M AUG claims 512 pages that
         // guest_memfd already holds).
-        if let Some((&b, &o)) = self.used.range(..=pfn).next_back()
-            && pfn < b + (1u64 << o)
-        {
+        if self.used_end(pfn).is_some_and(|end| pfn < end) {
             return Err(err);
         }
         // Find the free block containing pfn, at order >= `order`.
@@ -307,9 +311,7 @@ impl BuddyAllocator {
     /// already holds) is settled by one lookup.
     pub fn reserve_free_pages(&mut self, spa: Spa, pages: u64) -> u64 {
         let pfn = spa.raw() >> 12;
-        if let Some((&b, &o)) = self.used.range(..=pfn).next_back()
-            && pfn + pages <= b + (1u64 << o)
-        {
+        if self.used_end(pfn).is_some_and(|end| pfn + pages <= end) {
             return 0;
         }
         (0..pages).filter(|i| self.reserve(Spa::new_truncate((pfn + i) << 12), 0).is_ok()).count()
