@@ -361,12 +361,6 @@ impl<P: PhysAddr> PhysMemTables<P> {
         }
     }
 
-    /// The 512 entries of table page `page` (any address in it), or `None` if it is not a
-    /// table page: one lookup for a whole page, for callers that scan every entry.
-    pub fn entries(&self, page: P) -> Option<[u64; ENTRIES_PER_TABLE]> {
-        self.slot_of(page.raw() >> 12).map(|s| self.slots[s as usize].entries())
-    }
-
     /// The value every entry of table page `page` holds, if they are all the same (a page
     /// filled with one value and not written since); `None` otherwise or if `page` is not a
     /// table page.
@@ -377,8 +371,10 @@ impl<P: PhysAddr> PhysMemTables<P> {
         }
     }
 
-    /// [`PhysMemTables::entries`] without a copy when the page is stored entry by entry.
-    pub fn entries_ref(&self, page: P) -> Option<std::borrow::Cow<'_, [u64; ENTRIES_PER_TABLE]>> {
+    /// The 512 entries of table page `page` (any address in it), or `None` if it is not a
+    /// table page: one lookup for a whole page, for callers that scan every entry. Borrowed
+    /// when the page is stored entry by entry, built when it is stored compactly.
+    pub fn entries(&self, page: P) -> Option<std::borrow::Cow<'_, [u64; ENTRIES_PER_TABLE]>> {
         self.slot_of(page.raw() >> 12).map(|s| match &self.slots[s as usize] {
             Slot::Full(p) => std::borrow::Cow::Borrowed(&**p),
             linear @ Slot::Linear { .. } => std::borrow::Cow::Owned(linear.entries()),

@@ -1112,7 +1112,7 @@ impl TdxModule {
                 continue;
             }
             // A non-table page reads as zeros, as `PhysMemTables::read` reads it.
-            let entries = tables.entries_ref(spa(table)).unwrap_or(Cow::Owned([0; 512]));
+            let entries = tables.entries(spa(table)).unwrap_or(Cow::Owned([0; 512]));
             // Most of a table holds the FREE value the module fills tables with: 64 entries at
             // a time are compared with it (an OR of differences, which vectorizes), and a group
             // of FREE entries is passed over without a decode.
