@@ -541,6 +541,9 @@ struct ExploreArgs {
     /// Go on after a failing schedule and report every one.
     #[arg(long)]
     all: bool,
+    /// Worker threads (default: one per core; 1: none). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Preset (see `ccsim presets`).
     #[arg(long)]
     preset: Option<String>,
@@ -583,6 +586,7 @@ fn explore(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         bound: a.bound,
         max_schedules: a.max_schedules,
         stop_at_first: !a.all,
+        threads: a.threads,
     };
     let t0 = std::time::Instant::now();
     let res = ex::explore(&a.scenario, &layers, &opts)?;

@@ -36,16 +36,19 @@ pub struct ExploreOptions {
     pub max_schedules: u64,
     /// Stop at the first failing schedule.
     pub stop_at_first: bool,
+    /// Worker threads: 0 one per core, 1 none (the search runs on the calling thread).
+    /// The result does not depend on it.
+    pub threads: usize,
 }
 
 impl Default for ExploreOptions {
     fn default() -> Self {
-        ExploreOptions { bound: 2, max_schedules: 1_000_000, stop_at_first: true }
+        ExploreOptions { bound: 2, max_schedules: 1_000_000, stop_at_first: true, threads: 0 }
     }
 }
 
 /// A schedule that failed, and why.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Failure {
     /// The program index of every step, replayable with `--replay`.
     pub schedule: Vec<usize>,
@@ -54,7 +57,7 @@ pub struct Failure {
 }
 
 /// What an exploration found.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ExploreResult {
     /// Program names, by index.
     pub programs: Vec<String>,
@@ -345,6 +348,13 @@ impl Scenario {
 
 /// Explore every schedule of `path`'s programs within `opts.bound` preemptions.
 ///
+/// The schedules form a tree: a run's choice points beyond its forced prefix each have
+/// alternatives within the bound, and each alternative roots a subtree. The sequential search
+/// visits it depth-first, deepest choice point first, alternatives in program order; every
+/// count, failure and cut of the result is that visit's, whatever `opts.threads` is. With
+/// more than one thread the subtrees run in parallel (each on a copy of the start machine
+/// kept per thread), and the results are merged in the sequential order (see [`merge`]).
+///
 /// # Errors
 /// Bad input (the scenario, its configuration, a program line the machine refuses).
 pub fn explore(
@@ -361,69 +371,225 @@ pub fn explore(
         steps: 0,
         failures: Vec::new(),
     };
-    // The choice stack: per step, the program chosen and the alternatives still to try.
-    let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
-    loop {
-        let forced: Vec<usize> = stack.iter().map(|(c, _)| *c).collect();
-        let run = s.run(&start, &forced, false)?;
+    let search = Search::new(&s, start, opts);
+    let tree = match opts.threads {
+        0 | 1 => search.node(Vec::new(), &mut Vec::new()),
+        n => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| anyhow!("--threads {n}: {e}"))?
+            .install(|| search.node(Vec::new(), &mut Vec::new())),
+    };
+    if merge(&search, tree, &mut res, false)?.is_continue() {
+        res.complete = true;
+    }
+    Ok(res)
+}
+
+/// What one node of the schedule tree found: its own run, then its subtrees in visiting
+/// order.
+enum Tree {
+    /// The run of the node's forced prefix.
+    Ran { attempt: Attempt, children: Vec<Tree> },
+    /// Not run: the node comes after a failure or error already found (with
+    /// `stop_at_first`), or after `max_schedules` had been reached, so the merge will
+    /// most likely not need it; if it does, it explores it then.
+    Skipped(Vec<usize>),
+    /// Bad input found on this node's run.
+    Error(anyhow::Error),
+}
+
+/// One run, as the merge counts it.
+enum Attempt {
+    /// A forced step found its program blocked: no schedule.
+    Infeasible,
+    /// A schedule of `steps` steps.
+    Schedule { steps: u64, failure: Option<Failure> },
+}
+
+/// The shared state of one exploration.
+struct Search<'a> {
+    s: &'a Scenario,
+    opts: &'a ExploreOptions,
+    /// The start machine per thread: the calling thread's is the original; a worker
+    /// thread's is cloned from `spare` when it first needs one (a machine is `Send` but not
+    /// `Sync`, so threads cannot share one).
+    per_thread: thread_local::ThreadLocal<Machine>,
+    /// A copy of the start machine to clone from (parallel searches only).
+    spare: std::sync::Mutex<Option<Machine>>,
+    /// Whether subtrees run on worker threads.
+    parallel: bool,
+    /// The earliest node (by its path of child indices, the visiting order) whose run failed
+    /// or met bad input, when the search stops at the first failure.
+    first_stop: std::sync::Mutex<Option<Vec<usize>>>,
+    /// Schedules run so far, in any order.
+    ran: std::sync::atomic::AtomicU64,
+    /// The whole exploration's `max_schedules` (a re-run skipped subtree has a smaller
+    /// budget of its own).
+    limit: u64,
+}
+
+impl<'a> Search<'a> {
+    fn new(s: &'a Scenario, start: Machine, opts: &'a ExploreOptions) -> Self {
+        let parallel = match opts.threads {
+            0 => rayon::current_num_threads() > 1,
+            n => n > 1,
+        };
+        let spare = parallel.then(|| start.clone());
+        let per_thread = thread_local::ThreadLocal::new();
+        per_thread.get_or(|| start);
+        Search {
+            s,
+            opts,
+            per_thread,
+            spare: std::sync::Mutex::new(spare),
+            parallel,
+            first_stop: std::sync::Mutex::new(None),
+            ran: std::sync::atomic::AtomicU64::new(0),
+            limit: opts.max_schedules,
+        }
+    }
+
+    fn start(&self) -> &Machine {
+        self.per_thread.get_or(|| {
+            let spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            spare.as_ref().expect("worker threads only in a parallel search").clone()
+        })
+    }
+
+    /// Whether a node at `path` comes after the first stop found (the visiting order is the
+    /// order of paths, a path before its extensions) or after the schedule budget is spent.
+    fn skip(&self, path: &[usize]) -> bool {
+        if self.ran.load(std::sync::atomic::Ordering::Relaxed) >= self.opts.max_schedules {
+            return true;
+        }
+        let first = self.first_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        first.as_ref().is_some_and(|f| f.as_slice() < path)
+    }
+
+    fn stopped_at(&self, path: &[usize]) {
+        let mut first = self.first_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if first.as_ref().is_none_or(|f| path < f.as_slice()) {
+            *first = Some(path.to_vec());
+        }
+    }
+
+    /// Run the node whose forced prefix is `forced`, then its subtrees.
+    fn node(&self, forced: Vec<usize>, path: &mut Vec<usize>) -> Tree {
+        if self.skip(path) {
+            return Tree::Skipped(forced);
+        }
+        let run = match self.s.run(self.start(), &forced, false) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stopped_at(path);
+                return Tree::Error(e);
+            }
+        };
         if run.infeasible {
-            // Nothing new below this prefix: go to the next alternative.
-            stack.truncate(run.points.len() + 1);
-            stack.pop();
-            if !next_alternative(&mut stack) {
-                res.complete = true;
-                return Ok(res);
-            }
-            continue;
+            return Tree::Ran { attempt: Attempt::Infeasible, children: Vec::new() };
         }
-        res.schedules += 1;
-        res.steps += run.points.len() as u64;
+        self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let schedule: Vec<usize> = run.points.iter().map(|p| p.chosen).collect();
-        // New choice points beyond the forced prefix, with their alternatives in the bound.
-        for p in &run.points[forced.len().min(run.points.len())..] {
-            let alts = p
-                .enabled
-                .iter()
-                .copied()
-                .filter(|&a| a != p.chosen)
-                .filter(|&a| {
-                    let cost = u32::from(p.prev_enabled.is_some_and(|q| q != a));
-                    p.preemptions_before + cost <= opts.bound
-                })
-                .rev()
-                .collect();
-            stack.push((p.chosen, alts));
+        let stop = run.failure.is_some() && self.opts.stop_at_first;
+        if stop {
+            self.stopped_at(path);
         }
-        if let Some(reason) = run.failure {
-            res.failures.push(Failure { schedule, reason });
-            if opts.stop_at_first {
-                return Ok(res);
+        // The new choice points beyond the forced prefix, deepest first, each alternative in
+        // program order, within the bound.
+        let mut kids: Vec<Vec<usize>> = Vec::new();
+        if !stop {
+            for d in (forced.len()..run.points.len()).rev() {
+                let p = &run.points[d];
+                for &a in &p.enabled {
+                    let cost = u32::from(p.prev_enabled.is_some_and(|q| q != a));
+                    if a != p.chosen && p.preemptions_before + cost <= self.opts.bound {
+                        let mut f = schedule[..d].to_vec();
+                        f.push(a);
+                        kids.push(f);
+                    }
+                }
             }
         }
-        // A run can end earlier than its forced prefix only on a failure; drop what it did
-        // not reach.
-        stack.truncate(run.points.len());
-        if !next_alternative(&mut stack) {
-            res.complete = true;
-            return Ok(res);
-        }
-        if res.schedules >= opts.max_schedules {
-            return Ok(res);
-        }
+        let attempt = Attempt::Schedule {
+            steps: run.points.len() as u64,
+            failure: run.failure.map(|reason| Failure { schedule, reason }),
+        };
+        let children = if !self.parallel || kids.len() < 2 {
+            kids.into_iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    path.push(i);
+                    let t = self.node(f, path);
+                    path.pop();
+                    t
+                })
+                .collect()
+        } else {
+            use rayon::prelude::*;
+            let base = path.clone();
+            kids.into_par_iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let mut p = base.clone();
+                    p.push(i);
+                    self.node(f, &mut p)
+                })
+                .collect()
+        };
+        Tree::Ran { attempt, children }
     }
 }
 
-/// Move the deepest choice point with an untried alternative to it, dropping exhausted ones;
-/// `false` when none is left.
-fn next_alternative(stack: &mut Vec<(usize, Vec<usize>)>) -> bool {
-    while let Some((c, alts)) = stack.last_mut() {
-        if let Some(a) = alts.pop() {
-            *c = a;
-            return true;
+/// Count `tree` into `res` in visiting order, as the sequential search would: stop at the
+/// first failure (with `stop_at_first`) or when `max_schedules` is reached with more left
+/// (`more_after`: something follows `tree` in the visiting order). A skipped node the count
+/// reaches is explored then, with a fresh budget. `Break` when the search stopped.
+fn merge(
+    search: &Search<'_>,
+    tree: Tree,
+    res: &mut ExploreResult,
+    more_after: bool,
+) -> anyhow::Result<std::ops::ControlFlow<()>> {
+    // A skipped node's search has a budget of what was left, but counts into `res`.
+    let limit = search.limit;
+    use std::ops::ControlFlow;
+    match tree {
+        Tree::Error(e) => Err(e),
+        Tree::Skipped(forced) => {
+            let opts = ExploreOptions {
+                max_schedules: search.limit - res.schedules,
+                ..search.opts.clone()
+            };
+            let mut again = Search::new(search.s, search.start().clone(), &opts);
+            again.limit = search.limit;
+            let t = again.node(forced, &mut Vec::new());
+            merge(&again, t, res, more_after)
         }
-        stack.pop();
+        Tree::Ran { attempt, children } => {
+            let more = more_after || !children.is_empty();
+            if let Attempt::Schedule { steps, failure } = attempt {
+                res.schedules += 1;
+                res.steps += steps;
+                if let Some(f) = failure {
+                    res.failures.push(f);
+                    if search.opts.stop_at_first {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                if res.schedules >= limit && more {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            let n = children.len();
+            for (i, c) in children.into_iter().enumerate() {
+                if merge(search, c, res, more_after || i + 1 < n)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        }
     }
-    false
 }
 
 /// Run one schedule (`--replay`), with a line per step.
@@ -460,4 +626,136 @@ pub fn parse_schedule(text: &str) -> anyhow::Result<Vec<usize>> {
 /// A schedule as `--replay` reads it.
 pub fn format_schedule(s: &[usize]) -> String {
     s.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The search as it was written before it ran in parallel: one loop over a stack of
+    /// choice points, each run from a copy of the start machine. The tree search must give
+    /// exactly its result (counts, steps, failures in order, `complete`) whatever the
+    /// threads.
+    fn reference(
+        path: &Path,
+        layers: &ConfigLayers,
+        opts: &ExploreOptions,
+    ) -> anyhow::Result<ExploreResult> {
+        let s = load(path)?;
+        let start = s.start(&layers.build(&s.settings)?)?;
+        let mut res = ExploreResult {
+            programs: s.programs.iter().map(|(n, _)| n.clone()).collect(),
+            schedules: 0,
+            complete: false,
+            steps: 0,
+            failures: Vec::new(),
+        };
+        // The choice stack: per step, the program chosen and the alternatives still to try.
+        let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
+        loop {
+            let forced: Vec<usize> = stack.iter().map(|(c, _)| *c).collect();
+            let run = s.run(&start, &forced, false)?;
+            if run.infeasible {
+                // Nothing new below this prefix: go to the next alternative.
+                stack.truncate(run.points.len() + 1);
+                stack.pop();
+                if !next_alternative(&mut stack) {
+                    res.complete = true;
+                    return Ok(res);
+                }
+                continue;
+            }
+            res.schedules += 1;
+            res.steps += run.points.len() as u64;
+            let schedule: Vec<usize> = run.points.iter().map(|p| p.chosen).collect();
+            // New choice points beyond the forced prefix, with their alternatives in the bound.
+            for p in &run.points[forced.len().min(run.points.len())..] {
+                let alts = p
+                    .enabled
+                    .iter()
+                    .copied()
+                    .filter(|&a| a != p.chosen)
+                    .filter(|&a| {
+                        let cost = u32::from(p.prev_enabled.is_some_and(|q| q != a));
+                        p.preemptions_before + cost <= opts.bound
+                    })
+                    .rev()
+                    .collect();
+                stack.push((p.chosen, alts));
+            }
+            if let Some(reason) = run.failure {
+                res.failures.push(Failure { schedule, reason });
+                if opts.stop_at_first {
+                    return Ok(res);
+                }
+            }
+            // A run can end earlier than its forced prefix only on a failure; drop what it did
+            // not reach.
+            stack.truncate(run.points.len());
+            if !next_alternative(&mut stack) {
+                res.complete = true;
+                return Ok(res);
+            }
+            if res.schedules >= opts.max_schedules {
+                return Ok(res);
+            }
+        }
+    }
+
+    /// Move the deepest choice point with an untried alternative to it, dropping exhausted ones;
+    /// `false` when none is left.
+    fn next_alternative(stack: &mut Vec<(usize, Vec<usize>)>) -> bool {
+        while let Some((c, alts)) = stack.last_mut() {
+            if let Some(a) = alts.pop() {
+                *c = a;
+                return true;
+            }
+            stack.pop();
+        }
+        false
+    }
+
+    fn races() -> Vec<(std::path::PathBuf, ConfigLayers)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/scenarios/tdx/races");
+        let with = |s: &[&str]| ConfigLayers {
+            sets: s.iter().map(|x| (*x).to_owned()).collect(),
+            ..ConfigLayers::default()
+        };
+        let mut v = Vec::new();
+        for (f, broken) in [
+            ("seed-2m-vs-4k.ccs", "host.tdx_spte_protocol=naive"),
+            ("sept-add-vs-aug-4k.ccs", "host.tdx_spte_protocol=naive"),
+            ("zap-vs-zero-step.ccs", "host.tdx_busy_retry=false"),
+        ] {
+            v.push((dir.join(f), with(&[])));
+            v.push((dir.join(f), with(&[broken])));
+        }
+        v
+    }
+
+    /// Every race, fixed and broken, under several bounds, budgets and thread counts, with
+    /// and without stopping at the first failure: the tree search's result is the loop's.
+    #[test]
+    fn tree_search_gives_the_sequential_result() {
+        let mut failing_seen = 0;
+        for (file, layers) in races() {
+            for bound in [0, 2, 3] {
+                for stop_at_first in [true, false] {
+                    for max_schedules in [1, 7, 1_000_000] {
+                        let base =
+                            ExploreOptions { bound, max_schedules, stop_at_first, threads: 1 };
+                        let want = reference(&file, &layers, &base).unwrap();
+                        failing_seen += usize::from(want.failures.len() > 1);
+                        for threads in [1, 2, 3] {
+                            let opts = ExploreOptions { threads, ..base.clone() };
+                            let got = explore(&file, &layers, &opts).unwrap();
+                            assert_eq!(got, want, "{} {opts:?}", file.display());
+                        }
+                    }
+                }
+            }
+        }
+        // The comparison covered searches that go on past several failures.
+        assert!(failing_seen > 0);
+    }
 }
