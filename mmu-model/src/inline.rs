@@ -135,3 +135,26 @@ mod tests {
         v.push(2);
     }
 }
+
+/// Working space reused from one call to the next, whose contents carry nothing between
+/// calls (each use overwrites what it reads): a walk's plan, which is too large to build on
+/// the stack for every walk. It is allocated on first use, and a copy of its owner starts
+/// without it, so copying a machine (the race explorer copies one per schedule) neither
+/// allocates nor copies working space.
+#[derive(Debug, Default)]
+pub struct Scratch<T: Default>(Option<Box<T>>);
+
+impl<T: Default> Scratch<T> {
+    /// The space, allocated now if this is its first use.
+    #[inline]
+    pub fn get(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T: Default> Clone for Scratch<T> {
+    /// Empty: the contents are working space, not state.
+    fn clone(&self) -> Self {
+        Scratch(None)
+    }
+}

@@ -118,7 +118,7 @@ pub use ept::{EptEntry, EptFlags, EptLeafAttrs, EptMemType};
 pub use fault::{EptQualification, EptViolation, GuestFault, NpfExit, NpfExitInfo1};
 pub use gpa::GpaWidth;
 pub use hierarchy::{HierarchyGeometry, Inclusion, TlbHierarchy, TlbLevelId, TlbLookup};
-pub use inline::InlineVec;
+pub use inline::{InlineVec, Scratch};
 pub use inval::{InvalidationRange, PendingInvalidation};
 pub use iommu::{
     AmdEvent, AmdEventCode, AmdIoPte, Dma, DmaCheck, DmaReadRule, IoPerms, Iommu, IommuConfig,

@@ -15,6 +15,7 @@ use crate::config::MmuConfig;
 use crate::entry::PagingEntry;
 use crate::fault::GuestFault;
 use crate::hierarchy::{HierarchyGeometry, TlbHierarchy, TlbLevelId, TlbLookup};
+use crate::inline::Scratch;
 use crate::inval::PendingInvalidation;
 use crate::latency::{CacheLatency, MemRefKind};
 use crate::level::{Level, Paging};
@@ -448,8 +449,8 @@ pub struct Mmu {
     overlap: WalkOverlap,
     work: CheckWork,
     /// Reusable walk buffers (built in place, never moved: a 2-D plan is a few KiB).
-    plan1d: Box<Plan<Hva, Spa>>,
-    plan2d: Box<Plan2d>,
+    plan1d: Scratch<Plan<Hva, Spa>>,
+    plan2d: Scratch<Plan2d>,
     oracle: Option<Vec<OracleMismatch>>,
     stats: MmuStats,
     /// `64 − va_bits` of the current paging depth (the canonical check).
@@ -558,8 +559,8 @@ impl Mmu {
             nested_pwc: Pwc::new(&cfg.nested_pwc, "mmu.nested_pwc", &rng.fork(5))?,
             overlap: WalkOverlap::new(cfg.page_walkers, cfg.mlp_window),
             work: CheckWork::default(),
-            plan1d: Box::new(Plan::empty(Hva::new(0))),
-            plan2d: Box::default(),
+            plan1d: Scratch::default(),
+            plan2d: Scratch::default(),
             oracle: None,
             stats: MmuStats::default(),
             va_shift: 64 - cr3.paging.va_bits(),
@@ -1063,12 +1064,12 @@ impl Mmu {
             return;
         }
         let wreq = WalkRequest { va: req.va, access: req.kind, privilege: req.privilege, who };
-        let p = &mut *self.plan1d;
+        let p = self.plan1d.get();
         let allow = plan_checked_into(p, tables, &ctx, &wreq, checker, &mut self.work, start);
         p.commit(tables);
         p.push_refs(&mut out.refs);
         out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
-        let p = &*self.plan1d;
+        let p = self.plan1d.get();
         match (p.outcome, allow) {
             (Translation::Translated { pa, size, perms, attrs }, Some(allow)) => {
                 let fill_size = allow.fill_size.unwrap_or(size).min(size);
@@ -1381,7 +1382,7 @@ impl Mmu {
             npwc_probes: 0,
             gpwc_probes: 0,
         };
-        let p = &mut *self.plan2d;
+        let p = self.plan2d.get();
         crate::nested::plan_2d_into(p, host, guest, gctx, &wreq, &mut caches);
         let (nl, nh, np, gpr) =
             (caches.ntlb_lookups, caches.ntlb_hits, caches.npwc_probes, caches.gpwc_probes);
@@ -1397,7 +1398,7 @@ impl Mmu {
         p.push_refs(&mut out.refs);
         out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
         let asid = tag.asid;
-        let p = &*self.plan2d;
+        let p = self.plan2d.get();
         match (p.outcome, allow) {
             (
                 GuestTranslation::Translated {

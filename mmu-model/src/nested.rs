@@ -1160,7 +1160,7 @@ pub fn walk_2d_functional(
 /// Reusable working space for [`translate_2d_functional`] (a 2-D walk's plan is over 1 KiB:
 /// building and copying one per call cost more than the walk).
 #[derive(Clone, Debug, Default)]
-pub struct Walk2dScratch(Box<Plan2d>);
+pub struct Walk2dScratch(crate::inline::Scratch<Plan2d>);
 
 /// The outcome of [`walk_2d_functional`] alone, planned in `scratch`: no reference list is
 /// built and nothing but the outcome is copied out. For instructions that need only where a
@@ -1172,8 +1172,9 @@ pub fn translate_2d_functional(
     ctx: &GuestContext,
     req: &GuestWalkRequest,
 ) -> GuestTranslation {
-    plan_2d_into(&mut scratch.0, host, guest, ctx, req, &mut NoCaches);
-    scratch.0.outcome
+    let p = scratch.0.get();
+    plan_2d_into(p, host, guest, ctx, req, &mut NoCaches);
+    p.outcome
 }
 
 /// Walk a guest access without caches, setting A/D bits (guest entries in `guest`, nested

@@ -620,6 +620,12 @@ pub(crate) struct Plan<V, P: PhysAddr> {
     pub core: Core<P>,
 }
 
+impl<V: Copy + Default, P: PhysAddr> Default for Plan<V, P> {
+    fn default() -> Self {
+        Plan::empty(V::default())
+    }
+}
+
 impl<V: Copy, P: PhysAddr> Plan<V, P> {
     /// An empty plan (a reusable buffer).
     pub fn empty(addr: V) -> Self {
