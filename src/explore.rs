@@ -80,6 +80,8 @@ struct Scenario {
     prelude: Vec<(u64, Record)>,
     programs: Vec<(String, Vec<(u64, Record)>)>,
     finals: Vec<(u64, Check)>,
+    /// What `expect` lines are told of the input.
+    info: InputInfo,
 }
 
 fn load(path: &Path) -> anyhow::Result<Scenario> {
@@ -91,6 +93,7 @@ fn load(path: &Path) -> anyhow::Result<Scenario> {
         prelude: Vec::new(),
         programs: Vec::new(),
         finals: Vec::new(),
+        info: info(&name),
     };
     let mut open: Option<usize> = None;
     for rec in stream {
@@ -126,9 +129,47 @@ struct Prog {
     blocked: bool,
 }
 
+/// A set of program indices (a scenario has at most 255 programs).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ProgSet([u64; 4]);
+
+impl ProgSet {
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(self, i: usize) -> bool {
+        i < 256 && self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// The members, in increasing order.
+    fn iter(self) -> impl Iterator<Item = usize> {
+        (0..4).flat_map(move |w| {
+            let mut bits = self.0[w];
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for ProgSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// The steps of one schedule: which program could run and which did.
 struct Point {
-    enabled: Vec<usize>,
+    enabled: ProgSet,
     chosen: usize,
     /// The program that took the previous step, if it could go on.
     prev_enabled: Option<usize>,
@@ -158,7 +199,7 @@ impl Scenario {
     /// and the lines outside programs run in file order. Deterministic, so it is built once
     /// and each schedule runs on a clone.
     fn start(&self, cfg: &crate::config::MachineConfig) -> anyhow::Result<Machine> {
-        let info = info(&self.name);
+        let info = &self.info;
         let mut m = self.machine(cfg)?;
         let mut last: Option<(u64, Outcome)> = None;
         for (line, r) in &self.prelude {
@@ -173,7 +214,7 @@ impl Scenario {
                     }
                 }
                 Record::Expect { check, .. } => {
-                    let (ok, msg) = m.check(check, last.as_ref().map(|(_, o)| o), &info);
+                    let (ok, msg) = m.check(check, last.as_ref().map(|(_, o)| o), info);
                     if !ok {
                         bail!(
                             "{}:{line}: expectation outside the programs fails: {msg}",
@@ -191,7 +232,7 @@ impl Scenario {
     /// first, then the default choice (the program that ran last if it can go on, else the
     /// lowest that can).
     fn run(&self, start: &Machine, forced: &[usize], log: bool) -> anyhow::Result<Run> {
-        let info = info(&self.name);
+        let info = &self.info;
         let mut m = start.clone();
         let mut run = Run { infeasible: false, points: Vec::new(), failure: None, log: Vec::new() };
         let mut progs: Vec<Prog> = self
@@ -210,7 +251,7 @@ impl Scenario {
                     match r {
                         Record::Event(te) => p.op = Some((*line, m.op_begin(te))),
                         Record::Expect { check, .. } => {
-                            let (ok, msg) = m.check(check, p.last.as_ref().map(|(_, o)| o), &info);
+                            let (ok, msg) = m.check(check, p.last.as_ref().map(|(_, o)| o), info);
                             if !ok && run.failure.is_none() {
                                 run.failure = Some(format!(
                                     "{}:{line}: program `{}`: expect fails: {msg}",
@@ -232,35 +273,39 @@ impl Scenario {
                     return Ok(run);
                 }
             }
-            let live: Vec<usize> = (0..progs.len()).filter(|&i| progs[i].op.is_some()).collect();
+            let (mut live, mut enabled) = (ProgSet::default(), ProgSet::default());
+            for (i, p) in progs.iter().enumerate() {
+                if p.op.is_some() {
+                    live.insert(i);
+                    if !p.blocked {
+                        enabled.insert(i);
+                    }
+                }
+            }
             if live.is_empty() {
                 break;
             }
-            let enabled: Vec<usize> = live.iter().copied().filter(|&i| !progs[i].blocked).collect();
             if enabled.is_empty() {
                 run.failure = Some(format!(
                     "deadlock: every unfinished program is blocked ({})",
-                    live.iter()
-                        .map(|&i| self.programs[i].0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    live.iter().map(|i| self.programs[i].0.as_str()).collect::<Vec<_>>().join(", ")
                 ));
                 return Ok(run);
             }
-            let prev_enabled = prev.filter(|p| enabled.contains(p));
+            let prev_enabled = prev.filter(|&p| enabled.contains(p));
             let step = run.points.len();
             let chosen = match forced.get(step) {
-                Some(&c) if enabled.contains(&c) => c,
+                Some(&c) if enabled.contains(c) => c,
                 Some(&c) => bail!(
                     "schedule step {step}: program {c} cannot run there (runnable: {enabled:?})"
                 ),
-                None => prev_enabled.unwrap_or(enabled[0]),
+                None => prev_enabled.or_else(|| enabled.iter().next()).expect("not empty"),
             };
             if prev_enabled.is_some_and(|p| p != chosen) {
                 preemptions += 1;
             }
             run.points.push(Point {
-                enabled: enabled.clone(),
+                enabled,
                 chosen,
                 prev_enabled,
                 preemptions_before: preemptions
@@ -336,7 +381,7 @@ impl Scenario {
         // nothing but the direct-map sample changes after that.
         m.finish();
         for (line, check) in &self.finals {
-            let (ok, msg) = m.check(check, None, &info);
+            let (ok, msg) = m.check(check, None, info);
             if !ok {
                 run.failure = Some(format!("{}:{line}: expect final fails: {msg}", self.name));
                 return Ok(run);
@@ -501,7 +546,7 @@ impl<'a> Search<'a> {
         if !stop {
             for d in (forced.len()..run.points.len()).rev() {
                 let p = &run.points[d];
-                for &a in &p.enabled {
+                for a in p.enabled.iter() {
                     let cost = u32::from(p.prev_enabled.is_some_and(|q| q != a));
                     if a != p.chosen && p.preemptions_before + cost <= self.opts.bound {
                         let mut f = schedule[..d].to_vec();
@@ -670,17 +715,16 @@ mod tests {
             let schedule: Vec<usize> = run.points.iter().map(|p| p.chosen).collect();
             // New choice points beyond the forced prefix, with their alternatives in the bound.
             for p in &run.points[forced.len().min(run.points.len())..] {
-                let alts = p
+                let mut alts: Vec<usize> = p
                     .enabled
                     .iter()
-                    .copied()
                     .filter(|&a| a != p.chosen)
                     .filter(|&a| {
                         let cost = u32::from(p.prev_enabled.is_some_and(|q| q != a));
                         p.preemptions_before + cost <= opts.bound
                     })
-                    .rev()
                     .collect();
+                alts.reverse();
                 stack.push((p.chosen, alts));
             }
             if let Some(reason) = run.failure {

@@ -37,7 +37,14 @@ pub enum FileKind {
 /// The file does not exist or cannot be read (naming it).
 pub fn open(path: &Path) -> anyhow::Result<(FileKind, RecordStream)> {
     let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
+    // A 1 MiB buffer for traces; a small regular file (a scenario) needs no more than its
+    // size (a 1 MiB buffer is a fresh mapping each time, which a race explorer that loads its
+    // scenario per call paid for on every call).
+    let cap = match f.metadata() {
+        Ok(m) if m.is_file() => m.len().clamp(8 << 10, 1 << 20),
+        _ => 1 << 20,
+    };
+    let mut r = BufReader::with_capacity(usize::try_from(cap).unwrap_or(1 << 20), f);
     let head = r.fill_buf().with_context(|| format!("{}", path.display()))?;
     let name = path.display().to_string();
     let named_cct = path.extension().is_some_and(|x| x == "cct");
