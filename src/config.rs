@@ -251,7 +251,26 @@ impl ConfigBuilder {
     /// # Errors
     /// Unknown preset, or a broken built-in overlay.
     pub fn from_preset(name: &str) -> Result<ConfigBuilder, ConfigError> {
+        // Each preset's table is built once per process (a sweep or a race exploration builds
+        // many configurations from the same preset; serializing the defaults and parsing the
+        // overlay was most of the cost of each).
+        static TABLES: std::sync::OnceLock<
+            Vec<std::sync::OnceLock<Result<toml::Table, ConfigError>>>,
+        > = std::sync::OnceLock::new();
         let p = preset(name)?;
+        let i = PRESETS.iter().position(|q| q.name == p.name).expect("found above");
+        let slots =
+            TABLES.get_or_init(|| PRESETS.iter().map(|_| std::sync::OnceLock::new()).collect());
+        match slots[i].get_or_init(|| ConfigBuilder::preset_table(p)) {
+            Ok(table) => Ok(ConfigBuilder { table: table.clone() }),
+            // A broken built-in preset (tests rule it out): build it again for the error.
+            Err(_) => ConfigBuilder::preset_table(p).map(|table| ConfigBuilder { table }),
+        }
+    }
+
+    /// The table of the defaults plus preset `p`.
+    fn preset_table(p: &Preset) -> Result<toml::Table, ConfigError> {
+        let name = p.name;
         let bad = |what: &str| ConfigError::Invalid {
             origin: format!("preset {name}"),
             message: format!("built-in {what} preset missing"),
@@ -272,7 +291,7 @@ impl ConfigBuilder {
         let mut b = ConfigBuilder { table };
         b.add_toml(p.toml, &format!("preset {name}"))?;
         set_path(&mut b.table, "machine.preset", toml::Value::String(name.to_owned()), "preset")?;
-        Ok(b)
+        Ok(b.table)
     }
 
     /// Merge a TOML document (a config file).
