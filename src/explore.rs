@@ -228,12 +228,11 @@ impl Scenario {
         Ok(m)
     }
 
-    /// Run one schedule on a copy of `start` (see [`Scenario::start`]): the steps of `forced`
-    /// first, then the default choice (the program that ran last if it can go on, else the
-    /// lowest that can).
-    fn run(&self, start: &Machine, forced: &[usize], log: bool) -> anyhow::Result<Run> {
+    /// Run one schedule on `m`, a copy of the start machine (see [`Scenario::start`]): the
+    /// steps of `forced` first, then the default choice (the program that ran last if it can
+    /// go on, else the lowest that can).
+    fn run(&self, m: &mut Machine, forced: &[usize], log: bool) -> anyhow::Result<Run> {
         let info = &self.info;
-        let mut m = start.clone();
         let mut run = Run { infeasible: false, points: Vec::new(), failure: None, log: Vec::new() };
         let mut progs: Vec<Prog> = self
             .programs
@@ -452,14 +451,46 @@ enum Attempt {
     Schedule { steps: u64, failure: Option<Failure> },
 }
 
+/// A thread's start machine, and the machine its schedules run on: each schedule restores
+/// it from `start` with `clone_from`, which copies into the storage the last schedule left
+/// (see `sim_core::reuse`) instead of allocating a new machine and freeing the old one.
+struct Machines {
+    start: Machine,
+    work: std::cell::RefCell<Option<Machine>>,
+}
+
+impl Machines {
+    fn new(start: Machine) -> Self {
+        Machines { start, work: std::cell::RefCell::new(None) }
+    }
+
+    fn run(&self, s: &Scenario, forced: &[usize]) -> anyhow::Result<Run> {
+        // A run starts no other task on this thread, so the working machine is free here;
+        // were it not, a fresh copy serves.
+        match self.work.try_borrow_mut() {
+            Ok(mut w) => {
+                let m = match w.as_mut() {
+                    Some(m) => {
+                        m.clone_from(&self.start);
+                        m
+                    }
+                    None => w.insert(self.start.clone()),
+                };
+                s.run(m, forced, false)
+            }
+            Err(_) => s.run(&mut self.start.clone(), forced, false),
+        }
+    }
+}
+
 /// The shared state of one exploration.
 struct Search<'a> {
     s: &'a Scenario,
     opts: &'a ExploreOptions,
-    /// The start machine per thread: the calling thread's is the original; a worker
-    /// thread's is cloned from `spare` when it first needs one (a machine is `Send` but not
-    /// `Sync`, so threads cannot share one).
-    per_thread: thread_local::ThreadLocal<Machine>,
+    /// The start machine per thread, and the machine its schedules run on: the calling
+    /// thread's start is the original; a worker thread's is cloned from `spare` when it first
+    /// needs one (a machine is `Send` but not `Sync`, so threads cannot share one).
+    per_thread: thread_local::ThreadLocal<Machines>,
     /// A copy of the start machine to clone from (parallel searches only).
     spare: std::sync::Mutex<Option<Machine>>,
     /// Whether subtrees run on worker threads.
@@ -482,7 +513,7 @@ impl<'a> Search<'a> {
         };
         let spare = parallel.then(|| start.clone());
         let per_thread = thread_local::ThreadLocal::new();
-        per_thread.get_or(|| start);
+        per_thread.get_or(|| Machines::new(start));
         Search {
             s,
             opts,
@@ -495,11 +526,15 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn start(&self) -> &Machine {
+    fn machines(&self) -> &Machines {
         self.per_thread.get_or(|| {
             let spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            spare.as_ref().expect("worker threads only in a parallel search").clone()
+            Machines::new(spare.as_ref().expect("worker threads only in a parallel search").clone())
         })
+    }
+
+    fn start(&self) -> &Machine {
+        &self.machines().start
     }
 
     /// Whether a node at `path` comes after the first stop found (the visiting order is the
@@ -524,7 +559,7 @@ impl<'a> Search<'a> {
         if self.skip(path) {
             return Tree::Skipped(forced);
         }
-        let run = match self.s.run(self.start(), &forced, false) {
+        let run = match self.machines().run(self.s, &forced) {
             Ok(r) => r,
             Err(e) => {
                 self.stopped_at(path);
@@ -648,7 +683,7 @@ pub fn replay(
 ) -> anyhow::Result<(Vec<String>, Option<String>)> {
     let s = load(path)?;
     let start = s.start(&layers.build(&s.settings)?)?;
-    let run = s.run(&start, schedule, true)?;
+    let run = s.run(&mut start.clone(), schedule, true)?;
     Ok((run.log, run.failure))
 }
 
@@ -699,7 +734,7 @@ mod tests {
         let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
         loop {
             let forced: Vec<usize> = stack.iter().map(|(c, _)| *c).collect();
-            let run = s.run(&start, &forced, false)?;
+            let run = s.run(&mut start.clone(), &forced, false)?;
             if run.infeasible {
                 // Nothing new below this prefix: go to the next alternative.
                 stack.truncate(run.points.len() + 1);
@@ -801,5 +836,46 @@ mod tests {
         }
         // The comparison covered searches that go on past several failures.
         assert!(failing_seen > 0);
+    }
+
+    /// A machine restored with `clone_from` after running one schedule runs the next exactly
+    /// as a fresh copy of the start machine does: the same whole report (every counter, cycle
+    /// and histogram), the same invariants verdict, for every ordered pair of a few schedules
+    /// of each race.
+    #[test]
+    fn a_restored_machine_runs_as_a_fresh_copy() {
+        for (file, layers) in races() {
+            let s = load(&file).unwrap();
+            let start = s.start(&layers.build(&s.settings).unwrap()).unwrap();
+            let all = reference(
+                &file,
+                &layers,
+                &ExploreOptions { stop_at_first: false, max_schedules: 6, ..Default::default() },
+            )
+            .unwrap();
+            // Schedules the search ran, and the failing ones.
+            let mut scheds: Vec<Vec<usize>> = vec![Vec::new(), vec![1]];
+            scheds.extend(all.failures.iter().map(|f| f.schedule.clone()));
+            let mut work = start.clone();
+            for a in &scheds {
+                for b in &scheds {
+                    work.clone_from(&start);
+                    let _ = s.run(&mut work, a, false).unwrap();
+                    work.clone_from(&start);
+                    let got = s.run(&mut work, b, false).unwrap();
+                    let mut fresh = start.clone();
+                    let want = s.run(&mut fresh, b, false).unwrap();
+                    assert_eq!(got.failure, want.failure, "{} {a:?} then {b:?}", file.display());
+                    let (g, w) = (work.report(&s.info), fresh.report(&s.info));
+                    assert_eq!(
+                        serde_json::to_value(&g).unwrap(),
+                        serde_json::to_value(&w).unwrap(),
+                        "{} {a:?} then {b:?}",
+                        file.display()
+                    );
+                    assert_eq!(work.invariants(), fresh.invariants());
+                }
+            }
+        }
     }
 }

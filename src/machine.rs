@@ -500,7 +500,7 @@ impl CacheLatency for Metered<'_> {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Cpu {
     mmu: Mmu,
     /// Retire clock: what the CPU has waited for so far (the overlap layer's frontier).
@@ -523,6 +523,18 @@ struct Cpu {
     /// What this CPU's last guest-physical access learnt of its VM ([`VmMemo`]).
     vm_memo: Option<VmMemo>,
 }
+
+sim_core::clone_by_fields!(Cpu {
+    mmu,
+    clock,
+    issue,
+    loaded,
+    cached,
+    vmsa,
+    running_vmsa,
+    td_vcpu,
+    vm_memo
+});
 
 /// A CPU's memo of the VM its last guest-physical access ran in: the VM's stage-2 tables
 /// exist and its [`VmInfo`] is `info`, for as long as [`Machine::vm_epoch`] is `epoch`. It
@@ -666,7 +678,7 @@ struct ShootdownSums {
 }
 
 /// The simulated host.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Machine {
     /// Shared by copies of the machine (the race explorer makes one per schedule): never
     /// changed after construction.
@@ -733,6 +745,48 @@ pub struct Machine {
     /// operands.
     walk_scratch: mmu_model::Walk2dScratch,
 }
+
+sim_core::clone_by_fields!(Machine {
+    cfg,
+    tables,
+    alloc,
+    boot,
+    in_boot,
+    dm,
+    procs,
+    cpus,
+    rmp,
+    caches,
+    vms,
+    vm_paging,
+    vm_epoch,
+    guest,
+    kvm,
+    kvm_counts,
+    fault_codes,
+    guest_out,
+    policy_counts,
+    live,
+    events,
+    accesses,
+    faults,
+    cycles,
+    update_flushes,
+    tlb_flushes,
+    tlb_invalidated,
+    shoot,
+    cpa,
+    dm_series,
+    not_modelled,
+    captured_4k,
+    captured_2m,
+    iommu,
+    device_clocks,
+    tdx,
+    vsm,
+    input_error,
+    walk_scratch
+});
 
 impl Machine {
     /// Build the machine: allocator, direct map, RMP (placed at the top of memory, where

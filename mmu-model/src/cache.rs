@@ -547,7 +547,7 @@ impl<const W: usize> Set<W> {
 /// [`SPARSE_SHARE`] of them: a machine that has used little of its caches is cheap to build
 /// and to copy (the race explorer copies one per schedule), and one that has used them pays
 /// nothing for it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Sets {
     W8(Vec<Set<8>>),
     W16(Vec<Set<16>>),
@@ -557,6 +557,36 @@ enum Sets {
     S16(Box<SparseSets<16>>),
     S32(Box<SparseSets<32>>),
     S64(Box<SparseSets<64>>),
+}
+
+impl Clone for Sets {
+    fn clone(&self) -> Self {
+        match self {
+            Sets::W8(v) => Sets::W8(v.clone()),
+            Sets::W16(v) => Sets::W16(v.clone()),
+            Sets::W32(v) => Sets::W32(v.clone()),
+            Sets::W64(v) => Sets::W64(v.clone()),
+            Sets::S8(v) => Sets::S8(v.clone()),
+            Sets::S16(v) => Sets::S16(v.clone()),
+            Sets::S32(v) => Sets::S32(v.clone()),
+            Sets::S64(v) => Sets::S64(v.clone()),
+        }
+    }
+
+    /// Into the storage already there when the kinds match (see `sim_core::reuse`).
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Sets::W8(a), Sets::W8(b)) => a.clone_from(b),
+            (Sets::W16(a), Sets::W16(b)) => a.clone_from(b),
+            (Sets::W32(a), Sets::W32(b)) => a.clone_from(b),
+            (Sets::W64(a), Sets::W64(b)) => a.clone_from(b),
+            (Sets::S8(a), Sets::S8(b)) => a.clone_from(b),
+            (Sets::S16(a), Sets::S16(b)) => a.clone_from(b),
+            (Sets::S32(a), Sets::S32(b)) => a.clone_from(b),
+            (Sets::S64(a), Sets::S64(b)) => a.clone_from(b),
+            (me, source) => *me = source.clone(),
+        }
+    }
 }
 
 /// Caches of at most this many sets are dense from the start.
@@ -598,12 +628,18 @@ impl Sets {
 
 /// The sets of a sparse cache: a record for each set touched so far; every other set is
 /// `empty` (what [`Set::empty`] builds, which is what a dense store holds for it).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct SparseSets<const W: usize> {
     touched: FxHashMap<u32, Set<W>>,
     empty: Set<W>,
     sets: usize,
 }
+
+sim_core::clone_by_fields!(impl[const W: usize] SparseSets<W> {
+    touched,
+    empty,
+    sets
+});
 
 impl<const W: usize> SparseSets<W> {
     fn new(ways: usize, sets: usize) -> SparseSets<W> {
@@ -741,7 +777,7 @@ macro_rules! with_set {
 /// assert!(c.lookup(Spa::new(0x1200), RefClass::TableRead, false)); // same 64-byte line
 /// assert_eq!(c.set_index(a), 0x48 % 64);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Cache {
     geom: CacheGeometry,
     line_shift: u32,
@@ -756,6 +792,17 @@ pub struct Cache {
     repl: Option<ReplState>,
     stats: CacheStats,
 }
+
+sim_core::clone_by_fields!(Cache {
+    geom,
+    line_shift,
+    set_bits,
+    set_mask,
+    all_ways,
+    sets,
+    repl,
+    stats
+});
 
 impl Cache {
     /// An empty cache. `seed` feeds random replacement (ignored by the other policies).
@@ -1662,11 +1709,13 @@ impl ConfigBlock for CacheConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// One CPU's private levels.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct CoreCaches {
     l1d: Cache,
     l2: Cache,
 }
+
+sim_core::clone_by_fields!(CoreCaches { l1d, l2 });
 
 /// Where a reference was served and what it cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1693,13 +1742,15 @@ pub struct Served {
 /// assert_eq!(h.probe(1, pte), HitLevel::Llc);
 /// assert_eq!(h.data_access(1, pte, false), cfg.llc.latency);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CacheHierarchy {
     cfg: CacheConfig,
     cores: Vec<CoreCaches>,
     llc: Cache,
     stats: HierarchyStats,
 }
+
+sim_core::clone_by_fields!(CacheHierarchy { cfg, cores, llc, stats });
 
 impl CacheHierarchy {
     /// Empty caches for `cpus` CPUs.

@@ -90,7 +90,7 @@ pub struct TlbLookup {
 }
 
 /// The TLB levels of one CPU.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TlbHierarchy {
     itlb: Option<Tlb>,
     dtlb: Tlb,
@@ -99,6 +99,8 @@ pub struct TlbHierarchy {
     stlb: Option<Tlb>,
     inclusion: Inclusion,
 }
+
+sim_core::clone_by_fields!(TlbHierarchy { itlb, dtlb, store, l2_itlb, stlb, inclusion });
 
 /// The geometries of a hierarchy (borrowed from [`crate::MmuConfig`]).
 #[derive(Clone, Copy, Debug)]

@@ -432,7 +432,7 @@ pub enum Invvpid {
 }
 
 /// One CPU's MMU.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Mmu {
     cpu: CpuId,
     recheck_write_on_read_fill: bool,
@@ -467,6 +467,31 @@ pub struct Mmu {
     /// The fast 2-D walk's masks: of the last guest format (0) and nested format (1) seen.
     masks_2d: [(PteFormat, X86Masks); 2],
 }
+
+sim_core::clone_by_fields!(Mmu {
+    cpu,
+    recheck_write_on_read_fill,
+    format,
+    masks,
+    controls,
+    cr3,
+    tlbs,
+    nested_tlb,
+    pwc,
+    guest_pwc,
+    nested_pwc,
+    overlap,
+    work,
+    plan1d,
+    plan2d,
+    oracle,
+    stats,
+    va_shift,
+    fast_ok,
+    walk_ok,
+    fast,
+    masks_2d
+});
 
 /// [`permits_table`] for every (access kind, privilege), indexed by [`fast_index`].
 fn walk_ok_table(controls: PagingControls) -> [u16; 6] {

@@ -32,7 +32,7 @@ pub struct TimedAccess {
 }
 
 /// The per-CPU overlap layer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct WalkOverlap {
     /// When each walker is next free.
     walker_free: Vec<Cycles>,
@@ -45,6 +45,8 @@ pub struct WalkOverlap {
     /// Retire time of the last access: the CPU's clock as charged so far.
     frontier: Cycles,
 }
+
+sim_core::clone_by_fields!(WalkOverlap { walker_free, window, oldest, frontier });
 
 impl WalkOverlap {
     /// `page_walkers` walkers (at least 1) and a window of `mlp_window` accesses (at least 1).

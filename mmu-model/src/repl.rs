@@ -33,7 +33,7 @@ pub const MAX_PLRU_WAYS: u32 = 64;
 /// victim is the tail. Ways never used sit at the tail in index order, so the victim among
 /// them is the lowest-numbered one — the same choice as "smallest last-use stamp, lowest way
 /// on ties".
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ReplState {
     policy: Replacement,
     sets: usize,
@@ -51,6 +51,19 @@ pub(crate) struct ReplState {
     clock: u64,
     rng: Rng,
 }
+
+sim_core::clone_by_fields!(ReplState {
+    policy,
+    sets,
+    ways,
+    leaves,
+    stamps,
+    tree,
+    links,
+    ends,
+    clock,
+    rng
+});
 
 impl ReplState {
     pub fn new(policy: Replacement, sets: usize, ways: usize, rng: Rng) -> ReplState {

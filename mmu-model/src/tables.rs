@@ -127,7 +127,6 @@ impl Slot {
 /// rule 14).
 ///
 /// Memory that is not a table page reads as zero (a not-present entry).
-#[derive(Clone)]
 pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
     slots: Vec<Slot>,
     index: FxHashMap<u64, u32>,
@@ -144,6 +143,16 @@ pub struct PhysMemTables<P: PhysAddr = sim_core::Spa> {
     upper: UpperMemo,
     _p: PhantomData<P>,
 }
+
+sim_core::clone_by_fields!(impl[P: PhysAddr] PhysMemTables<P> {
+    slots,
+    index,
+    free_slots,
+    full,
+    recent,
+    upper,
+    _p
+});
 
 /// What a 4- or 5-level walk read above its page table (PT), remembered in the table storage
 /// for the next walk of the same 2 MiB region: the walk's start table and level, the region

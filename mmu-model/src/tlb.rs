@@ -379,7 +379,7 @@ impl Entry {
 /// STLB is 1,536–2,048 slots of ~100 bytes per CPU), and many machines never fill most of
 /// them — the race explorer (`ccsim explore`) clones one machine per schedule, and a CPU that
 /// has not translated anything yet then costs nothing to build or copy.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Array {
     holds: [bool; 3],
     sets: usize,
@@ -410,6 +410,22 @@ struct Array {
     repl: ReplState,
 }
 
+sim_core::clone_by_fields!(Array {
+    holds,
+    sets,
+    ways,
+    buckets,
+    entries,
+    keys,
+    keys32,
+    used,
+    filter,
+    filter_bits,
+    size_used,
+    valid,
+    repl
+});
+
 /// A set of slot indices as a two-level bitset: bit `i % 64` of `words[i / 64]` says slot `i`
 /// is in the set, and bit `j % 64` of `summary[j / 64]` says `words[j]` is non-zero.
 ///
@@ -417,11 +433,13 @@ struct Array {
 /// CPU, and between two flushes a TLB gains only a few entries. Visiting the set bits costs
 /// one summary word per 4,096 slots plus the valid entries, where a scan of the sets costs
 /// every set (and every way of each non-empty set).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct SlotBits {
     words: Vec<u64>,
     summary: Vec<u64>,
 }
+
+sim_core::clone_by_fields!(SlotBits { words, summary });
 
 impl SlotBits {
     fn new(slots: usize) -> SlotBits {
@@ -649,7 +667,7 @@ const LARGE_MEMO_SLOTS: usize = 32;
 
 /// One TLB level. Deterministic: replacement by a per-array use counter (LRU), tree bits
 /// (PLRU) or a seeded [`Rng`] (random).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Tlb {
     arrays: Vec<Array>,
     /// For each page size, the size an entry of that size is installed as.
@@ -665,6 +683,17 @@ pub struct Tlb {
     memo: Arc<[Memo; MEMO_SLOTS]>,
     large_memo: Arc<[LargeMemo; LARGE_MEMO_SLOTS]>,
 }
+
+sim_core::clone_by_fields!(Tlb {
+    arrays,
+    install,
+    hit_latency,
+    stats,
+    clock,
+    generation,
+    memo,
+    large_memo
+});
 
 /// What a fill displaced.
 pub(crate) struct FillResult {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod memsvc;
 pub mod page;
+pub mod reuse;
 pub mod rng;
 pub mod sched;
 pub mod stats;
