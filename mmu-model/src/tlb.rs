@@ -126,20 +126,21 @@ impl TlbConfig {
         check_range(|| format!("{key}.hit_latency"), self.hit_latency.get(), 0, MAX_LATENCY)?;
         let mut seen = [false; 3];
         for (i, a) in self.arrays.iter().enumerate() {
-            let k = format!("{key}.arrays[{i}]");
-            check_pow2(|| format!("{k}.sets"), u64::from(a.sets))?;
-            check_range(|| format!("{k}.sets"), a.sets, 1, MAX_TLB_SETS)?;
-            check_range(|| format!("{k}.ways"), a.ways, 1, MAX_TLB_WAYS)?;
+            // The key is formatted only for an error.
+            let k = || format!("{key}.arrays[{i}]");
+            check_pow2(|| format!("{}.sets", k()), u64::from(a.sets))?;
+            check_range(|| format!("{}.sets", k()), a.sets, 1, MAX_TLB_SETS)?;
+            check_range(|| format!("{}.ways", k()), a.ways, 1, MAX_TLB_WAYS)?;
             if self.replacement == Replacement::TreePlru {
-                check_range(|| format!("{k}.ways"), a.ways, 1, MAX_PLRU_WAYS)?;
+                check_range(|| format!("{}.ways", k()), a.ways, 1, MAX_PLRU_WAYS)?;
             }
             if a.sizes.is_empty() {
-                return Err(bad(format!("{k}.sizes"), "[]".into(), "at least one page size"));
+                return Err(bad(format!("{}.sizes", k()), "[]".into(), "at least one page size"));
             }
             let mut here = [false; 3];
             for s in &a.sizes {
                 if std::mem::replace(&mut here[s.index()], true) {
-                    return Err(bad(format!("{k}.sizes"), s.to_string(), "size listed twice"));
+                    return Err(bad(format!("{}.sizes", k()), s.to_string(), "size listed twice"));
                 }
                 seen[s.index()] = true;
             }
