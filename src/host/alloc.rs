@@ -47,7 +47,7 @@ impl AllocOrder {
 }
 
 /// The allocator.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BuddyAllocator {
     /// Free blocks of orders below [`MAX_ORDER`], by first PFN.
     free: Vec<BTreeSet<u64>>,
@@ -60,6 +60,16 @@ pub struct BuddyAllocator {
     /// `Some` for [`AllocOrder::Seeded`].
     rng: Option<Rng>,
 }
+
+sim_core::clone_by_fields!(BuddyAllocator {
+    top,
+    end_pfn,
+    free_pages,
+    rng
+} changed {
+    free,
+    used
+});
 
 /// Misuse of the allocator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,13 +357,15 @@ impl BuddyAllocator {
 /// (a thousand on a 4 GiB host, 65,536 on a 256 GiB one): as a bitmap they are a few words
 /// per thousand blocks, ordered, and copied in one piece, where a B-tree set needs a node
 /// allocation per eleven blocks (the race explorer copies the allocator once per schedule).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct TopFree {
     words: Vec<u64>,
     /// Bit `j`: `words[j] != 0`.
     summary: Vec<u64>,
     len: usize,
 }
+
+sim_core::clone_by_fields!(TopFree { words, summary, len });
 
 impl TopFree {
     /// The block number of a block's first PFN.

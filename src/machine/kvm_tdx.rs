@@ -71,7 +71,7 @@ struct Child {
 }
 
 /// KVM's state of one TD.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(super) struct KvmTd {
     /// Mirror SPTEs by (level, first GPA); absent = non-present.
     mirror: BTreeMap<(u8, u64), u64>,
@@ -90,6 +90,18 @@ pub(super) struct KvmTd {
     /// counter): (GPA, count).
     epf: BTreeMap<u32, (u64, u32)>,
 }
+
+sim_core::clone_by_fields!(KvmTd {
+    readers,
+    writer,
+    entering,
+    wait_for_sept_zap,
+    bug
+} changed {
+    mirror,
+    children,
+    epf
+});
 
 impl KvmTd {
     fn spte(&self, level: u8, gpa: u64) -> u64 {

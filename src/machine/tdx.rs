@@ -29,7 +29,7 @@ use sim_core::{Check, Cycles, Gpa, Spa, VmId};
 use tdx_model::{Lifecycle, OpState, PageType, PrivateFault, Regs, SeptState};
 
 /// The machine's TDX state: the module and the bindings of the event stream's VMs to TDs.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct TdxHost {
     pub(super) module: tdx_model::TdxModule,
     /// VM id → TDR.
@@ -67,6 +67,28 @@ pub(super) struct TdxHost {
     /// What KVM's TDX MMU did.
     pub(super) kvm_counts: super::kvm_tdx::KvmTdxCounts,
 }
+
+sim_core::clone_by_fields!(TdxHost {
+    module,
+    last_regs,
+    cycles,
+    private_accesses,
+    private_faults,
+    private_tlb_hits,
+    private_walks,
+    entry_flushes,
+    active,
+    host_side,
+    kvm_counts
+} changed {
+    td_of_vm,
+    tdvpr,
+    vcpus,
+    td_of_hkid,
+    poisoned,
+    foreign,
+    kvm
+});
 
 /// Host and device accesses to TD-private memory (spec/tdx.md §1.6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

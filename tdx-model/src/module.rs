@@ -492,7 +492,7 @@ pub enum SetupError {
 }
 
 /// The TDX module model. See the crate documentation.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TdxModule {
     pub(crate) cfg: TdxConfig,
     pub(crate) tds: BTreeMap<u64, TdState>,
@@ -505,6 +505,18 @@ pub struct TdxModule {
     guest_held: BTreeMap<u64, Held>,
     stats: Counters,
 }
+
+sim_core::clone_by_fields!(TdxModule {
+    cfg,
+    pamt,
+    pamt_locks,
+    kot_lock,
+    stats
+} changed {
+    tds,
+    kot,
+    guest_held
+});
 
 impl TdxModule {
     /// A module with no TD, every page `PT_NDA`.

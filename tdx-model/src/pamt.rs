@@ -103,12 +103,14 @@ struct Stored {
 
 /// The PAMT: sparse per-level maps of assigned entries. Lookups only; never iterated, so hash
 /// order cannot reach an output (STYLE rule 14).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Pamt {
     levels: [FxHashMap<u64, Stored>; 3],
     /// Assigned 4 KiB entries per 2 MiB region (for the "2M range free" check).
     k4_per_2m: FxHashMap<u64, u32>,
 }
+
+sim_core::clone_by_fields!(Pamt { levels, k4_per_2m });
 
 /// Level index (0 = 4K, 1 = 2M, 2 = 1G) and page number at that level.
 fn key(hpa: u64, size: PageSize) -> (usize, u64) {

@@ -138,7 +138,7 @@ impl Vcpu {
 }
 
 /// The state of one TD, keyed in the module by its TDR HPA.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TdState {
     /// The TD's private HKID.
     pub hkid: u16,
@@ -191,6 +191,34 @@ pub struct TdState {
     /// The OP_STATE lock.
     pub op_state_lock: Sharex,
 }
+
+sim_core::clone_by_fields!(TdState {
+    hkid,
+    lifecycle,
+    op_state,
+    fatal,
+    key_configured,
+    gpaw,
+    root_level,
+    sept_root,
+    tdcx_count,
+    tdcx,
+    sept_ve_disable,
+    max_vcpus,
+    epoch,
+    refcount,
+    chldcnt,
+    num_vcpus,
+    num_assoc_vcpus,
+    mrtd,
+    measured_chunks,
+    mrtd_finalized,
+    tree_lock,
+    epoch_lock,
+    op_state_lock
+} changed {
+    vcpus
+});
 
 impl TdState {
     pub(crate) fn new(hkid: u16, gpaw: GpaWidth) -> TdState {
