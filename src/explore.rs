@@ -406,6 +406,27 @@ pub fn explore(
     layers: &ConfigLayers,
     opts: &ExploreOptions,
 ) -> anyhow::Result<ExploreResult> {
+    // The whole search, setup included, runs on the pool's threads: the calling thread
+    // would otherwise build the start machine while idle workers spin beside it, a third
+    // thread on two cores.
+    match opts.threads {
+        1 => explore_here(path, layers, opts),
+        0 if rayon::current_num_threads() > 1 => rayon::scope(|_| explore_here(path, layers, opts)),
+        0 => explore_here(path, layers, opts),
+        n => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| anyhow!("--threads {n}: {e}"))?
+            .install(|| explore_here(path, layers, opts)),
+    }
+}
+
+/// [`explore`] on the current thread (and, for a parallel search, the current pool's).
+fn explore_here(
+    path: &Path,
+    layers: &ConfigLayers,
+    opts: &ExploreOptions,
+) -> anyhow::Result<ExploreResult> {
     let s = load(path)?;
     let start = s.start(&layers.build(&s.settings)?)?;
     let mut res = ExploreResult {
@@ -416,14 +437,7 @@ pub fn explore(
         failures: Vec::new(),
     };
     let search = Search::new(&s, start, opts);
-    let tree = match opts.threads {
-        0 | 1 => search.node(Vec::new(), &mut Vec::new()),
-        n => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| anyhow!("--threads {n}: {e}"))?
-            .install(|| search.node(Vec::new(), &mut Vec::new())),
-    };
+    let tree = search.node(Vec::new(), &mut Vec::new());
     if merge(&search, tree, &mut res, false)?.is_continue() {
         res.complete = true;
     }

@@ -708,8 +708,9 @@ pub struct Machine {
     kvm_counts: KvmCounts,
     /// Faults by kind and code (the report's `faults.by_code`).
     fault_codes: BTreeMap<(FaultKind, u64), u64>,
-    /// The outcome buffer guest accesses reuse.
-    guest_out: Option<Box<mmu_model::GuestAccessOutcome>>,
+    /// The outcome buffer guest accesses reuse (working space: a copy of the machine starts
+    /// without it).
+    guest_out: mmu_model::Scratch<mmu_model::GuestAccessOutcome>,
     policy_counts: PolicyCounts,
     /// Allocation events come from a live generator (already applied through
     /// [`MemoryServices`]) rather than from a recorded trace (to be replayed).
@@ -897,7 +898,7 @@ impl Machine {
             guest: report::GuestCounts::default(),
             kvm: BTreeMap::new(),
             kvm_counts: KvmCounts::default(),
-            guest_out: None,
+            guest_out: mmu_model::Scratch::default(),
             fault_codes: BTreeMap::new(),
             policy_counts: PolicyCounts::default(),
             live,
@@ -3102,7 +3103,7 @@ impl Machine {
         g.refs = g.guest_refs + g.nested_refs;
         let (o_cost, o_path, o_result) = (o.cost, o.path, o.result);
         o.refs.clear();
-        self.guest_out = Some(o);
+        self.guest_out.put(o);
         let o = GuestOutcomeSummary { cost: o_cost, path: o_path, result: o_result };
         let mut cost = o.cost;
         self.cycles.walk += lat.walk;

@@ -141,8 +141,14 @@ mod tests {
 /// the stack for every walk. It is allocated on first use, and a copy of its owner starts
 /// without it, so copying a machine (the race explorer copies one per schedule) neither
 /// allocates nor copies working space.
-#[derive(Debug, Default)]
-pub struct Scratch<T: Default>(Option<Box<T>>);
+#[derive(Debug)]
+pub struct Scratch<T>(Option<Box<T>>);
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch(None)
+    }
+}
 
 impl<T: Default> Scratch<T> {
     /// The space, allocated now if this is its first use.
@@ -152,7 +158,21 @@ impl<T: Default> Scratch<T> {
     }
 }
 
-impl<T: Default> Clone for Scratch<T> {
+impl<T> Scratch<T> {
+    /// Take the space out (`None` before its first use), to [`put`](Scratch::put) it back.
+    #[inline]
+    pub fn take(&mut self) -> Option<Box<T>> {
+        self.0.take()
+    }
+
+    /// Give the space back for the next call.
+    #[inline]
+    pub fn put(&mut self, space: Box<T>) {
+        self.0 = Some(space);
+    }
+}
+
+impl<T> Clone for Scratch<T> {
     /// Empty: the contents are working space, not state.
     fn clone(&self) -> Self {
         Scratch(None)
