@@ -316,6 +316,22 @@ impl ConfigBuilder {
         set_path(&mut self.table, k.trim(), override_value(v.trim()), origin)
     }
 
+    /// [`ConfigBuilder::build`] without copying the table. An error does not name the
+    /// field that failed: [`ConfigBuilder::build`] again on the same layers does.
+    ///
+    /// # Errors
+    /// Unknown keys, type and range errors.
+    pub fn into_config(self) -> Result<MachineConfig, ConfigError> {
+        let cfg = MachineConfig::deserialize(toml::Value::Table(self.table)).map_err(|e| {
+            ConfigError::Invalid {
+                origin: "configuration".into(),
+                message: one_line(&e.to_string()),
+            }
+        })?;
+        cfg.validate_blocks()?;
+        Ok(cfg)
+    }
+
     /// Deserialize and validate.
     ///
     /// # Errors
@@ -340,15 +356,22 @@ impl ConfigBuilder {
                 });
             }
         };
-        cfg.machine.validate()?;
-        cfg.host.validate()?;
-        cfg.mmu.validate()?;
-        cfg.rmp.validate()?;
-        cfg.cache.validate()?;
-        cfg.iommu.validate()?;
-        cfg.tdx.validate()?;
-        cfg.vsm.validate()?;
+        cfg.validate_blocks()?;
         Ok(cfg)
+    }
+}
+
+impl MachineConfig {
+    /// Each block's range checks.
+    fn validate_blocks(&self) -> Result<(), ConfigError> {
+        self.machine.validate()?;
+        self.host.validate()?;
+        self.mmu.validate()?;
+        self.rmp.validate()?;
+        self.cache.validate()?;
+        self.iommu.validate()?;
+        self.tdx.validate()?;
+        self.vsm.validate()
     }
 }
 

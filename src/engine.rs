@@ -89,14 +89,18 @@ impl ConfigLayers {
         for (text, origin) in &self.files {
             b.add_toml(text, origin)?;
         }
-        // Everything applied and validated once; only if that fails, again line by line, so
-        // that a bad key or value is reported at its line (building a configuration is most of
-        // the cost of setting up a scenario).
-        let mut all = b.clone();
-        let fast = settings.iter().all(|(_, s)| apply_setting(&mut all, s).is_ok())
-            && self.sets.iter().all(|s| all.set(s, "--set").is_ok());
-        if fast && let Ok(cfg) = all.build() {
+        // Everything applied and validated once, on the builder itself; only if that fails,
+        // again from the start line by line, so that a bad key or value is reported at its
+        // line (building a configuration is most of the cost of setting up a scenario).
+        let fast = settings.iter().all(|(_, s)| apply_setting(&mut b, s).is_ok())
+            && self.sets.iter().all(|s| b.set(s, "--set").is_ok());
+        if fast && let Ok(cfg) = b.into_config() {
             return Ok(cfg);
+        }
+        let mut b =
+            ConfigBuilder::from_preset(preset.as_deref().unwrap_or(crate::config::DEFAULT_PRESET))?;
+        for (text, origin) in &self.files {
+            b.add_toml(text, origin)?;
         }
         for (origin, s) in settings {
             apply_setting(&mut b, s).map_err(|e| anyhow!("{origin}: {e}"))?;
