@@ -635,11 +635,27 @@ struct SparseSets<const W: usize> {
     sets: usize,
 }
 
-sim_core::clone_by_fields!(impl[const W: usize] SparseSets<W> {
-    touched,
-    empty,
-    sets
-});
+impl<const W: usize> Clone for SparseSets<W> {
+    fn clone(&self) -> Self {
+        SparseSets { touched: self.touched.clone(), empty: self.empty, sets: self.sets }
+    }
+
+    /// Into the table this copy already has when it is large enough: a restored copy (the
+    /// race explorer restores one per schedule) that had grown its table would otherwise get
+    /// the source's smaller one back, and grow it again. Nothing depends on the table's
+    /// order ([`SparseSets::in_order`] sorts).
+    fn clone_from(&mut self, source: &Self) {
+        let SparseSets { touched, empty, sets } = source;
+        if self.touched.capacity() >= touched.len() {
+            self.touched.clear();
+            self.touched.extend(touched.iter().map(|(&k, &v)| (k, v)));
+        } else {
+            self.touched.clone_from(touched);
+        }
+        self.empty = *empty;
+        self.sets = *sets;
+    }
+}
 
 impl<const W: usize> SparseSets<W> {
     fn new(ways: usize, sets: usize) -> SparseSets<W> {
