@@ -876,6 +876,21 @@ impl Cache {
         to_usize((spa.raw() >> self.line_shift) & self.set_mask)
     }
 
+    /// Every set's record in set order, as text (a sparse store's table order aside).
+    #[cfg(test)]
+    fn state_text(&self) -> String {
+        fn sparse<const W: usize>(s: &SparseSets<W>) -> String {
+            format!("{:?} {:?}", s.in_order(), s.sets)
+        }
+        match &self.sets {
+            Sets::S8(s) => sparse(s),
+            Sets::S16(s) => sparse(s),
+            Sets::S32(s) => sparse(s),
+            Sets::S64(s) => sparse(s),
+            dense => format!("{dense:?}"),
+        }
+    }
+
     /// Lines currently valid.
     pub fn valid_lines(&self) -> usize {
         fn count<'a, const W: usize>(v: impl Iterator<Item = &'a Set<W>>) -> usize {
@@ -2654,6 +2669,38 @@ mod tests {
             if matches!(sparse.sets, Sets::W8(_) | Sets::W16(_) | Sets::W32(_) | Sets::W64(_)) {
                 prop_assert_eq!(format!("{sparse:?}"), format!("{dense:?}"));
             }
+        }
+
+        /// A cache restored with `clone_from` (the explorer's per-schedule restore) behaves as
+        /// a fresh copy of its source: after running `before` on the source, then `junk` on
+        /// the copy (which grows a sparse copy's table, or turns it dense), restoring it from
+        /// the source and running `after` on both gives the same results, state and counters.
+        #[test]
+        fn a_restored_cache_behaves_as_a_fresh_copy(
+            before in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 0..200),
+            junk in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 0..400),
+            after in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 1..200),
+            sparse in any::<bool>(),
+            sets_log in 9u32..11,
+        ) {
+            let g = CacheGeometry { sets: 1 << sets_log, ways: 4, line_size: 64, replacement: Replacement::Lru };
+            let mut src = Cache::with_storage(g, 5, sparse).unwrap();
+            let run = |c: &mut Cache, ops: &[(u64, bool)]| -> Vec<_> {
+                ops.iter().map(|&(line, write)| {
+                    let spa = Spa::new(line * LINE);
+                    let hit = c.lookup(spa, RefClass::Data, write);
+                    (hit, if hit { None } else { c.fill(spa, RefClass::Data, write) })
+                }).collect()
+            };
+            run(&mut src, &before);
+            let mut restored = src.clone();
+            run(&mut restored, &junk);
+            restored.clone_from(&src);
+            let mut fresh = src.clone();
+            prop_assert_eq!(run(&mut restored, &after), run(&mut fresh, &after));
+            prop_assert_eq!(restored.stats(), fresh.stats());
+            prop_assert_eq!(restored.valid_lines(), fresh.valid_lines());
+            prop_assert_eq!(restored.state_text(), fresh.state_text());
         }
 
         /// `CacheHierarchy::reference` with its shortcut for the two most recently used lines
