@@ -30,6 +30,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("seed-2m-vs-4k/frozen/1-thread", |b| {
         b.iter(|| explore(&f, &layers, &one).expect("explores").schedules);
     });
+    // Setup alone: parse, configure, build the start machine, one schedule (one element).
+    let setup = ExploreOptions { threads: 1, max_schedules: 1, ..ExploreOptions::default() };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seed-2m-vs-4k/setup-and-one-schedule", |b| {
+        b.iter(|| explore(&f, &layers, &setup).expect("explores").schedules);
+    });
     g.finish();
 }
 
