@@ -398,7 +398,7 @@ impl Scenario {
 /// visits it depth-first, deepest choice point first, alternatives in program order; every
 /// count, failure and cut of the result is that visit's, whatever `opts.threads` is. With
 /// more than one thread the subtrees run in parallel (each on a copy of the start machine
-/// kept per thread), and the results are merged in the sequential order (see [`merge`]).
+/// kept per thread), and the results are merged in the sequential order.
 ///
 /// # Errors
 /// Bad input (the scenario, its configuration, a program line the machine refuses).

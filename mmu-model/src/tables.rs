@@ -466,6 +466,38 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
+    /// Copies share pages until one writes; a copy restored with `clone_from` reads exactly
+    /// as its source whatever it wrote (pages it owns alone take the source's entries in
+    /// place), and writes to either side never show through to the other.
+    #[test]
+    fn copies_and_restores_stay_independent() {
+        let mut src: PhysMemTables = PhysMemTables::new();
+        for (k, page) in [0x5000u64, 0x6000, 0x7000].into_iter().enumerate() {
+            src.install(Spa::new(page)).unwrap();
+            for i in 0..8u64 {
+                assert!(src.write(Spa::new(page + i * 8), 0x1000 * (k as u64 + 1) + i));
+            }
+        }
+        let snapshot = |t: &PhysMemTables| {
+            [0x5000u64, 0x6000, 0x7000, 0x8000].map(|p| t.page(Spa::new(p)).unwrap_or([7; 512]))
+        };
+        let want = snapshot(&src);
+        let mut copy = src.clone();
+        for round in 0..3u64 {
+            // Write one shared page, the page written last round, and a new table.
+            assert!(copy.write(Spa::new(0x5008), 0xdead + round));
+            assert!(copy.write(Spa::new(0x6010), 0xbeef + round));
+            copy.install(Spa::new(0x8000)).unwrap();
+            assert!(copy.write(Spa::new(0x8000), 1));
+            assert_eq!(snapshot(&src), want, "round {round}: the source changed");
+            copy.clone_from(&src);
+            assert_eq!(snapshot(&copy), want, "round {round}: not restored");
+        }
+        // The source's own writes do not reach the restored copy.
+        assert!(src.write(Spa::new(0x5008), 0x42));
+        assert_eq!(snapshot(&copy), want);
+    }
+
     #[test]
     fn compact_pages_expand_on_a_breaking_write() {
         let mut t: PhysMemTables = PhysMemTables::new();
