@@ -1022,27 +1022,28 @@ impl Machine {
                 bad.push(format!("vm {vm}: {b}"));
             }
             let Some(tdr) = self.tdx.tdr_of(vm) else { continue };
-            let sept: BTreeMap<(u8, u64), SeptState> = self
-                .tdx
-                .module
-                .sept_entries(&self.tables, tdr)
-                .into_iter()
-                .map(|(l, g, s)| ((l, g), s))
-                .collect();
+            // Sorted by (level, GPA) as the mirror is, searched in place (each entry once).
+            let mut sept = self.tdx.module.sept_entries(&self.tables, tdr);
+            sept.sort_unstable_by_key(|&(l, g, _)| (l, g));
+            let state = |level: u8, gpa: u64| {
+                sept.binary_search_by_key(&(level, gpa), |&(l, g, _)| (l, g))
+                    .ok()
+                    .map(|i| &sept[i].2)
+            };
             let present = |s: Option<&SeptState>| {
                 s.is_some_and(|s| {
                     matches!(s, SeptState::Mapped | SeptState::Pending | SeptState::NlMapped)
                 })
             };
             for (&(level, gpa), &spte) in &t.mirror {
-                let s = sept.get(&(level, gpa));
+                let s = state(level, gpa);
                 if spte != FROZEN_SPTE && is_shadow_present(spte) != present(s) {
                     bad.push(disagree(vm, spte, s, gpa, level));
                 }
             }
-            for (&(level, gpa), s) in &sept {
-                if present(Some(s)) && !t.mirror.contains_key(&(level, gpa)) {
-                    bad.push(disagree(vm, SHADOW_NONPRESENT_VALUE, Some(s), gpa, level));
+            for (level, gpa, s) in &sept {
+                if present(Some(s)) && !t.mirror.contains_key(&(*level, *gpa)) {
+                    bad.push(disagree(vm, SHADOW_NONPRESENT_VALUE, Some(s), *gpa, *level));
                 }
             }
         }
