@@ -542,7 +542,8 @@ impl<const W: usize> Set<W> {
 }
 
 /// A cache's sets, by slot count (the ways rounded up to a power of two, at least 8): each
-/// width is its own monomorphized code. A large cache starts sparse (`S*`: records only for
+/// width is its own monomorphized code. A cache of more than [`SPARSE_MIN_SETS`] sets starts
+/// sparse (`S*`: records only for
 /// the sets touched so far) and turns dense (`W*`: one record per set) once it has touched
 /// [`SPARSE_SHARE`] of them: a machine that has used little of its caches is cheap to build
 /// and to copy (the race explorer copies one per schedule), and one that has used them pays
@@ -589,8 +590,12 @@ impl Clone for Sets {
     }
 }
 
-/// Caches of at most this many sets are dense from the start.
-const SPARSE_MIN_SETS: usize = 256;
+/// Caches of at most this many sets are dense from the start. An L1D (64 sets on every
+/// preset) starts sparse too: it turns dense after its fifth set, at no cost to the lookups
+/// after that, and a CPU that never touches its L1D (the race explorer's idle CPUs) keeps an
+/// empty one that costs nothing to copy or restore (the three `spr` L1Ds, 12 KiB each, were
+/// two thirds of a schedule's restore).
+const SPARSE_MIN_SETS: usize = 32;
 
 /// A sparse cache turns dense when it holds records for more than one set in this many.
 const SPARSE_SHARE: usize = 16;
