@@ -233,7 +233,9 @@ impl Scenario {
     /// go on, else the lowest that can).
     fn run(&self, m: &mut Machine, forced: &[usize], log: bool) -> anyhow::Result<Run> {
         let info = &self.info;
-        let mut run = Run { infeasible: false, points: Vec::new(), failure: None, log: Vec::new() };
+        // Room for the steps of a typical schedule: no regrowth as it goes.
+        let points = Vec::with_capacity(forced.len().max(32));
+        let mut run = Run { infeasible: false, points, failure: None, log: Vec::new() };
         let mut progs: Vec<Prog> = self
             .programs
             .iter()

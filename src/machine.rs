@@ -529,11 +529,12 @@ sim_core::clone_by_fields!(Cpu {
     clock,
     issue,
     loaded,
-    cached,
     vmsa,
     running_vmsa,
     td_vcpu,
     vm_memo
+} changed {
+    cached
 });
 
 /// A CPU's memo of the VM its last guest-physical access ran in: the VM's stage-2 tables
@@ -754,17 +755,12 @@ sim_core::clone_by_fields!(Machine {
     boot,
     in_boot,
     dm,
-    procs,
     cpus,
     rmp,
     caches,
-    vms,
-    vm_paging,
     vm_epoch,
     guest,
-    kvm,
     kvm_counts,
-    fault_codes,
     guest_out,
     policy_counts,
     live,
@@ -778,15 +774,21 @@ sim_core::clone_by_fields!(Machine {
     shoot,
     cpa,
     dm_series,
-    not_modelled,
     captured_4k,
     captured_2m,
     iommu,
-    device_clocks,
     tdx,
     vsm,
     input_error,
     walk_scratch
+} changed {
+    procs,
+    vms,
+    vm_paging,
+    kvm,
+    fault_codes,
+    not_modelled,
+    device_clocks
 });
 
 impl Machine {

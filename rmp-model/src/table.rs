@@ -129,7 +129,7 @@ pub(crate) fn entry_spa(addr: u64) -> Option<Spa> {
 /// region's assigned 4 KiB pages (`sev_rmp.c` `set_rmp_sub_page_count`). The model keeps its
 /// count outside the raw entry so [`Rmp::stored_entry`] stays the architectural view. Every
 /// write goes through one function that keeps count and bit exact.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Rmp {
     layout: RmpLayout,
     /// `layout.segment_shift()`, kept here for the lookup path.
@@ -153,6 +153,19 @@ pub struct Rmp {
     /// What makes RMPUPDATE return FAIL_OVERLAP ([`crate::OverlapRule`]).
     pub(crate) overlap_rule: crate::OverlapRule,
 }
+
+sim_core::clone_by_fields!(Rmp {
+    layout,
+    shift,
+    offset_mask,
+    segs,
+    regions,
+    summary,
+    stats,
+    clean_tables,
+    clean_writes,
+    overlap_rule
+});
 
 /// A 2 MiB region found clean for the host checks: wholly covered, without an assigned entry,
 /// and with every entry's address below 2^52 — so a page in it passes a 4 KiB host check and
