@@ -84,11 +84,17 @@ impl ConfigLayers {
                 let _ = origin;
             }
         }
-        let mut b =
-            ConfigBuilder::from_preset(preset.as_deref().unwrap_or(crate::config::DEFAULT_PRESET))?;
-        for (text, origin) in &self.files {
-            b.add_toml(text, origin)?;
-        }
+        // The preset and the config files: the layers below the input's settings.
+        let base = || -> anyhow::Result<ConfigBuilder> {
+            let mut b = ConfigBuilder::from_preset(
+                preset.as_deref().unwrap_or(crate::config::DEFAULT_PRESET),
+            )?;
+            for (text, origin) in &self.files {
+                b.add_toml(text, origin)?;
+            }
+            Ok(b)
+        };
+        let mut b = base()?;
         // Everything applied and validated once, on the builder itself; only if that fails,
         // again from the start line by line, so that a bad key or value is reported at its
         // line (building a configuration is most of the cost of setting up a scenario).
@@ -97,11 +103,7 @@ impl ConfigLayers {
         if fast && let Ok(cfg) = b.into_config() {
             return Ok(cfg);
         }
-        let mut b =
-            ConfigBuilder::from_preset(preset.as_deref().unwrap_or(crate::config::DEFAULT_PRESET))?;
-        for (text, origin) in &self.files {
-            b.add_toml(text, origin)?;
-        }
+        let mut b = base()?;
         for (origin, s) in settings {
             apply_setting(&mut b, s).map_err(|e| anyhow!("{origin}: {e}"))?;
             b.build().map_err(|e| anyhow!("{origin}: {e}"))?;

@@ -121,6 +121,26 @@ fn load(path: &Path) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
+/// The scenario at `path` and its start machine ([`Scenario::start`]).
+fn prepare(path: &Path, layers: &ConfigLayers) -> anyhow::Result<(Scenario, Machine)> {
+    let s = load(path)?;
+    let start = s.start(&layers.build(&s.settings)?)?;
+    Ok((s, start))
+}
+
+impl ExploreResult {
+    /// Nothing explored yet, for the programs of `s`.
+    fn empty(s: &Scenario) -> Self {
+        ExploreResult {
+            programs: s.programs.iter().map(|(n, _)| n.clone()).collect(),
+            schedules: 0,
+            complete: false,
+            steps: 0,
+            failures: Vec::new(),
+        }
+    }
+}
+
 /// One program's progress in a schedule.
 struct Prog {
     pc: usize,
@@ -430,15 +450,8 @@ fn explore_here(
     layers: &ConfigLayers,
     opts: &ExploreOptions,
 ) -> anyhow::Result<ExploreResult> {
-    let s = load(path)?;
-    let start = s.start(&layers.build(&s.settings)?)?;
-    let mut res = ExploreResult {
-        programs: s.programs.iter().map(|(n, _)| n.clone()).collect(),
-        schedules: 0,
-        complete: false,
-        steps: 0,
-        failures: Vec::new(),
-    };
+    let (s, start) = prepare(path, layers)?;
+    let mut res = ExploreResult::empty(&s);
     let search = Search::new(&s, start, opts);
     let tree = search.node(Vec::new(), &mut Vec::new());
     if merge(&search, tree, &mut res, false)?.is_continue() {
@@ -698,9 +711,8 @@ pub fn replay(
     layers: &ConfigLayers,
     schedule: &[usize],
 ) -> anyhow::Result<(Vec<String>, Option<String>)> {
-    let s = load(path)?;
-    let start = s.start(&layers.build(&s.settings)?)?;
-    let run = s.run(&mut start.clone(), schedule, true)?;
+    let (s, mut start) = prepare(path, layers)?;
+    let run = s.run(&mut start, schedule, true)?;
     Ok((run.log, run.failure))
 }
 
@@ -738,15 +750,8 @@ mod tests {
         layers: &ConfigLayers,
         opts: &ExploreOptions,
     ) -> anyhow::Result<ExploreResult> {
-        let s = load(path)?;
-        let start = s.start(&layers.build(&s.settings)?)?;
-        let mut res = ExploreResult {
-            programs: s.programs.iter().map(|(n, _)| n.clone()).collect(),
-            schedules: 0,
-            complete: false,
-            steps: 0,
-            failures: Vec::new(),
-        };
+        let (s, start) = prepare(path, layers)?;
+        let mut res = ExploreResult::empty(&s);
         // The choice stack: per step, the program chosen and the alternatives still to try.
         let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
         loop {
@@ -862,8 +867,7 @@ mod tests {
     #[test]
     fn a_restored_machine_runs_as_a_fresh_copy() {
         for (file, layers) in races() {
-            let s = load(&file).unwrap();
-            let start = s.start(&layers.build(&s.settings).unwrap()).unwrap();
+            let (s, start) = prepare(&file, &layers).unwrap();
             let all = reference(
                 &file,
                 &layers,

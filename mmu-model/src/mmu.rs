@@ -1961,6 +1961,23 @@ mod tests {
         (tables, Mmu::new(0, &cfg, cr3).unwrap(), lat)
     }
 
+    /// A 4-level host table (tables user-accessible and writable) with `pages` (VA, PA, size,
+    /// leaf attributes) mapped, and an MMU of `cfg` on it.
+    fn mapped(cfg: &MmuConfig, pages: &[(u64, u64, PageSize, LeafAttrs)]) -> (PhysMemTables, Mmu) {
+        let mut t = PhysMemTables::new();
+        let mut frames: LinearFrames =
+            LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
+        let table = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER;
+        let mut pt: PageTable =
+            PageTable::new(&mut t, &mut frames, Paging::FourLevel, cfg.pte_format(), table)
+                .unwrap();
+        for &(va, pa, size, attrs) in pages {
+            pt.map(&mut t, &mut frames, Hva::new(va), Spa::new(pa), size, attrs).unwrap().ignore(); // fresh mapping
+        }
+        let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
+        (t, Mmu::new(0, cfg, cr3).unwrap())
+    }
+
     /// Every access of a mix (hits, cold walks, A/D updates, faults, user and supervisor,
     /// 4K and 2M pages) on two copies of one machine: one without a check stage (the common
     /// walk takes the fast path) and one whose check stage allows everything through the
@@ -1977,26 +1994,16 @@ mod tests {
         }
         // Kernel 4K (A/D clear, global), kernel 2M, a user 4K page (A/D set), none elsewhere.
         let machine = |cfg: &MmuConfig| {
-            let mut t = PhysMemTables::new();
-            let mut frames: LinearFrames =
-                LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
-            let table = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER;
-            let mut pt: PageTable =
-                PageTable::new(&mut t, &mut frames, Paging::FourLevel, cfg.pte_format(), table)
-                    .unwrap();
             let rw = LeafAttrs::new(PteFlags::WRITABLE | PteFlags::GLOBAL);
             let u = LeafAttrs::new(PteFlags::USER | PteFlags::ACCESSED | PteFlags::DIRTY);
-            for (va, pa, size, attrs) in [
-                (VA, 0x5000, PageSize::K4, rw),
-                (0xffff_8880_0020_0000, 0x20_0000, PageSize::M2, rw),
-                (0x40_0000, 0x9000, PageSize::K4, u),
-            ] {
-                pt.map(&mut t, &mut frames, Hva::new(va), Spa::new(pa), size, attrs)
-                    .unwrap()
-                    .ignore(); // fresh mapping
-            }
-            let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
-            (t, Mmu::new(0, cfg, cr3).unwrap())
+            mapped(
+                cfg,
+                &[
+                    (VA, 0x5000, PageSize::K4, rw),
+                    (0xffff_8880_0020_0000, 0x20_0000, PageSize::M2, rw),
+                    (0x40_0000, 0x9000, PageSize::K4, u),
+                ],
+            )
         };
         let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
         for cfg in [MmuConfig::default(), MmuConfig::zen4()] {
@@ -2042,31 +2049,15 @@ mod tests {
     #[test]
     fn large_page_memo_agrees_with_the_general_path() {
         let machine = |cfg: &MmuConfig| {
-            let mut t = PhysMemTables::new();
-            let mut frames: LinearFrames =
-                LinearFrames::new(Spa::new(0x100_0000), Spa::new(0x200_0000));
-            let table = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER;
-            let mut pt: PageTable =
-                PageTable::new(&mut t, &mut frames, Paging::FourLevel, cfg.pte_format(), table)
-                    .unwrap();
             let rw = LeafAttrs::new(PteFlags::WRITABLE | PteFlags::GLOBAL | PteFlags::DIRTY);
             let ro = LeafAttrs::new(PteFlags::ACCESSED);
-            for i in 0..6u64 {
-                let attrs = if i == 5 { ro } else { rw };
-                let va = 0xffff_8880_0000_0000 + (i << 21);
-                pt.map(
-                    &mut t,
-                    &mut frames,
-                    Hva::new(va),
-                    Spa::new(0x4000_0000 + (i << 21)),
-                    PageSize::M2,
-                    attrs,
-                )
-                .unwrap()
-                .ignore();
-            }
-            let cr3 = Cr3 { root: pt.root(), paging: Paging::FourLevel, tag: TlbTag::HOST };
-            (t, Mmu::new(0, cfg, cr3).unwrap())
+            let pages: Vec<_> = (0..6u64)
+                .map(|i| {
+                    let va = 0xffff_8880_0000_0000 + (i << 21);
+                    (va, 0x4000_0000 + (i << 21), PageSize::M2, if i == 5 { ro } else { rw })
+                })
+                .collect();
+            mapped(cfg, &pages)
         };
         let mut lat = FlatLatency { per_ref: Cycles::new(REF) };
         for cfg in [MmuConfig::default(), MmuConfig::zen4()] {
