@@ -547,6 +547,10 @@ struct VmMemo {
     vm: VmId,
     epoch: u64,
     info: Option<VmInfo>,
+    /// The context a guest-physical access translates in ([`VmPaging::context`]), which
+    /// [`Machine::guest_hit_fast`] needs: a VM's stage-2 root and ASID are fixed while its
+    /// tables exist.
+    gpa_ctx: Option<mmu_model::GuestContext>,
 }
 
 impl Cpu {
@@ -2862,10 +2866,21 @@ impl Machine {
                 }
                 if physical {
                     let info = self.vms.get(&vm).copied();
-                    self.cpus[cpu].vm_memo = Some(VmMemo { vm, epoch: self.vm_epoch, info });
+                    let gpa_ctx =
+                        self.vm_paging.get_mut(&vm).and_then(|p| p.context(true)).map(|(c, _)| c);
+                    self.cpus[cpu].vm_memo =
+                        Some(VmMemo { vm, epoch: self.vm_epoch, info, gpa_ctx });
                 }
             }
             self.switch_vmsa(cpu, vm, ctx);
+            // The common access: a guest-physical one within a page that hits the L1 TLB.
+            if physical
+                && vtl.is_none()
+                && (first & 0xfff) + u64::from(size.max(1)) <= 0x1000
+                && let Some(o) = self.guest_hit_fast(cpu, vm, Gpa::new_truncate(first), kind)
+            {
+                return o;
+            }
         }
         self.per_page(first, size, |m, at| {
             if td {
@@ -2886,6 +2901,36 @@ impl Machine {
             };
             m.guest_access_retrying(cpu, ctx, vm, a, kind)
         })
+    }
+
+    /// A guest-physical access of one page that the L1 TLB's memo answers
+    /// ([`Mmu::guest_hit_fast`]), with every effect [`Machine::guest_access_page`] has for it:
+    /// the guest counters, the cycle classes and the data access. `None` (nothing done): take
+    /// the general path, as when CPU `cpu`'s [`VmMemo`] is not current for `vm`.
+    #[inline(always)]
+    fn guest_hit_fast(
+        &mut self,
+        cpu: usize,
+        vm: VmId,
+        gpa: Gpa,
+        kind: AccessKind,
+    ) -> Option<Outcome> {
+        let c = &mut self.cpus[cpu];
+        let memo = c.vm_memo.as_ref().filter(|m| m.vm == vm && m.epoch == self.vm_epoch)?;
+        let gctx = memo.gpa_ctx.as_ref()?;
+        // vCPU accesses are the guest kernel's (as in `guest_access_page`).
+        let (spa, latency) = c.mmu.guest_hit_fast(gpa, kind, Privilege::Supervisor, gctx)?;
+        let g = &mut self.guest;
+        g.accesses += 1;
+        g.tlb_hits += 1;
+        self.cycles.tlb += latency;
+        let mut cost = latency;
+        if kind != AccessKind::Fetch {
+            let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
+            self.cycles.data += d;
+            cost += d;
+        }
+        Some(Outcome { cost, timing: Timing::Access { chain: Cycles::ZERO }, ..Outcome::default() })
     }
 
     /// CPU `cpu`'s [`VmMemo`], if it is of `vm` and still valid.
