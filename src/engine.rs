@@ -391,55 +391,64 @@ fn drive(
     // [`LoggedServices`]), and how many of each the generator has yet to issue as its event.
     let mut calls: Vec<sim_core::Event> = Vec::new();
     let mut early: FxHashMap<(u8, u64), u32> = FxHashMap::default();
-    while let Some(k) = sched.pop() {
-        let next = match rec.as_deref_mut() {
-            None => w.next(k.stream, m),
-            Some(r) => {
-                let e = w.next(k.stream, &mut LoggedServices { m: &mut *m, calls: &mut calls });
-                let by = k.agent.cpu().map_or(k.agent, sim_core::Agent::host);
-                for event in calls.drain(..) {
-                    if let Some(key) = alloc_key(&event) {
-                        *early.entry(key).or_insert(0) += 1;
+    // A stream runs its events back to back while it stays the one the scheduler would pop
+    // next ([`Scheduler::pop_bounded`]): the same order, without the round trip.
+    while let Some((k, bound)) = sched.pop_bounded() {
+        loop {
+            let next = match rec.as_deref_mut() {
+                None => w.next(k.stream, m),
+                Some(r) => {
+                    let e = w.next(k.stream, &mut LoggedServices { m: &mut *m, calls: &mut calls });
+                    let by = k.agent.cpu().map_or(k.agent, sim_core::Agent::host);
+                    for event in calls.drain(..) {
+                        if let Some(key) = alloc_key(&event) {
+                            *early.entry(key).or_insert(0) += 1;
+                        }
+                        r.write(&TimedEvent { time: Some(m.clock(by)), agent: by, event })?;
                     }
-                    r.write(&TimedEvent { time: Some(m.clock(by)), agent: by, event })?;
+                    e
                 }
-                e
+            };
+            // A stream with nothing more is done.
+            let Some(event) = next else { break };
+            let agent = w.agent_of_last(k.stream);
+            if agent.cpu() != k.agent.cpu() {
+                bail!(
+                    "stream {} (agent {}) issued `{}` as {agent}, on another CPU; a stream stays \
+                     on its CPU",
+                    k.stream,
+                    k.agent,
+                    event.keyword()
+                );
             }
-        };
-        let Some(event) = next else { continue };
-        let agent = w.agent_of_last(k.stream);
-        if agent.cpu() != k.agent.cpu() {
-            bail!(
-                "stream {} (agent {}) issued `{}` as {agent}, on another CPU; a stream stays on \
-                 its CPU",
-                k.stream,
-                k.agent,
-                event.keyword()
-            );
-        }
-        // The event's time is its CPU's clock, which is what the machine would wait for
-        // anyway: only a recording needs it written out (a live run passes none, sparing a
-        // clock lookup per event).
-        let time = if rec.is_some() { Some(m.clock(agent)) } else { None };
-        let te = TimedEvent { time, agent, event };
-        if let Some(r) = rec.as_deref_mut() {
-            let logged =
-                alloc_key(&te.event).and_then(|key| early.get_mut(&key)).filter(|n| **n > 0);
-            match logged {
-                // Already written when the allocator call happened.
-                Some(n) => *n -= 1,
-                None => r.write(&te)?,
+            // The event's time is its CPU's clock, which is what the machine would wait for
+            // anyway: only a recording needs it written out (a live run passes none, sparing a
+            // clock lookup per event).
+            let time = if rec.is_some() { Some(m.clock(agent)) } else { None };
+            let te = TimedEvent { time, agent, event };
+            if let Some(r) = rec.as_deref_mut() {
+                let logged =
+                    alloc_key(&te.event).and_then(|key| early.get_mut(&key)).filter(|n| **n > 0);
+                match logged {
+                    // Already written when the allocator call happened.
+                    Some(n) => *n -= 1,
+                    None => r.write(&te)?,
+                }
+            }
+            let _ = m.exec(&te);
+            if let Some(e) = m.take_input_error() {
+                bail!("stream {} ({agent}), event {records}: {e}", k.stream);
+            }
+            records += 1;
+            if records.is_multiple_of(PROGRESS_EVERY) {
+                tick(progress, PROGRESS_EVERY);
+            }
+            let at = m.clock(agent);
+            if !sched.first_again(k.stream, at, bound) {
+                sched.requeue(k.stream, at);
+                break;
             }
         }
-        let _ = m.exec(&te);
-        if let Some(e) = m.take_input_error() {
-            bail!("stream {} ({agent}), event {records}: {e}", k.stream);
-        }
-        records += 1;
-        if records.is_multiple_of(PROGRESS_EVERY) {
-            tick(progress, PROGRESS_EVERY);
-        }
-        sched.requeue(k.stream, m.clock(agent));
     }
     tick(progress, records % PROGRESS_EVERY);
     Ok(records)
