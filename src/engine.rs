@@ -393,8 +393,25 @@ fn drive(
     let mut early: FxHashMap<(u8, u64), u32> = FxHashMap::default();
     // A stream runs its events back to back while it stays the one the scheduler would pop
     // next ([`Scheduler::pop_bounded`]): the same order, without the round trip.
+    // Per stream, the `work` its generator gave with `next_work` after its last event, run at
+    // the stream's next turn instead of asking `next` (not while recording, which writes every
+    // event as `next` gives it).
+    let mut pending_work: Vec<Option<(u32, u64)>> = vec![None; agents.len()];
     while let Some((k, bound)) = sched.pop_bounded() {
         loop {
+            if let Some((cpu, count)) = pending_work[k.stream].take() {
+                m.exec_work(cpu, count);
+                records += 1;
+                if records.is_multiple_of(PROGRESS_EVERY) {
+                    tick(progress, PROGRESS_EVERY);
+                }
+                let at = m.clock(sim_core::Agent::host(cpu));
+                if !sched.first_again(k.stream, at, bound) {
+                    sched.requeue(k.stream, at);
+                    break;
+                }
+                continue;
+            }
             let next = match rec.as_deref_mut() {
                 None => w.next(k.stream, m),
                 Some(r) => {
@@ -438,6 +455,11 @@ fn drive(
             let _ = m.exec(&te);
             if let Some(e) = m.take_input_error() {
                 bail!("stream {} ({agent}), event {records}: {e}", k.stream);
+            }
+            if rec.is_none()
+                && let Some(cpu) = agent.cpu()
+            {
+                pending_work[k.stream] = w.next_work(k.stream).map(|count| (cpu, count));
             }
             records += 1;
             if records.is_multiple_of(PROGRESS_EVERY) {

@@ -1222,6 +1222,25 @@ impl Machine {
         out
     }
 
+    /// [`Machine::exec`] of `work count` by CPU `cpu` without a timestamp: the same effects,
+    /// without building the event or taking the general path (the engine runs the `work` a
+    /// generator gives with [`workloads::Workload::next_work`] this way).
+    #[inline]
+    pub fn exec_work(&mut self, cpu: u32, count: u64) {
+        self.events += 1;
+        // A `work` is not CPU 0's CPA: early boot ends, as in `exec`.
+        if self.in_boot {
+            self.end_boot();
+        }
+        let cpu = cpu as usize;
+        if cpu >= self.cpus.len() {
+            self.not_modelled("event on a CPU beyond machine.cpus");
+            return;
+        }
+        let out = self.work(count);
+        self.cpus[cpu].charge(out.cost, out.timing);
+    }
+
     /// `work N`: N non-memory instructions at the base CPI.
     #[inline]
     fn work(&mut self, count: u64) -> Outcome {

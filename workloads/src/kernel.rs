@@ -81,6 +81,17 @@ impl KernelStream {
 
     /// The next event, or `None` when the stream has made its accesses (or memory ran out
     /// before it had a page).
+    /// [`crate::Workload::next_work`]: the `work` after an access, which `next` returns next
+    /// unless the stream has ended.
+    #[inline]
+    pub(crate) fn next_work(&mut self, cfg: &KernelConfig) -> Option<u64> {
+        if self.left == 0 || !self.pending_work {
+            return None;
+        }
+        self.pending_work = false;
+        Some(cfg.work)
+    }
+
     pub(crate) fn next(
         &mut self,
         cfg: &KernelConfig,

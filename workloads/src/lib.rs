@@ -46,6 +46,18 @@ pub trait Workload: std::fmt::Debug {
     fn agent_of_last(&self, stream: usize) -> Agent {
         self.agents()[stream]
     }
+    /// If the next event [`Workload::next`] would return for `stream` is a `work` already
+    /// decided by the event it last returned (issued by the same agent, and depending on
+    /// nothing another stream or the machine could change meanwhile), consume it and return its
+    /// count: `next` then continues after it. `None` (the default) changes nothing.
+    ///
+    /// Why: a CPU's access and its `work` are two events; the engine asks for the `work` right
+    /// after the access and runs it when the stream's turn comes, without a call to `next` or
+    /// the general event path. The order of events and their effects are unchanged.
+    fn next_work(&mut self, stream: usize) -> Option<u64> {
+        let _ = stream;
+        None
+    }
 }
 
 /// Builds a generator from parameters and a seed.

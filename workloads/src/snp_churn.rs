@@ -565,6 +565,16 @@ impl GuestCpu {
         true
     }
 
+    /// [`crate::Workload::next_work`]: the `work` after an access, which `next` returns next.
+    #[inline]
+    pub(crate) fn next_work(&mut self, cfg: &GuestConfig) -> Option<u64> {
+        if !self.pending_work {
+            return None;
+        }
+        self.pending_work = false;
+        Some(cfg.work)
+    }
+
     /// The next event, setting `last` to its issuer when that changes. The fast path (an access of the current budget, or the `work` after
     /// one) is kept small; everything else is [`GuestCpu::control`].
     #[inline]
@@ -683,6 +693,13 @@ impl Workload for GuestsWithKernel {
 
     fn agent_of_last(&self, stream: usize) -> Agent {
         self.last[stream]
+    }
+
+    fn next_work(&mut self, stream: usize) -> Option<u64> {
+        match stream.checked_sub(self.kernel.len()) {
+            None => self.kernel[stream].next_work(&self.kcfg),
+            Some(i) => self.cpus.get_mut(i)?.next_work(&self.cfg),
+        }
     }
 }
 

@@ -253,6 +253,11 @@ impl Workload for SnpLaunch {
         let kcfg = &self.kcfg;
         self.kernel.get_mut(stream - 1)?.next(kcfg, mem)
     }
+
+    fn next_work(&mut self, stream: usize) -> Option<u64> {
+        let kcfg = &self.kcfg;
+        self.kernel.get_mut(stream.checked_sub(1)?)?.next_work(kcfg)
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,68 @@ pub(crate) fn drain(info: &WorkloadInfo, p: &Params, seed: u64) -> Vec<(usize, A
     out
 }
 
+/// The first `turns` events of [`drain`]'s interleaving, with `take_work`: each `work` that
+/// [`crate::Workload::next_work`] gives right after an event is returned at the stream's next
+/// turn instead of calling `next` (what the engine does).
+fn drain_turns(
+    info: &WorkloadInfo,
+    p: &Params,
+    seed: u64,
+    turns: usize,
+    take_work: bool,
+) -> Vec<(usize, Agent, Event)> {
+    let mut w = info.instantiate(p, seed).unwrap();
+    let mut mem = NullMemory::default();
+    let n = w.agents().len();
+    let mut out = Vec::new();
+    let mut live = vec![true; n];
+    let mut pending: Vec<Option<(Agent, u64)>> = vec![None; n];
+    while live.iter().any(|&l| l) && out.len() < turns {
+        for (s, l) in live.iter_mut().enumerate() {
+            if !*l {
+                continue;
+            }
+            if let Some((a, count)) = pending[s].take() {
+                out.push((s, a, Event::Work { count }));
+                continue;
+            }
+            match w.next(s, &mut mem) {
+                Some(e) => {
+                    let a = w.agent_of_last(s);
+                    out.push((s, a, e));
+                    if take_work {
+                        pending[s] = w.next_work(s).map(|c| (a, c));
+                    }
+                }
+                None => *l = false,
+            }
+        }
+    }
+    out
+}
+
+/// Every built-in workload gives the same events, in the same order and from the same agents,
+/// whether its `work` events are taken with `next_work` or returned by `next`; and the ones
+/// that implement `next_work` do give it.
+#[test]
+fn next_work_changes_no_stream() {
+    let mut taken = 0;
+    for info in crate::registry() {
+        let p = Params::parse(std::iter::empty::<&str>()).unwrap();
+        let plain = drain_turns(info, &p, 3, 150_000, false);
+        let with = drain_turns(info, &p, 3, 150_000, true);
+        assert_eq!(plain.len(), with.len(), "{}", info.name);
+        for (i, (a, b)) in plain.iter().zip(&with).enumerate() {
+            assert_eq!(a, b, "{} event {i}", info.name);
+        }
+        if ["snp-launch", "snp-churn"].contains(&info.name) {
+            taken += 1;
+            assert!(plain.iter().any(|(_, _, e)| matches!(e, Event::Work { .. })), "{}", info.name);
+        }
+    }
+    assert_eq!(taken, 2);
+}
+
 /// Counts this thread's heap allocations, so that a test can check that a generator's steady
 /// state allocates nothing (tests run on threads of their own).
 struct CountingAlloc;
