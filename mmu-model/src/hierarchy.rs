@@ -265,7 +265,7 @@ impl TlbHierarchy {
         let Some(l2) = self.l2_for(kind) else {
             return TlbLookup { hit: None, level: None, latency, l1_absent };
         };
-        self.lookup_l2(va, tag, nested_root, l1, l2, latency)
+        self.lookup_l2(va, tag, nested_root, (l1, l1_absent), l2, latency)
     }
 
     /// [`TlbHierarchy::lookup`] past an L1 miss, when there is an L2 (`latency`: the L1's).
@@ -275,7 +275,7 @@ impl TlbHierarchy {
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
-        l1: TlbLevelId,
+        (l1, l1_absent): (TlbLevelId, bool),
         l2: TlbLevelId,
         mut latency: Cycles,
     ) -> TlbLookup {
@@ -283,7 +283,8 @@ impl TlbHierarchy {
         let t2 = self.get_mut(l2);
         latency += t2.hit_latency();
         let Some(h2) = t2.lookup_in(va, tag, nested_root) else {
-            return TlbLookup { hit: None, level: None, latency, l1_absent: false };
+            // The L2 is another TLB: the L1 is as its lookup left it.
+            return TlbLookup { hit: None, level: None, latency, l1_absent };
         };
         let entry = match inclusion {
             Inclusion::NonInclusive => t2.entry(h2.slot),
@@ -316,7 +317,7 @@ impl TlbHierarchy {
 
     /// [`TlbHierarchy::fill`] right after the lookup of `va` for `kind` that returned
     /// `l1_absent` (nothing changed since): the L1's search for an entry to replace is
-    /// skipped. With an L2, as `fill`.
+    /// skipped.
     #[inline(always)]
     pub fn fill_absent(
         &mut self,
@@ -345,12 +346,12 @@ impl TlbHierarchy {
             let l1 = self.l1_mut(kind).0;
             return l1.fill_in_size_inline::<L1_ABSENT>(va, tag, nested_root, fill);
         }
-        self.fill_with_l2(va, tag, nested_root, kind, fill)
+        self.fill_with_l2::<L1_ABSENT>(va, tag, nested_root, kind, fill)
     }
 
     /// [`TlbHierarchy::fill`] with an L2.
     #[inline(never)]
-    fn fill_with_l2(
+    fn fill_with_l2<const L1_ABSENT: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -361,13 +362,14 @@ impl TlbHierarchy {
         let l2 = self.l2_for(kind);
         match self.inclusion {
             Inclusion::NonInclusive => {
+                // The L2 is another TLB: filling it first leaves the L1 as its lookup found it.
                 if let Some(l2) = l2 {
                     self.get_mut(l2).fill_in_size(va, tag, nested_root, fill);
                 }
-                self.l1_mut(kind).0.fill_in_size(va, tag, nested_root, fill)
+                self.l1_mut(kind).0.fill_in_size_known::<L1_ABSENT>(va, tag, nested_root, fill)
             }
             Inclusion::Exclusive => {
-                let r = self.l1_mut(kind).0.fill_in(va, tag, nested_root, fill);
+                let r = self.l1_mut(kind).0.fill_in_known::<L1_ABSENT>(va, tag, nested_root, fill);
                 if let (Some(l2), Some(v)) = (l2, r.victim) {
                     let (vt, vr) = v.context();
                     self.get_mut(l2).fill_in(v.va(), vt, vr, &v.as_fill(v.va()));

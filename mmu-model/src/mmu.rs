@@ -1373,6 +1373,7 @@ impl Mmu {
         let tag = gctx.tag;
         let nroot = Some(gctx.nested.root);
         let look = self.tlbs.lookup(req.addr.raw(), tag, nroot, req.kind);
+        let l1_absent = look.l1_absent;
         out.cost = look.latency;
         if let Some(hit) = look.hit {
             let nested_ok = match req.kind {
@@ -1424,7 +1425,7 @@ impl Mmu {
             if let Some(f) =
                 fast_walk_2d(host, guest, gctx, gm, nm, gva, kind, privilege, &mut out.refs)
             {
-                self.fast_2d_done(req, (tag, nroot), &f, lat, out);
+                self.fast_2d_done(req, (tag, nroot), &f, lat, l1_absent, out);
                 self.oracle_guest(host, guest, gctx, req, out);
                 self.finish_guest(out);
                 return;
@@ -1474,21 +1475,21 @@ impl Mmu {
             ) => {
                 let fill_size = allow.fill_size.unwrap_or(size).min(size);
                 let frame = Spa::new_truncate(spa.raw() & !(fill_size.bytes() - 1));
-                let installed = self.tlbs.fill(
-                    req.addr.raw(),
-                    tag,
-                    nroot,
-                    req.kind,
-                    &TlbFill {
-                        frame,
-                        size: fill_size,
-                        perms,
-                        nested_perms,
-                        global,
-                        dirty,
-                        cache: allow.cache,
-                    },
-                );
+                let fill = TlbFill {
+                    frame,
+                    size: fill_size,
+                    perms,
+                    nested_perms,
+                    global,
+                    dirty,
+                    cache: allow.cache,
+                };
+                // The walk changed no TLB of this hierarchy (the nested TLB is apart).
+                let installed = if l1_absent {
+                    self.tlbs.fill_absent(req.addr.raw(), tag, nroot, req.kind, &fill)
+                } else {
+                    self.tlbs.fill(req.addr.raw(), tag, nroot, req.kind, &fill)
+                };
                 // Nested TLB and nested PWC fills for the nested walks made.
                 for it in &p.items {
                     let n = &it.nested;
@@ -1572,27 +1573,27 @@ impl Mmu {
         (tag, nroot): (TlbTag, Option<Spa>),
         f: &Fast2d,
         lat: &mut L,
+        l1_absent: bool,
         out: &mut GuestAccessOutcome,
     ) {
         self.work.clear();
         out.cost += self.price_walk(&out.refs, &mut out.check_reads, lat);
         let allow = CheckAllow::WRITE_OK;
         let fill_size = allow.fill_size.unwrap_or(f.size).min(f.size);
-        let installed = self.tlbs.fill(
-            req.addr.raw(),
-            tag,
-            nroot,
-            req.kind,
-            &TlbFill {
-                frame: Spa::new_truncate(f.spa.raw() & !(fill_size.bytes() - 1)),
-                size: fill_size,
-                perms: f.perms,
-                nested_perms: f.nested_perms,
-                global: f.global,
-                dirty: f.dirty,
-                cache: allow.cache,
-            },
-        );
+        let fill = TlbFill {
+            frame: Spa::new_truncate(f.spa.raw() & !(fill_size.bytes() - 1)),
+            size: fill_size,
+            perms: f.perms,
+            nested_perms: f.nested_perms,
+            global: f.global,
+            dirty: f.dirty,
+            cache: allow.cache,
+        };
+        let installed = if l1_absent {
+            self.tlbs.fill_absent(req.addr.raw(), tag, nroot, req.kind, &fill)
+        } else {
+            self.tlbs.fill(req.addr.raw(), tag, nroot, req.kind, &fill)
+        };
         self.stats.walks[f.size] += 1;
         out.result = GuestAccessResult::Translated { spa: f.spa, size: installed };
     }

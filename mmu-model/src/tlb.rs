@@ -1146,6 +1146,30 @@ impl Tlb {
         self.fill_impl::<true, false>(va, tag, nested_root, fill)
     }
 
+    /// [`Tlb::fill_in`] (`ABSENT`: as for [`Tlb::fill_in_size_inline`]).
+    #[inline]
+    pub(crate) fn fill_in_known<const ABSENT: bool>(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> FillResult {
+        self.fill_impl::<true, ABSENT>(va, tag, nested_root, fill)
+    }
+
+    /// [`Tlb::fill_in_size`] (`ABSENT`: as for [`Tlb::fill_in_size_inline`]), not inlined.
+    #[inline]
+    pub(crate) fn fill_in_size_known<const ABSENT: bool>(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_impl::<false, ABSENT>(va, tag, nested_root, fill).installed
+    }
+
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
     /// installed (the same fill; the victim is not copied out).
     #[inline]
@@ -1686,17 +1710,34 @@ mod tests {
             let mut t = Tlb::new(&cfg).unwrap();
             let mut rng = Rng::new(11);
             let tags = [T, TlbTag { asid: 3, pcid: 0 }];
-            let mut found_large = 0;
+            let (mut found_large, mut filled_after_miss) = (0, 0);
             for step in 0..20_000 {
                 // Six 2 MiB regions in two 1 GiB regions: large-memo slots are shared and reused.
                 let region = rng.below(6);
-                let va = (region % 2) << 30 | (region / 2) << 21 | rng.below(512) << 12;
+                // Half the time a region's first pages, where entries of every size overlap.
+                let page = if rng.below(2) == 0 { rng.below(2) } else { rng.below(512) };
+                let va = (region % 2) << 30 | (region / 2) << 21 | page << 12;
                 let tag = tags[usize::try_from(rng.below(2)).unwrap()];
                 match rng.below(100) {
                     0..=5 => {
                         let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
                         let base = va & !(size.bytes() - 1);
                         t.fill(Hva::new(base), tag, &fill(0x1_0000_0000 + base, size, false));
+                    }
+                    // A fill right after the lookup that missed, as the MMU does after a walk:
+                    // told what the lookup proved, it skips the search for an entry to replace.
+                    8..=13 => {
+                        let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
+                        let base = va & !(size.bytes() - 1);
+                        let f = fill(0x1_0000_0000 + base, size, false);
+                        if let (None, absent) = t.lookup_in_inline(va, tag, None) {
+                            if absent {
+                                t.fill_in_size_inline::<true>(va, tag, None, &f);
+                            } else {
+                                t.fill_in_size_known::<false>(va, tag, None, &f);
+                            }
+                            filled_after_miss += 1;
+                        }
                     }
                     6 => {
                         t.invalidate_page(Hva::new(va), tag);
@@ -1717,6 +1758,7 @@ mod tests {
                 }
             }
             assert!(found_large > 1000, "large entries were found: {found_large}");
+            assert!(filled_after_miss > 100, "fills after a miss: {filled_after_miss}");
         }
     }
 
