@@ -312,7 +312,7 @@ impl TlbHierarchy {
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_known::<false>(va, tag, nested_root, kind, fill)
+        self.fill_known::<false, false>(va, tag, nested_root, kind, fill)
     }
 
     /// [`TlbHierarchy::fill`] right after the lookup of `va` for `kind` that returned
@@ -327,12 +327,28 @@ impl TlbHierarchy {
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_known::<true>(va, tag, nested_root, kind, fill)
+        self.fill_known::<true, false>(va, tag, nested_root, kind, fill)
     }
 
-    /// [`TlbHierarchy::fill`] (`L1_ABSENT`: [`TlbHierarchy::fill_absent`]).
+    /// [`TlbHierarchy::fill_absent`] that also makes the L1's memo answer the next lookup of
+    /// `va`'s page without a search (see `Tlb::fill_in_size_inline`): for translations
+    /// likely to be used again at once (a guest's accesses run through a page).
     #[inline(always)]
-    fn fill_known<const L1_ABSENT: bool>(
+    pub fn fill_absent_remembered(
+        &mut self,
+        va: u64,
+        tag: TlbTag,
+        nested_root: Option<Spa>,
+        kind: AccessKind,
+        fill: &TlbFill,
+    ) -> PageSize {
+        self.fill_known::<true, true>(va, tag, nested_root, kind, fill)
+    }
+
+    /// [`TlbHierarchy::fill`] (`L1_ABSENT`: [`TlbHierarchy::fill_absent`]; `REMEMBER`:
+    /// [`TlbHierarchy::fill_absent_remembered`]).
+    #[inline(always)]
+    fn fill_known<const L1_ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -344,14 +360,14 @@ impl TlbHierarchy {
             // No L2: the L1 alone (either inclusion policy: an exclusive fill's victim has
             // nowhere to go), inlined.
             let l1 = self.l1_mut(kind).0;
-            return l1.fill_in_size_inline::<L1_ABSENT>(va, tag, nested_root, fill);
+            return l1.fill_in_size_inline::<L1_ABSENT, REMEMBER>(va, tag, nested_root, fill);
         }
-        self.fill_with_l2::<L1_ABSENT>(va, tag, nested_root, kind, fill)
+        self.fill_with_l2::<L1_ABSENT, REMEMBER>(va, tag, nested_root, kind, fill)
     }
 
     /// [`TlbHierarchy::fill`] with an L2.
     #[inline(never)]
-    fn fill_with_l2<const L1_ABSENT: bool>(
+    fn fill_with_l2<const L1_ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -366,10 +382,20 @@ impl TlbHierarchy {
                 if let Some(l2) = l2 {
                     self.get_mut(l2).fill_in_size(va, tag, nested_root, fill);
                 }
-                self.l1_mut(kind).0.fill_in_size_known::<L1_ABSENT>(va, tag, nested_root, fill)
+                self.l1_mut(kind).0.fill_in_size_known::<L1_ABSENT, REMEMBER>(
+                    va,
+                    tag,
+                    nested_root,
+                    fill,
+                )
             }
             Inclusion::Exclusive => {
-                let r = self.l1_mut(kind).0.fill_in_known::<L1_ABSENT>(va, tag, nested_root, fill);
+                let r = self.l1_mut(kind).0.fill_in_known::<L1_ABSENT, REMEMBER>(
+                    va,
+                    tag,
+                    nested_root,
+                    fill,
+                );
                 if let (Some(l2), Some(v)) = (l2, r.victim) {
                     let (vt, vr) = v.context();
                     self.get_mut(l2).fill_in(v.va(), vt, vr, &v.as_fill(v.va()));

@@ -1484,9 +1484,10 @@ impl Mmu {
                     dirty,
                     cache: allow.cache,
                 };
-                // The walk changed no TLB of this hierarchy (the nested TLB is apart).
+                // The walk changed no TLB of this hierarchy (the nested TLB is apart). A guest's
+                // next access is most often to the same page: the L1's memo answers it.
                 let installed = if l1_absent {
-                    self.tlbs.fill_absent(req.addr.raw(), tag, nroot, req.kind, &fill)
+                    self.tlbs.fill_absent_remembered(req.addr.raw(), tag, nroot, req.kind, &fill)
                 } else {
                     self.tlbs.fill(req.addr.raw(), tag, nroot, req.kind, &fill)
                 };

@@ -1143,31 +1143,32 @@ impl Tlb {
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> FillResult {
-        self.fill_impl::<true, false>(va, tag, nested_root, fill)
+        self.fill_impl::<true, false, false>(va, tag, nested_root, fill)
     }
 
-    /// [`Tlb::fill_in`] (`ABSENT`: as for [`Tlb::fill_in_size_inline`]).
+    /// [`Tlb::fill_in`] (`ABSENT`, `REMEMBER`: as for [`Tlb::fill_in_size_inline`]).
     #[inline]
-    pub(crate) fn fill_in_known<const ABSENT: bool>(
+    pub(crate) fn fill_in_known<const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> FillResult {
-        self.fill_impl::<true, ABSENT>(va, tag, nested_root, fill)
+        self.fill_impl::<true, ABSENT, REMEMBER>(va, tag, nested_root, fill)
     }
 
-    /// [`Tlb::fill_in_size`] (`ABSENT`: as for [`Tlb::fill_in_size_inline`]), not inlined.
+    /// [`Tlb::fill_in_size`] (`ABSENT`, `REMEMBER`: as for [`Tlb::fill_in_size_inline`]), not
+    /// always inlined.
     #[inline]
-    pub(crate) fn fill_in_size_known<const ABSENT: bool>(
+    pub(crate) fn fill_in_size_known<const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false, ABSENT>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, ABSENT, REMEMBER>(va, tag, nested_root, fill).installed
     }
 
     /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
@@ -1180,27 +1181,31 @@ impl Tlb {
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false, false>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, false, false>(va, tag, nested_root, fill).installed
     }
 
     /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
     /// every walk of the default machine). `ABSENT`: the fill follows a lookup of `va` that
     /// proved no entry translates it ([`Tlb::lookup_in_inline`]'s second result), nothing
     /// having changed this TLB since, so the search for an entry to replace is skipped (it
-    /// could find none).
+    /// could find none). `REMEMBER` (with `ABSENT`): the entry installed is then the only one
+    /// that translates `va`'s page, and the memo says so at once, so that the next lookup of
+    /// the page (usually the next access) needs no search. Why not always: writing the memo
+    /// costs a walk that touches every page once (issue #3's `walk_4level`) about a tenth;
+    /// a caller whose pages are touched again passes it.
     #[inline(always)]
-    pub(crate) fn fill_in_size_inline<const ABSENT: bool>(
+    pub(crate) fn fill_in_size_inline<const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_impl::<false, ABSENT>(va, tag, nested_root, fill).installed
+        self.fill_impl::<false, ABSENT, REMEMBER>(va, tag, nested_root, fill).installed
     }
 
     #[inline(always)]
-    fn fill_impl<const VICTIM: bool, const ABSENT: bool>(
+    fn fill_impl<const VICTIM: bool, const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -1308,6 +1313,14 @@ impl Tlb {
         }
         self.stats.by_size[size].fills += 1;
         self.generation += 1;
+        if ABSENT && REMEMBER {
+            let (generation, page) = (self.generation, va & !0xfff);
+            let hit = self.hit_of(TlbSlot::new(ai, set, w), page);
+            let m = &mut Arc::make_mut(&mut self.memo)[Self::memo_index(va)];
+            (m.generation, m.page, m.tag, m.nroot) = (generation, va >> 12, tag, nroot);
+            m.hit = Some(hit);
+            m.state = hit_state(&hit);
+        }
         FillResult { installed: size, victim }
     }
 
@@ -1725,16 +1738,17 @@ mod tests {
                         t.fill(Hva::new(base), tag, &fill(0x1_0000_0000 + base, size, false));
                     }
                     // A fill right after the lookup that missed, as the MMU does after a walk:
-                    // told what the lookup proved, it skips the search for an entry to replace.
+                    // told what the lookup proved, it skips the search for an entry to replace
+                    // and writes the memo of the page filled.
                     8..=13 => {
                         let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
                         let base = va & !(size.bytes() - 1);
                         let f = fill(0x1_0000_0000 + base, size, false);
                         if let (None, absent) = t.lookup_in_inline(va, tag, None) {
                             if absent {
-                                t.fill_in_size_inline::<true>(va, tag, None, &f);
+                                t.fill_in_size_inline::<true, true>(va, tag, None, &f);
                             } else {
-                                t.fill_in_size_known::<false>(va, tag, None, &f);
+                                t.fill_in_size_known::<false, false>(va, tag, None, &f);
                             }
                             filled_after_miss += 1;
                         }
