@@ -291,10 +291,10 @@ impl TlbHierarchy {
             Inclusion::Exclusive => t2.take(h2.slot),
         };
         let (etag, eroot) = entry.context();
-        let r = self.get_mut(l1).fill_in(va, etag, eroot, &entry.as_fill(va));
+        let r = self.get_mut(l1).fill_in::<false, false>(va, etag, eroot, &entry.as_fill(va));
         if let (Inclusion::Exclusive, Some(v)) = (self.inclusion, r.victim) {
             let (vt, vr) = v.context();
-            self.get_mut(l2).fill_in(v.va(), vt, vr, &v.as_fill(v.va()));
+            self.get_mut(l2).fill_in::<false, false>(v.va(), vt, vr, &v.as_fill(v.va()));
         }
         let hit = self.get_mut(l1).peek_in(va, tag, nested_root);
         debug_assert!(hit.is_some(), "just refilled");
@@ -380,25 +380,16 @@ impl TlbHierarchy {
             Inclusion::NonInclusive => {
                 // The L2 is another TLB: filling it first leaves the L1 as its lookup found it.
                 if let Some(l2) = l2 {
-                    self.get_mut(l2).fill_in_size(va, tag, nested_root, fill);
+                    self.get_mut(l2).fill_in_size::<false, false>(va, tag, nested_root, fill);
                 }
-                self.l1_mut(kind).0.fill_in_size_known::<L1_ABSENT, REMEMBER>(
-                    va,
-                    tag,
-                    nested_root,
-                    fill,
-                )
+                self.l1_mut(kind).0.fill_in_size::<L1_ABSENT, REMEMBER>(va, tag, nested_root, fill)
             }
             Inclusion::Exclusive => {
-                let r = self.l1_mut(kind).0.fill_in_known::<L1_ABSENT, REMEMBER>(
-                    va,
-                    tag,
-                    nested_root,
-                    fill,
-                );
+                let r =
+                    self.l1_mut(kind).0.fill_in::<L1_ABSENT, REMEMBER>(va, tag, nested_root, fill);
                 if let (Some(l2), Some(v)) = (l2, r.victim) {
                     let (vt, vr) = v.context();
-                    self.get_mut(l2).fill_in(v.va(), vt, vr, &v.as_fill(v.va()));
+                    self.get_mut(l2).fill_in::<false, false>(v.va(), vt, vr, &v.as_fill(v.va()));
                 }
                 r.installed
             }

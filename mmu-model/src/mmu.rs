@@ -1499,7 +1499,7 @@ impl Mmu {
                     }
                     let NestedResult::Ok { frame, size, perms, dirty } = n.result else { continue };
                     if let Some(t) = self.nested_tlb.as_mut() {
-                        t.fill_in_size(
+                        t.fill_in_size::<false, false>(
                             n.gpa.raw(),
                             ntag(asid),
                             Some(n.root),

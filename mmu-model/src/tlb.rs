@@ -1132,23 +1132,12 @@ impl Tlb {
     /// place; otherwise an invalid way, else the policy's victim. Returns the size installed
     /// (smaller than `fill.size` when that size has no array).
     pub fn fill<V: PagedAddr>(&mut self, va: V, tag: TlbTag, fill: &TlbFill) -> PageSize {
-        self.fill_in_size(va.raw(), tag, None, fill)
+        self.fill_in_size::<false, false>(va.raw(), tag, None, fill)
     }
 
-    /// [`Tlb::fill`] in an address space that may be nested.
-    pub(crate) fn fill_in(
-        &mut self,
-        va: u64,
-        tag: TlbTag,
-        nested_root: Option<Spa>,
-        fill: &TlbFill,
-    ) -> FillResult {
-        self.fill_impl::<true, false, false>(va, tag, nested_root, fill)
-    }
-
-    /// [`Tlb::fill_in`] (`ABSENT`, `REMEMBER`: as for [`Tlb::fill_in_size_inline`]).
-    #[inline]
-    pub(crate) fn fill_in_known<const ABSENT: bool, const REMEMBER: bool>(
+    /// [`Tlb::fill`] in an address space that may be nested (`ABSENT`, `REMEMBER`: as for
+    /// [`Tlb::fill_in_size_inline`]).
+    pub(crate) fn fill_in<const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -1158,10 +1147,10 @@ impl Tlb {
         self.fill_impl::<true, ABSENT, REMEMBER>(va, tag, nested_root, fill)
     }
 
-    /// [`Tlb::fill_in_size`] (`ABSENT`, `REMEMBER`: as for [`Tlb::fill_in_size_inline`]), not
-    /// always inlined.
+    /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
+    /// installed (the same fill; the victim is not copied out).
     #[inline]
-    pub(crate) fn fill_in_size_known<const ABSENT: bool, const REMEMBER: bool>(
+    pub(crate) fn fill_in_size<const ABSENT: bool, const REMEMBER: bool>(
         &mut self,
         va: u64,
         tag: TlbTag,
@@ -1169,19 +1158,6 @@ impl Tlb {
         fill: &TlbFill,
     ) -> PageSize {
         self.fill_impl::<false, ABSENT, REMEMBER>(va, tag, nested_root, fill).installed
-    }
-
-    /// [`Tlb::fill_in`] for a caller that does not need the victim: returns the size
-    /// installed (the same fill; the victim is not copied out).
-    #[inline]
-    pub(crate) fn fill_in_size(
-        &mut self,
-        va: u64,
-        tag: TlbTag,
-        nested_root: Option<Spa>,
-        fill: &TlbFill,
-    ) -> PageSize {
-        self.fill_impl::<false, false, false>(va, tag, nested_root, fill).installed
     }
 
     /// [`Tlb::fill_in_size`], always inlined (the hierarchy's fill of an L1 without an L2:
@@ -1748,7 +1724,7 @@ mod tests {
                             if absent {
                                 t.fill_in_size_inline::<true, true>(va, tag, None, &f);
                             } else {
-                                t.fill_in_size_known::<false, false>(va, tag, None, &f);
+                                t.fill_in_size::<false, false>(va, tag, None, &f);
                             }
                             filled_after_miss += 1;
                         }
