@@ -1398,12 +1398,19 @@ impl Tlb {
     }
 
     /// Flush a whole scope. Returns how many entries were removed.
+    #[inline]
     pub fn flush(&mut self, scope: FlushScope) -> u64 {
         // An empty TLB (the common case under `rmp.tlb_on_update = global-flush`, which
-        // flushes every CPU on every RMP change) has nothing to visit.
+        // flushes every CPU on every RMP change) has nothing to visit: answered inline.
         if self.arrays.iter().all(|a| a.size_used == [0; 3]) {
             return 0;
         }
+        self.flush_entries(scope)
+    }
+
+    /// [`Tlb::flush`] of a TLB that holds entries.
+    #[inline(never)]
+    fn flush_entries(&mut self, scope: FlushScope) -> u64 {
         match scope {
             FlushScope::All => self.remove_where(|_| true),
             FlushScope::Asid(asid) => self.remove_where(|e| e.tag.asid == asid),
