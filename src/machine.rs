@@ -607,7 +607,9 @@ impl Cpu {
         // of repeated flushes): clearing and re-inserting would allocate each time.
         let pcid = self.pcid();
         let only_current = self.cached.len() == 1
-            && self.cached.get(&self.loaded).is_some_and(|p| p.len() == 1 && p.contains(&pcid));
+            && self.cached.first_key_value().is_some_and(|(s, p)| {
+                *s == self.loaded && p.len() == 1 && p.first() == Some(&pcid)
+            });
         if !only_current {
             self.cached.clear();
             self.keep_current();
