@@ -1934,9 +1934,40 @@ impl Machine {
             return Outcome::default();
         }
         self.load_context(cpu, pid);
+        // The common direct-map access: one page, a TLB hit the memos answer.
+        if pid.is_none()
+            && (va.raw() & 0xfff) + u64::from(size.max(1)) <= 0x1000
+            && let Some(o) = self.kernel_hit_fast(cpu, va, kind, privilege, ctx)
+        {
+            return o;
+        }
         self.per_page(va.raw(), size, |m, at| {
             m.access_page(cpu, pid, Hva::new_truncate(at), kind, privilege, ctx)
         })
+    }
+
+    /// A direct-map access of one page that [`Mmu::access_large_hit`] answers, with every
+    /// effect [`Machine::access_page`] has for such a hit (the TLB cycle class and the data
+    /// access). `None` (nothing done): take the general path.
+    #[inline(always)]
+    fn kernel_hit_fast(
+        &mut self,
+        cpu: usize,
+        va: Hva,
+        kind: AccessKind,
+        privilege: Privilege,
+        ctx: Context,
+    ) -> Option<Outcome> {
+        let req = AccessRequest { va, kind, privilege, ctx };
+        let (spa, latency) = self.cpus[cpu].mmu.access_large_hit(&req)?;
+        self.cycles.tlb += latency;
+        let mut cost = latency;
+        if kind != AccessKind::Fetch {
+            let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
+            self.cycles.data += d;
+            cost += d;
+        }
+        Some(Outcome { cost, timing: Timing::Access { chain: Cycles::ZERO }, ..Outcome::default() })
     }
 
     /// A host access to a captured physical address (`host.captured_phys`): each 4 KiB piece

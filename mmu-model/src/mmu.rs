@@ -824,6 +824,17 @@ impl Mmu {
         out
     }
 
+    /// The hit fast paths of [`Mmu::access_large`] alone: `Some((spa, cost))` when one of
+    /// them answered (with every side effect of the hit, as there), `None` (nothing done)
+    /// when the caller must take [`Mmu::access_large`]. Spares a caller that only needs the
+    /// SPA and the cost the outcome, a few hundred bytes.
+    #[inline(always)]
+    pub fn access_large_hit(&mut self, req: &AccessRequest) -> Option<(Spa, Cycles)> {
+        self.host_hit_fast(req)
+            .or_else(|| self.host_hit_large(req))
+            .map(|(spa, _, cost, _)| (spa, cost))
+    }
+
     /// [`Mmu::access`] into the caller's `out` (every field overwritten), which is a few
     /// hundred bytes: a TLB hit writes only its result, cost, path and level and empties the
     /// two lists (sets their lengths). The fast way to translate in a loop.
