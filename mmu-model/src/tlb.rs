@@ -1697,6 +1697,28 @@ mod tests {
         assert!(t.lookup(Hva::new(0x20_1000), T).is_none());
     }
 
+    /// A region's large entry found through the memo is not the answer once an entry of its
+    /// size is filled there: a global entry of another PCID, filled into an earlier way,
+    /// matches too and a search takes it (the first of equal size in way order).
+    #[test]
+    fn large_memo_forgets_a_region_refilled() {
+        let mut t = Tlb::new(&fa(8)).unwrap();
+        let (a, b) = (TlbTag { asid: 3, pcid: 0 }, TlbTag { asid: 3, pcid: 1 });
+        let (other, region) = (0x4000_0000u64, 0x20_0000u64);
+        // Way 0 another region's entry, way 1 the region's, for PCID 0.
+        t.fill(Hva::new(other), a, &fill(0x1_0000_0000, PageSize::M2, false));
+        t.fill(Hva::new(region), a, &fill(0x2_0000_0000, PageSize::M2, false));
+        let first = t.lookup(Hva::new(region + 0x1000), a).unwrap();
+        assert_eq!(first.pa, Spa::new(0x2_0000_1000));
+        // Way 0 freed, then a global entry of PCID 1 for the region lands there.
+        t.invalidate_page(Hva::new(other), a);
+        t.fill(Hva::new(region), b, &fill(0x3_0000_0000, PageSize::M2, true));
+        let want = t.peek(Hva::new(region + 0x2000), a).unwrap();
+        assert_eq!(want.pa, Spa::new(0x3_0000_2000), "the search takes the global entry");
+        let got = t.lookup(Hva::new(region + 0x2000), a).unwrap();
+        assert_eq!((got.pa, got.slot), (want.pa, want.slot));
+    }
+
     /// Lookups answered through the memos (the 4 KiB one and the large-page one) find what a
     /// search without them finds, over a mix of 4K, 2M and 1G fills, invalidations and flushes
     /// in a few 2 MiB regions, two tags, and arrays with and without presence filters.
@@ -1705,7 +1727,7 @@ mod tests {
         for cfg in [fa(72), fa(8), split(16, 24)] {
             let mut t = Tlb::new(&cfg).unwrap();
             let mut rng = Rng::new(11);
-            let tags = [T, TlbTag { asid: 3, pcid: 0 }];
+            let tags = [T, TlbTag { asid: 3, pcid: 0 }, TlbTag { asid: 3, pcid: 1 }];
             let (mut found_large, mut filled_after_miss) = (0, 0);
             for step in 0..20_000 {
                 // Six 2 MiB regions in two 1 GiB regions: large-memo slots are shared and reused.
@@ -1713,12 +1735,15 @@ mod tests {
                 // Half the time a region's first pages, where entries of every size overlap.
                 let page = if rng.below(2) == 0 { rng.below(2) } else { rng.below(512) };
                 let va = (region % 2) << 30 | (region / 2) << 21 | page << 12;
-                let tag = tags[usize::try_from(rng.below(2)).unwrap()];
+                let tag = tags[usize::try_from(rng.below(3)).unwrap()];
                 match rng.below(100) {
                     0..=5 => {
                         let size = PageSize::ALL[usize::try_from(rng.below(3)).unwrap()];
                         let base = va & !(size.bytes() - 1);
-                        t.fill(Hva::new(base), tag, &fill(0x1_0000_0000 + base, size, false));
+                        // Global entries now and then: one of another PCID then matches too,
+                        // so equal-size duplicates exist (a search takes the first in way order).
+                        let global = rng.below(8) == 0;
+                        t.fill(Hva::new(base), tag, &fill(0x1_0000_0000 + base, size, global));
                     }
                     // A fill right after the lookup that missed, as the MMU does after a walk:
                     // told what the lookup proved, it skips the search for an entry to replace
