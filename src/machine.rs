@@ -1960,14 +1960,30 @@ impl Machine {
     ) -> Option<Outcome> {
         let req = AccessRequest { va, kind, privilege, ctx };
         let (spa, latency) = self.cpus[cpu].mmu.access_large_hit(&req)?;
+        Some(self.tlb_hit_done(cpu, spa, latency, kind))
+    }
+
+    /// The rest of an access whose translation hit the TLB after `latency` cycles: the TLB
+    /// cycle class, the data reference, and an outcome with no dependent chain (what the
+    /// general paths do for a TLB hit).
+    #[inline(always)]
+    fn tlb_hit_done(&mut self, cpu: usize, spa: Spa, latency: Cycles, kind: AccessKind) -> Outcome {
         self.cycles.tlb += latency;
-        let mut cost = latency;
-        if kind != AccessKind::Fetch {
-            let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
-            self.cycles.data += d;
-            cost += d;
+        let cost = latency + self.data_reference(cpu, spa, kind);
+        Outcome { cost, timing: Timing::Access { chain: Cycles::ZERO }, ..Outcome::default() }
+    }
+
+    /// The access's own reference to `spa` through the data caches, where it competes with
+    /// page-table and RMP lines; its cycles (also counted as data cycles). An instruction
+    /// fetch is priced by the base CPI (no L1I model): zero.
+    #[inline(always)]
+    fn data_reference(&mut self, cpu: usize, spa: Spa, kind: AccessKind) -> Cycles {
+        if kind == AccessKind::Fetch {
+            return Cycles::ZERO;
         }
-        Some(Outcome { cost, timing: Timing::Access { chain: Cycles::ZERO }, ..Outcome::default() })
+        let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
+        self.cycles.data += d;
+        d
     }
 
     /// A host access to a captured physical address (`host.captured_phys`): each 4 KiB piece
@@ -2071,18 +2087,11 @@ impl Machine {
             self.cycles.tlb += o.cost.saturating_sub(lat.walk + rmp);
             match o.result {
                 AccessResult::Translated { spa, .. } => {
-                    // The access itself goes through the data caches, where it competes with
-                    // page-table and RMP lines. Instruction fetches are priced by the base CPI
-                    // (no L1I model).
-                    let mut chain = if o.walked() { lat.walk + rmp } else { Cycles::ZERO };
-                    if kind != AccessKind::Fetch {
-                        let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
-                        self.cycles.data += d;
-                        cost += d;
-                        if o.walked() {
-                            chain += d;
-                        }
-                    }
+                    // The access itself, through the data caches: after the walk if any.
+                    let walk_chain = lat.walk + rmp;
+                    let d = self.data_reference(cpu, spa, kind);
+                    cost += d;
+                    let chain = if o.walked() { walk_chain + d } else { Cycles::ZERO };
                     if handled_fault.is_some() {
                         return Outcome {
                             fault: handled_fault,
@@ -2975,14 +2984,7 @@ impl Machine {
         let g = &mut self.guest;
         g.accesses += 1;
         g.tlb_hits += 1;
-        self.cycles.tlb += latency;
-        let mut cost = latency;
-        if kind != AccessKind::Fetch {
-            let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
-            self.cycles.data += d;
-            cost += d;
-        }
-        Some(Outcome { cost, timing: Timing::Access { chain: Cycles::ZERO }, ..Outcome::default() })
+        Some(self.tlb_hit_done(cpu, spa, latency, kind))
     }
 
     /// CPU `cpu`'s [`VmMemo`], if it is of `vm` and still valid.
@@ -3216,15 +3218,10 @@ impl Machine {
             GuestAccessResult::Translated { spa, .. } => {
                 // As for the host: the data access goes through the data caches; a fetch is
                 // priced by the base CPI.
-                let mut chain = if walked { lat.walk + lat.check } else { Cycles::ZERO };
-                if kind != AccessKind::Fetch {
-                    let d = self.caches.data_access(cpu, spa, kind == AccessKind::Write);
-                    self.cycles.data += d;
-                    cost += d;
-                    if walked {
-                        chain += d;
-                    }
-                }
+                let walk_chain = lat.walk + lat.check;
+                let d = self.data_reference(cpu, spa, kind);
+                cost += d;
+                let chain = if walked { walk_chain + d } else { Cycles::ZERO };
                 return Outcome { cost, timing: Timing::Access { chain }, ..Outcome::default() };
             }
             // #GP in the guest.

@@ -85,7 +85,7 @@ pub struct TlbLookup {
     pub latency: Cycles,
     /// A miss the L1's filters settled: no L1 entry of any size translates the address, so a
     /// fill of it into the L1 right after, nothing changed in between, need not search
-    /// ([`TlbHierarchy::fill_absent`]).
+    /// ([`TlbHierarchy::fill_after_lookup`]).
     pub l1_absent: bool,
 }
 
@@ -316,37 +316,29 @@ impl TlbHierarchy {
     }
 
     /// [`TlbHierarchy::fill`] right after the lookup of `va` for `kind` that returned
-    /// `l1_absent` (nothing changed since): the L1's search for an entry to replace is
-    /// skipped.
+    /// `l1_absent`, nothing having changed since. When it is set, the L1's search for an entry
+    /// to replace is skipped and, with `REMEMBER`, the L1's memo answers the next lookup of
+    /// `va`'s page without a search (see `Tlb::fill_in_size_inline`): for translations likely
+    /// to be used again at once (a guest's accesses run through a page).
     #[inline(always)]
-    pub fn fill_absent(
+    pub fn fill_after_lookup<const REMEMBER: bool>(
         &mut self,
+        l1_absent: bool,
         va: u64,
         tag: TlbTag,
         nested_root: Option<Spa>,
         kind: AccessKind,
         fill: &TlbFill,
     ) -> PageSize {
-        self.fill_known::<true, false>(va, tag, nested_root, kind, fill)
+        if l1_absent {
+            self.fill_known::<true, REMEMBER>(va, tag, nested_root, kind, fill)
+        } else {
+            self.fill_known::<false, false>(va, tag, nested_root, kind, fill)
+        }
     }
 
-    /// [`TlbHierarchy::fill_absent`] that also makes the L1's memo answer the next lookup of
-    /// `va`'s page without a search (see `Tlb::fill_in_size_inline`): for translations
-    /// likely to be used again at once (a guest's accesses run through a page).
-    #[inline(always)]
-    pub fn fill_absent_remembered(
-        &mut self,
-        va: u64,
-        tag: TlbTag,
-        nested_root: Option<Spa>,
-        kind: AccessKind,
-        fill: &TlbFill,
-    ) -> PageSize {
-        self.fill_known::<true, true>(va, tag, nested_root, kind, fill)
-    }
-
-    /// [`TlbHierarchy::fill`] (`L1_ABSENT`: [`TlbHierarchy::fill_absent`]; `REMEMBER`:
-    /// [`TlbHierarchy::fill_absent_remembered`]).
+    /// [`TlbHierarchy::fill`] (`L1_ABSENT`, `REMEMBER`: see
+    /// [`TlbHierarchy::fill_after_lookup`]).
     #[inline(always)]
     fn fill_known<const L1_ABSENT: bool, const REMEMBER: bool>(
         &mut self,

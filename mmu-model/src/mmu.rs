@@ -1206,11 +1206,8 @@ impl Mmu {
         };
         // The lookup that missed just before proved the L1 holds nothing for `va` (when its
         // filters settled it); the walk and the checks did not touch the TLBs since.
-        let installed = if l1_absent {
-            self.tlbs.fill_absent(va, tag, None, req.kind, &fill)
-        } else {
-            self.tlbs.fill(va, tag, None, req.kind, &fill)
-        };
+        let installed =
+            self.tlbs.fill_after_lookup::<false>(l1_absent, va, tag, None, req.kind, &fill);
         if self.pwc.exists() {
             // Cache the non-leaf entries, with the rights combined down to each.
             let mut perms = w.start_perms;
@@ -1497,11 +1494,14 @@ impl Mmu {
                 };
                 // The walk changed no TLB of this hierarchy (the nested TLB is apart). A guest's
                 // next access is most often to the same page: the L1's memo answers it.
-                let installed = if l1_absent {
-                    self.tlbs.fill_absent_remembered(req.addr.raw(), tag, nroot, req.kind, &fill)
-                } else {
-                    self.tlbs.fill(req.addr.raw(), tag, nroot, req.kind, &fill)
-                };
+                let installed = self.tlbs.fill_after_lookup::<true>(
+                    l1_absent,
+                    req.addr.raw(),
+                    tag,
+                    nroot,
+                    req.kind,
+                    &fill,
+                );
                 // Nested TLB and nested PWC fills for the nested walks made.
                 for it in &p.items {
                     let n = &it.nested;
@@ -1601,11 +1601,14 @@ impl Mmu {
             dirty: f.dirty,
             cache: allow.cache,
         };
-        let installed = if l1_absent {
-            self.tlbs.fill_absent(req.addr.raw(), tag, nroot, req.kind, &fill)
-        } else {
-            self.tlbs.fill(req.addr.raw(), tag, nroot, req.kind, &fill)
-        };
+        let installed = self.tlbs.fill_after_lookup::<false>(
+            l1_absent,
+            req.addr.raw(),
+            tag,
+            nroot,
+            req.kind,
+            &fill,
+        );
         self.stats.walks[f.size] += 1;
         out.result = GuestAccessResult::Translated { spa: f.spa, size: installed };
     }
