@@ -401,13 +401,8 @@ fn drive(
         loop {
             if let Some((cpu, count)) = pending_work[k.stream].take() {
                 m.exec_work(cpu, count);
-                records += 1;
-                if records.is_multiple_of(PROGRESS_EVERY) {
-                    tick(progress, PROGRESS_EVERY);
-                }
                 let at = m.clock(sim_core::Agent::host(cpu));
-                if !sched.first_again(k.stream, at, bound) {
-                    sched.requeue(k.stream, at);
+                if !ran_one(&mut records, progress, &mut sched, (k.stream, at, bound)) {
                     break;
                 }
                 continue;
@@ -461,19 +456,35 @@ fn drive(
             {
                 pending_work[k.stream] = w.next_work(k.stream).map(|count| (cpu, count));
             }
-            records += 1;
-            if records.is_multiple_of(PROGRESS_EVERY) {
-                tick(progress, PROGRESS_EVERY);
-            }
             let at = m.clock(agent);
-            if !sched.first_again(k.stream, at, bound) {
-                sched.requeue(k.stream, at);
+            if !ran_one(&mut records, progress, &mut sched, (k.stream, at, bound)) {
                 break;
             }
         }
     }
     tick(progress, records % PROGRESS_EVERY);
     Ok(records)
+}
+
+/// After an event of `stream` ran, its CPU's clock now `at`: count it, and say whether the
+/// stream is still the one the scheduler would pop next (`bound`, [`Scheduler::pop_bounded`]);
+/// if not, it is requeued.
+#[inline(always)]
+fn ran_one(
+    records: &mut u64,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+    sched: &mut Scheduler,
+    (stream, at, bound): (usize, Cycles, sim_core::sched::Bound),
+) -> bool {
+    *records += 1;
+    if records.is_multiple_of(PROGRESS_EVERY) {
+        tick(progress, PROGRESS_EVERY);
+    }
+    if sched.first_again(stream, at, bound) {
+        return true;
+    }
+    sched.requeue(stream, at);
+    false
 }
 
 /// Writes the executed stream of a workload to `.cct`, atomically (temp file + rename).
