@@ -553,6 +553,15 @@ struct VmMemo {
     gpa_ctx: Option<mmu_model::GuestContext>,
 }
 
+impl VmMemo {
+    /// A CPU's memo (its `vm_memo` field, so that the caller may borrow the CPU's other
+    /// fields meanwhile), if it is of `vm` and `epoch` is still [`Machine::vm_epoch`].
+    #[inline]
+    fn current(memo: &Option<VmMemo>, vm: VmId, epoch: u64) -> Option<&VmMemo> {
+        memo.as_ref().filter(|m| m.vm == vm && m.epoch == epoch)
+    }
+}
+
 impl Cpu {
     /// Charge an event's cost to this CPU's clock under the overlap rule.
     fn charge(&mut self, cost: Cycles, timing: Timing) -> Cycles {
@@ -2977,8 +2986,7 @@ impl Machine {
         kind: AccessKind,
     ) -> Option<Outcome> {
         let c = &mut self.cpus[cpu];
-        let memo = c.vm_memo.as_ref().filter(|m| m.vm == vm && m.epoch == self.vm_epoch)?;
-        let gctx = memo.gpa_ctx.as_ref()?;
+        let gctx = VmMemo::current(&c.vm_memo, vm, self.vm_epoch)?.gpa_ctx.as_ref()?;
         // vCPU accesses are the guest kernel's (as in `guest_access_page`).
         let (spa, latency) = c.mmu.guest_hit_fast(gpa, kind, Privilege::Supervisor, gctx)?;
         let g = &mut self.guest;
@@ -2989,8 +2997,8 @@ impl Machine {
 
     /// CPU `cpu`'s [`VmMemo`], if it is of `vm` and still valid.
     #[inline]
-    fn vm_memo(&self, cpu: usize, vm: VmId) -> Option<VmMemo> {
-        self.cpus[cpu].vm_memo.filter(|m| m.vm == vm && m.epoch == self.vm_epoch)
+    fn vm_memo(&self, cpu: usize, vm: VmId) -> Option<&VmMemo> {
+        VmMemo::current(&self.cpus[cpu].vm_memo, vm, self.vm_epoch)
     }
 
     /// Run an access of `size` bytes from `first` one 4 KiB page at a time (an access that
