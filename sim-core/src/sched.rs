@@ -120,7 +120,7 @@ impl Scheduler {
     /// If `stream` was never made ready with [`Scheduler::ready`].
     #[inline]
     pub fn requeue(&mut self, stream: usize, at: Cycles) {
-        let key = u128::from(at.get()) << 64 | u128::from(self.ord[stream]);
+        let key = self.key(stream, at);
         if self.heap.is_empty() && self.small.len() < Self::LINEAR_MAX {
             self.small.push(key);
         } else {
@@ -178,19 +178,7 @@ impl Scheduler {
     /// clock after executing one event.
     #[inline]
     pub fn pop(&mut self) -> Option<ReadyKey> {
-        let key = if self.heap.is_empty() {
-            let (first, rest) = self.small.split_first()?;
-            let mut best = (0, *first);
-            for (i, &k) in rest.iter().enumerate() {
-                if k < best.1 {
-                    best = (i + 1, k);
-                }
-            }
-            self.small.swap_remove(best.0)
-        } else {
-            self.heap.pop()?.0
-        };
-        Some(self.ready_key(key))
+        self.pop_bounded().map(|(k, _)| k)
     }
 
     /// [`Scheduler::pop`], also returning the smallest key among the streams still waiting.
@@ -217,22 +205,24 @@ impl Scheduler {
             let key = self.heap.pop()?.0;
             (key, self.heap.peek().map_or(u128::MAX, |r| r.0))
         };
-        Some((self.ready_key(key), Bound(bound)))
+        #[allow(clippy::cast_possible_truncation)] // the halves of the key
+        let (at, ord) = ((key >> 64) as u64, key as u64);
+        let stream = self.by_ord[usize::try_from(ord).expect("a position")];
+        let k = ReadyKey { at: Cycles::new(at), agent: self.agents[stream], stream };
+        Some((k, Bound(bound)))
     }
 
     /// Whether stream `stream`, ready again at `at` (under the agent it was popped with), would
     /// be popped before every stream waiting when `bound` was taken ([`Scheduler::pop_bounded`]).
     #[inline]
     pub fn first_again(&self, stream: usize, at: Cycles, bound: Bound) -> bool {
-        (u128::from(at.get()) << 64 | u128::from(self.ord[stream])) < bound.0
+        self.key(stream, at) < bound.0
     }
 
+    /// Stream `stream`'s key when ready at `at`: the clock, then its position.
     #[inline]
-    fn ready_key(&self, key: u128) -> ReadyKey {
-        #[allow(clippy::cast_possible_truncation)] // the halves of the key
-        let (at, ord) = ((key >> 64) as u64, key as u64);
-        let stream = self.by_ord[usize::try_from(ord).expect("a position")];
-        ReadyKey { at: Cycles::new(at), agent: self.agents[stream], stream }
+    fn key(&self, stream: usize, at: Cycles) -> u128 {
+        u128::from(at.get()) << 64 | u128::from(self.ord[stream])
     }
 
     /// Streams ready.
