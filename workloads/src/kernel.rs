@@ -100,9 +100,8 @@ impl KernelStream {
         if self.left == 0 {
             return None;
         }
-        if self.pending_work {
-            self.pending_work = false;
-            return Some(Event::Work { count: cfg.work });
+        if let Some(count) = self.next_work(cfg) {
+            return Some(Event::Work { count });
         }
         // Replace the oldest slab page now and then; fill the working set first.
         if (self.pages.len() as u64) < cfg.slab_pages || self.since_churn >= cfg.slab_churn {

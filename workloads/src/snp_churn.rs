@@ -580,9 +580,8 @@ impl GuestCpu {
     #[inline]
     pub(crate) fn next(&mut self, cfg: &GuestConfig, last: &mut Agent) -> Option<Event> {
         // After an access nothing is pending, and the issuer is still the guest.
-        if self.pending_work {
-            self.pending_work = false;
-            return Some(Event::Work { count: cfg.work });
+        if let Some(count) = self.next_work(cfg) {
+            return Some(Event::Work { count });
         }
         if self.budget > 0 {
             // A budget is only granted with nothing queued, and nothing queues during it.
