@@ -411,6 +411,13 @@ fn rmp_context(
     })
 }
 
+/// Whether an access of `size` bytes from `first` stays in one 4 KiB page (as
+/// [`Machine::per_page`] would run it: a size of 0 is one byte).
+#[inline(always)]
+fn within_page(first: u64, size: u32) -> bool {
+    (first & 0xfff) + u64::from(size.max(1)) <= 0x1000
+}
+
 /// The VMPL a guest context runs at: its own, or its VTL's by `vsm.vtl_vmpl` (a VTL the map
 /// does not name runs at VMPL 3, the least privileged); host contexts: 0.
 fn vmpl_of(ctx: Context, vsm: &crate::vsm::VsmConfig) -> u8 {
@@ -1945,7 +1952,7 @@ impl Machine {
         self.load_context(cpu, pid);
         // The common direct-map access: one page, a TLB hit the memos answer.
         if pid.is_none()
-            && (va.raw() & 0xfff) + u64::from(size.max(1)) <= 0x1000
+            && within_page(va.raw(), size)
             && let Some(o) = self.kernel_hit_fast(cpu, va, kind, privilege, ctx)
         {
             return o;
@@ -2946,7 +2953,7 @@ impl Machine {
             // The common access: a guest-physical one within a page that hits the L1 TLB.
             if physical
                 && vtl.is_none()
-                && (first & 0xfff) + u64::from(size.max(1)) <= 0x1000
+                && within_page(first, size)
                 && let Some(o) = self.guest_hit_fast(cpu, vm, Gpa::new_truncate(first), kind)
             {
                 return o;
