@@ -127,6 +127,10 @@ struct RunArgs {
     /// Record the executed event stream to this `.cct` trace (workloads only).
     #[arg(long, value_name = "OUT.cct")]
     record: Option<PathBuf>,
+    /// Print the host time the run took on stderr: setup, replay, and the control events
+    /// (neither accesses nor `work`) timed apart, with accesses per second.
+    #[arg(long)]
+    timing: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -387,7 +391,32 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if !a.quiet {
         print!("{}", out.report.to_table());
     }
+    if a.timing {
+        eprint!("{}", host_time_text(&out.host, out.report.accesses.total()));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run --timing`: the host time of a run, with the replay rate over the whole replay and over
+/// the replay without its control events.
+fn host_time_text(h: &engine::HostTime, accesses: u64) -> String {
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let rate = |d: std::time::Duration| {
+        if d.is_zero() { 0.0 } else { accesses as f64 / secs(d) / 1e6 }
+    };
+    let rest = h.replay.saturating_sub(h.control);
+    format!(
+        "host time {:.3} s: setup {:.3} s, replay {:.3} s ({accesses} accesses, {:.2} M/s)\n  \
+         control events {} in {:.3} s; accesses and work {:.3} s ({:.2} M accesses/s)\n",
+        secs(h.setup + h.replay),
+        secs(h.setup),
+        secs(h.replay),
+        rate(h.replay),
+        h.control_events,
+        secs(h.control),
+        secs(rest),
+        rate(rest),
+    )
 }
 
 /// `run --policy a,b,…`: the same input once per policy; a comparison table on stdout, and
@@ -407,6 +436,9 @@ fn run_policies(
         let mut l = layers.clone();
         l.sets.insert(0, format!("host.policy={p}"));
         let out = engine::run(&l, input, opts).map_err(|e| anyhow::anyhow!("policy {p}: {e:#}"))?;
+        if a.timing {
+            eprint!("{p}: {}", host_time_text(&out.host, out.report.accesses.total()));
+        }
         runs.push((p.clone(), out.report));
     }
     if let Some(p) = &a.json {

@@ -15,6 +15,7 @@ use sim_core::sched::Scheduler;
 use sim_core::{Check, Cycles, Record, Setting, TimedEvent};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -145,11 +146,48 @@ fn apply_setting(b: &mut ConfigBuilder, s: &Setting) -> anyhow::Result<()> {
     }
 }
 
+/// Host (wall-clock) time a run took, with its control events timed on their own: issue #4
+/// states a workload's replay rate in accesses per second "with its control events counted
+/// separately". Never part of the report, which is deterministic; `ccsim run --timing`
+/// prints it (docs/performance.md "Host time of a run").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTime {
+    /// Before the first event: the configuration, the machine and the generator built (a
+    /// file: its header read, up to the machine's construction).
+    pub setup: Duration,
+    /// From then to the end of the last event: generation or decoding included.
+    pub replay: Duration,
+    /// Of `replay`, the machine's execution of the control events: every event that is
+    /// neither a memory access nor `work` (launches, page-state changes, RMP instructions,
+    /// SEAMCALLs, CR3 loads, …). What an access causes (its walk, its faults and their
+    /// handling) stays with the access.
+    pub control: Duration,
+    /// How many control events ran.
+    pub control_events: u64,
+}
+
+impl HostTime {
+    /// Execute `te` on `m`, timing it into `control` if it is a control event.
+    #[inline(always)]
+    fn exec(&mut self, m: &mut Machine, te: &TimedEvent) -> Outcome {
+        if te.event.is_access() || matches!(te.event, sim_core::Event::Work { .. }) {
+            return m.exec(te);
+        }
+        let start = Instant::now();
+        let out = m.exec(te);
+        self.control += start.elapsed();
+        self.control_events += 1;
+        out
+    }
+}
+
 /// A finished run.
 #[derive(Debug)]
 pub struct RunOutput {
     /// The report.
     pub report: Report,
+    /// The host time it took (not deterministic, so not in the report).
+    pub host: HostTime,
     /// Expectation results (scenarios).
     pub expectations: Vec<ExpectResult>,
     /// The machine as the run left it, for checks of its state that the report does not
@@ -189,6 +227,8 @@ pub fn check_file(path: &Path) -> anyhow::Result<Vec<ExpectResult>> {
 }
 
 fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Result<RunOutput> {
+    let start = Instant::now();
+    let mut host = HostTime::default();
     let name = path.display().to_string();
     let (_, stream) = input::open(path)?;
     let mut settings: Vec<(String, Setting)> = Vec::new();
@@ -220,10 +260,12 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
         }
         let m = match &mut machine {
             Some(m) => m,
-            None => machine.insert(
-                Machine::new(layers.build(&settings)?, &settings, false)
-                    .map_err(|e| anyhow!("{name}: {e}"))?,
-            ),
+            None => {
+                let m = Machine::new(layers.build(&settings)?, &settings, false)
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
+                host.setup = start.elapsed();
+                machine.insert(m)
+            }
         };
         match record {
             Record::Setting(_) => unreachable!("handled above"),
@@ -243,7 +285,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
             r if program.is_some() => deferred.push((line, r)),
             Record::State(s) => m.apply_state(&s).map_err(|e| anyhow!("{}: {e}", at(line)))?,
             Record::Event(te) => {
-                let o = m.exec(&te);
+                let o = host.exec(m, &te);
                 if let Some(e) = m.take_input_error() {
                     bail!("{}: {e}", at(line));
                 }
@@ -263,13 +305,17 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     }
     let mut m = match machine {
         Some(m) => m,
-        None => Machine::new(layers.build(&settings)?, &settings, false)
-            .map_err(|e| anyhow!("{name}: {e}"))?,
+        None => {
+            let m = Machine::new(layers.build(&settings)?, &settings, false)
+                .map_err(|e| anyhow!("{name}: {e}"))?;
+            host.setup = start.elapsed();
+            m
+        }
     };
     for (line, r) in deferred {
         match r {
             Record::Event(te) => {
-                last = Some((line, m.exec(&te)));
+                last = Some((line, host.exec(&mut m, &te)));
                 if let Some(e) = m.take_input_error() {
                     bail!("{name}:{line}: {e}");
                 }
@@ -283,6 +329,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     }
     tick(progress, records % PROGRESS_EVERY);
     m.finish();
+    host.replay = start.elapsed().saturating_sub(host.setup);
     let info = input_info_file(&name);
     for (line, check) in finals {
         let (passed, message) = m.check(&check, None, &info);
@@ -290,7 +337,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     }
     let mut report = m.report(&info);
     report.records = records;
-    Ok(RunOutput { report, expectations: results, machine: m })
+    Ok(RunOutput { report, expectations: results, machine: m, host })
 }
 
 /// The `expect` line `line` checked after the event of line `after.0`, whose outcome is
@@ -331,6 +378,8 @@ fn run_workload(
         }
         _ => layers,
     };
+    let start = Instant::now();
+    let mut host = HostTime::default();
     let cfg = layers.build(&[])?;
     let mut w = info.instantiate(params, opts.seed).map_err(|e| anyhow!("workload {name}: {e}"))?;
     let mut m = Machine::new(cfg, &[], true)?;
@@ -338,7 +387,9 @@ fn run_workload(
         Some(p) => Some(Recorder::new(p, name, params, opts.seed)?),
         None => None,
     };
-    let records = match drive(w.as_mut(), &mut m, rec.as_mut(), opts.progress.as_deref()) {
+    host.setup = start.elapsed();
+    let records = match drive(w.as_mut(), &mut m, rec.as_mut(), opts.progress.as_deref(), &mut host)
+    {
         Ok(n) => n,
         Err(e) => {
             if let Some(r) = rec {
@@ -348,6 +399,7 @@ fn run_workload(
         }
     };
     m.finish();
+    host.replay = start.elapsed().saturating_sub(host.setup);
     if let Some(r) = rec {
         r.finish()?;
     }
@@ -358,7 +410,7 @@ fn run_workload(
         seed: opts.seed,
     });
     report.records = records;
-    Ok(RunOutput { report, expectations: Vec::new(), machine: m })
+    Ok(RunOutput { report, expectations: Vec::new(), machine: m, host })
 }
 
 /// Run every stream of `w` on `m` to its end, merged by `(cycle, agent)`, recording each event
@@ -377,6 +429,7 @@ fn drive(
     m: &mut Machine,
     mut rec: Option<&mut Recorder>,
     progress: Option<&std::sync::atomic::AtomicU64>,
+    host: &mut HostTime,
 ) -> anyhow::Result<u64> {
     let mut sched = Scheduler::new();
     let agents: Vec<_> = w.agents().to_vec();
@@ -447,7 +500,7 @@ fn drive(
                     None => r.write(&te)?,
                 }
             }
-            let _ = m.exec(&te);
+            let _ = host.exec(m, &te);
             if let Some(e) = m.take_input_error() {
                 bail!("stream {} ({agent}), event {records}: {e}", k.stream);
             }
@@ -630,13 +683,64 @@ mod tests {
     #[test]
     fn a_stream_may_change_context_on_its_cpu() {
         let mut w = hopper(Agent::guest(1, 1, 0));
-        assert_eq!(drive(&mut w, &mut machine(), None, None).unwrap(), 4);
+        let mut host = HostTime::default();
+        assert_eq!(drive(&mut w, &mut machine(), None, None, &mut host).unwrap(), 4);
+        // `work` is not a control event.
+        assert_eq!(host.control_events, 0);
+    }
+
+    /// Only the events that are neither accesses nor `work` are timed as control events.
+    #[test]
+    fn host_time_counts_control_events_apart() {
+        let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("traces/scenarios/foundation/read-2m-neighbour-none.ccs");
+        let out =
+            run(&ConfigLayers::default(), &Input::File(scenario), &RunOptions::default()).unwrap();
+        // One `rmpupdate`; the two loads are accesses.
+        assert_eq!(out.host.control_events, 1);
+        assert_eq!(out.report.accesses.total(), 2);
+        assert!(out.host.control <= out.host.replay);
+        // A workload: `work` between accesses is not control; launches and PVALIDATEs are.
+        let params = workloads::Params::parse(["guests=2", "accesses=300"]).unwrap();
+        let inner = workloads::find("snp-churn").unwrap().instantiate(&params, 1).unwrap();
+        let mut w = CountControl { inner, control: 0 };
+        let mut m = Machine::new(ConfigLayers::default().build(&[]).unwrap(), &[], true).unwrap();
+        let mut host = HostTime::default();
+        let records = drive(&mut w, &mut m, None, None, &mut host).unwrap();
+        assert!(host.control_events > 0 && host.control_events < records);
+        assert_eq!(host.control_events, w.control);
+    }
+
+    /// A workload that counts the control events it hands out.
+    #[derive(Debug)]
+    struct CountControl {
+        inner: Box<dyn workloads::Workload>,
+        control: u64,
+    }
+
+    impl workloads::Workload for CountControl {
+        fn agents(&self) -> &[Agent] {
+            self.inner.agents()
+        }
+        fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
+            let e = self.inner.next(stream, mem)?;
+            self.control += u64::from(!e.is_access() && !matches!(e, Event::Work { .. }));
+            Some(e)
+        }
+        fn agent_of_last(&self, stream: usize) -> Agent {
+            self.inner.agent_of_last(stream)
+        }
+        fn next_work(&mut self, stream: usize) -> Option<u64> {
+            self.inner.next_work(stream)
+        }
     }
 
     #[test]
     fn an_event_on_another_cpu_is_an_error_not_a_panic() {
         let mut w = hopper(Agent::guest(0, 1, 0));
-        let e = drive(&mut w, &mut machine(), None, None).unwrap_err().to_string();
+        let e = drive(&mut w, &mut machine(), None, None, &mut HostTime::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("stream 1 (agent c1 host) issued `work` as c0 vm1/v0"), "{e}");
     }
 }
