@@ -65,26 +65,13 @@ impl WalkOverlap {
         self.frontier
     }
 
-    /// Charge one access; returns the cycles the CPU's clock advances by.
-    #[inline]
+    /// Charge one access; returns the cycles the CPU's clock advances by. Inlined (every event
+    /// of every CPU is charged here); a walk's choice of walker is out of line.
+    #[inline(always)]
     pub fn charge(&mut self, a: TimedAccess) -> Cycles {
         // The access `mlp_window` back must have retired (0 while the window is not full).
         let start = a.start.max(self.window[self.oldest]);
-        let done = if a.walk {
-            let (w, free) = self
-                .walker_free
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by_key(|&(i, t)| (t, i))
-                .expect("at least one walker");
-            let s = start.max(free);
-            let done = s + a.latency;
-            self.walker_free[w] = done;
-            done
-        } else {
-            start + a.latency
-        };
+        let done = if a.walk { self.walk_done(start, a.latency) } else { start + a.latency };
         let retire = self.frontier.max(done);
         self.window[self.oldest] = retire;
         self.oldest += 1;
@@ -94,6 +81,22 @@ impl WalkOverlap {
         let charged = retire - self.frontier;
         self.frontier = retire;
         charged
+    }
+
+    /// When a walk that may start at `start` and takes `latency` completes: on the walker free
+    /// first (the lowest-numbered of those free as early), which it then holds until then.
+    #[inline(never)]
+    fn walk_done(&mut self, start: Cycles, latency: Cycles) -> Cycles {
+        let (w, free) = self
+            .walker_free
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|&(i, t)| (t, i))
+            .expect("at least one walker");
+        let done = start.max(free) + latency;
+        self.walker_free[w] = done;
+        done
     }
 
     /// Charge a sequence; returns the total.
