@@ -370,7 +370,8 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             params: workloads::Params::parse(a.params.iter().map(String::as_str))?,
         },
     };
-    let opts = RunOptions { seed: a.seed, record: a.record.clone(), progress: None };
+    let opts =
+        RunOptions { seed: a.seed, record: a.record.clone(), progress: None, timing: a.timing };
     if policies.len() > 1 {
         return run_policies(&a, &layers, &input, &opts, &policies);
     }
