@@ -326,7 +326,7 @@ impl BuddyAllocator {
     /// [`BuddyAllocator::reserve`] of each of the `pages` 4 KiB pages from `spa` that is free,
     /// one page (order 0) at a time; pages not free are left as they are. Returns how many it
     /// took. A range wholly inside one allocated block (a TDX 2M AUG of pages guest_memfd
-    /// already holds) is settled by one [`BuddyAllocator::used_end`].
+    /// already holds) is settled by finding the allocated block that holds its first page.
     pub fn reserve_free_pages(&mut self, spa: Spa, pages: u64) -> u64 {
         let pfn = spa.raw() >> 12;
         if self.used_end(pfn).is_some_and(|end| pfn + pages <= end) {
