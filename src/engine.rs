@@ -270,12 +270,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
         }
         let m = match &mut machine {
             Some(m) => m,
-            None => {
-                let m = Machine::new(layers.build(&settings)?, &settings, false)
-                    .map_err(|e| anyhow!("{name}: {e}"))?;
-                host.setup = start.elapsed();
-                machine.insert(m)
-            }
+            None => machine.insert(file_machine(layers, &settings, &name, start, &mut host)?),
         };
         match record {
             Record::Setting(_) => unreachable!("handled above"),
@@ -315,12 +310,7 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     }
     let mut m = match machine {
         Some(m) => m,
-        None => {
-            let m = Machine::new(layers.build(&settings)?, &settings, false)
-                .map_err(|e| anyhow!("{name}: {e}"))?;
-            host.setup = start.elapsed();
-            m
-        }
+        None => file_machine(layers, &settings, &name, start, &mut host)?,
     };
     for (line, r) in deferred {
         match r {
@@ -348,6 +338,20 @@ fn run_file(layers: &ConfigLayers, path: &Path, opts: &RunOptions) -> anyhow::Re
     let mut report = m.report(&info);
     report.records = records;
     Ok(RunOutput { report, expectations: results, machine: m, host })
+}
+
+/// The machine of file `name`, built from its settings so far; the run's setup ends here.
+fn file_machine(
+    layers: &ConfigLayers,
+    settings: &[(String, Setting)],
+    name: &str,
+    start: Instant,
+    host: &mut HostTime,
+) -> anyhow::Result<Machine> {
+    let m = Machine::new(layers.build(settings)?, settings, false)
+        .map_err(|e| anyhow!("{name}: {e}"))?;
+    host.setup = start.elapsed();
+    Ok(m)
 }
 
 /// The `expect` line `line` checked after the event of line `after.0`, whose outcome is

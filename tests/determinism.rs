@@ -11,7 +11,7 @@ fn small() -> workloads::Params {
 fn report_json(policy: &str, seed: u64, record: Option<std::path::PathBuf>) -> String {
     let layers = ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
     let input = Input::Workload { name: "snp-launch".into(), params: small() };
-    run(&layers, &input, &RunOptions { seed, record, progress: None, timing: false })
+    run(&layers, &input, &RunOptions { seed, record, ..RunOptions::default() })
         .unwrap()
         .report
         .to_json()
@@ -50,7 +50,7 @@ fn live_run_equals_recorded_run() {
         let layers = ConfigLayers::default();
         let input = Input::Workload { name: name.into(), params };
         let json = |record: Option<std::path::PathBuf>| {
-            run(&layers, &input, &RunOptions { seed: 5, record, progress: None, timing: false })
+            run(&layers, &input, &RunOptions { seed: 5, record, ..RunOptions::default() })
                 .unwrap()
                 .report
                 .to_json()
@@ -74,7 +74,7 @@ fn record_and_replay(name: &str, params: workloads::Params) -> ccsim::report::Re
     let live = run(
         &layers,
         &input,
-        &RunOptions { seed: 3, record: Some(trace.clone()), progress: None, timing: false },
+        &RunOptions { seed: 3, record: Some(trace.clone()), ..RunOptions::default() },
     )
     .unwrap()
     .report;
@@ -284,7 +284,7 @@ fn tdx_workloads_repeat_and_replay_identically() {
         let layers = ConfigLayers { preset: Some("spr".into()), ..Default::default() };
         let input = Input::Workload { name: name.into(), params };
         let json = |seed| {
-            let o = RunOptions { seed, record: None, progress: None, timing: false };
+            let o = RunOptions { seed, ..RunOptions::default() };
             run(&layers, &input, &o).unwrap().report.to_json().unwrap()
         };
         assert_eq!(json(5), json(5), "{name}");
@@ -292,7 +292,7 @@ fn tdx_workloads_repeat_and_replay_identically() {
         let dir = std::env::temp_dir().join(format!("ccsim-det-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let trace = dir.join("run.cct");
-        let o = RunOptions { seed: 5, record: Some(trace.clone()), progress: None, timing: false };
+        let o = RunOptions { seed: 5, record: Some(trace.clone()), ..RunOptions::default() };
         let live = run(&layers, &input, &o).unwrap().report;
         let replay = run(&layers, &Input::File(trace), &RunOptions::default()).unwrap().report;
         assert_eq!(live.events, replay.events, "{name}");

@@ -1539,12 +1539,8 @@ mod directmap_counters {
         };
         let params = workloads::Params::parse(items.iter().copied()).unwrap();
         let input = Input::Workload { name: name.into(), params };
-        let out = run(
-            &layers,
-            &input,
-            &RunOptions { seed: 4, record: None, progress: None, timing: false },
-        )
-        .unwrap_or_else(|e| panic!("{name} {sets:?}: {e}"));
+        let out = run(&layers, &input, &RunOptions { seed: 4, ..RunOptions::default() })
+            .unwrap_or_else(|e| panic!("{name} {sets:?}: {e}"));
         assert_eq!(
             out.report.directmap.kb,
             out.machine.directmap_recount_kb(),
@@ -1846,12 +1842,8 @@ mod workloads_run {
             let layers =
                 ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
             let input = Input::Workload { name: "snp-churn".into(), params: tiny_churn() };
-            let out = run(
-                &layers,
-                &input,
-                &RunOptions { seed: 5, record: None, progress: None, timing: false },
-            )
-            .unwrap();
+            let out =
+                run(&layers, &input, &RunOptions { seed: 5, ..RunOptions::default() }).unwrap();
             assert_eq!(out.report.accesses.total(), 3 * 4000 + 2 * 2000, "policy {policy}");
         }
     }
@@ -1871,13 +1863,9 @@ mod workloads_run {
             let layers =
                 ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
             let input = Input::Workload { name: "host-kernel".into(), params: params.clone() };
-            let r = run(
-                &layers,
-                &input,
-                &RunOptions { seed: 3, record: None, progress: None, timing: false },
-            )
-            .unwrap()
-            .report;
+            let r = run(&layers, &input, &RunOptions { seed: 3, ..RunOptions::default() })
+                .unwrap()
+                .report;
             assert_eq!(r.accesses.total(), 2 * 30000, "policy {policy}");
             assert_eq!(r.accesses.kernel, 2 * 30000);
             assert_eq!((r.faults.raised, r.faults.fatal), (0, 0), "policy {policy}");
@@ -1901,9 +1889,7 @@ mod workloads_run {
         let sets = vec![format!("vsm.design={design}"), "vsm.series_every=100".into()];
         let layers = ConfigLayers { sets, ..Default::default() };
         let input = Input::Workload { name: "vsm-boot".into(), params: params.clone() };
-        run(&layers, &input, &RunOptions { seed, record: None, progress: None, timing: false })
-            .unwrap()
-            .report
+        run(&layers, &input, &RunOptions { seed, ..RunOptions::default() }).unwrap().report
     }
 
     /// `ccsim run --workload vsm-boot` under each VSM design: every call the generator issues
@@ -1972,13 +1958,10 @@ mod workloads_run {
         ])
         .unwrap();
         let input = Input::Workload { name: "qemu-process".into(), params };
-        let r = run(
-            &ConfigLayers::default(),
-            &input,
-            &RunOptions { seed: 2, record: None, progress: None, timing: false },
-        )
-        .unwrap()
-        .report;
+        let r =
+            run(&ConfigLayers::default(), &input, &RunOptions { seed: 2, ..RunOptions::default() })
+                .unwrap()
+                .report;
         assert_eq!(r.accesses.total(), 2 * 20000);
         assert_eq!((r.faults.raised, r.faults.fatal), (0, 0));
         assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
@@ -2009,13 +1992,7 @@ mod workloads_run {
             ConfigLayers { sets: vec!["host.policy=split-on-assign".into()], ..Default::default() };
         let go = |guests: &str| {
             let input = Input::Workload { name: "multi-tenant".into(), params: items(guests) };
-            run(
-                &layers,
-                &input,
-                &RunOptions { seed: 8, record: None, progress: None, timing: false },
-            )
-            .unwrap()
-            .report
+            run(&layers, &input, &RunOptions { seed: 8, ..RunOptions::default() }).unwrap().report
         };
         let r = go("guests=6");
         assert!(r.not_modelled.is_empty(), "{:?}", r.not_modelled);
@@ -2130,8 +2107,7 @@ mod workloads_run {
             };
             let trace = dir.join(format!("{mis}-{reads}.cct"));
             let input = Input::Workload { name: "dma-streams".into(), params: small_dma(mis) };
-            let opts =
-                RunOptions { seed: 4, record: Some(trace.clone()), progress: None, timing: false };
+            let opts = RunOptions { seed: 4, record: Some(trace.clone()), ..RunOptions::default() };
             let r = run(&layers, &input, &opts).unwrap().report;
             (r, dma_to_assigned(&trace))
         };
@@ -2185,13 +2161,9 @@ mod workloads_run {
     fn tdx_boot_accepts_lazily_in_2m_units() {
         let units = 6u64;
         let input = Input::Workload { name: "tdx-boot".into(), params: tdx_boot_small(&[]) };
-        let r = run(
-            &spr(&[]),
-            &input,
-            &RunOptions { seed: 4, record: None, progress: None, timing: false },
-        )
-        .unwrap()
-        .report;
+        let r = run(&spr(&[]), &input, &RunOptions { seed: 4, ..RunOptions::default() })
+            .unwrap()
+            .report;
         let (t, k) = (&r.tdx, &r.tdx.kvm);
         let acc = |s: &str| t.accepts.get(s).copied().unwrap_or(0);
         assert_eq!(acc("TDX_PAGE_SIZE_MISMATCH"), units, "{:?}", t.accepts);
@@ -2206,13 +2178,8 @@ mod workloads_run {
         let input =
             Input::Workload { name: "tdx-boot".into(), params: tdx_boot_small(&["host_2m=true"]) };
         let layers = spr(&["host.tdx_private_2m=true", "host.gmem_folio_order=9"]);
-        let r = run(
-            &layers,
-            &input,
-            &RunOptions { seed: 4, record: None, progress: None, timing: false },
-        )
-        .unwrap()
-        .report;
+        let r =
+            run(&layers, &input, &RunOptions { seed: 4, ..RunOptions::default() }).unwrap().report;
         let (t, k) = (&r.tdx, &r.tdx.kvm);
         let acc = |s: &str| t.accepts.get(s).copied().unwrap_or(0);
         assert_eq!((acc("TDX_SUCCESS"), acc("TD_EXIT")), (units, units), "{:?}", t.accepts);

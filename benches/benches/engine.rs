@@ -16,7 +16,7 @@ fn default_workload(c: &mut Criterion) {
             ConfigLayers { sets: vec![format!("host.policy={policy}")], ..Default::default() };
         let input =
             Input::Workload { name: "snp-launch".into(), params: workloads::Params::default() };
-        let opts = RunOptions { seed: 1, record: None, progress: None, timing: false };
+        let opts = RunOptions { seed: 1, ..RunOptions::default() };
         let probe = run(&layers, &input, &opts).expect("default workload runs");
         g.throughput(Throughput::Elements(probe.report.accesses.total()));
         g.bench_function(format!("snp-launch/{policy}/accesses"), |b| {
@@ -36,7 +36,7 @@ fn snp_churn(c: &mut Criterion) {
         ConfigLayers { sets: vec!["machine.memory=256G".to_owned()], ..Default::default() };
     let params = workloads::Params::parse(["guests=16", "guest_memory=4G"]).expect("valid");
     let input = Input::Workload { name: "snp-churn".into(), params };
-    let opts = RunOptions { seed: 1, record: None, progress: None, timing: false };
+    let opts = RunOptions { seed: 1, ..RunOptions::default() };
     let probe = run(&layers, &input, &opts).expect("snp-churn runs");
     g.throughput(Throughput::Elements(probe.report.accesses.total()));
     g.bench_function("snp-churn/16x4G/accesses", |b| {

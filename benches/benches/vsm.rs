@@ -17,7 +17,7 @@ fn vsm_boot(c: &mut Criterion) {
             ConfigLayers { sets: vec![format!("vsm.design={design}")], ..Default::default() };
         let input =
             Input::Workload { name: "vsm-boot".into(), params: workloads::Params::default() };
-        let opts = RunOptions { seed: 1, record: None, progress: None, timing: false };
+        let opts = RunOptions { seed: 1, ..RunOptions::default() };
         let probe = run(&layers, &input, &opts).expect("vsm-boot runs").report;
         let v = &probe.vsm;
         let vtl0 = v.by_vtl.get(&0).copied().unwrap_or_default();

@@ -319,8 +319,7 @@ fn run_one(base: &Path, out: &Path, r: &RunSpec, events: &Arc<AtomicU64>) -> any
             (Input::File(imported_path(out, &r.input_label)), Some(path.clone()))
         }
     };
-    let opts =
-        RunOptions { seed: r.seed, record: None, progress: Some(events.clone()), timing: false };
+    let opts = RunOptions { seed: r.seed, progress: Some(events.clone()), ..RunOptions::default() };
     // A model panic is a bug, but it must not take the other runs down with it.
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         engine::run(&layers, &input, &opts)
