@@ -79,8 +79,6 @@ impl KernelStream {
         }
     }
 
-    /// The next event, or `None` when the stream has made its accesses (or memory ran out
-    /// before it had a page).
     /// [`crate::Workload::next_work`]: the `work` after an access, which `next` returns next
     /// unless the stream has ended.
     #[inline]
@@ -92,6 +90,8 @@ impl KernelStream {
         Some(cfg.work)
     }
 
+    /// The next event, or `None` when the stream has made its accesses (or memory ran out
+    /// before it had a page).
     pub(crate) fn next(
         &mut self,
         cfg: &KernelConfig,
