@@ -172,12 +172,18 @@ pub struct HostTime {
     pub control_timed: bool,
 }
 
+/// Whether `e` is a control event for [`HostTime`]: neither a memory access nor `work`.
+#[inline(always)]
+fn is_control(e: &sim_core::Event) -> bool {
+    !e.is_access() && !matches!(e, sim_core::Event::Work { .. })
+}
+
 impl HostTime {
     /// Execute `te` on `m`, counting it if it is a control event, and timing it into `control`
     /// as well if `control_timed`.
     #[inline(always)]
     fn exec(&mut self, m: &mut Machine, te: &TimedEvent) -> Outcome {
-        if te.event.is_access() || matches!(te.event, sim_core::Event::Work { .. }) {
+        if !is_control(&te.event) {
             return m.exec(te);
         }
         self.control_events += 1;
@@ -739,7 +745,7 @@ mod tests {
         }
         fn next(&mut self, stream: usize, mem: &mut dyn MemoryServices) -> Option<Event> {
             let e = self.inner.next(stream, mem)?;
-            self.control += u64::from(!e.is_access() && !matches!(e, Event::Work { .. }));
+            self.control += u64::from(is_control(&e));
             Some(e)
         }
         fn agent_of_last(&self, stream: usize) -> Agent {
