@@ -74,6 +74,7 @@
 mod addr;
 mod cache;
 mod check;
+mod compact;
 mod config;
 mod entry;
 mod ept;
