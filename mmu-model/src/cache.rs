@@ -905,7 +905,10 @@ impl Cache {
         let ways = to_usize(u64::from(geom.ways));
         let sets = to_usize(u64::from(geom.sets));
         let width = ways.next_power_of_two().max(GROUP);
-        let compact = compact && geom.replacement == Replacement::Lru && ways <= COMPACT_WAYS;
+        let compact = compact
+            && geom.replacement == Replacement::Lru
+            && ways <= COMPACT_WAYS
+            && CompactSets::fits(geom.line_size.trailing_zeros() + geom.sets.trailing_zeros());
         let sets = Sets::new(width, ways, sets, sparse, compact);
         Ok(Cache {
             geom,
@@ -2803,23 +2806,29 @@ mod tests {
         /// of the general record: every lookup, fill (and the line, dirty bit and class it
         /// evicts), invalidation, run of read hits, whole flush (and the dirty lines it returns,
         /// in order) and the counters agree, whether the compact cache is dense from the start
-        /// or turns compact when its sparse store turns dense. Few sets and tags above 2^32
-        /// make evictions, partial-tag collisions and high tag halves common.
+        /// or turns compact when its sparse store turns dense. 4 KiB lines and 256 or 512 sets
+        /// give tags up to 2^32 (what a compact cache may hold); most references go to four
+        /// sets, so that evictions and partial-tag collisions are common, and some elsewhere,
+        /// so that the sparse store turns dense.
         #[test]
         fn compact_sets_match_the_general_record(
-            ops in proptest::collection::vec((0u8..8, 0u64..1 << 12, 0u64..4, any::<bool>()), 1..1500),
-            sets_log in 0u32..7,
+            ops in proptest::collection::vec((0u8..8, 0u64..1 << 12, 0u64..8, any::<bool>()), 1..1500),
+            sets_log in 8u32..10,
             ways in 1u32..=16,
         ) {
-            let g = CacheGeometry { sets: 1 << sets_log, ways, line_size: 64, replacement: Replacement::Lru };
+            let g = CacheGeometry { sets: 1 << sets_log, ways, line_size: 4096, replacement: Replacement::Lru };
             let mut general = Cache::with_layout(g, 5, false, false).unwrap();
             let mut dense = Cache::with_layout(g, 5, false, true).unwrap();
             let mut sparse = Cache::with_layout(g, 5, true, true).unwrap();
             prop_assert!(matches!(dense.sets, Sets::C(_)), "compact from the start");
+            prop_assert!(matches!(general.sets, Sets::W8(_) | Sets::W16(_)), "general records");
             let classes = [RefClass::Data, RefClass::TableRead, RefClass::TableAdWrite, RefClass::CheckRead];
+            let set_stride = 4096u64 << sets_log;
             for (i, &(op, line, high, write)) in ops.iter().enumerate() {
-                // Four tag "pages" far apart: lines equal in their low bits, tags above 2^32.
-                let spa = Spa::new((line + (high << 40)) * LINE);
+                let set = if line % 5 == 0 { line % (1 << sets_log) } else { line % 4 };
+                // Up to the largest tag: addresses are below 2^52.
+                let tag = (line >> 6) + (high << (37 - sets_log));
+                let spa = Spa::new(tag * set_stride + set * 4096);
                 let class = classes[(line % 4) as usize];
                 macro_rules! all_agree {
                     ($c:ident => $e:expr) => {{
@@ -2834,7 +2843,7 @@ mod tests {
                     0 | 1 => all_agree!(c => c.lookup(spa, class, write)),
                     2 | 3 => all_agree!(c => c.fill(spa, class, write)),
                     4 => {
-                        let run: Vec<Spa> = (0..4).map(|k| Spa::new(spa.raw() + k * 64 * (1 << sets_log))).collect();
+                        let run: Vec<Spa> = (0..4).map(|k| Spa::new(spa.raw() + k * set_stride)).collect();
                         all_agree!(c => c.read_hits(&run));
                     }
                     5 => all_agree!(c => c.invalidate(spa)),
@@ -2845,7 +2854,15 @@ mod tests {
             }
             all_agree_stats(&general, &dense)?;
             all_agree_stats(&general, &sparse)?;
-            prop_assert!(matches!(sparse.sets, Sets::C(_) | Sets::S8(_) | Sets::S16(_)));
+        }
+
+        /// A cache whose tags may reach 2^32 (small line and set index) keeps general records
+        /// even when asked for compact ones; a 32 MiB LLC of 64-byte lines is compact.
+        #[test]
+        fn only_caches_with_tags_below_2_32_are_compact(sets_log in 0u32..16, line_log in 3u32..13) {
+            let g = CacheGeometry { sets: 1 << sets_log, ways: 16, line_size: 1 << line_log, replacement: Replacement::Lru };
+            let c = Cache::with_layout(g, 5, false, true).unwrap();
+            prop_assert_eq!(matches!(c.sets, Sets::C(_)), sets_log + line_log >= 20);
         }
 
         /// A cache restored with `clone_from` (the explorer's per-schedule restore) behaves as

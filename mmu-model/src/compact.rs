@@ -50,8 +50,9 @@ pub(crate) struct CompactSet {
 pub(crate) struct CompactSets {
     /// One record per set.
     hot: Vec<CompactSet>,
-    /// The whole tag of each way, [`COMPACT_WAYS`] per set; meaningless for an empty way.
-    tags: Vec<u64>,
+    /// The whole tag of each way, [`COMPACT_WAYS`] per set; meaningless for an empty way. A
+    /// compact cache's tags are below 2^32 ([`CompactSets::fits`]).
+    tags: Vec<u32>,
     /// Ways per set (1..=16).
     ways: usize,
     /// Bit `w` set for every way `w` of a set.
@@ -132,7 +133,20 @@ fn with_lane(order: u64, pos: usize, v: u64) -> u64 {
     order & !(0xf << (4 * pos)) | v << (4 * pos)
 }
 
+/// A tag of a compact cache as stored.
+#[inline(always)]
+fn narrow(tag: u64) -> u32 {
+    u32::try_from(tag).expect("a compact cache's tags are below 2^32")
+}
+
 impl CompactSets {
+    /// Whether a cache whose line address drops `index_bits` bits (the line offset and the set
+    /// index) has tags below 2^32, as a compact cache must: physical addresses are below
+    /// 2^[`sim_core::addr::MAX_PHYS_BITS`].
+    pub fn fits(index_bits: u32) -> bool {
+        sim_core::addr::MAX_PHYS_BITS.saturating_sub(index_bits) <= 32
+    }
+
     /// `sets` empty sets of `ways` ways.
     ///
     /// # Panics
@@ -170,7 +184,7 @@ impl CompactSets {
             rec.ptag[w] = partial_tag(tag);
             rec.dirty |= u16::from(meta[w] & dirty != 0) << w;
             rec.class |= u32::from(meta[w] & !dirty & 3) << (2 * w);
-            self.tags[set * COMPACT_WAYS + w] = tag;
+            self.tags[set * COMPACT_WAYS + w] = narrow(tag);
         }
         self.hot[set] = rec;
     }
@@ -183,7 +197,7 @@ impl CompactSets {
         let tags = &self.tags[set * COMPACT_WAYS..][..COMPACT_WAYS];
         while cand != 0 {
             let w = cand.trailing_zeros() as usize / 8;
-            if rec.valid >> w & 1 != 0 && tags[w] == tag {
+            if rec.valid >> w & 1 != 0 && u64::from(tags[w]) == tag {
                 return Some(w);
             }
             cand &= cand - 1;
@@ -217,21 +231,21 @@ impl CompactSets {
             (empty.trailing_zeros() as usize, None)
         } else {
             let w = (rec.order >> (4 * (self.ways - 1)) & 0xf) as usize;
-            (w, Some(rec.taken(w, slot[w])))
+            (w, Some(rec.taken(w, u64::from(slot[w]))))
         };
         rec.valid |= 1 << w;
         rec.ptag[w] = partial_tag(tag);
         rec.dirty = rec.dirty & !(1 << w) | u16::from(dirty) << w;
         rec.class = rec.class & !(3 << (2 * w)) | u32::from(class & 3) << (2 * w);
         rec.touch(w);
-        slot[w] = tag;
+        slot[w] = narrow(tag);
         old
     }
 
     /// Empty way `w` of set `set` (which holds a line) and return what it held. Its place in
     /// the recency order stays.
     pub fn invalidate_way(&mut self, set: usize, w: usize) -> Taken {
-        let tag = self.tags[set * COMPACT_WAYS + w];
+        let tag = u64::from(self.tags[set * COMPACT_WAYS + w]);
         let rec = &mut self.hot[set];
         let old = rec.taken(w, tag);
         rec.valid &= !(1 << w);
@@ -253,7 +267,7 @@ impl CompactSets {
             let mut d = rec.dirty & rec.valid;
             while d != 0 {
                 let w = d.trailing_zeros() as usize;
-                out.push((i, rec.taken(w, self.tags[i * COMPACT_WAYS + w])));
+                out.push((i, rec.taken(w, u64::from(self.tags[i * COMPACT_WAYS + w]))));
                 d &= d - 1;
             }
             (rec.valid, rec.dirty, rec.class) = (0, 0, 0);
