@@ -45,6 +45,17 @@
 //!   implementation, shared with the TLBs and paging-structure caches. Random replacement draws
 //!   from one [`Rng`] per cache, forked from `cache.seed`, so a run is reproducible (STYLE
 //!   rule 14).
+//!
+//! # Storage
+//!
+//! Host storage only; no choice above depends on it. Each set is one record of tags, valid
+//! mask, dirty/class bytes and LRU ranks (`Set`); a cache of more than 32 sets keeps records
+//! only for the sets it has touched until it has touched a sixteenth of them. Once dense, an
+//! LRU cache of at least 4,096 sets and at most 16 ways whose tags stay below 2^32 (the 32 MiB
+//! LLC of the AMD presets) keeps 32 bytes per set instead: 8-bit partial tags, the recency
+//! order as 4-bit lanes, valid, dirty and class bits, with the whole tags in an array beside
+//! them (`crate::compact`; docs/performance.md "Issue #4, sixth pass"). A property test runs
+//! both layouts on the same operations.
 
 use crate::compact::{COMPACT_WAYS, CompactSets, Taken};
 use crate::latency::{CacheLatency, MemRefKind};
