@@ -1040,27 +1040,7 @@ impl Cache {
     /// [`Cache::lookup`] of a computed slot; returns the way hit.
     #[inline(always)]
     fn lookup_at(&mut self, s: Slot, class: RefClass, write: bool) -> Option<usize> {
-        let flag = if write { DIRTY } else { 0 };
-        let repl = &mut self.repl;
-        let hit = with_set!(
-            &mut self.sets,
-            s.set,
-            |set| {
-                let hit = set.find(s.lo, s.hi);
-                if let Some(w) = hit {
-                    set.meta[w] |= flag;
-                    touch(set, repl, s.set, w);
-                }
-                hit
-            },
-            |c| {
-                let hit = c.find(s.set, s.tag());
-                if let Some(w) = hit {
-                    c.hit(s.set, w, write);
-                }
-                hit
-            }
-        );
+        let hit = self.use_if_present(s, write);
         let counts = self.stats.class_mut(class);
         match hit {
             Some(_) => counts.hits += 1,
@@ -1155,7 +1135,8 @@ impl Cache {
     /// Allocate the line holding `spa` for class `class` (dirty if `dirty`) and make it most
     /// recently used; return the line evicted to make room, if any. If the line is already
     /// present it is touched and its dirty bit is OR-ed with `dirty`; nothing is evicted.
-    #[inline]
+    // Always inlined: the hierarchy's victim fills are on every DRAM miss's path.
+    #[inline(always)]
     pub fn fill(&mut self, spa: Spa, class: RefClass, dirty: bool) -> Option<Evicted> {
         self.fill_at(self.slot(spa), class, dirty)
     }
@@ -1164,22 +1145,37 @@ impl Cache {
     /// it.
     #[inline(always)]
     fn fill_at(&mut self, s: Slot, class: RefClass, dirty: bool) -> Option<Evicted> {
+        if self.use_if_present(s, dirty).is_some() {
+            return None;
+        }
+        self.install(s, class, if dirty { DIRTY } else { 0 })
+    }
+
+    /// The hit half of a lookup or fill: if the line of `s` is present, update the
+    /// replacement state, mark it dirty if `dirty`, and return its way. Counts nothing.
+    #[inline(always)]
+    fn use_if_present(&mut self, s: Slot, dirty: bool) -> Option<usize> {
         let flag = if dirty { DIRTY } else { 0 };
         let repl = &mut self.repl;
-        let present = with_set!(
+        with_set!(
             &mut self.sets,
             s.set,
             |set| {
-                let w = set.find(s.lo, s.hi);
-                if let Some(w) = w {
+                let hit = set.find(s.lo, s.hi);
+                if let Some(w) = hit {
                     set.meta[w] |= flag;
                     touch(set, repl, s.set, w);
                 }
-                w.is_some()
+                hit
             },
-            |c| c.find(s.set, s.tag()).map(|w| c.hit(s.set, w, dirty)).is_some()
-        );
-        if present { None } else { self.install(s, class, flag) }
+            |c| {
+                let hit = c.find(s.set, s.tag());
+                if let Some(w) = hit {
+                    c.hit(s.set, w, dirty);
+                }
+                hit
+            }
+        )
     }
 
     /// [`Cache::fill`] of a line the caller knows is absent (its lookup just missed and
