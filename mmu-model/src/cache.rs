@@ -2876,19 +2876,23 @@ mod tests {
         /// a fresh copy of its source: after running `before` on the source, then `junk` on
         /// the copy (which grows a sparse copy's table, or turns it dense), restoring it from
         /// the source and running `after` on both gives the same results, state and counters.
+        /// With `compact`, 4 KiB lines make the dense store compact ([`CompactSets`]).
         #[test]
         fn a_restored_cache_behaves_as_a_fresh_copy(
             before in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 0..200),
             junk in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 0..400),
             after in proptest::collection::vec((0u64..1 << 13, any::<bool>()), 1..200),
             sparse in any::<bool>(),
+            compact in any::<bool>(),
             sets_log in 9u32..11,
         ) {
-            let g = CacheGeometry { sets: 1 << sets_log, ways: 4, line_size: 64, replacement: Replacement::Lru };
-            let mut src = Cache::with_storage(g, 5, sparse).unwrap();
+            let line_size = if compact { 4096 } else { 64 };
+            let g = CacheGeometry { sets: 1 << sets_log, ways: 4, line_size, replacement: Replacement::Lru };
+            let mut src = Cache::with_layout(g, 5, sparse, compact).unwrap();
+            prop_assert_eq!(compact && !sparse, matches!(src.sets, Sets::C(_)));
             let run = |c: &mut Cache, ops: &[(u64, bool)]| -> Vec<_> {
                 ops.iter().map(|&(line, write)| {
-                    let spa = Spa::new(line * LINE);
+                    let spa = Spa::new(line * u64::from(line_size));
                     let hit = c.lookup(spa, RefClass::Data, write);
                     (hit, if hit { None } else { c.fill(spa, RefClass::Data, write) })
                 }).collect()

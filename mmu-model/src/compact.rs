@@ -46,7 +46,7 @@ pub(crate) struct CompactSet {
 }
 
 /// The compact sets of one cache.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct CompactSets {
     /// One record per set.
     hot: Vec<CompactSet>,
@@ -58,6 +58,9 @@ pub(crate) struct CompactSets {
     /// Bit `w` set for every way `w` of a set.
     all_ways: u16,
 }
+
+// A restore (the race explorer's, once per schedule) copies into the arrays already there.
+sim_core::clone_by_fields!(CompactSets { hot, tags, ways, all_ways });
 
 /// What a way held when it was emptied or evicted: its tag, dirty bit and class index.
 pub(crate) struct Taken {
