@@ -1122,8 +1122,7 @@ impl Cache {
             let tag = s.tag();
             let hit =
                 with_set!(&mut self.sets, s.set, |set| lru_read_one(set, s.lo, s.hi, tag), |c| c
-                    .find(s.set, tag)
-                    .map(|w| c.hit(s.set, w, false))
+                    .use_line(s.set, tag, false)
                     .is_some());
             if !hit {
                 return i;
@@ -1168,13 +1167,7 @@ impl Cache {
                 }
                 hit
             },
-            |c| {
-                let hit = c.find(s.set, s.tag());
-                if let Some(w) = hit {
-                    c.hit(s.set, w, dirty);
-                }
-                hit
-            }
+            |c| c.use_line(s.set, s.tag(), dirty)
         )
     }
 

@@ -119,7 +119,7 @@ impl CompactSet {
         self.order = (self.order & !through) | (self.order & below) << 4 | w as u64;
     }
 
-    /// The dirty bit and class of way `w`.
+    /// What way `w`, whose tag is `tag`, holds: the tag with the way's dirty bit and class.
     #[inline(always)]
     fn taken(&self, w: usize, tag: u64) -> Taken {
         Taken {
@@ -213,12 +213,15 @@ impl CompactSets {
         self.hot[set].dirty >> w & 1 != 0
     }
 
-    /// A use of way `w` of set `set`: most recently used, and dirty if `dirty`.
+    /// If set `set` holds the line with tag `tag`: make its way the most recently used, mark
+    /// it dirty if `dirty`, and return the way.
     #[inline(always)]
-    pub fn hit(&mut self, set: usize, w: usize, dirty: bool) {
+    pub fn use_line(&mut self, set: usize, tag: u64, dirty: bool) -> Option<usize> {
+        let w = self.find(set, tag)?;
         let rec = &mut self.hot[set];
         rec.dirty |= u16::from(dirty) << w;
         rec.touch(w);
+        Some(w)
     }
 
     /// Put the absent line with tag `tag` in set `set` (dirty if `dirty`, filled by class
