@@ -406,6 +406,13 @@ struct Array {
     filter_bits: u32,
     /// Valid entries per page size (a size with none skips its probe).
     size_used: [u32; 3],
+    /// Once [`Tlb::invalidate_phys`] has run on this array (and only for arrays of at least
+    /// [`PHYS_FILTER_MIN_SLOTS`] slots): per bucket of [`filter_hash`], how many valid entries
+    /// have a [`phys_key`] hashing there. A zero count for every page a physical range could
+    /// be reached from proves that no entry reaches it, and the array is not visited. Exact
+    /// bookkeeping, as for `filter`; empty (not kept) until the first physical invalidation,
+    /// so that a run that never makes one pays nothing for it.
+    phys: Vec<u16>,
     /// Which slots hold a valid entry, so that a flush visits only those.
     valid: SlotBits,
     repl: ReplState,
@@ -423,6 +430,7 @@ sim_core::clone_by_fields!(Array {
     filter,
     filter_bits,
     size_used,
+    phys,
     valid,
     repl
 });
@@ -511,6 +519,47 @@ fn filter_hash(key: u64, bits: u32) -> usize {
     usize::try_from(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)).expect("< 2^32")
 }
 
+/// Arrays with fewer slots than this keep no physical filter ([`Array::phys`]): visiting their
+/// valid entries costs about as much as probing the filter.
+const PHYS_FILTER_MIN_SLOTS: usize = 16;
+
+/// A range reaching more pages of one size than this is not probed page by page: the array
+/// is visited.
+const PHYS_PROBE_MAX: u64 = 1024;
+
+/// The physical filter's key of an entry of size `size` whose frame starts at `frame`: the
+/// number of the `size`-page holding its first byte, with the size.
+#[inline(always)]
+fn phys_key(frame: u64, size: PageSize) -> u64 {
+    (frame >> size.shift()) << 2 | size.index() as u64
+}
+
+/// The physical filter's key of the 2 MiB region holding `frame`, under which 4K entries are
+/// counted as well (tag 3, no page size's index): a range of many 4K pages probes its regions.
+#[inline(always)]
+fn phys_region_key(frame: u64) -> u64 {
+    (frame >> PageSize::M2.shift()) << 2 | 3
+}
+
+/// A range of more 4K pages than this probes the 4K entries by 2 MiB region.
+const PHYS_PROBE_PAGES: u64 = 8;
+
+/// Count valid entry `e` into (`up`) or out of physical filter `phys` (a power-of-two
+/// length): under its page's key, and a 4K entry under its region's too.
+#[inline(always)]
+fn phys_count(phys: &mut [u16], e: &Entry, up: bool) {
+    let bits = phys.len().trailing_zeros();
+    let f = e.frame.raw();
+    let mut bump = |k| {
+        let c = &mut phys[filter_hash(k, bits)];
+        *c = if up { *c + 1 } else { *c - 1 };
+    };
+    bump(phys_key(f, e.size));
+    if e.size == PageSize::K4 {
+        bump(phys_region_key(f));
+    }
+}
+
 impl Array {
     /// Allocate the per-slot storage if this array has none yet (see [`Array`]).
     #[inline(always)]
@@ -563,7 +612,50 @@ impl Array {
                 self.filter[filter_hash(new, self.filter_bits)] += 1;
             }
         }
+        if !self.phys.is_empty() {
+            let was = &self.entries[slot];
+            if was.valid {
+                phys_count(&mut self.phys, was, false);
+            }
+            if e.valid {
+                phys_count(&mut self.phys, &e, true);
+            }
+        }
         self.entries[slot] = e;
+    }
+
+    /// Whether an entry of this array may reach a physical byte of `[s, e)` (`s < e`): `true`
+    /// unless the physical filter proves none does. Starts the filter on first use.
+    fn may_reach_phys(&mut self, s: u64, e: u64) -> bool {
+        let slots = self.sets * self.ways;
+        if self.size_used == [0; 3] {
+            return false;
+        }
+        // Each entry counts under at most two keys: no counter passes 2 × slots.
+        if slots < PHYS_FILTER_MIN_SLOTS || slots > usize::from(u16::MAX / 2) {
+            return true;
+        }
+        let bits = (slots * 16).next_power_of_two().trailing_zeros();
+        if self.phys.is_empty() {
+            let mut phys = vec![0u16; 1 << bits];
+            for x in self.entries.iter().filter(|x| x.valid) {
+                phys_count(&mut phys, x, true);
+            }
+            self.phys = phys;
+        }
+        let probe = |k: u64| self.phys[filter_hash(k, bits)] != 0;
+        PageSize::ALL.iter().filter(|z| self.size_used[z.index()] > 0).any(|&z| {
+            // An entry of size `z` at frame `f` reaches the range iff s − |z| < f < e.
+            let first = s.saturating_sub(z.bytes() - 1) >> z.shift();
+            let last = (e - 1) >> z.shift();
+            if z == PageSize::K4 && last - first >= PHYS_PROBE_PAGES {
+                let (r0, r1) = (first >> 9, last >> 9);
+                return r1 - r0 >= PHYS_PROBE_MAX
+                    || (r0..=r1).any(|r| probe(phys_region_key(r << PageSize::M2.shift())));
+            }
+            last - first >= PHYS_PROBE_MAX
+                || (first..=last).any(|p| probe(phys_key(p << z.shift(), z)))
+        })
     }
 
     /// The way of `set` a fill of key `want` (size `size`) takes: the entry `same` recognises
@@ -704,6 +796,42 @@ pub(crate) struct FillResult {
     pub victim: Option<Entry>,
 }
 
+/// Remove every valid entry of `a` for which `pred` holds, counting each in `stats`; returns
+/// how many.
+fn remove_in(a: &mut Array, stats: &mut TlbStats, pred: &mut impl FnMut(&Entry) -> bool) -> u64 {
+    let mut n = 0;
+    // Only the valid slots are visited, in increasing order: after a flush most of a large
+    // STLB is empty, and RMP-update flushes (rmp.tlb_on_update = global-flush) come often.
+    // `bits` iterates over a copy of each word, so removing is safe.
+    for si in 0..a.valid.summary.len() {
+        for j in bits(a.valid.summary[si]) {
+            let wi = si * 64 + j;
+            for b in bits(a.valid.words[wi]) {
+                let i = wi * 64 + b;
+                let e = &mut a.entries[i];
+                debug_assert!(e.valid);
+                if pred(e) {
+                    e.valid = false;
+                    a.size_used[e.size.index()] -= 1;
+                    if !a.filter.is_empty() {
+                        a.filter[filter_hash(a.keys[i], a.filter_bits)] -= 1;
+                    }
+                    if !a.phys.is_empty() {
+                        phys_count(&mut a.phys, e, false);
+                    }
+                    a.keys[i] = NO_KEY;
+                    a.keys32[i] = fold32(NO_KEY);
+                    a.used[i / a.ways] -= 1;
+                    a.valid.remove(i);
+                    stats.by_size[e.size].invalidations += 1;
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
 impl Tlb {
     /// An empty TLB of the given geometry; random replacement draws from `Rng::new(0)`.
     ///
@@ -736,6 +864,7 @@ impl Tlb {
                 Array {
                     filter: Vec::new(),
                     size_used: [0; 3],
+                    phys: Vec::new(),
                     filter_bits: buckets.trailing_zeros(),
                     holds,
                     sets,
@@ -1310,34 +1439,20 @@ impl Tlb {
         e
     }
 
-    pub(crate) fn remove_where(&mut self, mut pred: impl FnMut(&Entry) -> bool) -> u64 {
+    pub(crate) fn remove_where(&mut self, pred: impl FnMut(&Entry) -> bool) -> u64 {
+        self.remove_where_in(|_| true, pred)
+    }
+
+    /// [`Tlb::remove_where`] in the arrays `visit` selects.
+    fn remove_where_in(
+        &mut self,
+        mut visit: impl FnMut(&mut Array) -> bool,
+        mut pred: impl FnMut(&Entry) -> bool,
+    ) -> u64 {
         let mut n = 0;
         for a in &mut self.arrays {
-            // Only the valid slots are visited, in increasing order: after a flush most of a
-            // large STLB is empty, and RMP-update flushes (rmp.tlb_on_update = global-flush)
-            // come often. `bits` iterates over a copy of each word, so removing is safe.
-            for si in 0..a.valid.summary.len() {
-                for j in bits(a.valid.summary[si]) {
-                    let wi = si * 64 + j;
-                    for b in bits(a.valid.words[wi]) {
-                        let i = wi * 64 + b;
-                        let e = &mut a.entries[i];
-                        debug_assert!(e.valid);
-                        if pred(e) {
-                            e.valid = false;
-                            a.size_used[e.size.index()] -= 1;
-                            if !a.filter.is_empty() {
-                                a.filter[filter_hash(a.keys[i], a.filter_bits)] -= 1;
-                            }
-                            a.keys[i] = NO_KEY;
-                            a.keys32[i] = fold32(NO_KEY);
-                            a.used[i / a.ways] -= 1;
-                            a.valid.remove(i);
-                            self.stats.by_size[e.size].invalidations += 1;
-                            n += 1;
-                        }
-                    }
-                }
+            if visit(a) {
+                n += remove_in(a, &mut self.stats, &mut pred);
             }
         }
         if n > 0 {
@@ -1362,13 +1477,21 @@ impl Tlb {
     /// `[start, start + bytes)`: what hardware that keeps RMP-derived TLB state coherent must
     /// drop after an RMP update of those pages (rmp-model `TlbOnRmpUpdate::Coherent`; the
     /// mechanism is UNCONFIRMED, spec/snp.md §3.2). Returns how many were removed.
+    ///
+    /// Each array of 16 slots or more keeps a count of its entries by physical page from the
+    /// first call on, so that a range no entry reaches costs a few probes instead of a visit
+    /// of every valid entry (under `coherent`, every RMP update asks every CPU's TLBs).
     pub fn invalidate_phys(&mut self, start: Spa, bytes: u64) -> u64 {
         let s = start.raw();
         let e = s.saturating_add(bytes);
-        self.remove_where(|x| {
-            let f = x.frame.raw();
-            f < e && s < f.saturating_add(x.size.bytes())
-        })
+        // An empty range matches no page probe but may lie inside an entry: always visited.
+        self.remove_where_in(
+            |a| s >= e || a.may_reach_phys(s, e),
+            |x| {
+                let f = x.frame.raw();
+                f < e && s < f.saturating_add(x.size.bytes())
+            },
+        )
     }
 
     /// INVLPG: remove every entry, of any size, that translates `va` for `tag` (global entries
@@ -1432,6 +1555,7 @@ impl Tlb {
 mod tests {
     use super::*;
     use crate::check::WriteCheck;
+    use proptest::prelude::{Just, Strategy, prop_assert, prop_assert_eq, prop_oneof, proptest};
     use sim_core::Hva;
 
     fn fa(ways: u32) -> TlbConfig {
@@ -1537,6 +1661,118 @@ mod tests {
         // The guest's 4K page, by another tag.
         assert_eq!(t.invalidate_phys(Spa::new(0x4000_5000), 4096), 1);
         assert_eq!(t.invalidate_phys(Spa::new(0x4000_5000), 4096), 0);
+    }
+
+    /// What a TLB's physical filters hold against a recount of its valid entries.
+    fn phys_filters_consistent(t: &Tlb) -> bool {
+        t.arrays.iter().filter(|a| !a.phys.is_empty()).all(|a| {
+            let mut want = vec![0u16; a.phys.len()];
+            for e in a.entries.iter().filter(|e| e.valid) {
+                phys_count(&mut want, e, true);
+            }
+            want == a.phys
+        })
+    }
+
+    /// One step of [`invalidate_phys_with_its_filter_matches_a_full_visit`].
+    #[derive(Debug, Clone)]
+    enum PhysOp {
+        /// Fill page `va_page` (of size `size`) with a frame numbered `frame_page`.
+        Fill { va_page: u64, frame_page: u64, size: PageSize },
+        /// Invalidate `[start, start + bytes)` physically.
+        Phys { start: u64, bytes: u64 },
+        /// INVLPG of a 4K page.
+        Page { va_page: u64 },
+        /// Flush everything.
+        Flush,
+    }
+
+    fn phys_op() -> impl Strategy<Value = PhysOp> {
+        let size =
+            prop_oneof![4 => Just(PageSize::K4), 2 => Just(PageSize::M2), 1 => Just(PageSize::G1)];
+        let bytes = prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(4096),
+            Just(8 * 4096),
+            Just(9 * 4096),
+            Just(2 << 20),
+            Just(3 << 20),
+            Just(1 << 30),
+            1u64..(5 << 20),
+        ];
+        // Mostly near the frames the fills use (the first 4 MiB of each of the first four
+        // GiB), at any byte.
+        let start = prop_oneof![
+            1 => 0u64..(3u64 << 30),
+            3 => (0u64..4, 0u64..(4 << 20)).prop_map(|(g, off)| g << 30 | off),
+        ];
+        prop_oneof![
+            4 => (0u64..64, 0u64..32, size).prop_map(|(va_page, frame_page, size)| PhysOp::Fill {
+                va_page,
+                frame_page,
+                size
+            }),
+            3 => (start, bytes).prop_map(|(start, bytes)| PhysOp::Phys { start, bytes }),
+            1 => (0u64..64).prop_map(|va_page| PhysOp::Page { va_page }),
+            1 => Just(PhysOp::Flush),
+        ]
+    }
+
+    proptest! {
+        /// The physical filters change no outcome: against a visit of every valid entry (what
+        /// `invalidate_phys` did before them), on the same fills, INVLPGs, flushes and
+        /// physical invalidations of every size and alignment, the same entries go and the
+        /// same stay; and each filter always equals a recount of its array's entries.
+        #[test]
+        fn invalidate_phys_with_its_filter_matches_a_full_visit(
+            ops in proptest::collection::vec(phys_op(), 1..120),
+        ) {
+            for cfg in [fa(24), split(8, 4)] {
+                let mut t = Tlb::new(&cfg).unwrap();
+                let mut r = t.clone();
+                for op in &ops {
+                    match *op {
+                        PhysOp::Fill { va_page, frame_page, size } => {
+                            let va = Hva::new(va_page << size.shift());
+                            // Every other frame only 4K-aligned, as no walk makes one:
+                            // the filter must not rely on alignment.
+                            let shift = if frame_page % 2 == 0 { size.shift() } else { 12 };
+                            let f = fill((frame_page % 4) << 30 | frame_page << shift, size, false);
+                            t.fill(va, T, &f);
+                            r.fill(va, T, &f);
+                        }
+                        PhysOp::Phys { start, bytes } => {
+                            let e = start.saturating_add(bytes);
+                            let got = t.invalidate_phys(Spa::new(start), bytes);
+                            let want = r.remove_where(|x| {
+                                let f = x.frame.raw();
+                                f < e && start < f.saturating_add(x.size.bytes())
+                            });
+                            prop_assert_eq!(got, want, "{:?}", op);
+                        }
+                        PhysOp::Page { va_page } => {
+                            let va = Hva::new(va_page << 12);
+                            prop_assert_eq!(t.invalidate_page(va, T), r.invalidate_page(va, T));
+                        }
+                        PhysOp::Flush => {
+                            prop_assert_eq!(t.flush(FlushScope::All), r.flush(FlushScope::All));
+                        }
+                    }
+                    prop_assert!(phys_filters_consistent(&t));
+                    prop_assert_eq!(t.occupancy(), r.occupancy());
+                    for size in PageSize::ALL {
+                        for p in 0..64u64 {
+                            let va = Hva::new(p << size.shift());
+                            prop_assert_eq!(
+                                t.peek(va, T).map(|h| h.pa),
+                                r.peek(va, T).map(|h| h.pa)
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
