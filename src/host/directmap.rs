@@ -19,8 +19,8 @@
 //! hardware walk sees an empty entry, which faults exactly as a not-present one does.
 
 use mmu_model::{
-    FrameSource, LeafAttrs, MergeError, PageTable, Paging, PendingInvalidation, PhysMemTables,
-    PteFlags, PteFormat,
+    ENTRIES_PER_TABLE, FrameSource, LeafAttrs, MergeError, PageTable, Paging, PendingInvalidation,
+    PhysMemTables, PteFlags, PteFormat,
 };
 use sim_core::stats::PerSize;
 use sim_core::{Hva, PageSize, Spa};
@@ -270,14 +270,26 @@ impl DirectMap {
                 .into_iter()
                 .find(|s| *s <= max && pa.is_multiple_of(s.bytes()) && pa + s.bytes() <= memory)
                 .unwrap_or(PageSize::K4);
-            dm.pt
-                .map(tables, frames, dm_va(Spa::new(pa)), Spa::new(pa), size, LeafAttrs::KERNEL_RW)
-                .map_err(|_| DirectMapError::OutOfFrames)?
-                // A fresh mapping at boot: no TLB holds anything for it.
-                .ignore();
+            let (va, spa, attrs) = (dm_va(Spa::new(pa)), Spa::new(pa), LeafAttrs::KERNEL_RW);
+            // Where the next 512 leaves are all of this size (a table-aligned stretch: the
+            // next size up is not allowed, or `pa` would have taken it), one table at once.
+            let reach = ENTRIES_PER_TABLE as u64 * size.bytes();
+            let leaves = if pa.is_multiple_of(reach) && pa + reach <= memory {
+                dm.pt
+                    .map_table(tables, frames, va, spa, size, attrs)
+                    .map_err(|_| DirectMapError::OutOfFrames)?;
+                ENTRIES_PER_TABLE as u64
+            } else {
+                dm.pt
+                    .map(tables, frames, va, spa, size, attrs)
+                    .map_err(|_| DirectMapError::OutOfFrames)?
+                    // A fresh mapping at boot: no TLB holds anything for it.
+                    .ignore();
+                1
+            };
             // update_page_count() of kernel_physical_mapping_init.
-            dm.pages[size] += 1;
-            pa += size.bytes();
+            dm.pages[size] += leaves;
+            pa += leaves * size.bytes();
         }
         Ok(dm)
     }
