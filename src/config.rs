@@ -197,7 +197,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "champsim",
-        summary: "ChampSim's defaults (TLBs, PSCLs, caches), for cross-checks on the same traces",
+        summary: "ChampSim's defaults (TLBs, PSCLs, caches; no C-bit, so no SEV guests), for cross-checks on the same traces",
         mmu: "champsim",
         cache: "champsim",
         toml: "",

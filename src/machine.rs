@@ -986,7 +986,8 @@ impl Machine {
         self.input_error.take()
     }
 
-    /// A VM of `kind` needs its vendor's CPU: SEV guests an AMD host, TDs an Intel one.
+    /// A VM of `kind` needs its vendor's CPU: SEV guests an AMD host with a C-bit, TDs an
+    /// Intel one.
     fn vendor_allows_vm(&self, vm: VmId, kind: VmKind) -> Result<(), String> {
         use crate::config::Vendor;
         let want = match kind {
@@ -995,15 +996,26 @@ impl Machine {
             VmKind::Plain => return Ok(()),
         };
         let have = self.cfg.machine.vendor;
-        if want == have {
-            return Ok(());
+        if want != have {
+            return Err(format!(
+                "VM {vm} is a {kind} guest, which needs machine.vendor = {want}, but this \
+                 machine is {have} (preset {}); choose an {} preset",
+                self.cfg.machine.preset,
+                if want == Vendor::Amd { "AMD (zen4, zen5)" } else { "Intel (spr, emr, gnr)" }
+            ));
         }
-        Err(format!(
-            "VM {vm} is a {kind} guest, which needs machine.vendor = {want}, but this machine is \
-             {have} (preset {}); choose an {} preset",
-            self.cfg.machine.preset,
-            if want == Vendor::Amd { "AMD (zen4, zen5)" } else { "Intel (spr, emr, gnr)" }
-        ))
+        // SEV encrypts what the guest marks with the C-bit, whose position the CPU reports
+        // (CPUID 8000_001F EBX[5:0], AMD APM Vol. 2 §15.34.1): a host without one (memory
+        // encryption off) runs no SEV guest, and its private GPAs would mean nothing here.
+        if want == Vendor::Amd && self.cfg.mmu.cbit_pos.0.is_none() {
+            return Err(format!(
+                "VM {vm} is a {kind} guest, which needs the host's C-bit (mmu.cbit_pos), but this \
+                 machine has mmu.cbit_pos = none (preset {}); set mmu.cbit_pos or choose an AMD \
+                 preset (zen4, zen5)",
+                self.cfg.machine.preset
+            ));
+        }
+        Ok(())
     }
 
     /// Why `ev` cannot run on this machine's vendor, if it cannot.

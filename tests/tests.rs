@@ -168,8 +168,9 @@ mod cli {
         p
     }
 
-    /// SEV guests and RMP instructions need an AMD host, TDs and SEAMCALLs an Intel one: the
-    /// other vendor's guest is bad input (exit 2, naming the line and the fix). See: #8
+    /// SEV guests and RMP instructions need an AMD host (with a C-bit), TDs and SEAMCALLs an
+    /// Intel one: the other vendor's guest is bad input (exit 2, naming the line and the fix).
+    /// See: #8
     #[test]
     fn guests_of_the_other_vendor_are_refused() {
         expect_error(
@@ -191,6 +192,16 @@ mod cli {
         expect_error(
             &["run", sc.to_str().unwrap(), "-q"],
             &["seamcall-on-amd.ccs:2", "`seamcall`"],
+        );
+        // An AMD host without a C-bit (memory encryption off; the ChampSim preset) runs no
+        // SEV guest: refused, not run with private GPAs beyond the guest's memory.
+        expect_error(
+            &["run", "--workload", "snp-churn", "--preset", "champsim", "-q"],
+            &["snp guest", "mmu.cbit_pos = none", "champsim"],
+        );
+        expect_error(
+            &["run", "--set", "mmu.cbit_pos=none", "-q"],
+            &["snp guest", "mmu.cbit_pos = none"],
         );
     }
 
