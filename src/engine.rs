@@ -402,6 +402,22 @@ fn run_workload(
     let mut host = HostTime { control_timed: opts.timing, ..HostTime::default() };
     let cfg = layers.build(&[])?;
     let mut w = info.instantiate(params, opts.seed).map_err(|e| anyhow!("workload {name}: {e}"))?;
+    // A guest's C-bit is the host's (CPUID 8000_001F EBX[5:0], AMD APM Vol. 2 §15.34.1, as
+    // `VmPaging` gives it): private GPAs built with another bit lie outside the guest's memory
+    // and every access to them faults.
+    if info.params.iter().any(|d| d.name == "cbit_pos")
+        && let Some(have) = cfg.mmu.cbit_pos.0
+    {
+        let want = params
+            .u64_in(info.params, "cbit_pos", 12, 51)
+            .map_err(|e| anyhow!("workload {name}: {e}"))?;
+        if want != u64::from(have) {
+            bail!(
+                "workload {name}: cbit_pos = {want}, but the machine's mmu.cbit_pos = {have}; \
+                 pass --param cbit_pos={have} or --set mmu.cbit_pos={want}"
+            );
+        }
+    }
     let mut m = Machine::new(cfg, &[], true)?;
     let mut rec = match &opts.record {
         Some(p) => Some(Recorder::new(p, name, params, opts.seed)?),

@@ -203,6 +203,14 @@ mod cli {
             &["run", "--set", "mmu.cbit_pos=none", "-q"],
             &["snp guest", "mmu.cbit_pos = none"],
         );
+        // A workload whose private GPAs use another C-bit than the host's.
+        expect_error(
+            &["run", "--workload", "snp-churn", "--set", "mmu.cbit_pos=47", "-q"],
+            &["cbit_pos = 51", "mmu.cbit_pos = 47", "--param cbit_pos=47"],
+        );
+        let args = "run --workload snp-churn --set mmu.cbit_pos=47 --param cbit_pos=47 --param accesses=2000 -q";
+        let (code, _, err) = ccsim(&args.split(' ').collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
     }
 
     /// Hostile sizes under a 1 GiB address-space limit (`ulimit -v`): a `.cct` whose frame or
