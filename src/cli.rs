@@ -244,8 +244,8 @@ enum TraceCmd {
         #[arg(long, default_value_t = 1)]
         pid: u32,
     },
-    /// Import a capture as a role of the simulated machine, streaming. lackey: plain or
-    /// `.zst`; champsim: raw, `.xz`, `.gz` or `.zst`.
+    /// Import a capture as a role of the simulated machine, streaming. Every format: plain, or
+    /// compressed as its name says (`.xz`, `.gz`, `.zst`).
     #[command(
         after_help = "Roles: host-process[:PID] (default PID 1), host-kernel, guest:N[:KIND] (KIND plain, snp (default) or tdx).\nlackey: host-kernel and guest need --vapa. qemu-memtrace, qemu-execlog and perf-script carry their own addresses (no --vapa). ChampSim files have no header: give --format cloudsuite for 96-byte records. See docs/importers.md.\n\nExamples:\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as host-process:42 -o p.cct\n  ccsim trace import --from lackey trace.lackey.zst --vapa vapa.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from qemu-memtrace memtrace.txt.zst --as guest:1:snp -o g.cct\n  ccsim trace import --from perf-script pf.txt --as host-kernel -o pf.cct\n  ccsim trace import --from champsim 600.perlbench_s-210B.champsimtrace.xz --as host-process -o perl.cct"
     )]

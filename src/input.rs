@@ -156,15 +156,9 @@ pub fn convert(
     let records: RecordStream = match from {
         None => open(input)?.1,
         Some("lackey") => {
-            let f = std::fs::File::open(input).with_context(|| format!("{}", input.display()))?;
-            let r: Box<dyn Read> = if input.extension().is_some_and(|x| x == "zst") {
-                Box::new(zstd_reader(f)?)
-            } else {
-                Box::new(f)
-            };
             let name = input.display().to_string();
             let opts = traces::import::lackey::LackeyOptions::new(pid);
-            let it = traces::import::lackey::LackeyReader::new(BufReader::new(r), opts);
+            let it = traces::import::lackey::LackeyReader::new(open_text(input)?, opts);
             let mut idx = 0u64;
             Box::new(it.map(move |r| {
                 idx += 1;
@@ -273,14 +267,10 @@ impl std::fmt::Display for ImportSummary {
     }
 }
 
-/// A plain or zstd-compressed (`.zst`) input, buffered.
+/// A text input, plain or compressed as [`open_binary`] reads it (`.xz`, `.gz`, `.zst`),
+/// buffered.
 fn open_text(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
-    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    Ok(if path.extension().is_some_and(|x| x == "zst") {
-        Box::new(BufReader::with_capacity(1 << 16, zstd_reader(f)?))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 16, f))
-    })
+    Ok(Box::new(BufReader::with_capacity(1 << 16, open_binary(path)?)))
 }
 
 /// The formats `ccsim trace import --from` knows.

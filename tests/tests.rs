@@ -2554,6 +2554,49 @@ mod import_pairs {
         assert!(meta.contains("import.skipped_io") && meta.contains("qemu-memtrace"), "{meta}");
     }
 
+    /// A text capture reads the same plain, `.zst`, `.xz` or `.gz` (by extension, as the
+    /// ChampSim importer reads binary ones): the shared excerpts come as `.xz`.
+    #[test]
+    fn text_captures_read_compressed_by_extension() {
+        use std::io::{Read as _, Write as _};
+        let mut text = Vec::new();
+        zstd::Decoder::new(std::fs::File::open(sample(MT)).unwrap())
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+        let plain = out("m.txt");
+        std::fs::write(&plain, &text).unwrap();
+        let xz = out("m.txt.xz");
+        let mut e = liblzma::write::XzEncoder::new(std::fs::File::create(&xz).unwrap(), 6);
+        e.write_all(&text).unwrap();
+        e.finish().unwrap();
+        let gz = out("m.txt.gz");
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        e.write_all(&text).unwrap();
+        e.finish().unwrap();
+        let summary = |input: &Path, name: &str| {
+            let o = out(name);
+            let args = ["trace", "import", "--from", "qemu-memtrace", input.to_str().unwrap()];
+            let (code, err) =
+                ccsim(&[&args[..], &["--as", "guest:1:snp", "-o", o.to_str().unwrap()]].concat());
+            assert_eq!(code, 0, "{err}");
+            let r = replay(&o);
+            (
+                err.split_once(": ").map(|(_, s)| s.to_owned()).unwrap(),
+                r.accesses.loads,
+                r.accesses.stores,
+            )
+        };
+        let want = summary(Path::new(&sample(MT)), "z.cct");
+        assert_eq!(want.1 + want.2, 12_267, "{want:?}");
+        for (input, name) in [(&plain, "p.cct"), (&xz, "x.cct"), (&gz, "g2.cct")] {
+            assert_eq!(summary(input, name), want, "{}", input.display());
+        }
+    }
+
     #[test]
     fn memtrace_host_kernel_direct_map_accesses_back_captured_pages() {
         let (p, err) = import("qemu-memtrace", MT, "host-kernel", "k.cct");
