@@ -425,6 +425,15 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         Ok(PendingInvalidation::none())
     }
 
+    /// The entries of a table of [`ENTRIES_PER_TABLE`] leaves of `size` from `frame` on,
+    /// each with `attrs` (what a split writes, and what [`PageTable::map_table`] installs).
+    fn leaf_run(&self, frame: P, size: PageSize, attrs: E::Attrs) -> [u64; ENTRIES_PER_TABLE] {
+        std::array::from_fn(|i| {
+            let f = P::from_raw(frame.raw() + (i as u64) * size.bytes());
+            E::make_leaf(f, size, attrs, self.format).to_raw()
+        })
+    }
+
     /// The table at `target` on the way to `va`, creating the missing tables above it
     /// (through `frames`, top-down).
     fn descend(
@@ -497,10 +506,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             let addr = Self::entry_addr(parent, parent_level, va);
             if !E::from_raw(tables.read(addr)).present() {
                 let fmt = self.format;
-                let entries: [u64; ENTRIES_PER_TABLE] = std::array::from_fn(|i| {
-                    let f = P::from_raw(frame.raw() + (i as u64) * size.bytes());
-                    E::make_leaf(f, size, attrs, fmt).to_raw()
-                });
+                let entries = self.leaf_run(frame, size, attrs);
                 let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
                 tables.install_entries(page, &entries).map_err(MapError::BadFrame)?;
                 tables.write(
@@ -614,10 +620,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         let attrs = entry.attrs_of(size, self.format);
         let page = frames.alloc_table().ok_or(SplitError::OutOfFrames { va })?;
         let fmt = self.format;
-        let child: [u64; ENTRIES_PER_TABLE] = std::array::from_fn(|i| {
-            let f = P::from_raw(frame.raw() + (i as u64) * small.bytes());
-            E::make_leaf(f, small, attrs, fmt).to_raw()
-        });
+        let child = self.leaf_run(frame, small, attrs);
         tables.install_entries(page, &child).map_err(SplitError::BadFrame)?;
         tables.write(addr, E::make_table(page, self.table_flags, fmt).table_at(level).to_raw());
         self.table_pages += 1;
