@@ -166,6 +166,10 @@ impl Machine {
             let rmp_2m = e.assigned && e.page_size == RmpPageSize::M2;
             if rmp_2m && (n.info1.contains(NpfExitInfo1::SIZEM) || leaf == PageSize::K4) {
                 cost += self.kvm_psmash(cpu, spa);
+                // Then `kvm_zap_gfn_range(kvm, gfn, gfn + PTRS_PER_PMD)`: a 2M stage-2 leaf
+                // over the now-4K RMP entries would fail every access's page-size check, so
+                // the stage-2 mappings go and the retry faults them in at 4K.
+                cost += self.zap_stage2_range(vm, gfn, 512);
                 return Some(self.handled(cost));
             }
             // A private access to a shared GPA, or a shared write to a private one: the VMM
@@ -426,14 +430,30 @@ impl Machine {
             cost += if private { self.vmm_discard(vm, g) } else { self.gmem_punch(cpu, vm, g) };
         }
         if zapped {
-            let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
-            for c in &mut self.cpus {
-                self.tlb_invalidated += c.mmu.svm_tlb_control(asid, TlbControl::FlushAsid).tlb;
-            }
-            self.tlb_flushes += 1;
-            cost += self.cfg.host.flush_all_cost;
+            cost += self.flush_vm_asid(vm);
         }
         cost
+    }
+
+    /// KVM's remote TLB flush after zapping stage-2 leaves of `vm`: its ASID flushed on every
+    /// CPU. Returns its cost.
+    fn flush_vm_asid(&mut self, vm: VmId) -> Cycles {
+        let asid = self.vms.get(&vm).map_or(0, |i| u16::try_from(i.asid).unwrap_or(0));
+        for c in &mut self.cpus {
+            self.tlb_invalidated += c.mmu.svm_tlb_control(asid, TlbControl::FlushAsid).tlb;
+        }
+        self.tlb_flushes += 1;
+        self.cfg.host.flush_all_cost
+    }
+
+    /// `kvm_zap_gfn_range` over the `n` GFNs from `gfn`: every stage-2 leaf translating one of
+    /// them goes (a 2M leaf whole), then, if any went, the remote TLB flush. Returns its cost.
+    fn zap_stage2_range(&mut self, vm: VmId, gfn: u64, n: u64) -> Cycles {
+        let mut zapped = false;
+        for g in gfn..gfn.saturating_add(n) {
+            zapped |= self.zap_stage2(vm, g);
+        }
+        if zapped { self.flush_vm_asid(vm) } else { Cycles::ZERO }
     }
 
     /// [`Machine::zap_stage2`] for KVM's TDX MMU, with KVM's remote TLB flush, so that a TD's
