@@ -851,6 +851,20 @@ impl Machine {
         // but where the early tables land matters only to RMP checks of table pages).
         let pool_end =
             if cfg.host.early_boot { (low + cfg.host.boot_pool.0).min(rmp_base) } else { low };
+        // Name the setting that leaves the page allocator nothing, rather than run out of
+        // memory for the first page table.
+        if pool_end >= rmp_base {
+            let (key, value) = if low >= rmp_base {
+                ("host.reserved_low", cfg.host.reserved_low.to_string())
+            } else {
+                ("host.boot_pool", cfg.host.boot_pool.to_string())
+            };
+            return Err(MachineError::Setup(format!(
+                "{key} = {value} leaves no memory for the page allocator, whose memory ends \
+                 at {rmp_base:#x} where the RMP table starts (machine.memory = {})",
+                cfg.machine.memory
+            )));
+        }
         let mut alloc = BuddyAllocator::with_order(
             pool_end,
             rmp_base,

@@ -334,6 +334,16 @@ mod cli {
         let p = tmp("badkey.ccs", b"machine cpus=2 colour=blue\nc0 host load phys:0x1000 8\n");
         expect_error(&["run", p.to_str().unwrap()], &["badkey.ccs:1", "colour"]);
         expect_error(&["run", "--param", "gusts=1"], &["gusts"]);
+        // Settings that leave the page allocator no memory are named, not reported as a
+        // page-table allocation failure.
+        expect_error(
+            &["run", "--set", "host.reserved_low=8G", "-q"],
+            &["host.reserved_low = 8G", "no memory for the page allocator", "machine.memory = 4G"],
+        );
+        expect_error(
+            &["run", "--set", "host.early_boot=true", "--set", "host.boot_pool=100G", "-q"],
+            &["host.boot_pool = 100G", "no memory for the page allocator"],
+        );
     }
 
     #[test]
