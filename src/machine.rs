@@ -1228,7 +1228,7 @@ impl Machine {
         }
         let cpu = te.agent.cpu().unwrap_or(0) as usize;
         if cpu >= self.cpus.len() {
-            self.not_modelled("event on a CPU beyond machine.cpus");
+            self.refuse_cpu(cpu, te.event.keyword());
             return Outcome::default();
         }
         // A timestamp later than the CPU's clock is idle time: everything waits for it.
@@ -1278,11 +1278,21 @@ impl Machine {
         }
         let cpu = cpu as usize;
         if cpu >= self.cpus.len() {
-            self.not_modelled("event on a CPU beyond machine.cpus");
+            self.refuse_cpu(cpu, "work");
             return;
         }
         let out = self.work(count);
         self.cpus[cpu].charge(out.cost, out.timing);
+    }
+
+    /// An event on CPU `cpu`, which the machine does not have: bad input (the error names the
+    /// event and `machine.cpus`), not something the model lacks.
+    #[cold]
+    fn refuse_cpu(&mut self, cpu: usize, keyword: &str) {
+        let n = self.cpus.len();
+        self.input_error.get_or_insert_with(|| {
+            format!("`{keyword}` on CPU {cpu}, but machine.cpus = {n} (CPUs 0..={})", n - 1)
+        });
     }
 
     /// `work N`: N non-memory instructions at the base CPI.

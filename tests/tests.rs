@@ -344,6 +344,12 @@ mod cli {
             &["run", "--set", "host.early_boot=true", "--set", "host.boot_pool=100G", "-q"],
             &["host.boot_pool = 100G", "no memory for the page allocator"],
         );
+        // An event on a CPU the machine does not have.
+        let p = tmp(
+            "cpu5.ccs",
+            b"machine cpus=2\nc0 host load phys:0x1000 8\nc5 host load phys:0x1000 8\n",
+        );
+        expect_error(&["run", p.to_str().unwrap()], &["cpu5.ccs:3", "CPU 5", "machine.cpus = 2"]);
     }
 
     #[test]
