@@ -434,6 +434,14 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         })
     }
 
+    /// Point the `level` entry at `addr` to the installed table page `page`, which becomes
+    /// one of this table's pages.
+    fn link_table(&mut self, tables: &mut PhysMemTables<P>, addr: P, level: Level, page: P) {
+        let entry = E::make_table(page, self.table_flags, self.format).table_at(level);
+        tables.write(addr, entry.to_raw());
+        self.table_pages += 1;
+    }
+
     /// The table at `target` on the way to `va`, creating the missing tables above it
     /// (through `frames`, top-down).
     fn descend(
@@ -451,11 +459,7 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             if !e.present() {
                 let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
                 tables.install(page).map_err(MapError::BadFrame)?;
-                tables.write(
-                    addr,
-                    E::make_table(page, self.table_flags, self.format).table_at(level).to_raw(),
-                );
-                self.table_pages += 1;
+                self.link_table(tables, addr, level, page);
                 table = page;
             } else if e.leaf_at(level) {
                 return Err(MapError::AlreadyMapped { va, existing: level.leaf_size() });
@@ -505,15 +509,10 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
             let parent = self.descend(tables, frames, va, parent_level)?;
             let addr = Self::entry_addr(parent, parent_level, va);
             if !E::from_raw(tables.read(addr)).present() {
-                let fmt = self.format;
                 let entries = self.leaf_run(frame, size, attrs);
                 let page = frames.alloc_table().ok_or(MapError::OutOfFrames { va })?;
                 tables.install_entries(page, &entries).map_err(MapError::BadFrame)?;
-                tables.write(
-                    addr,
-                    E::make_table(page, self.table_flags, fmt).table_at(parent_level).to_raw(),
-                );
-                self.table_pages += 1;
+                self.link_table(tables, addr, parent_level, page);
                 self.leaves[size] += n;
                 return Ok(());
             }
@@ -619,11 +618,9 @@ impl<V: PagedAddr, P: PhysAddr, E: PagingEntry> PageTable<V, P, E> {
         let frame: P = entry.leaf_frame(size, self.format);
         let attrs = entry.attrs_of(size, self.format);
         let page = frames.alloc_table().ok_or(SplitError::OutOfFrames { va })?;
-        let fmt = self.format;
         let child = self.leaf_run(frame, small, attrs);
         tables.install_entries(page, &child).map_err(SplitError::BadFrame)?;
-        tables.write(addr, E::make_table(page, self.table_flags, fmt).table_at(level).to_raw());
-        self.table_pages += 1;
+        self.link_table(tables, addr, level, page);
         self.leaves[size] -= 1;
         self.leaves[small] += ENTRIES_PER_TABLE as u64;
         let base = V::from_raw(va.raw() & !(size.bytes() - 1));
