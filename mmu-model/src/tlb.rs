@@ -635,14 +635,14 @@ impl Array {
         if slots < PHYS_FILTER_MIN_SLOTS || slots > usize::from(u16::MAX / 2) {
             return true;
         }
-        let bits = (slots * 16).next_power_of_two().trailing_zeros();
         if self.phys.is_empty() {
-            let mut phys = vec![0u16; 1 << bits];
+            let mut phys = vec![0u16; (slots * 16).next_power_of_two()];
             for x in self.entries.iter().filter(|x| x.valid) {
                 phys_count(&mut phys, x, true);
             }
             self.phys = phys;
         }
+        let bits = self.phys.len().trailing_zeros();
         let probe = |k: u64| self.phys[filter_hash(k, bits)] != 0;
         PageSize::ALL.iter().filter(|z| self.size_used[z.index()] > 0).any(|&z| {
             // An entry of size `z` at frame `f` reaches the range iff s − |z| < f < e.
